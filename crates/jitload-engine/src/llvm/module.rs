@@ -1,0 +1,382 @@
+//! An owned LLVM `Module`: parsing, verification, inspection and the few edits jitload makes.
+
+use std::ffi::{c_char, c_uint, CStr};
+use std::marker::PhantomData;
+use std::ptr;
+
+use llvm_sys::analysis::{LLVMVerifierFailureAction, LLVMVerifyModule};
+use llvm_sys::bit_reader::LLVMParseBitcodeInContext2;
+use llvm_sys::bit_writer::LLVMWriteBitcodeToMemoryBuffer;
+use llvm_sys::core::*;
+use llvm_sys::ir_reader::LLVMParseIRInContext2;
+use llvm_sys::linker::LLVMLinkModules2;
+use llvm_sys::prelude::{LLVMMemoryBufferRef, LLVMModuleRef, LLVMValueRef};
+use llvm_sys::LLVMLinkage;
+
+use super::context::Context;
+use super::{cstr, take_message};
+
+/// What kind of symbol a module-level name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolKind {
+    Function,
+    Data,
+}
+
+/// A module-level symbol as the linker sees it.
+#[derive(Debug, Clone)]
+pub struct ModuleSymbol {
+    pub name: String,
+    pub kind: SymbolKind,
+    /// Defined here (a body or an initializer), as opposed to declared.
+    pub defined: bool,
+    /// Visible to other modules (external/weak linkage and default visibility).
+    pub exported: bool,
+    /// A declaration that may stay unresolved (`extern_weak`).
+    pub weak_reference: bool,
+    /// A declaration that some instruction or initializer actually refers to.
+    pub used: bool,
+}
+
+/// An owned module in a [`Context`]. Disposed on drop unless ownership moved to LLVM.
+pub struct Module<'ctx> {
+    raw: LLVMModuleRef,
+    ctx: &'ctx Context,
+    _marker: PhantomData<&'ctx Context>,
+}
+
+/// A memory buffer we own, freed on drop.
+struct MemBuf(LLVMMemoryBufferRef);
+
+impl MemBuf {
+    fn copy_of(bytes: &[u8], name: &str) -> MemBuf {
+        let name = cstr(name);
+        // SAFETY: bytes is valid for len bytes; LLVM copies them; name is NUL-terminated.
+        MemBuf(unsafe {
+            LLVMCreateMemoryBufferWithMemoryRangeCopy(bytes.as_ptr().cast(), bytes.len(), name.as_ptr())
+        })
+    }
+}
+
+impl Drop for MemBuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the buffer and no parsed module borrows it (full parses copy).
+        unsafe { LLVMDisposeMemoryBuffer(self.0) };
+    }
+}
+
+/// Copies the bytes out of an LLVM memory buffer and disposes it.
+///
+/// # Safety
+/// `buf` must be a valid buffer owned by the caller; it is freed here.
+pub(crate) unsafe fn take_buffer(buf: LLVMMemoryBufferRef) -> Vec<u8> {
+    // SAFETY: caller guarantees buf is valid.
+    let start = unsafe { LLVMGetBufferStart(buf) };
+    // SAFETY: as above.
+    let size = unsafe { LLVMGetBufferSize(buf) };
+    // SAFETY: start points to size readable bytes inside buf.
+    let bytes = unsafe { std::slice::from_raw_parts(start.cast::<u8>(), size) }.to_vec();
+    // SAFETY: caller transferred ownership of buf; disposed exactly once.
+    unsafe { LLVMDisposeMemoryBuffer(buf) };
+    bytes
+}
+
+fn value_name(v: LLVMValueRef) -> String {
+    let mut len = 0usize;
+    // SAFETY: v is a live value; the returned pointer is valid for len bytes while v lives.
+    let p = unsafe { LLVMGetValueName2(v, &mut len) };
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl<'ctx> Module<'ctx> {
+    /// Parses bitcode. LLVM copies the bytes; errors come back as the reader's message.
+    pub fn parse_bitcode(ctx: &'ctx Context, bytes: &[u8], name: &str) -> Result<Self, String> {
+        let buf = MemBuf::copy_of(bytes, name);
+        let mut raw: LLVMModuleRef = ptr::null_mut();
+        // SAFETY: ctx and buf are live; the call does not take ownership of buf
+        // (it parses fully from a MemoryBufferRef) and reports errors via diagnostics.
+        let failed = unsafe { LLVMParseBitcodeInContext2(ctx.raw(), buf.0, &mut raw) } != 0;
+        let errors = ctx.take_errors();
+        if failed || raw.is_null() {
+            return Err(if errors.is_empty() { "unreadable bitcode".to_string() } else { errors.join("; ") });
+        }
+        Ok(Module { raw, ctx, _marker: PhantomData })
+    }
+
+    /// Parses textual IR. Errors carry `name:line:column`.
+    pub fn parse_ir(ctx: &'ctx Context, text: &[u8], name: &str) -> Result<Self, String> {
+        let buf = MemBuf::copy_of(text, name);
+        let mut raw: LLVMModuleRef = ptr::null_mut();
+        let mut msg: *mut c_char = ptr::null_mut();
+        // SAFETY: ctx and buf are live; LLVMParseIRInContext2 does not consume buf.
+        let failed = unsafe { LLVMParseIRInContext2(ctx.raw(), buf.0, &mut raw, &mut msg) } != 0;
+        // SAFETY: msg is null or an LLVM-allocated message we own.
+        let text = unsafe { take_message(msg) };
+        if failed || raw.is_null() {
+            return Err(text);
+        }
+        Ok(Module { raw, ctx, _marker: PhantomData })
+    }
+
+    /// Creates an empty module (used as the destination when linking several inputs).
+    pub fn new_empty(ctx: &'ctx Context, name: &str) -> Self {
+        let name = cstr(name);
+        // SAFETY: ctx is live; we own the new module.
+        let raw = unsafe { LLVMModuleCreateWithNameInContext(name.as_ptr(), ctx.raw()) };
+        Module { raw, ctx, _marker: PhantomData }
+    }
+
+    pub(crate) fn raw(&self) -> LLVMModuleRef {
+        self.raw
+    }
+
+    /// Runs the IR verifier; returns its report on failure.
+    pub fn verify(&self) -> Result<(), String> {
+        let mut msg: *mut c_char = ptr::null_mut();
+        // SAFETY: raw is a live module; ReturnStatusAction never aborts.
+        let broken = unsafe {
+            LLVMVerifyModule(self.raw, LLVMVerifierFailureAction::LLVMReturnStatusAction, &mut msg)
+        } != 0;
+        // SAFETY: msg is an LLVM-allocated message we own.
+        let text = unsafe { take_message(msg) };
+        if broken {
+            Err(text.trim().to_string())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The module's target triple ("" when unset).
+    pub fn triple(&self) -> String {
+        // SAFETY: the returned string is owned by the module and valid while it lives.
+        let p = unsafe { LLVMGetTarget(self.raw) };
+        if p.is_null() {
+            return String::new();
+        }
+        // SAFETY: as above.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+
+    pub fn set_triple(&mut self, triple: &str) {
+        let t = cstr(triple);
+        // SAFETY: the module copies the string.
+        unsafe { LLVMSetTarget(self.raw, t.as_ptr()) };
+    }
+
+    pub fn set_data_layout(&mut self, layout: &str) {
+        let l = cstr(layout);
+        // SAFETY: the module copies the string.
+        unsafe { LLVMSetDataLayout(self.raw, l.as_ptr()) };
+    }
+
+    /// Every function, global variable and alias at module level.
+    pub fn symbols(&self) -> Vec<ModuleSymbol> {
+        let mut out = Vec::new();
+        // SAFETY (all iteration below): raw is live; the iterator functions return values owned
+        // by the module that stay valid while no value is deleted, which we never do here.
+        let mut f = unsafe { LLVMGetFirstFunction(self.raw) };
+        while !f.is_null() {
+            // SAFETY: f is a function of this module.
+            let intrinsic = unsafe { LLVMGetIntrinsicID(f) } != 0;
+            if !intrinsic {
+                out.push(self.describe(f, SymbolKind::Function));
+            }
+            // SAFETY: f is a function of this module.
+            f = unsafe { LLVMGetNextFunction(f) };
+        }
+        // SAFETY: as above.
+        let mut g = unsafe { LLVMGetFirstGlobal(self.raw) };
+        while !g.is_null() {
+            if !value_name(g).starts_with("llvm.") {
+                out.push(self.describe(g, SymbolKind::Data));
+            }
+            // SAFETY: g is a global of this module.
+            g = unsafe { LLVMGetNextGlobal(g) };
+        }
+        // SAFETY: as above.
+        let mut a = unsafe { LLVMGetFirstGlobalAlias(self.raw) };
+        while !a.is_null() {
+            let mut sym = self.describe(a, SymbolKind::Data);
+            sym.defined = true;
+            out.push(sym);
+            // SAFETY: a is an alias of this module.
+            a = unsafe { LLVMGetNextGlobalAlias(a) };
+        }
+        out
+    }
+
+    fn describe(&self, v: LLVMValueRef, kind: SymbolKind) -> ModuleSymbol {
+        use LLVMLinkage::*;
+        // SAFETY: v is a live global value of this module.
+        let linkage = unsafe { LLVMGetLinkage(v) };
+        // SAFETY: as above.
+        let declaration = unsafe { LLVMIsDeclaration(v) } != 0;
+        // SAFETY: as above.
+        let hidden = unsafe { LLVMGetVisibility(v) } != llvm_sys::LLVMVisibility::LLVMDefaultVisibility;
+        let local = matches!(linkage, LLVMInternalLinkage | LLVMPrivateLinkage);
+        // SAFETY: as above; a null first use means nothing refers to it.
+        let used = !unsafe { LLVMGetFirstUse(v) }.is_null();
+        ModuleSymbol {
+            name: value_name(v),
+            kind,
+            defined: !declaration,
+            exported: !declaration && !local && !hidden,
+            weak_reference: linkage == LLVMExternalWeakLinkage,
+            used,
+        }
+    }
+
+    /// Library names recorded in `!llvm.dependent-libraries`.
+    pub fn dependent_libraries(&self) -> Vec<String> {
+        let key = cstr("llvm.dependent-libraries");
+        // SAFETY: raw is live; key is NUL-terminated.
+        let n = unsafe { LLVMGetNamedMetadataNumOperands(self.raw, key.as_ptr()) } as usize;
+        let mut nodes: Vec<LLVMValueRef> = vec![ptr::null_mut(); n];
+        if n > 0 {
+            // SAFETY: nodes has room for exactly n operands.
+            unsafe { LLVMGetNamedMetadataOperands(self.raw, key.as_ptr(), nodes.as_mut_ptr()) };
+        }
+        let mut libs = Vec::new();
+        for node in nodes {
+            // SAFETY: node is an MDNode wrapped as a value.
+            let count = unsafe { LLVMGetMDNodeNumOperands(node) } as usize;
+            let mut ops: Vec<LLVMValueRef> = vec![ptr::null_mut(); count];
+            if count > 0 {
+                // SAFETY: ops has room for count operands.
+                unsafe { LLVMGetMDNodeOperands(node, ops.as_mut_ptr()) };
+            }
+            for op in ops.into_iter().filter(|op| !op.is_null()) {
+                let mut len: c_uint = 0;
+                // SAFETY: op is a metadata value; returns null if it is not an MDString.
+                let s = unsafe { LLVMGetMDString(op, &mut len) };
+                if !s.is_null() {
+                    // SAFETY: s points to len bytes owned by the context.
+                    let bytes = unsafe { std::slice::from_raw_parts(s.cast::<u8>(), len as usize) };
+                    libs.push(String::from_utf8_lossy(bytes).into_owned());
+                }
+            }
+        }
+        libs
+    }
+
+    /// Appends `lib` to `!llvm.dependent-libraries` (as `#pragma comment(lib, ...)` does).
+    pub fn add_dependent_library(&mut self, lib: &str) {
+        if self.dependent_libraries().iter().any(|l| l == lib) {
+            return;
+        }
+        let key = cstr("llvm.dependent-libraries");
+        // SAFETY: ctx and the string are live; the metadata is uniqued in the context.
+        unsafe {
+            let md = LLVMMDStringInContext2(self.ctx.raw(), lib.as_ptr().cast(), lib.len());
+            let mut mds = [md];
+            let node = LLVMMDNodeInContext2(self.ctx.raw(), mds.as_mut_ptr(), 1);
+            let value = LLVMMetadataAsValue(self.ctx.raw(), node);
+            LLVMAddNamedMetadataOperand(self.raw, key.as_ptr(), value);
+        }
+    }
+
+    /// Replaces `llvm.global_ctors` (or `_dtors`) with one exported function `name` that calls
+    /// each entry in priority order (descending for destructors, as the LangRef says).
+    /// Returns whether the module had any entries.
+    pub fn lower_init_array(&mut self, array: &str, name: &str, reverse: bool) -> bool {
+        let key = cstr(array);
+        // SAFETY: raw is live; returns null when the global does not exist.
+        let global = unsafe { LLVMGetNamedGlobal(self.raw, key.as_ptr()) };
+        if global.is_null() {
+            return false;
+        }
+        let mut entries: Vec<(u64, usize, LLVMValueRef)> = Vec::new();
+        // SAFETY: global is a live global variable; the initializer may be null for a declaration.
+        let init = unsafe { LLVMGetInitializer(global) };
+        if !init.is_null() {
+            // SAFETY: init is a constant array of {i32, ptr, ptr} structs (or zeroinitializer,
+            // which has no operands).
+            let n = unsafe { LLVMGetNumOperands(init) }.max(0) as u32;
+            for i in 0..n {
+                // SAFETY: i < n operands.
+                let entry = unsafe { LLVMGetOperand(init, i) };
+                // SAFETY: entry is a constant struct; check it has the 3 expected fields.
+                if entry.is_null() || unsafe { LLVMGetNumOperands(entry) } < 2 {
+                    continue;
+                }
+                // SAFETY: operand 0 is the i32 priority, operand 1 the function.
+                let (prio, func) = unsafe { (LLVMGetOperand(entry, 0), LLVMGetOperand(entry, 1)) };
+                // SAFETY: only a real function is callable; null pointers are skipped.
+                if func.is_null() || unsafe { LLVMIsAFunction(func) }.is_null() {
+                    continue;
+                }
+                // SAFETY: prio is a ConstantInt.
+                let prio = if unsafe { LLVMIsAConstantInt(prio) }.is_null() {
+                    65535
+                } else {
+                    // SAFETY: checked it is a ConstantInt just above.
+                    unsafe { LLVMConstIntGetZExtValue(prio) }
+                };
+                entries.push((prio, i as usize, func));
+            }
+        }
+        entries.sort_by_key(|&(prio, idx, _)| (prio, idx));
+        if reverse {
+            entries.reverse();
+        }
+        let had_entries = !entries.is_empty();
+        let cname = cstr(name);
+        // SAFETY: building a new void() function and a single block calling each entry; all
+        // values belong to this module and context, and the builder is disposed at the end.
+        unsafe {
+            let ctx = self.ctx.raw();
+            let void = LLVMVoidTypeInContext(ctx);
+            let fnty = LLVMFunctionType(void, ptr::null_mut(), 0, 0);
+            let func = LLVMAddFunction(self.raw, cname.as_ptr(), fnty);
+            LLVMSetLinkage(func, LLVMLinkage::LLVMExternalLinkage);
+            let bb = LLVMAppendBasicBlockInContext(ctx, func, c"entry".as_ptr());
+            let builder = LLVMCreateBuilderInContext(ctx);
+            LLVMPositionBuilderAtEnd(builder, bb);
+            for (_, _, callee) in &entries {
+                let ty = LLVMGlobalGetValueType(*callee);
+                LLVMBuildCall2(builder, ty, *callee, ptr::null_mut(), 0, c"".as_ptr());
+            }
+            LLVMBuildRetVoid(builder);
+            LLVMDisposeBuilder(builder);
+            LLVMDeleteGlobal(global);
+        }
+        had_entries
+    }
+
+    /// Links `other` into this module (`other` is consumed, as `LLVMLinkModules2` destroys it).
+    pub fn link_in(&mut self, other: Module<'ctx>) -> Result<(), String> {
+        let src = other.raw;
+        std::mem::forget(other); // LLVMLinkModules2 destroys Src on both paths.
+        // SAFETY: both modules live in the same context; Src ownership passes to LLVM.
+        let failed = unsafe { LLVMLinkModules2(self.raw, src) } != 0;
+        let errors = self.ctx.take_errors();
+        if failed {
+            return Err(if errors.is_empty() { "link failed".into() } else { errors.join("; ") });
+        }
+        Ok(())
+    }
+
+    /// Serialises the module as bitcode.
+    pub fn to_bitcode(&self) -> Vec<u8> {
+        // SAFETY: raw is live; the returned buffer is owned by us and freed in take_buffer.
+        unsafe { take_buffer(LLVMWriteBitcodeToMemoryBuffer(self.raw)) }
+    }
+
+    /// The module as textual IR.
+    pub fn to_ir_text(&self) -> String {
+        // SAFETY: raw is live; the returned string is LLVM-allocated and ours.
+        unsafe { take_message(LLVMPrintModuleToString(self.raw)) }
+    }
+}
+
+impl Drop for Module<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we still own raw (ownership-moving calls forget self first).
+        unsafe { LLVMDisposeModule(self.raw) };
+    }
+}

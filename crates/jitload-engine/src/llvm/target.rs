@@ -1,0 +1,180 @@
+//! The host target: triple, CPU and features, a target machine, the optimiser and codegen.
+
+use std::ffi::c_char;
+use std::ptr;
+
+use llvm_sys::target::{LLVMCopyStringRepOfTargetData, LLVMDisposeTargetData};
+use llvm_sys::target_machine::*;
+use llvm_sys::transforms::pass_builder::{
+    LLVMCreatePassBuilderOptions, LLVMDisposePassBuilderOptions, LLVMRunPasses,
+};
+
+use super::module::{take_buffer, Module};
+use super::{check, cstr, take_message};
+
+/// The machine jitload compiles for: the host, with its exact CPU name and features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTarget {
+    pub triple: String,
+    pub cpu: String,
+    pub features: String,
+}
+
+impl HostTarget {
+    pub fn detect() -> HostTarget {
+        super::initialize();
+        // SAFETY: each call returns a fresh LLVM-allocated string that take_message frees.
+        unsafe {
+            let raw_triple = LLVMGetDefaultTargetTriple();
+            let triple_norm = LLVMNormalizeTargetTriple(raw_triple);
+            let _ = take_message(raw_triple);
+            HostTarget {
+                triple: take_message(triple_norm),
+                cpu: take_message(LLVMGetHostCPUName()),
+                features: take_message(LLVMGetHostCPUFeatures()),
+            }
+        }
+    }
+
+    /// The architecture part of a triple ("x86_64" of "x86_64-pc-linux-gnu").
+    pub fn arch_of(triple: &str) -> &str {
+        triple.split('-').next().unwrap_or("")
+    }
+
+    /// The OS part of a triple, ignoring vendor ("linux" of "x86_64-unknown-linux-gnu").
+    pub fn os_of(triple: &str) -> &str {
+        let parts: Vec<&str> = triple.split('-').collect();
+        match parts.len() {
+            0 | 1 => "",
+            2 => parts[1],
+            _ => parts[2],
+        }
+    }
+}
+
+/// Optimisation level, as clang's -O0..-O3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptLevel {
+    O0,
+    O1,
+    O2,
+    O3,
+}
+
+impl OptLevel {
+    pub fn from_number(n: u8) -> Option<OptLevel> {
+        Some(match n {
+            0 => OptLevel::O0,
+            1 => OptLevel::O1,
+            2 => OptLevel::O2,
+            3 => OptLevel::O3,
+            _ => return None,
+        })
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            OptLevel::O0 => 0,
+            OptLevel::O1 => 1,
+            OptLevel::O2 => 2,
+            OptLevel::O3 => 3,
+        }
+    }
+
+    fn codegen(self) -> LLVMCodeGenOptLevel {
+        match self {
+            OptLevel::O0 => LLVMCodeGenOptLevel::LLVMCodeGenLevelNone,
+            OptLevel::O1 => LLVMCodeGenOptLevel::LLVMCodeGenLevelLess,
+            OptLevel::O2 => LLVMCodeGenOptLevel::LLVMCodeGenLevelDefault,
+            OptLevel::O3 => LLVMCodeGenOptLevel::LLVMCodeGenLevelAggressive,
+        }
+    }
+}
+
+/// An owned target machine for the host. Not thread-safe: one per compile.
+pub struct TargetMachine {
+    raw: LLVMTargetMachineRef,
+    opt: OptLevel,
+}
+
+impl TargetMachine {
+    /// A PIC, small-code-model machine for `host`: external data goes through the GOT, which
+    /// the JIT linker builds, so code can live anywhere relative to the libraries it uses.
+    pub fn new(host: &HostTarget, opt: OptLevel) -> Result<TargetMachine, String> {
+        super::initialize();
+        let triple = cstr(&host.triple);
+        let cpu = cstr(&host.cpu);
+        let features = cstr(&host.features);
+        let mut target = ptr::null_mut();
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: triple is NUL-terminated; target and err are valid out-pointers.
+        let failed = unsafe { LLVMGetTargetFromTriple(triple.as_ptr(), &mut target, &mut err) } != 0;
+        // SAFETY: err is null or an LLVM message we own.
+        let msg = unsafe { take_message(err) };
+        if failed {
+            return Err(format!("no LLVM target for {}: {msg}", host.triple));
+        }
+        // SAFETY: target came from LLVMGetTargetFromTriple; the strings are copied.
+        let raw = unsafe {
+            LLVMCreateTargetMachine(
+                target,
+                triple.as_ptr(),
+                cpu.as_ptr(),
+                features.as_ptr(),
+                opt.codegen(),
+                LLVMRelocMode::LLVMRelocPIC,
+                LLVMCodeModel::LLVMCodeModelSmall,
+            )
+        };
+        if raw.is_null() {
+            return Err(format!("cannot create a target machine for {}", host.triple));
+        }
+        Ok(TargetMachine { raw, opt })
+    }
+
+    /// The data layout string modules must carry for this machine.
+    pub fn data_layout(&self) -> String {
+        // SAFETY: raw is live; the data layout is ours and disposed after copying its string.
+        unsafe {
+            let td = LLVMCreateTargetDataLayout(self.raw);
+            let s = take_message(LLVMCopyStringRepOfTargetData(td));
+            LLVMDisposeTargetData(td);
+            s
+        }
+    }
+
+    /// Runs the new pass manager's `default<On>` pipeline on `module`.
+    pub fn optimize(&self, module: &mut Module<'_>) -> Result<(), String> {
+        let pipeline = cstr(&format!("default<O{}>", self.opt.number()));
+        // SAFETY: module and raw are live; the options object is created and disposed here.
+        unsafe {
+            let opts = LLVMCreatePassBuilderOptions();
+            let result = check(LLVMRunPasses(module.raw(), pipeline.as_ptr(), self.raw, opts));
+            LLVMDisposePassBuilderOptions(opts);
+            result
+        }
+    }
+
+    /// Generates a relocatable object (ELF on Linux) or textual assembly for `module`.
+    pub fn emit(&self, module: &Module<'_>, assembly: bool) -> Result<Vec<u8>, String> {
+        let mut err: *mut c_char = ptr::null_mut();
+        let mut buf = ptr::null_mut();
+        let kind = if assembly { LLVMCodeGenFileType::LLVMAssemblyFile } else { LLVMCodeGenFileType::LLVMObjectFile };
+        // SAFETY: raw and module are live; buf and err are valid out-pointers.
+        let failed = unsafe { LLVMTargetMachineEmitToMemoryBuffer(self.raw, module.raw(), kind, &mut err, &mut buf) } != 0;
+        // SAFETY: err is null or an LLVM message we own.
+        let msg = unsafe { take_message(err) };
+        if failed || buf.is_null() {
+            return Err(msg);
+        }
+        // SAFETY: buf was just returned to us and is freed by take_buffer.
+        Ok(unsafe { take_buffer(buf) })
+    }
+}
+
+impl Drop for TargetMachine {
+    fn drop(&mut self) {
+        // SAFETY: raw is owned by us.
+        unsafe { LLVMDisposeTargetMachine(self.raw) };
+    }
+}

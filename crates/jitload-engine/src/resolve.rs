@@ -1,0 +1,176 @@
+//! Where undefined symbols come from, in jitload's documented order: other jitload-loaded
+//! code, the process (libpython, libc, libm, ... and RTLD_GLOBAL libraries), the module's
+//! dependent libraries, libraries the user added, then the compiler runtime.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr};
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::llvm::cstr;
+
+/// A shared library opened with `dlopen`. Never closed: JIT'd code may hold its addresses.
+#[derive(Debug)]
+pub struct Library {
+    pub name: String,
+    pub path: String,
+    handle: usize,
+}
+
+impl Library {
+    /// Opens `spec`: a path, a file name the dynamic loader can find ("libyaml-0.so.2"), or a
+    /// bare name as in `-lyaml` ("yaml"), searched as lib<name>.so then lib<name>.so.N.
+    pub fn open(spec: &str) -> Result<Library, String> {
+        let mut errors = Vec::new();
+        for candidate in candidates(spec) {
+            match dlopen(&candidate) {
+                Ok(handle) => return Ok(Library { name: spec.to_string(), path: candidate, handle }),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(errors.pop().unwrap_or_else(|| format!("no file found for '{spec}'")))
+    }
+
+    /// The address of `symbol` in this library (or the libraries it depends on).
+    pub fn symbol(&self, symbol: &str) -> Option<u64> {
+        dlsym(self.handle as *mut c_void, symbol)
+    }
+}
+
+fn dlopen(path: &str) -> Result<usize, String> {
+    let c = cstr(path);
+    // SAFETY: c is NUL-terminated; dlopen has no other preconditions. RTLD_LOCAL keeps the
+    // library's symbols out of the global namespace, as for a normal extension module.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns null or a thread-local message valid until the next dl* call.
+        let err = unsafe { libc::dlerror() };
+        let msg = if err.is_null() {
+            format!("cannot open {path}")
+        } else {
+            // SAFETY: as above; copied immediately.
+            unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
+        };
+        return Err(msg);
+    }
+    Ok(handle as usize)
+}
+
+fn dlsym(handle: *mut c_void, symbol: &str) -> Option<u64> {
+    let c = cstr(symbol);
+    // SAFETY: handle is RTLD_DEFAULT or a live dlopen handle; c is NUL-terminated.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+    (!p.is_null()).then_some(p as u64)
+}
+
+/// Looks `symbol` up in the process's global scope.
+pub fn process_symbol(symbol: &str) -> Option<u64> {
+    dlsym(libc::RTLD_DEFAULT, symbol)
+}
+
+const LIBRARY_DIRS: &[&str] = &[
+    "/usr/local/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+];
+
+fn candidates(spec: &str) -> Vec<String> {
+    if spec.contains('/') || spec.contains(".so") {
+        return vec![spec.to_string()];
+    }
+    let mut out = vec![format!("lib{spec}.so")];
+    let prefix = format!("lib{spec}.so.");
+    let env_dirs = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    for dir in env_dirs.split(':').filter(|d| !d.is_empty()).chain(LIBRARY_DIRS.iter().copied()) {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut versioned: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        // Shortest name first: libfoo.so.2 before libfoo.so.2.0.9 (same library, SONAME form).
+        versioned.sort_by_key(|n| (n.len(), n.clone()));
+        out.extend(versioned.into_iter().map(|n| Path::new(dir).join(n).to_string_lossy().into_owned()));
+    }
+    out
+}
+
+/// Libraries that provide compiler-runtime helpers clang may call (`__udivti3`, ...).
+fn runtime_libraries() -> &'static [Library] {
+    static RUNTIME: OnceLock<Vec<Library>> = OnceLock::new();
+    RUNTIME.get_or_init(|| ["libgcc_s.so.1"].iter().filter_map(|n| Library::open(n).ok()).collect())
+}
+
+/// The compiler-rt builtins archive shipped with clang 22, if installed: linked into a module
+/// on demand for helpers that libgcc lacks (e.g. `__muloti4`).
+pub fn builtins_archive() -> Option<&'static str> {
+    static ARCHIVE: OnceLock<Option<String>> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let arch = std::env::consts::ARCH;
+            ["/usr/lib/llvm-22/lib/clang/22/lib/linux", "/usr/lib/llvm-22/lib/clang/22/lib/x86_64-pc-linux-gnu"]
+                .iter()
+                .flat_map(|d| [format!("{d}/libclang_rt.builtins-{arch}.a"), format!("{d}/libclang_rt.builtins.a")])
+                .find(|p| Path::new(p).exists())
+        })
+        .as_deref()
+}
+
+/// The session-wide part of resolution: jitload exports and user libraries.
+#[derive(Default)]
+pub struct SharedScope {
+    exports: RwLock<HashMap<String, u64>>,
+    user_libraries: RwLock<Vec<Arc<Library>>>,
+}
+
+impl SharedScope {
+    pub fn add_exports(&self, symbols: impl IntoIterator<Item = (String, u64)>) {
+        let mut map = self.exports.write().unwrap_or_else(|e| e.into_inner());
+        for (name, address) in symbols {
+            map.entry(name).or_insert(address);
+        }
+    }
+
+    pub fn add_user_library(&self, library: Arc<Library>) {
+        let mut libs = self.user_libraries.write().unwrap_or_else(|e| e.into_inner());
+        if !libs.iter().any(|l| l.path == library.path) {
+            libs.push(library);
+        }
+    }
+
+    pub fn user_libraries(&self) -> Vec<String> {
+        self.user_libraries.read().unwrap_or_else(|e| e.into_inner()).iter().map(|l| l.path.clone()).collect()
+    }
+}
+
+/// Resolution for one module: the shared scope plus the module's own dependent libraries.
+pub struct ModuleScope {
+    pub shared: Arc<SharedScope>,
+    pub dependencies: Vec<Arc<Library>>,
+}
+
+impl ModuleScope {
+    /// Resolves `symbol` in jitload's order; `None` if nothing defines it.
+    pub fn resolve(&self, symbol: &str) -> Option<u64> {
+        if let Some(&a) = self.shared.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol) {
+            return Some(a);
+        }
+        if let Some(a) = process_symbol(symbol) {
+            return Some(a);
+        }
+        if let Some(a) = self.dependencies.iter().find_map(|l| l.symbol(symbol)) {
+            return Some(a);
+        }
+        let user = self.shared.user_libraries.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = user.iter().find_map(|l| l.symbol(symbol)) {
+            return Some(a);
+        }
+        runtime_libraries().iter().find_map(|l| l.symbol(symbol))
+    }
+}

@@ -1,0 +1,270 @@
+//! The JIT session: turns bitcode or IR into linked code in its own JITDylib, with every
+//! check done before LLVM's linker sees the module, and keeps what it loaded.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::error::EngineError;
+use crate::ir;
+use crate::llvm::context::Context;
+use crate::llvm::module::{Module, ModuleSymbol};
+use crate::llvm::orc::{self, Dylib, Jit, Tracker};
+use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
+use crate::resolve::{builtins_archive, Library, ModuleScope, SharedScope};
+
+/// How to load one module.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub opt_level: OptLevel,
+    /// A function the module must define (e.g. `PyInit_foo`); checked before linking.
+    pub required_symbol: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { opt_level: OptLevel::O2, required_symbol: None }
+    }
+}
+
+/// Code that has been linked into the session. Its memory lives as long as the session
+/// (removal comes with resource-tracker support in the engine API).
+pub struct LoadedModule {
+    pub id: u64,
+    pub path: String,
+    /// Address of `LoadOptions::required_symbol`, if one was asked for.
+    pub required_address: Option<u64>,
+    /// Runs the module's static constructors (`llvm.global_ctors`), if it has any.
+    pub constructors: Option<u64>,
+    pub dependent_libraries: Vec<String>,
+    pub dylib: Dylib,
+    _tracker: Tracker,
+}
+
+/// One JIT: an LLJIT, the host description and the shared symbol scope.
+pub struct Session {
+    jit: Jit,
+    host: HostTarget,
+    scope: Arc<SharedScope>,
+    next_id: AtomicU64,
+    destructors: Mutex<Vec<u64>>,
+}
+
+const CTORS_PREFIX: &str = "__jitload_ctors_";
+const DTORS_PREFIX: &str = "__jitload_dtors_";
+
+impl Session {
+    /// The process-wide session, created on first use.
+    pub fn global() -> Result<&'static Session, EngineError> {
+        static GLOBAL: OnceLock<Result<Session, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| Session::new().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|message| EngineError::Jit { message: message.clone() })
+    }
+
+    pub fn new() -> Result<Session, EngineError> {
+        let jit = Jit::new().map_err(|message| EngineError::Jit { message })?;
+        Ok(Session {
+            jit,
+            host: HostTarget::detect(),
+            scope: Arc::new(SharedScope::default()),
+            next_id: AtomicU64::new(1),
+            destructors: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn host(&self) -> &HostTarget {
+        &self.host
+    }
+
+    /// Opens a library and adds it to the scope every module resolves against.
+    pub fn load_library(&self, spec: &str) -> Result<String, EngineError> {
+        let lib = Library::open(spec).map_err(|reason| EngineError::Library { name: spec.to_string(), reason })?;
+        let path = lib.path.clone();
+        self.scope.add_user_library(Arc::new(lib));
+        Ok(path)
+    }
+
+    pub fn user_libraries(&self) -> Vec<String> {
+        self.scope.user_libraries()
+    }
+
+    /// Reads and loads a `.bc` or `.ll` file.
+    pub fn load_file(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Read { path: shown.clone(), source })?;
+        self.load_bytes(&bytes, &shown, options)
+    }
+
+    /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
+    pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ctx = Context::new();
+        let mut module = ir::parse(&ctx, bytes, path)?;
+        ir::retarget(&mut module, &self.host, path)?;
+
+        let symbols = module.symbols();
+        if let Some(required) = &options.required_symbol {
+            check_required(&symbols, required, path)?;
+        }
+        let dependent_libraries = module.dependent_libraries();
+        let scope = self.module_scope(&dependent_libraries, path)?;
+        check_resolvable(&symbols, &scope, path)?;
+
+        let ctors_name = format!("{CTORS_PREFIX}{id}");
+        let dtors_name = format!("{DTORS_PREFIX}{id}");
+        let has_ctors = module.lower_init_array("llvm.global_ctors", &ctors_name, false);
+        let has_dtors = module.lower_init_array("llvm.global_dtors", &dtors_name, true);
+
+        let object = self.compile(&mut module, options.opt_level, path)?;
+        let exports: Vec<String> = module
+            .symbols()
+            .into_iter()
+            .filter(|s| s.exported && !s.name.starts_with("__jitload_"))
+            .map(|s| s.name)
+            .collect();
+        drop(module);
+        drop(ctx);
+
+        let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
+        let scope = Arc::new(scope);
+        self.jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
+        if let Some(archive) = builtins_archive() {
+            // A missing or unreadable archive only loses rare helpers; linking reports those.
+            if let Err(e) = self.jit.add_archive(dylib, archive) {
+                log::debug!("compiler-rt builtins not used: {e}");
+            }
+        }
+        let tracker = self.jit.create_tracker(dylib);
+        self.jit
+            .add_object(&tracker, &object, path)
+            .map_err(|message| EngineError::Link { path: path.to_string(), message })?;
+
+        let mut wanted: Vec<&str> = Vec::new();
+        wanted.extend(options.required_symbol.as_deref());
+        if has_ctors {
+            wanted.push(&ctors_name);
+        }
+        if has_dtors {
+            wanted.push(&dtors_name);
+        }
+        wanted.extend(exports.iter().map(String::as_str));
+        let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
+        let mut it = addresses.iter().copied();
+        let required_address = options.required_symbol.as_ref().and_then(|_| it.next());
+        let constructors = if has_ctors { it.next() } else { None };
+        if has_dtors {
+            if let Some(d) = it.next() {
+                self.register_destructor(d);
+            }
+        }
+        self.scope.add_exports(exports.into_iter().zip(it));
+        log::debug!("loaded {path} as jitload.{id}");
+        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, _tracker: tracker })
+    }
+
+    fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
+        let mut dependencies = Vec::new();
+        for lib in libraries {
+            let opened = Library::open(lib).map_err(|reason| EngineError::DependentLibrary {
+                path: path.to_string(),
+                library: lib.clone(),
+                reason,
+            })?;
+            dependencies.push(Arc::new(opened));
+        }
+        Ok(ModuleScope { shared: self.scope.clone(), dependencies })
+    }
+
+    fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
+        let compile_error = |stage: &'static str| move |message: String| EngineError::Compile { path: path.to_string(), stage, message };
+        let tm = TargetMachine::new(&self.host, opt).map_err(compile_error("target setup"))?;
+        module.set_data_layout(&tm.data_layout());
+        tm.optimize(module).map_err(compile_error("optimisation"))?;
+        tm.emit(module, false).map_err(compile_error("code generation"))
+    }
+
+    /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
+    pub fn inspect(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
+        let ctx = Context::new();
+        let mut module = ir::parse(&ctx, bytes, path)?;
+        ir::retarget(&mut module, &self.host, path)?;
+        let asm = self.compile(&mut module, opt, path)?;
+        let _ = asm;
+        let tm = TargetMachine::new(&self.host, opt)
+            .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup", message })?;
+        let text = tm
+            .emit(&module, true)
+            .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation", message })?;
+        Ok((module.to_ir_text(), String::from_utf8_lossy(&text).into_owned()))
+    }
+
+    fn register_destructor(&self, address: u64) {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        self.destructors.lock().unwrap_or_else(|e| e.into_inner()).push(address);
+        REGISTERED.call_once(|| {
+            // SAFETY: run_destructors is a plain extern "C" fn valid for the process lifetime.
+            unsafe { libc::atexit(run_destructors) };
+        });
+    }
+}
+
+/// Runs loaded modules' static destructors at process exit, newest module first, as the
+/// dynamic loader does for shared libraries (after the interpreter has finalised).
+extern "C" fn run_destructors() {
+    let _ = std::panic::catch_unwind(|| {
+        let Ok(session) = Session::global() else { return };
+        let list = std::mem::take(&mut *session.destructors.lock().unwrap_or_else(|e| e.into_inner()));
+        for address in list.into_iter().rev() {
+            // SAFETY: address is the lowered `void()` destructor function of a module whose
+            // code is never freed before exit.
+            let f: extern "C" fn() = unsafe { std::mem::transmute(address as usize) };
+            f();
+        }
+    });
+}
+
+fn check_required(symbols: &[ModuleSymbol], required: &str, path: &str) -> Result<(), EngineError> {
+    if symbols.iter().any(|s| s.defined && s.name == required) {
+        return Ok(());
+    }
+    let mut found: Vec<String> =
+        symbols.iter().filter(|s| s.defined && s.name.starts_with("PyInit")).map(|s| s.name.clone()).collect();
+    found.sort();
+    Err(EngineError::MissingInit { path: path.to_string(), expected: required.to_string(), found })
+}
+
+/// Every symbol the module refers to but does not define must resolve before we link; list
+/// all that do not, at once.
+fn check_resolvable(symbols: &[ModuleSymbol], scope: &ModuleScope, path: &str) -> Result<(), EngineError> {
+    let mut missing: Vec<String> = symbols
+        .iter()
+        .filter(|s| !s.defined && s.used && !s.weak_reference)
+        .filter(|s| scope.resolve(&s.name).is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort();
+    missing.dedup();
+    Err(EngineError::Unresolved { path: path.to_string(), symbols: missing })
+}
+
+/// Link-time failures: "Symbols not found: [ a, b ]" becomes an Unresolved list.
+fn link_error(path: &str, message: String) -> EngineError {
+    let mut all = orc::take_reported_errors();
+    all.push(message);
+    let text = all.join("; ");
+    if let Some(start) = text.find("Symbols not found: [") {
+        let rest = &text[start + "Symbols not found: [".len()..];
+        if let Some(end) = rest.find(']') {
+            let mut symbols: Vec<String> = rest[..end].split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            symbols.sort();
+            symbols.dedup();
+            return EngineError::Unresolved { path: path.to_string(), symbols };
+        }
+    }
+    EngineError::Link { path: path.to_string(), message: text }
+}

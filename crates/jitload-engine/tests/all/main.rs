@@ -1,0 +1,3 @@
+//! The engine's one integration-test binary (one module per topic links LLVM once).
+
+mod load;

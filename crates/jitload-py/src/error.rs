@@ -1,0 +1,52 @@
+//! The one conversion from engine errors to Python exceptions. The exception classes live
+//! in `jitload.errors` (plain Python, so users can import them without loading LLVM).
+
+use jitload_engine::EngineError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// The `jitload.errors` class for each engine failure. No `_` arm: a new variant must
+/// choose its exception before this compiles.
+fn class_name(err: &EngineError) -> &'static str {
+    match err {
+        EngineError::Read { .. } => "BitcodeError",
+        EngineError::Empty { .. } => "BitcodeError",
+        EngineError::NotBitcode { .. } => "BitcodeError",
+        EngineError::Bitcode { .. } => "BitcodeError",
+        EngineError::IrSyntax { .. } => "BitcodeError",
+        EngineError::Verify { .. } => "BitcodeError",
+        EngineError::Target { .. } => "BitcodeError",
+        EngineError::MissingInit { .. } => "LinkError",
+        EngineError::Unresolved { .. } => "LinkError",
+        EngineError::DependentLibrary { .. } => "LinkError",
+        EngineError::Library { .. } => "LibraryError",
+        EngineError::Compile { .. } => "CompileError",
+        EngineError::Link { .. } => "LinkError",
+        EngineError::Jit { .. } => "JitloadError",
+        EngineError::Write { .. } => "JitloadError",
+    }
+}
+
+/// Builds `jitload.errors.<cls>(message, name=..., path=...)`.
+pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let module = py.import("jitload.errors")?;
+        let class = module.getattr(cls)?;
+        let kwargs = PyDict::new(py);
+        if let Some(n) = name {
+            kwargs.set_item("name", n)?;
+        }
+        if let Some(p) = path {
+            kwargs.set_item("path", p)?;
+        }
+        let instance = class.call((message.clone(),), Some(&kwargs))?;
+        Ok(PyErr::from_value(instance))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// Converts an engine error for module `name` (if any) into its Python exception.
+pub fn engine_error(py: Python<'_>, err: EngineError, name: Option<&str>) -> PyErr {
+    let path = err.path().map(str::to_owned);
+    make_error(py, class_name(&err), err.to_string(), name, path.as_deref())
+}

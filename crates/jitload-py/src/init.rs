@@ -1,0 +1,179 @@
+//! Running a JIT'd extension module's `PyInit_*` the way CPython's dynamic loader does:
+//! single-phase and multi-phase (PEP 489) init, package context, and CPython's checks on
+//! what the init function returns.
+
+use std::ffi::{c_char, CString};
+
+use pyo3::exceptions::PySystemError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+use crate::error::make_error;
+
+type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
+type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
+
+/// Sets CPython's "package context" (the full dotted name single-phase modules are created
+/// under) for the duration of the init call; restored on drop.
+struct PackageContext {
+    previous: *const c_char,
+    _name: CString,
+}
+
+fn lookup(symbol: &str) -> *mut std::ffi::c_void {
+    let c = CString::new(symbol).expect("static symbol name");
+    // SAFETY: RTLD_DEFAULT search of a NUL-terminated name.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) }
+}
+
+impl PackageContext {
+    fn enter(fullname: &str) -> Option<PackageContext> {
+        let name = CString::new(fullname).ok()?;
+        let swap = lookup("_PyImport_SwapPackageContext");
+        if !swap.is_null() {
+            // SAFETY: CPython >= 3.12 exports this function with this signature; we hold the GIL.
+            let swap: SwapContextFn = unsafe { std::mem::transmute(swap) };
+            // SAFETY: name outlives the init call (kept in self until restore).
+            let previous = unsafe { swap(name.as_ptr()) };
+            return Some(PackageContext { previous, _name: name });
+        }
+        let var = lookup("_Py_PackageContext") as *mut *const c_char;
+        if var.is_null() {
+            return None;
+        }
+        // SAFETY: CPython <= 3.11 exports `const char *_Py_PackageContext`; we hold the GIL,
+        // which guards it.
+        let previous = unsafe { std::ptr::replace(var, name.as_ptr()) };
+        Some(PackageContext { previous, _name: name })
+    }
+}
+
+impl Drop for PackageContext {
+    fn drop(&mut self) {
+        let swap = lookup("_PyImport_SwapPackageContext");
+        if !swap.is_null() {
+            // SAFETY: as in enter.
+            let swap: SwapContextFn = unsafe { std::mem::transmute(swap) };
+            // SAFETY: restoring the value we replaced, under the GIL.
+            unsafe { swap(self.previous) };
+            return;
+        }
+        let var = lookup("_Py_PackageContext") as *mut *const c_char;
+        if !var.is_null() {
+            // SAFETY: as in enter.
+            unsafe { *var = self.previous };
+        }
+    }
+}
+
+/// Runs `constructors` (if any) then the init function at `init_address`, and returns the
+/// module (for multi-phase init: created from the spec, not yet executed).
+pub fn run_init<'py>(
+    py: Python<'py>,
+    init_address: u64,
+    constructors: Option<u64>,
+    fullname: &str,
+    path: &str,
+    spec: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(ctor) = constructors {
+        // SAFETY: the engine lowered llvm.global_ctors into this `void()` function.
+        let ctor: extern "C" fn() = unsafe { std::mem::transmute(ctor as usize) };
+        ctor();
+    }
+    // SAFETY: the engine checked the module defines this PyInit function before linking.
+    let init: InitFn = unsafe { std::mem::transmute(init_address as usize) };
+    let raw = {
+        let _context = PackageContext::enter(fullname);
+        // SAFETY: we hold the GIL, as PyInit functions require.
+        unsafe { init() }
+    };
+    let init_error = |msg: String| make_error(py, "InitError", msg, Some(fullname), Some(path));
+    let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
+
+    if raw.is_null() {
+        return Err(match PyErr::take(py) {
+            Some(cause) => {
+                let err = init_error(format!("{path}: initialization of {fullname} raised {}", describe(py, &cause)));
+                err.set_cause(py, Some(cause));
+                err
+            }
+            None => system_error(format!("{path}: initialization of {fullname} failed without raising an exception")),
+        });
+    }
+    // SAFETY: raw is a new reference returned by the init function.
+    let object = unsafe { Bound::from_owned_ptr(py, raw) };
+    if let Some(stray) = PyErr::take(py) {
+        let err = system_error(format!("{path}: initialization of {fullname} raised unreported exception"));
+        err.set_cause(py, Some(stray));
+        return Err(err);
+    }
+    // SAFETY: PyModuleDef_Type is a static type object in libpython; we hold the GIL.
+    let is_def = unsafe { ffi::PyObject_TypeCheck(object.as_ptr(), &raw mut ffi::PyModuleDef_Type) } != 0;
+    if is_def {
+        // SAFETY: object is a PyModuleDef (checked above), kept alive by the module's static
+        // storage; spec is a live object; we hold the GIL.
+        let module = unsafe {
+            ffi::PyModule_FromDefAndSpec2(object.as_ptr().cast::<ffi::PyModuleDef>(), spec.as_ptr(), ffi::PYTHON_API_VERSION)
+        };
+        if module.is_null() {
+            let cause = PyErr::take(py).unwrap_or_else(|| PySystemError::new_err("no exception set"));
+            let err = init_error(format!("{path}: creating module {fullname} failed: {}", describe(py, &cause)));
+            err.set_cause(py, Some(cause));
+            return Err(err);
+        }
+        // SAFETY: module is a new reference.
+        return Ok(unsafe { Bound::from_owned_ptr(py, module) });
+    }
+    // SAFETY: type checks on a live object under the GIL.
+    let is_module = unsafe { ffi::PyModule_Check(object.as_ptr()) } != 0;
+    // SAFETY: as above; returns NULL without raising for a module without a def.
+    let has_def = is_module && !unsafe { ffi::PyModule_GetDef(object.as_ptr()) }.is_null();
+    if !has_def {
+        return Err(system_error(format!(
+            "{path}: initialization of {fullname} did not return an extension module (got {})",
+            object.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+        )));
+    }
+    object.setattr("__file__", path)?;
+    Ok(object)
+}
+
+/// Executes a multi-phase module's slots, as CPython's `exec_dynamic` does: a no-op for
+/// single-phase modules and for modules whose state already exists.
+pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: type check under the GIL.
+    if unsafe { ffi::PyModule_Check(module.as_ptr()) } == 0 {
+        return Ok(());
+    }
+    // SAFETY: module is a module object; NULL means "no def", not an error.
+    let def = unsafe { ffi::PyModule_GetDef(module.as_ptr()) };
+    if def.is_null() {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    if !unsafe { ffi::PyModule_GetState(module.as_ptr()) }.is_null() {
+        return Ok(());
+    }
+    // SAFETY: def belongs to module; we hold the GIL.
+    if unsafe { ffi::PyModule_ExecDef(module.as_ptr(), def) } != 0 {
+        let cause = PyErr::take(py).unwrap_or_else(|| PySystemError::new_err("no exception set"));
+        let name = module.getattr("__name__").map(|n| n.to_string()).unwrap_or_default();
+        let path = module.getattr("__file__").ok().map(|p| p.to_string());
+        let err = make_error(
+            py,
+            "InitError",
+            format!("{}: executing module {name} raised {}", path.as_deref().unwrap_or("?"), describe(py, &cause)),
+            Some(&name),
+            path.as_deref(),
+        );
+        err.set_cause(py, Some(cause));
+        return Err(err);
+    }
+    Ok(())
+}
+
+fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let ty = err.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "an exception".into());
+    format!("{ty}: {}", err.value(py))
+}

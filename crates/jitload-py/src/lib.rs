@@ -1,0 +1,129 @@
+//! `jitload._native`: the Python face of the engine. Argument normalisation and the import
+//! protocol live in Python; anything touching bitcode, symbols or code memory is here.
+
+mod error;
+mod init;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use jitload_engine::{link, LoadOptions, LoadedModule, OptLevel, Session};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::engine_error;
+
+/// Modules loaded so far. Their code is never freed while the process runs (as with
+/// `.so` extension modules, which CPython never unloads).
+static LOADED: Mutex<Vec<LoadedModule>> = Mutex::new(Vec::new());
+
+fn session(py: Python<'_>) -> PyResult<&'static Session> {
+    py.detach(Session::global).map_err(|e| engine_error(py, e, None))
+}
+
+fn opt_level(level: u8) -> PyResult<OptLevel> {
+    OptLevel::from_number(level).ok_or_else(|| PyValueError::new_err(format!("opt_level must be 0-3, not {level}")))
+}
+
+/// Compiles and links an extension module from `path`, runs its static constructors and its
+/// init function `init_symbol`, and returns the module object (unexecuted for PEP 489).
+#[pyfunction]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2))]
+fn load_extension<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    fullname: &str,
+    init_symbol: &str,
+    spec: &Bound<'py, PyAny>,
+    opt_level: u8,
+) -> PyResult<Bound<'py, PyAny>> {
+    let level = self::opt_level(opt_level)?;
+    let session = session(py)?;
+    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()) };
+    let loaded = py.detach(|| session.load_file(&path, &options)).map_err(|e| engine_error(py, e, Some(fullname)))?;
+    let init_address = loaded.required_address.expect("required symbol was looked up");
+    let constructors = loaded.constructors;
+    LOADED.lock().unwrap_or_else(|e| e.into_inner()).push(loaded);
+    init::run_init(py, init_address, constructors, fullname, &path.display().to_string(), spec)
+}
+
+/// Runs a multi-phase module's exec slots (a no-op for single-phase modules).
+#[pyfunction]
+fn exec_extension(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
+    init::exec_module(py, module)
+}
+
+/// Makes a shared library's symbols available to modules loaded afterwards; returns the
+/// path that was opened.
+#[pyfunction]
+fn load_library(py: Python<'_>, spec: &str) -> PyResult<String> {
+    let session = session(py)?;
+    session.load_library(spec).map_err(|e| engine_error(py, e, None))
+}
+
+/// Paths of the libraries added with `load_library`.
+#[pyfunction]
+fn user_libraries(py: Python<'_>) -> PyResult<Vec<String>> {
+    Ok(session(py)?.user_libraries())
+}
+
+/// Links bitcode/IR files into one bitcode module at `output`, recording `libraries` as
+/// `!llvm.dependent-libraries`.
+#[pyfunction]
+#[pyo3(signature = (inputs, output, libraries=Vec::new()))]
+fn link_bitcode(py: Python<'_>, inputs: Vec<PathBuf>, output: PathBuf, libraries: Vec<String>) -> PyResult<()> {
+    let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    py.detach(|| link::link_files(&refs, &output, &libraries)).map_err(|e| engine_error(py, e, None))
+}
+
+/// The libraries a bitcode/IR file records in `!llvm.dependent-libraries`.
+#[pyfunction]
+fn dependent_libraries(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    py.detach(|| link::dependent_libraries(&path)).map_err(|e| engine_error(py, e, None))
+}
+
+/// The optimised IR and native assembly jitload would produce for a file.
+#[pyfunction]
+#[pyo3(signature = (path, opt_level=2))]
+fn inspect(py: Python<'_>, path: PathBuf, opt_level: u8) -> PyResult<(String, String)> {
+    let level = self::opt_level(opt_level)?;
+    let session = session(py)?;
+    let shown = path.display().to_string();
+    py.detach(|| {
+        let bytes = std::fs::read(&path).map_err(|source| jitload_engine::EngineError::Read { path: shown.clone(), source })?;
+        session.inspect(&bytes, &shown, level)
+    })
+    .map_err(|e| engine_error(py, e, None))
+}
+
+/// The host target jitload compiles for: triple, CPU name and features.
+#[pyfunction]
+fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let host = jitload_engine::HostTarget::detect();
+    let d = PyDict::new(py);
+    d.set_item("triple", host.triple)?;
+    d.set_item("cpu", host.cpu)?;
+    d.set_item("features", host.features)?;
+    Ok(d)
+}
+
+/// The version of the LLVM library in use, e.g. "22.1.8".
+#[pyfunction]
+fn llvm_version() -> String {
+    jitload_engine::llvm::llvm_version()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(load_extension, m)?)?;
+    m.add_function(wrap_pyfunction!(exec_extension, m)?)?;
+    m.add_function(wrap_pyfunction!(load_library, m)?)?;
+    m.add_function(wrap_pyfunction!(user_libraries, m)?)?;
+    m.add_function(wrap_pyfunction!(link_bitcode, m)?)?;
+    m.add_function(wrap_pyfunction!(dependent_libraries, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(host_target, m)?)?;
+    m.add_function(wrap_pyfunction!(llvm_version, m)?)?;
+    Ok(())
+}

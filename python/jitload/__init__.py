@@ -1,0 +1,112 @@
+"""jitload: import Python extension modules from LLVM bitcode, JIT-compiled in-process.
+
+>>> import jitload
+>>> jitload.install()          # also done at start-up by jitload.pth
+>>> import mymodule            # finds mymodule.cpython-311-x86_64-linux-gnu.bc, .bc or .ll
+
+LLVM is loaded lazily, the first time a bitcode module is imported or a native function is
+called, so importing jitload costs no more than a few small Python modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .errors import (
+    BitcodeError,
+    CompileError,
+    InitError,
+    InitSystemError,
+    JitloadError,
+    JitloadWarning,
+    LibraryError,
+    LinkError,
+    ToolchainError,
+)
+from .importer import BITCODE_SUFFIXES, is_installed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BITCODE_SUFFIXES",
+    "BitcodeError",
+    "CompileError",
+    "InitError",
+    "InitSystemError",
+    "JitloadError",
+    "JitloadWarning",
+    "LibraryError",
+    "LinkError",
+    "ToolchainError",
+    "host_target",
+    "inspect",
+    "install",
+    "is_installed",
+    "llvm_version",
+    "load_library",
+    "uninstall",
+]
+
+
+def install(*, prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None) -> None:
+    """Install the import hook (idempotent).
+
+    Args:
+        prefer_bitcode: if true, ``foo.bc`` wins over a ``foo.so`` in the same directory
+            (default: ``JITLOAD_PREFER_BITCODE``, else false).
+        opt_level: 0-3, the optimisation level for JIT compilation (default:
+            ``JITLOAD_OPT_LEVEL``, else 2).
+    """
+    from .importer import install as _install
+
+    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level)
+
+
+def uninstall() -> None:
+    """Remove the import hook. Already-imported bitcode modules keep working."""
+    from .importer import uninstall as _uninstall
+
+    _uninstall()
+
+
+def load_library(name_or_path: str) -> str:
+    """Make a shared library's symbols visible to bitcode modules loaded afterwards.
+
+    ``name_or_path`` is a path, a file name (``"libyaml-0.so.2"``) or a bare name as in
+    ``-lyaml`` (``"yaml"``). Returns the path that was opened. Raises LibraryError.
+    """
+    from . import _native
+
+    return _native.load_library(name_or_path)
+
+
+def host_target() -> Dict[str, str]:
+    """The triple, CPU name and CPU features jitload compiles for."""
+    from . import _native
+
+    return dict(_native.host_target())
+
+
+def llvm_version() -> str:
+    """The LLVM version jitload runs on."""
+    from . import _native
+
+    return _native.llvm_version()
+
+
+def inspect(path: str, opt_level: int = 2) -> Dict[str, str]:
+    """The optimised IR (``"ir"``) and native assembly (``"asm"``) jitload produces for a file."""
+    from . import _native
+
+    ir, asm = _native.inspect(path, opt_level)
+    return {"ir": ir, "asm": asm}
+
+
+def _loaded_libraries() -> List[str]:
+    from . import _native
+
+    return list(_native.user_libraries())
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"module 'jitload' has no attribute {name!r}")

@@ -1,0 +1,45 @@
+"""Type stubs for the private native module ``jitload._native`` (PyO3, abi3)."""
+
+from importlib.machinery import ModuleSpec
+from os import PathLike
+from types import ModuleType
+from typing import Dict, List, Sequence, Tuple, Union, final
+
+_Path = Union[str, "PathLike[str]"]
+
+def load_extension(
+    path: _Path, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2
+) -> ModuleType:
+    """Compile, link and initialise an extension module from bitcode/IR.
+
+    Raises:
+        BitcodeError, LinkError, CompileError, InitError, InitSystemError (all ImportError).
+    """
+
+def exec_extension(module: ModuleType) -> None:
+    """Run a PEP 489 module's exec slots (no-op for single-phase modules).
+
+    Raises:
+        InitError: an exec slot raised; the exception is chained.
+    """
+
+def load_library(spec: str) -> str:
+    """Open a shared library for symbol resolution; returns its path. Raises LibraryError."""
+
+def user_libraries() -> List[str]:
+    """Paths of libraries added with load_library."""
+
+def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ...) -> None:
+    """Link bitcode/IR files into one bitcode module, recording dependent libraries."""
+
+def dependent_libraries(path: _Path) -> List[str]:
+    """The !llvm.dependent-libraries entries of a bitcode/IR file."""
+
+def inspect(path: _Path, opt_level: int = 2) -> Tuple[str, str]:
+    """(optimised IR, native assembly) for a bitcode/IR file."""
+
+def host_target() -> Dict[str, str]:
+    """{'triple', 'cpu', 'features'} of the host."""
+
+def llvm_version() -> str:
+    """The LLVM version in use."""

@@ -1,0 +1,35 @@
+"""Runtime options of the import hook, set by :func:`jitload.install` or environment variables.
+
+``JITLOAD_PREFER_BITCODE=1`` — a ``.bc`` beside a ``.so`` wins (default: the ``.so`` wins).
+``JITLOAD_OPT_LEVEL=0..3`` — optimisation level for JIT compilation (default 2, as ``-O2``).
+``JITLOAD_DISABLE=1`` — the ``.pth`` file does not install the hook at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_opt_level() -> int:
+    raw = os.environ.get("JITLOAD_OPT_LEVEL", "2").strip() or "2"
+    if raw not in ("0", "1", "2", "3"):
+        raise ValueError(f"JITLOAD_OPT_LEVEL must be 0, 1, 2 or 3, not {raw!r}")
+    return int(raw)
+
+
+@dataclass
+class Options:
+    prefer_bitcode: bool
+    opt_level: int
+
+    @classmethod
+    def from_environment(cls) -> "Options":
+        return cls(prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"), opt_level=_env_opt_level())
+
+
+options = Options.from_environment()

@@ -1,0 +1,59 @@
+"""Exception classes raised by jitload.
+
+Every failure to import a bitcode module is an :class:`ImportError` subclass, so code that
+falls back on ``except ImportError`` keeps working. ``name`` and ``path`` are set as on
+ImportError, and the underlying Python exception (if any) is chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JitloadError",
+    "BitcodeError",
+    "CompileError",
+    "LinkError",
+    "LibraryError",
+    "InitError",
+    "InitSystemError",
+    "ToolchainError",
+    "JitloadWarning",
+]
+
+
+class JitloadError(ImportError):
+    """Base class of every jitload error."""
+
+
+class BitcodeError(JitloadError):
+    """The file is not usable bitcode/IR: empty, not bitcode, unreadable (e.g. made by a newer
+    LLVM), an IR syntax error, a module failing the verifier, or built for another target."""
+
+
+class CompileError(JitloadError):
+    """Optimisation or code generation failed."""
+
+
+class LinkError(JitloadError):
+    """Linking failed: undefined symbols (all listed), a missing dependent library, or no
+    ``PyInit_<name>`` function."""
+
+
+class LibraryError(JitloadError):
+    """A shared library given to :func:`jitload.load_library` could not be opened."""
+
+
+class InitError(JitloadError):
+    """The module's init function (or a PEP 489 exec slot) raised; the exception is chained."""
+
+
+class InitSystemError(InitError, SystemError):
+    """The init function misbehaved as CPython would report with SystemError: it returned
+    NULL without an exception, or returned something that is not an extension module."""
+
+
+class ToolchainError(JitloadError):
+    """clang-22 (or another build tool) is missing or failed while building bitcode."""
+
+
+class JitloadWarning(UserWarning):
+    """Something worked, but not the way the user asked (e.g. a fallback was taken)."""

@@ -1,0 +1,133 @@
+"""The import hook: a FileFinder that also knows bitcode suffixes, and the loader that
+JIT-compiles what it finds.
+
+Pure Python and cheap to import: LLVM (``jitload._native``) is loaded only when a bitcode
+module is actually imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.machinery import (
+    BYTECODE_SUFFIXES,
+    EXTENSION_SUFFIXES,
+    SOURCE_SUFFIXES,
+    ExtensionFileLoader,
+    FileFinder,
+    ModuleSpec,
+    SourceFileLoader,
+    SourcelessFileLoader,
+)
+from types import ModuleType
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import config
+
+
+def _bitcode_suffixes() -> List[str]:
+    suffixes = [s[: -len(".so")] + ".bc" for s in EXTENSION_SUFFIXES if s.endswith(".so")]
+    suffixes += [".abi3.bc", ".bc", ".ll"]
+    return list(dict.fromkeys(suffixes))
+
+
+#: Suffixes the hook looks for, most specific first: the interpreter's own extension
+#: suffixes with ``.so`` turned into ``.bc``, then ``.abi3.bc``, ``.bc`` and textual ``.ll``.
+BITCODE_SUFFIXES: List[str] = _bitcode_suffixes()
+
+
+def init_symbol(fullname: str) -> str:
+    """The init function CPython would call for module ``fullname`` (PEP 489 naming)."""
+    short = fullname.rpartition(".")[2]
+    try:
+        short.encode("ascii")
+    except UnicodeEncodeError:
+        return "PyInitU_" + short.encode("punycode").decode("ascii").replace("-", "_")
+    return "PyInit_" + short
+
+
+class BitcodeExtensionLoader(ExtensionFileLoader):
+    """Loads an extension module from LLVM bitcode or IR by JIT-compiling it in-process.
+
+    It is an :class:`~importlib.machinery.ExtensionFileLoader`, so tools that ask "is this a
+    native extension?" get the right answer; only creating and executing the module differ.
+    """
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        from . import _native
+
+        return _native.load_extension(
+            self.path, spec.name, init_symbol(spec.name), spec, opt_level=config.options.opt_level
+        )
+
+    def exec_module(self, module: ModuleType) -> None:
+        from . import _native
+
+        _native.exec_extension(module)
+
+    def is_package(self, fullname: str) -> bool:
+        return False
+
+
+_Details = Tuple[Any, List[str]]
+
+
+def _loader_details(prefer_bitcode: bool) -> List[_Details]:
+    native: _Details = (ExtensionFileLoader, EXTENSION_SUFFIXES)
+    bitcode: _Details = (BitcodeExtensionLoader, BITCODE_SUFFIXES)
+    source: _Details = (SourceFileLoader, SOURCE_SUFFIXES)
+    compiled: _Details = (SourcelessFileLoader, BYTECODE_SUFFIXES)
+    first = [bitcode, native] if prefer_bitcode else [native, bitcode]
+    return first + [source, compiled]
+
+
+def _is_file_finder_hook(hook: Callable[..., Any]) -> bool:
+    return getattr(hook, "__name__", "") == "path_hook_for_FileFinder" or getattr(hook, "_jitload", False)
+
+
+_replaced: Optional[Callable[..., Any]] = None
+
+
+def _invalidate_finders() -> None:
+    for key, finder in list(sys.path_importer_cache.items()):
+        if finder is None or isinstance(finder, FileFinder):
+            del sys.path_importer_cache[key]
+
+
+def install(prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None) -> None:
+    """Make ``import`` find bitcode extension modules. Idempotent; later calls update options."""
+    global _replaced
+    if prefer_bitcode is not None:
+        config.options.prefer_bitcode = bool(prefer_bitcode)
+    if opt_level is not None:
+        if opt_level not in (0, 1, 2, 3):
+            raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
+        config.options.opt_level = opt_level
+    hook = FileFinder.path_hook(*_loader_details(config.options.prefer_bitcode))
+    hook._jitload = True  # type: ignore[attr-defined]
+    for i, existing in enumerate(sys.path_hooks):
+        if _is_file_finder_hook(existing):
+            if not getattr(existing, "_jitload", False):
+                _replaced = existing
+            sys.path_hooks[i] = hook
+            break
+    else:
+        sys.path_hooks.append(hook)
+    _invalidate_finders()
+
+
+def uninstall() -> None:
+    """Restore the interpreter's own FileFinder hook. Modules already imported stay usable."""
+    global _replaced
+    for i, existing in enumerate(sys.path_hooks):
+        if getattr(existing, "_jitload", False):
+            if _replaced is not None:
+                sys.path_hooks[i] = _replaced
+            else:
+                del sys.path_hooks[i]
+            break
+    _replaced = None
+    _invalidate_finders()
+
+
+def is_installed() -> bool:
+    return any(getattr(h, "_jitload", False) for h in sys.path_hooks)
