@@ -101,21 +101,19 @@ pub fn run_init<'py>(
             None => system_error(format!("{path}: initialization of {fullname} failed without raising an exception")),
         });
     }
-    // SAFETY: raw is a new reference returned by the init function.
-    let object = unsafe { Bound::from_owned_ptr(py, raw) };
-    if let Some(stray) = PyErr::take(py) {
-        let err = system_error(format!("{path}: initialization of {fullname} raised unreported exception"));
-        err.set_cause(py, Some(stray));
-        return Err(err);
-    }
-    // SAFETY: PyModuleDef_Type is a static type object in libpython; we hold the GIL.
-    let is_def = unsafe { ffi::PyObject_TypeCheck(object.as_ptr(), &raw mut ffi::PyModuleDef_Type) } != 0;
+    // SAFETY: raw is a live object; PyModuleDef_Type is a static type object in libpython.
+    let is_def = unsafe { ffi::PyObject_TypeCheck(raw, &raw mut ffi::PyModuleDef_Type) } != 0;
     if is_def {
-        // SAFETY: object is a PyModuleDef (checked above), kept alive by the module's static
-        // storage; spec is a live object; we hold the GIL.
-        let module = unsafe {
-            ffi::PyModule_FromDefAndSpec2(object.as_ptr().cast::<ffi::PyModuleDef>(), spec.as_ptr(), ffi::PYTHON_API_VERSION)
-        };
+        // Multi-phase init: PyModuleDef_Init returns the static def *without* a new
+        // reference (CPython never decrefs it), so it must not be wrapped as owned.
+        if let Some(stray) = PyErr::take(py) {
+            let err = system_error(format!("{path}: initialization of {fullname} raised unreported exception"));
+            err.set_cause(py, Some(stray));
+            return Err(err);
+        }
+        // SAFETY: raw is a PyModuleDef (checked above) in the module's static storage;
+        // spec is a live object; we hold the GIL.
+        let module = unsafe { ffi::PyModule_FromDefAndSpec2(raw.cast::<ffi::PyModuleDef>(), spec.as_ptr(), ffi::PYTHON_API_VERSION) };
         if module.is_null() {
             let cause = PyErr::take(py).unwrap_or_else(|| PySystemError::new_err("no exception set"));
             let err = init_error(format!("{path}: creating module {fullname} failed: {}", describe(py, &cause)));
@@ -124,6 +122,13 @@ pub fn run_init<'py>(
         }
         // SAFETY: module is a new reference.
         return Ok(unsafe { Bound::from_owned_ptr(py, module) });
+    }
+    // SAFETY: single-phase init returns a new reference.
+    let object = unsafe { Bound::from_owned_ptr(py, raw) };
+    if let Some(stray) = PyErr::take(py) {
+        let err = system_error(format!("{path}: initialization of {fullname} raised unreported exception"));
+        err.set_cause(py, Some(stray));
+        return Err(err);
     }
     // SAFETY: type checks on a live object under the GIL.
     let is_module = unsafe { ffi::PyModule_Check(object.as_ptr()) } != 0;

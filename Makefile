@@ -1,0 +1,44 @@
+# jitload: `make demo` and `make test` set everything up themselves (see README.md).
+SHELL := /bin/bash
+export LLVM_SYS_221_PREFIX ?= /usr/lib/llvm-22
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+VENV := .venv
+PY := $(VENV)/bin/python
+WHEEL_STAMP := target/.wheel-installed
+SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
+
+.PHONY: setup build demo test test-rust test-python corpus corpus-fast bench clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+$(WHEEL_STAMP): $(SOURCES) | setup
+	rm -rf target/wheels
+	$(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q
+	$(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl
+	@touch $@
+
+build: setup $(WHEEL_STAMP)
+
+demo: build
+	$(PY) examples/demo.py
+
+test-rust: setup
+	cargo test --release -p jitload-engine -q
+
+test-python: build
+	$(PY) -m pytest tests -q
+
+test: test-rust test-python corpus-fast
+
+corpus-fast: build
+	$(PY) tests/corpus/run.py --fast
+
+corpus: build
+	$(PY) tests/corpus/run.py
+
+bench: build
+	$(PY) benches/run.py
+
+clean:
+	rm -rf target build .corpus benchmarks/out

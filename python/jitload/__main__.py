@@ -1,0 +1,86 @@
+"""The ``jitload`` command line (``python -m jitload``).
+
+  compile SRC... -o OUT.bc [-I DIR] [-D NAME] [-l LIB] [-L DIR] [-O N] [--cflag FLAG]
+      compile C/C++ sources with clang 22 and link them into one bitcode module
+  build-ext PATH [--inplace | --wheel DIR] [--no-build-isolation]
+      build every extension of a setuptools project (directory or sdist) to bitcode
+  info
+      LLVM version, host target, bitcode suffixes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import JitloadError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jitload", description="Import Python extension modules from LLVM bitcode.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="compile C/C++ sources to one bitcode module")
+    c.add_argument("sources", nargs="+")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("-I", dest="include_dirs", action="append", default=[])
+    c.add_argument("-D", dest="defines", action="append", default=[])
+    c.add_argument("-l", dest="libraries", action="append", default=[])
+    c.add_argument("-L", dest="library_dirs", action="append", default=[])
+    c.add_argument("-O", dest="opt_level", type=int, default=2, choices=[0, 1, 2, 3])
+    c.add_argument("--cflag", dest="cflags", action="append", default=[], help="extra clang flag (repeatable)")
+
+    b = sub.add_parser("build-ext", help="build a setuptools project's extensions to bitcode")
+    b.add_argument("path", help="project directory or sdist (.tar.gz/.zip)")
+    mode = b.add_mutually_exclusive_group()
+    mode.add_argument("--inplace", action="store_true", help="write .bc files beside the sources (default for directories)")
+    mode.add_argument("--wheel", metavar="DIR", help="write a wheel whose extension modules are .bc files")
+    b.add_argument("--no-build-isolation", action="store_true")
+
+    sub.add_parser("info", help="LLVM version, host target and suffixes")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "compile":
+            from .build import compile
+
+            out = compile(
+                args.sources,
+                args.output,
+                cflags=args.cflags,
+                include_dirs=args.include_dirs,
+                defines=args.defines,
+                libraries=args.libraries,
+                library_dirs=args.library_dirs,
+                opt_level=args.opt_level,
+            )
+            print(out)
+        elif args.command == "build-ext":
+            from . import build
+
+            path = Path(args.path)
+            if path.is_dir() and not args.wheel:
+                for p in build.build_ext_inplace(path):
+                    print(p)
+            else:  # an sdist always becomes a wheel (default: into the current directory)
+                print(build.build_wheel(path, args.wheel or Path.cwd(), isolation=not args.no_build_isolation))
+        elif args.command == "info":
+            import jitload
+
+            print(f"LLVM {jitload.llvm_version()}")
+            for k, v in jitload.host_target().items():
+                print(f"{k}: {v if k != 'features' else str(len(v.split(',')))+' features'}")
+            print("suffixes: " + " ".join(jitload.BITCODE_SUFFIXES))
+    except JitloadError as e:
+        print(f"jitload: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

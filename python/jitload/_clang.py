@@ -1,0 +1,65 @@
+"""Finding clang 22 and the flags that make bitcode for this interpreter."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sysconfig
+from functools import lru_cache
+from typing import List
+
+from .errors import ToolchainError
+
+CLANG_MAJOR = 22
+
+
+def _major(path: str) -> int:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return -1
+    m = re.search(r"clang version (\d+)", out)
+    return int(m.group(1)) if m else -1
+
+
+@lru_cache(maxsize=None)
+def find(tool: str = "clang") -> str:
+    """The path of clang-22 (``tool="clang"``) or clang++-22 (``tool="clang++"``).
+
+    ``JITLOAD_CLANG`` / ``JITLOAD_CLANGXX`` override. Bitcode must not come from a newer
+    clang than the JIT's LLVM, so the version is checked.
+    """
+    env = os.environ.get("JITLOAD_CLANGXX" if tool == "clang++" else "JITLOAD_CLANG")
+    candidates = [env] if env else []
+    candidates += [f"{tool}-{CLANG_MAJOR}", f"/usr/lib/llvm-{CLANG_MAJOR}/bin/{tool}", tool]
+    tried = []
+    for c in candidates:
+        path = shutil.which(c) if c and os.sep not in c else c
+        if path and os.path.exists(path):
+            major = _major(path)
+            if major == CLANG_MAJOR:
+                return path
+            tried.append(f"{path} (version {major})")
+        elif c:
+            tried.append(f"{c} (not found)")
+    raise ToolchainError(
+        f"cannot find {tool} {CLANG_MAJOR}; tried {', '.join(tried)}. "
+        f"Install it with: apt-get install clang-{CLANG_MAJOR}"
+    )
+
+
+def python_include_dirs() -> List[str]:
+    paths = sysconfig.get_paths()
+    return list(dict.fromkeys(p for p in (paths.get("include"), paths.get("platinclude")) if p))
+
+
+#: Flags added to every compile that produces bitcode for jitload, each for a reason:
+BITCODE_FLAGS = [
+    "-flto=full",  # emit LLVM bitcode (not machine code) from -c, with the LTO pre-link pipeline
+    "-fPIC",  # the JIT places code anywhere; external data is reached through the GOT
+    "-Qunused-arguments",  # setuptools passes link-only flags to compiles; don't warn about them
+    "-Wno-unknown-warning-option",  # Python's CFLAGS come from gcc and may name gcc-only warnings
+    "-Wno-ignored-optimization-argument",  # ... and gcc-only optimisation flags
+]

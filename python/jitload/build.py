@@ -1,0 +1,216 @@
+"""Build tools: C sources to one bitcode module, and setuptools projects to bitcode
+extensions (in place or as a wheel whose extension modules are ``.bc`` files)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+from . import _clang, elf
+from .errors import ToolchainError
+
+BITCODE_MAGIC = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")
+
+
+def is_bitcode(path: "os.PathLike[str] | str") -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in BITCODE_MAGIC
+    except OSError:
+        return False
+
+
+def bitcode_name(so_name: str) -> str:
+    """``foo.cpython-311-x86_64-linux-gnu.so`` -> ``foo.cpython-311-x86_64-linux-gnu.bc``."""
+    if not so_name.endswith(".so"):
+        raise ValueError(f"not an extension module file name: {so_name}")
+    return so_name[: -len(".so")] + ".bc"
+
+
+def compile(
+    sources: Sequence[str],
+    output: str,
+    *,
+    cflags: Sequence[str] = (),
+    include_dirs: Sequence[str] = (),
+    defines: Sequence[str] = (),
+    libraries: Sequence[str] = (),
+    library_dirs: Sequence[str] = (),
+    opt_level: int = 2,
+) -> str:
+    """Compile C (or C++) sources with clang 22 and link them into one bitcode module.
+
+    ``libraries`` (names as in ``-lfoo``) are resolved to the shared library the linker would
+    use and recorded as ``!llvm.dependent-libraries``, so the JIT loads them. Returns ``output``.
+    """
+    from . import _native
+
+    if not sources:
+        raise ToolchainError("no source files given")
+    with tempfile.TemporaryDirectory(prefix="jitload-compile-") as tmp:
+        objects = []
+        for i, src in enumerate(sources):
+            cxx = Path(src).suffix in (".cc", ".cpp", ".cxx", ".C")
+            clang = _clang.find("clang++" if cxx else "clang")
+            obj = os.path.join(tmp, f"{i}-{Path(src).stem}.o")
+            cmd = [clang, "-c", f"-O{opt_level}", *_clang.BITCODE_FLAGS]
+            cmd += [f"-I{d}" for d in [*include_dirs, *_clang.python_include_dirs()]]
+            cmd += [f"-D{d}" for d in defines]
+            cmd += [*cflags, src, "-o", obj]
+            _run(cmd, f"compiling {src}")
+            objects.append(obj)
+        deps = [elf.resolve_library(lib, library_dirs) for lib in libraries]
+        _native.link_bitcode(objects, output, deps)
+    return output
+
+
+def _run(cmd: List[str], what: str, env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-40:]
+        raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
+
+
+def toolchain_env(base: Optional[dict] = None) -> dict:
+    """Environment that makes setuptools compile with clang 22 to bitcode and "link" with
+    jitload's bitcode linker (see :mod:`jitload._toolchain`)."""
+    env = dict(os.environ if base is None else base)
+    me = f"{sys.executable} -m jitload._toolchain"
+    env["CC"] = f"{me} cc"
+    env["CXX"] = f"{me} c++"
+    env["LDSHARED"] = f"{me} ld"
+    env["LDCXXSHARED"] = f"{me} ld"
+    # setuptools appends CFLAGS/LDFLAGS; keep the user's, add nothing machine-specific.
+    env.setdefault("CFLAGS", "")
+    return env
+
+
+def _setup_py_command(project: Path, args: List[str]) -> List[str]:
+    if (project / "setup.py").exists():
+        return [sys.executable, "setup.py", *args]
+    return [sys.executable, "-c", "import setuptools; setuptools.setup()", *args]
+
+
+def _convert_tree(root: Path, since: float) -> List[Path]:
+    """Rename extension outputs under ``root`` that hold bitcode from ``.so`` to ``.bc``."""
+    converted = []
+    for path in root.rglob("*.so"):
+        if path.stat().st_mtime >= since - 1 and is_bitcode(path):
+            target = path.with_name(bitcode_name(path.name))
+            os.replace(path, target)
+            converted.append(target)
+    return converted
+
+
+def build_ext_inplace(project: "os.PathLike[str] | str", extra_env: Optional[dict] = None) -> List[Path]:
+    """Build every extension of a setuptools project directory to ``.bc`` beside its sources."""
+    root = Path(project).resolve()
+    start = time.time()
+    env = toolchain_env()
+    env.update(extra_env or {})
+    _run(_setup_py_command(root, ["build_ext", "--inplace", "--force"]), f"building {root}", env=env, cwd=str(root))
+    converted = _convert_tree(root, start)
+    if not converted:
+        raise ToolchainError(f"building {root} produced no extension modules")
+    return converted
+
+
+def build_wheel(
+    project: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | str", *, isolation: bool = True, extra_env: Optional[dict] = None
+) -> Path:
+    """Build a wheel of ``project`` (directory or sdist) whose extension modules are ``.bc``."""
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = toolchain_env()
+    env.update(extra_env or {})
+    with tempfile.TemporaryDirectory(prefix="jitload-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp, str(Path(project).resolve())]
+        if not isolation:
+            cmd.insert(4, "--no-build-isolation")
+        _run(cmd, f"building a wheel of {project}", env=env)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if len(wheels) != 1:
+            raise ToolchainError(f"expected one wheel from {project}, got {[w.name for w in wheels]}")
+        return _rewrite_wheel(wheels[0], out)
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _rewrite_wheel(wheel: Path, out: Path) -> Path:
+    """Copy ``wheel`` to ``out`` with bitcode ``.so`` members renamed ``.bc`` and RECORD redone."""
+    target = out / wheel.name
+    renamed = 0
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
+        rows = []
+        for info in src.infolist():
+            if info.filename == record_name:
+                continue
+            data = src.read(info)
+            name = info.filename
+            if name.endswith(".so") and data[:4] in BITCODE_MAGIC:
+                name = name[: -len(name.rpartition("/")[2])] + bitcode_name(name.rpartition("/")[2])
+                renamed += 1
+            zi = zipfile.ZipInfo(name, info.date_time)
+            zi.external_attr = info.external_attr
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(zi, data)
+            rows.append((name, _record_hash(data), str(len(data))))
+        rows.append((record_name, "", ""))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        dst.writestr(record_name, buf.getvalue())
+    if renamed == 0:
+        target.unlink()
+        raise ToolchainError(f"{wheel.name} contains no bitcode extension modules")
+    return target
+
+
+def unpack_sdist(sdist: "os.PathLike[str] | str", dest: "os.PathLike[str] | str") -> Path:
+    """Extract an sdist (.tar.gz or .zip) and return its project directory."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    s = str(sdist)
+    if s.endswith(".zip"):
+        with zipfile.ZipFile(s) as z:
+            z.extractall(dest)
+    else:
+        with tarfile.open(s) as t:
+            if sys.version_info >= (3, 12):
+                t.extractall(dest, filter="data")
+            else:
+                t.extractall(dest)
+    entries = [p for p in dest.iterdir() if p.is_dir()]
+    if len(entries) != 1:
+        raise ToolchainError(f"{sdist}: expected one top-level directory, found {len(entries)}")
+    return entries[0]
+
+
+def iter_bitcode_modules(root: "os.PathLike[str] | str") -> Iterable[Path]:
+    for p in Path(root).rglob("*.bc"):
+        if is_bitcode(p):
+            yield p
+
+
+__all__ = [
+    "build_ext_inplace",
+    "build_wheel",
+    "bitcode_name",
+    "compile",
+    "is_bitcode",
+    "toolchain_env",
+    "unpack_sdist",
+]
