@@ -58,6 +58,9 @@ def python_include_dirs() -> List[str]:
 #: Flags added to every compile that produces bitcode for jitload, each for a reason:
 BITCODE_FLAGS = [
     "-flto=full",  # emit LLVM bitcode (not machine code) from -c, with the LTO pre-link pipeline
+    "-fno-vectorize",  # leave vectorisation (and the unrolling that goes with it) to the JIT, which
+    "-fno-slp-vectorize",  # knows this CPU's vector width; clang alone would bake in baseline SSE2
+    "-fno-unroll-loops",
     "-fPIC",  # the JIT places code anywhere; external data is reached through the GOT
     "-Qunused-arguments",  # setuptools passes link-only flags to compiles; don't warn about them
     "-Wno-unknown-warning-option",  # Python's CFLAGS come from gcc and may name gcc-only warnings

@@ -53,7 +53,8 @@ pub fn parse<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str) -> Result<Modul
 }
 
 /// Checks the module was built for this machine's architecture and OS, then stamps it with
-/// the host triple (vendor and environment spellings differ harmlessly between tools).
+/// the host triple (vendor and environment spellings differ harmlessly between tools) and
+/// makes its functions compile for the host CPU and features.
 pub fn retarget(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Result<(), EngineError> {
     let triple = module.triple();
     if !triple.is_empty() {
@@ -68,6 +69,7 @@ pub fn retarget(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Resul
         }
     }
     module.set_triple(&host.triple);
+    module.retarget_functions(&host.cpu, &host.features);
     Ok(())
 }
 

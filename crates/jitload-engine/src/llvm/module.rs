@@ -174,6 +174,42 @@ impl<'ctx> Module<'ctx> {
         unsafe { LLVMSetDataLayout(self.raw, l.as_ptr()) };
     }
 
+    /// Makes every defined function compile for `cpu` with `features`: clang stamps each
+    /// function with the CPU it was built for (usually baseline "x86-64"), which would
+    /// override the target machine. A function's own features are appended after the
+    /// host's so explicit per-function choices (`+avx2` behind a cpuid check, `-sse4.2`)
+    /// still win.
+    pub fn retarget_functions(&mut self, cpu: &str, features: &str) {
+        let (cpu_key, tune_key, feat_key) = ("target-cpu", "tune-cpu", "target-features");
+        let idx = llvm_sys::LLVMAttributeFunctionIndex;
+        // SAFETY: iterating the live module's functions; attributes are created in its context
+        // and attached to functions of this module.
+        unsafe {
+            let mut f = LLVMGetFirstFunction(self.raw);
+            while !f.is_null() {
+                if LLVMIsDeclaration(f) == 0 {
+                    let own = string_attribute(f, idx, feat_key);
+                    let merged = match own.as_deref() {
+                        Some(o) if !o.is_empty() => format!("{features},{o}"),
+                        _ => features.to_string(),
+                    };
+                    for (key, value) in [(cpu_key, cpu), (tune_key, cpu), (feat_key, merged.as_str())] {
+                        LLVMRemoveStringAttributeAtIndex(f, idx, key.as_ptr().cast(), key.len() as c_uint);
+                        let attr = LLVMCreateStringAttribute(
+                            self.ctx.raw(),
+                            key.as_ptr().cast(),
+                            key.len() as c_uint,
+                            value.as_ptr().cast(),
+                            value.len() as c_uint,
+                        );
+                        LLVMAddAttributeAtIndex(f, idx, attr);
+                    }
+                }
+                f = LLVMGetNextFunction(f);
+            }
+        }
+    }
+
     /// Every function, global variable and alias at module level.
     pub fn symbols(&self) -> Vec<ModuleSymbol> {
         let mut out = Vec::new();
@@ -379,4 +415,25 @@ impl Drop for Module<'_> {
         // SAFETY: we still own raw (ownership-moving calls forget self first).
         unsafe { LLVMDisposeModule(self.raw) };
     }
+}
+
+/// The value of string attribute `key` at `idx` of function `f`, if present.
+///
+/// # Safety
+/// `f` must be a live function.
+unsafe fn string_attribute(f: LLVMValueRef, idx: llvm_sys::LLVMAttributeIndex, key: &str) -> Option<String> {
+    // SAFETY: f is live per the caller; key is passed with its length (no NUL needed).
+    let attr = unsafe { LLVMGetStringAttributeAtIndex(f, idx, key.as_ptr().cast(), key.len() as c_uint) };
+    if attr.is_null() {
+        return None;
+    }
+    let mut len: c_uint = 0;
+    // SAFETY: attr is a live string attribute; the value is valid for len bytes.
+    let p = unsafe { LLVMGetStringAttributeValue(attr, &mut len) };
+    if p.is_null() {
+        return Some(String::new());
+    }
+    // SAFETY: as above.
+    let bytes = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) };
+    Some(String::from_utf8_lossy(bytes).into_owned())
 }

@@ -1,0 +1,332 @@
+"""The import hook: finding, loading and initialising extension modules from bitcode."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import sysconfig
+import subprocess
+
+import pytest
+
+import jitload
+import jitload.build
+from conftest import BC_SUFFIX, build, run_python, single_phase, unique
+
+ADD_METHOD = """
+static PyObject *add(PyObject *self, PyObject *args) {
+    long a, b;
+    if (!PyArg_ParseTuple(args, "ll", &a, &b)) return NULL;
+    return PyLong_FromLong(a + b);
+}
+"""
+ADD_ENTRY = '{"add", add, METH_VARARGS, "add two ints"},'
+
+
+def test_suffixes_follow_extension_suffixes():
+    exts = [s for s in importlib.machinery.EXTENSION_SUFFIXES if s.endswith(".so")]
+    assert jitload.BITCODE_SUFFIXES[: len(exts)] == [s[:-3] + ".bc" for s in exts]
+    assert jitload.BITCODE_SUFFIXES[-1] == ".ll"
+    assert ".abi3.bc" in jitload.BITCODE_SUFFIXES and ".bc" in jitload.BITCODE_SUFFIXES
+
+
+def test_single_phase_module_is_importable_like_an_extension(modules_dir):
+    name = unique("single")
+    path = build(modules_dir, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.origin == str(path)
+    assert isinstance(spec.loader, importlib.machinery.ExtensionFileLoader)
+    mod = importlib.import_module(name)
+    assert mod.add(40, 2) == 42
+    assert mod.__file__ == str(path)
+    assert mod.__spec__.name == name and mod.__spec__.origin == str(path)
+    assert type(mod.__loader__).__name__ == "BitcodeExtensionLoader"
+    assert mod.__loader__.get_filename(name) == str(path)
+
+
+@pytest.mark.parametrize("suffix", [".abi3.bc", ".bc"])
+def test_other_bitcode_suffixes(modules_dir, suffix):
+    name = unique("suffix")
+    build(modules_dir, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY), suffix=suffix)
+    mod = importlib.import_module(name)
+    assert mod.__file__.endswith(name + suffix)
+    assert mod.add(1, 2) == 3
+
+
+def test_textual_ir_module(modules_dir, tmp_path):
+    name = unique("textir")
+    # Produce real textual IR with clang so the .ll path is exercised end to end.
+    src = tmp_path / f"{name}_src.c"
+    src.write_text(single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    ll = modules_dir / f"{name}.ll"
+    from jitload import _clang
+
+    subprocess.run(
+        [_clang.find(), "-S", "-emit-llvm", "-O1", "-fPIC", *[f"-I{d}" for d in _clang.python_include_dirs()], str(src), "-o", str(ll)],
+        check=True,
+    )
+    assert ll.read_text().lstrip().startswith("; ModuleID")
+    mod = importlib.import_module(name)
+    assert mod.add(2, 3) == 5 and mod.__file__ == str(ll)
+
+
+MULTI_PHASE = """
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+typedef struct { long counter; } state_t;
+static PyObject *bump(PyObject *m, PyObject *unused) {
+    state_t *st = PyModule_GetState(m);
+    return PyLong_FromLong(++st->counter);
+}
+static PyMethodDef methods[] = {{"bump", bump, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
+static int exec_slot(PyObject *m) { return PyModule_AddIntConstant(m, "EXECUTED", 1); }
+static PyObject *create_slot(PyObject *spec, PyModuleDef *def) {
+    PyObject *name = PyObject_GetAttrString(spec, "name");
+    if (!name) return NULL;
+    PyObject *m = PyModule_NewObject(name);
+    Py_DECREF(name);
+    if (m && PyModule_AddStringConstant(m, "CREATED_BY", "Py_mod_create") < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}
+static PyModuleDef_Slot slots[] = {CREATE_SLOT {Py_mod_exec, exec_slot}, {0, NULL}};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "NAME", NULL, sizeof(state_t), methods, slots, NULL, NULL, NULL};
+PyMODINIT_FUNC PyInit_NAME(void) { return PyModuleDef_Init(&def); }
+"""
+
+
+@pytest.mark.parametrize("with_create", [False, True])
+def test_multi_phase_init_with_state_and_slots(modules_dir, with_create):
+    name = unique("multi")
+    src = MULTI_PHASE.replace("NAME", name).replace("CREATE_SLOT", "{Py_mod_create, create_slot}," if with_create else "")
+    build(modules_dir, name, src)
+    mod = importlib.import_module(name)
+    assert mod.EXECUTED == 1
+    assert (mod.__dict__.get("CREATED_BY") == "Py_mod_create") is with_create
+    assert [mod.bump(), mod.bump()] == [1, 2]
+    assert mod.__name__ == name and mod.__file__.endswith(BC_SUFFIX)
+    # A second import of the same name (after removal from sys.modules) is a fresh instance.
+    del sys.modules[name]
+    again = importlib.import_module(name)
+    assert again is not mod and again.bump() == 1 and mod.bump() == 3
+
+
+def test_submodule_of_a_package(modules_dir):
+    pkg = unique("pkg")
+    (modules_dir / pkg).mkdir()
+    (modules_dir / pkg / "__init__.py").write_text("from ._ext import add\n")
+    # Single-phase, m_name without the package: CPython's package context fixes the name.
+    src = single_phase("_ext", ADD_METHOD, method_table=ADD_ENTRY)
+    build(modules_dir / pkg, "_ext", src)
+    mod = importlib.import_module(f"{pkg}._ext")
+    assert mod.__name__ == f"{pkg}._ext"
+    assert importlib.import_module(pkg).add(2, 2) == 4
+    assert mod.__spec__.parent == pkg
+
+
+def test_so_beside_bc_wins_unless_bitcode_preferred(modules_dir, tmp_path):
+    name = unique("both")
+    so_src = single_phase(name, 'static PyObject *which(PyObject *s, PyObject *a) { return PyUnicode_FromString("so"); }', method_table='{"which", which, METH_NOARGS, NULL},')
+    bc_src = so_src.replace('"so"', '"bc"')
+    build(modules_dir, name, bc_src)
+    from jitload import _clang
+
+    c = tmp_path / "so.c"
+    c.write_text(so_src)
+    so_suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    subprocess.run(
+        [_clang.find(), "-shared", "-fPIC", "-O2", *[f"-I{d}" for d in _clang.python_include_dirs()], str(c), "-o", str(modules_dir / (name + so_suffix))],
+        check=True,
+    )
+    code = f"import {name}; print({name}.which())"
+    assert run_python(code, cwd=modules_dir).stdout.strip() == "so"
+    assert run_python(code, cwd=modules_dir, env={"JITLOAD_PREFER_BITCODE": "1"}).stdout.strip() == "bc"
+    out = run_python(f"import jitload; jitload.install(prefer_bitcode=True); {code}", cwd=modules_dir)
+    assert out.stdout.strip() == "bc", out.stderr
+
+
+def test_reload_does_not_crash(modules_dir):
+    name = unique("reload")
+    build(modules_dir, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    mod = importlib.import_module(name)
+    again = importlib.reload(mod)
+    assert again.add(1, 1) == 2
+
+
+def test_static_constructors_run_before_init_and_destructors_at_exit(modules_dir):
+    name = unique("ctors")
+    extra = """
+#include <stdio.h>
+static int ready;
+__attribute__((constructor(150))) static void first(void) { ready = ready * 10 + 1; }
+__attribute__((constructor(200))) static void second(void) { ready = ready * 10 + 2; }
+__attribute__((destructor)) static void bye(void) { printf("destructor ran\\n"); fflush(stdout); }
+static PyObject *state(PyObject *s, PyObject *a) { return PyLong_FromLong(ready); }
+"""
+    build(modules_dir, name, single_phase(name, extra=extra, method_table='{"state", state, METH_NOARGS, NULL},'))
+    out = run_python(f"import {name}; print({name}.state())", cwd=modules_dir)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["12", "destructor", "ran"]
+
+
+PROCESS_SYMBOLS = r"""
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern char **environ;
+static int cmp(const void *a, const void *b, void *arg) { return *(const int *)a - *(const int *)b; }
+static PyObject *probe(PyObject *s, PyObject *a) {
+    int v[4] = {3, 1, 2, 0};
+    qsort_r(v, 4, sizeof(int), cmp, NULL);
+    char buf[8] = "abc";
+    int same = memcmp(buf, "abc", 3) == 0;          /* becomes bcmp */
+    int alpha = isalpha((unsigned char)buf[0]) != 0;  /* __ctype_b_loc */
+    fprintf(stderr, "%s", "");                        /* stderr: a data symbol */
+    return Py_BuildValue("(iiiidi)", v[0], v[3], same, alpha, log2(8.0), environ != NULL);
+}
+"""
+
+
+def test_process_and_runtime_symbols_resolve(modules_dir):
+    name = unique("procsyms")
+    build(modules_dir, name, single_phase(name, PROCESS_SYMBOLS, method_table='{"probe", probe, METH_NOARGS, NULL},'))
+    mod = importlib.import_module(name)
+    assert mod.probe() == (0, 3, 1, 1, 3.0, 1)
+
+
+def test_int128_division_uses_compiler_runtime(modules_dir):
+    name = unique("i128")
+    body = """
+static PyObject *divide(PyObject *s, PyObject *args) {
+    unsigned long long hi, lo, d;
+    if (!PyArg_ParseTuple(args, "KKK", &hi, &lo, &d)) return NULL;
+    volatile unsigned __int128 n = ((unsigned __int128)hi << 64) | lo;
+    unsigned __int128 q = n / d;                       /* __udivti3 */
+    __int128 p; int ovf = __builtin_mul_overflow((__int128)n, (__int128)d, &p);  /* __muloti4 */
+    return Py_BuildValue("(KKi)", (unsigned long long)(q >> 64), (unsigned long long)q, ovf);
+}
+"""
+    build(modules_dir, name, single_phase(name, body, method_table='{"divide", divide, METH_VARARGS, NULL},'))
+    mod = importlib.import_module(name)
+    n = (5 << 64) | 7
+    q = n // 3
+    assert mod.divide(5, 7, 3) == (q >> 64, q & (2**64 - 1), 0)
+
+
+def test_symbols_from_other_jitload_modules(modules_dir):
+    lib, user = unique("provider"), unique("consumer")
+    provider_src = single_phase(lib, extra="long jitload_shared_answer(void) { return 4242; }")
+    build(modules_dir, lib, provider_src)
+    consumer_src = single_phase(
+        user,
+        "long jitload_shared_answer(void);\nstatic PyObject *get(PyObject *s, PyObject *a) { return PyLong_FromLong(jitload_shared_answer()); }",
+        method_table='{"get", get, METH_NOARGS, NULL},',
+    )
+    build(modules_dir, user, consumer_src)
+    importlib.import_module(lib)
+    assert importlib.import_module(user).get() == 4242
+
+
+def test_dependent_library_recorded_at_build_and_loaded(modules_dir):
+    name = unique("zlibuser")
+    body = """
+#include <zlib.h>
+static PyObject *crc(PyObject *s, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0) return NULL;
+    unsigned long c = crc32(0L, b.buf, (unsigned)b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+"""
+    path = build(modules_dir, name, single_phase(name, body, method_table='{"crc", crc, METH_O, NULL},'), libraries=["z"])
+    assert jitload._native.dependent_libraries(str(path)) == ["libz.so.1"]
+    import zlib
+
+    assert importlib.import_module(name).crc(b"jitload") == zlib.crc32(b"jitload")
+
+
+def test_user_library_via_load_library(modules_dir, tmp_path):
+    from jitload import _clang
+
+    lib = tmp_path / "libjitloadtest.so"
+    c = tmp_path / "lib.c"
+    c.write_text("int jitload_test_secret(void) { return 1234; }\n")
+    subprocess.run([_clang.find(), "-shared", "-fPIC", str(c), "-o", str(lib)], check=True)
+    name = unique("userlib")
+    src = single_phase(name, "int jitload_test_secret(void);\nstatic PyObject *get(PyObject *s, PyObject *a) { return PyLong_FromLong(jitload_test_secret()); }", method_table='{"get", get, METH_NOARGS, NULL},')
+    build(modules_dir, name, src)
+    with pytest.raises(jitload.LinkError, match="jitload_test_secret"):
+        importlib.import_module(name)
+    assert jitload.load_library(str(lib)) == str(lib)
+    assert importlib.import_module(name).get() == 1234
+
+
+def test_opt_level_is_configurable(tmp_path):
+    src = tmp_path / "k.c"
+    src.write_text("int sq(int x) { int r = 0; for (int i = 0; i < x; i++) r += x; return r; }\n")
+    out = tmp_path / "k.bc"
+    from jitload import _clang
+
+    subprocess.run([_clang.find(), "-c", "-emit-llvm", "-O1", "-Xclang", "-disable-llvm-passes", str(src), "-o", str(out)], check=True)
+    o0 = jitload.inspect(str(out), opt_level=0)["ir"]
+    o2 = jitload.inspect(str(out), opt_level=2)["ir"]
+    assert "alloca" in o0 and "alloca" not in o2
+    assert "mul" in o2  # the loop is folded into a multiplication at -O2
+    with pytest.raises(ValueError):
+        jitload.install(opt_level=7)
+
+
+def test_code_is_compiled_for_the_host_cpu(tmp_path):
+    host = jitload.host_target()
+    assert host["triple"].startswith(sysconfig.get_config_var("MULTIARCH").split("-")[0] if sysconfig.get_config_var("MULTIARCH") else "")
+    assert host["cpu"] and host["cpu"] != "generic"
+    src = tmp_path / "v.c"
+    src.write_text("void add(float *restrict a, const float *restrict b) { for (int i = 0; i < 1024; i++) a[i] += b[i]; }\n")
+    out = tmp_path / "v.bc"
+    # jitload's compile defers vectorisation to the JIT (-flto=full pre-link pipeline), so the
+    # JIT picks the vector width for this CPU, although clang stamped the function "x86-64".
+    jitload.build.compile([str(src)], str(out))
+    assert '"target-cpu"="x86-64"' in subprocess.run(
+        [jitload._clang.find().replace("clang", "llvm-dis"), str(out), "-o", "-"], capture_output=True, text=True
+    ).stdout
+    asm = jitload.inspect(str(out))["asm"]
+    if "+avx2" in host["features"].split(","):
+        assert "ymm" in asm or "zmm" in asm, asm  # 256/512-bit AVX, not baseline SSE2
+
+
+def test_scripts_and_non_directories_still_run(tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text("import jitload\nprint('hello', jitload.is_installed())\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert out.stdout.strip() == "hello True", out.stderr
+
+
+def test_disable_env_var_and_uninstall():
+    out = run_python("import sys; print(any(getattr(h, '_jitload', False) for h in sys.path_hooks))", env={"JITLOAD_DISABLE": "1"})
+    assert out.stdout.strip() == "False"
+    out = run_python("import sys; print(any(getattr(h, '_jitload', False) for h in sys.path_hooks))")
+    assert out.stdout.strip() == "True"
+    out = run_python(
+        "import jitload, sys\njitload.install(); jitload.install()\nn = sum(getattr(h, '_jitload', False) for h in sys.path_hooks)\n"
+        "jitload.uninstall()\nprint(n, jitload.is_installed())"
+    )
+    assert out.stdout.strip() == "1 False"
+
+
+def test_uninstalled_hook_leaves_loaded_modules_working(modules_dir):
+    name = unique("afteruninstall")
+    build(modules_dir, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    mod = importlib.import_module(name)
+    jitload.uninstall()
+    try:
+        assert mod.add(5, 5) == 10
+        other = unique("notfound")
+        build(modules_dir, other, single_phase(other, ADD_METHOD, method_table=ADD_ENTRY))
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(other)
+    finally:
+        jitload.install()
