@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import jitload
+from jitload import _native as jitload_native
 import jitload.build
 from bitcode_forge import future_bitcode
 from conftest import BC_SUFFIX, build, run_python, single_phase, unique
@@ -155,7 +156,7 @@ def test_missing_dependent_library(modules_dir, tmp_path, survivor):
     bc = tmp_path / "m.bc"
     jitload.build.compile([str(src)], str(bc))
     linked = tmp_path / "linked.bc"
-    jitload._native.link_bitcode([str(bc)], str(linked), ["libjitload-does-not-exist.so.7"])
+    jitload_native.link_bitcode([str(bc)], str(linked), ["libjitload-does-not-exist.so.7"])
     assert_fails_then_recovers(modules_dir, tmp_path, name, linked.read_bytes(), jitload.LinkError, "libjitload-does-not-exist.so.7")
 
 

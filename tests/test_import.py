@@ -243,7 +243,7 @@ static PyObject *crc(PyObject *s, PyObject *arg) {
 }
 """
     path = build(modules_dir, name, single_phase(name, body, method_table='{"crc", crc, METH_O, NULL},'), libraries=["z"])
-    assert jitload._native.dependent_libraries(str(path)) == ["libz.so.1"]
+    assert jitload.dependent_libraries(str(path)) == ["libz.so.1"]
     import zlib
 
     assert importlib.import_module(name).crc(b"jitload") == zlib.crc32(b"jitload")

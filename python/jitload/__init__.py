@@ -10,7 +10,7 @@ called, so importing jitload costs no more than a few small Python modules.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from .errors import (
     BitcodeError,
@@ -42,8 +42,10 @@ __all__ = [
     "inspect",
     "install",
     "is_installed",
+    "dependent_libraries",
     "llvm_version",
     "load_library",
+    "loaded_libraries",
     "uninstall",
 ]
 
@@ -102,11 +104,15 @@ def inspect(path: str, opt_level: int = 2) -> Dict[str, str]:
     return {"ir": ir, "asm": asm}
 
 
-def _loaded_libraries() -> List[str]:
+def loaded_libraries() -> List[str]:
+    """Paths of the libraries added with :func:`load_library`, in search order."""
     from . import _native
 
     return list(_native.user_libraries())
 
 
-def __getattr__(name: str) -> Any:
-    raise AttributeError(f"module 'jitload' has no attribute {name!r}")
+def dependent_libraries(path: str) -> List[str]:
+    """The shared libraries a bitcode/IR file names in ``!llvm.dependent-libraries``."""
+    from . import _native
+
+    return list(_native.dependent_libraries(path))
