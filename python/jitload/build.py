@@ -105,7 +105,10 @@ def _setup_py_command(project: Path, args: List[str]) -> List[str]:
 def _convert_tree(root: Path, since: float) -> List[Path]:
     """Rename extension outputs under ``root`` that hold bitcode from ``.so`` to ``.bc``."""
     converted = []
+    build_dir = root / "build"
     for path in root.rglob("*.so"):
+        if build_dir in path.parents:
+            continue  # setuptools' staging copy; the in-place copy is the one that is imported
         if path.stat().st_mtime >= since - 1 and is_bitcode(path):
             target = path.with_name(bitcode_name(path.name))
             os.replace(path, target)
@@ -155,15 +158,23 @@ def _rewrite_wheel(wheel: Path, out: Path) -> Path:
     renamed = 0
     with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
-        rows = []
+        entries = []
         for info in src.infolist():
             if info.filename == record_name:
                 continue
             data = src.read(info)
             name = info.filename
             if name.endswith(".so") and data[:4] in BITCODE_MAGIC:
-                name = name[: -len(name.rpartition("/")[2])] + bitcode_name(name.rpartition("/")[2])
+                head, _, base = name.rpartition("/")
+                name = f"{head}/{bitcode_name(base)}" if head else bitcode_name(base)
                 renamed += 1
+            entries.append((name, info, data))
+        # A stale .bc shipped as package data must not shadow the module just built.
+        fresh = {n for n, i, _ in entries if n != i.filename}
+        rows = []
+        for name, info, data in entries:
+            if name in fresh and name == info.filename:
+                continue
             zi = zipfile.ZipInfo(name, info.date_time)
             zi.external_attr = info.external_attr
             zi.compress_type = zipfile.ZIP_DEFLATED

@@ -1,0 +1,259 @@
+"""jitload benchmarks, peers measured side by side in one run (interleaved A B A B ...),
+medians and ratios with bootstrap 95% intervals. Writes benchmarks/results.json and
+benchmarks/results.md.
+
+    python benches/run.py [--quick]
+
+Benchmarks:
+  import/fresh-process/<mod>  `python -c "import mod"` wall time: .so vs .bc (cold JIT compile)
+  import/warm-process/<mod>   importing one more module in a process where jitload's JIT is
+                              already running (fresh copies with distinct names): .so vs .bc
+  run/<pkg>:<function>        a compute-heavy function, .so built by clang-22 -O2 vs the same
+                              sources as bitcode JIT-compiled by jitload (fresh process each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks"
+PY = sys.executable
+SO = sysconfig.get_config_var("EXT_SUFFIX")
+BC = SO[: -len(".so")] + ".bc"
+
+
+def clang() -> str:
+    from jitload import _clang
+
+    return _clang.find()
+
+
+def include_flags() -> List[str]:
+    from jitload import _clang
+
+    return [f"-I{d}" for d in _clang.python_include_dirs()]
+
+
+def build_so(src: Path, out: Path) -> None:
+    subprocess.run([clang(), "-O2", "-shared", "-fPIC", *include_flags(), str(src), "-o", str(out)], check=True)
+
+
+def build_bc(src: Path, out: Path) -> None:
+    from jitload.build import compile
+
+    compile([str(src)], str(out))
+
+
+def bootstrap_ratio_ci(a: List[float], b: List[float], rounds: int = 2000) -> Tuple[float, float]:
+    rng = random.Random(0)
+    ratios = sorted(
+        statistics.median(rng.choices(b, k=len(b))) / statistics.median(rng.choices(a, k=len(a))) for _ in range(rounds)
+    )
+    return ratios[int(0.025 * rounds)], ratios[int(0.975 * rounds) - 1]
+
+
+def paired(n: int, baseline: Callable[[], float], contender: Callable[[], float]) -> Tuple[List[float], List[float]]:
+    a, b = [], []
+    for i in range(n):
+        # Alternate which side goes first so drift and cache effects hit both.
+        if i % 2 == 0:
+            a.append(baseline()); b.append(contender())
+        else:
+            b.append(contender()); a.append(baseline())
+    return a, b
+
+
+def result(bench: str, baseline: str, contender: str, a: List[float], b: List[float], note: str = "") -> Dict:
+    ma, mb = statistics.median(a), statistics.median(b)
+    lo, hi = bootstrap_ratio_ci(a, b)
+    return {
+        "bench": bench, "baseline": baseline, "contender": contender, "n": len(a),
+        "baseline_median_s": ma, "contender_median_s": mb, "ratio": mb / ma,
+        "ratio_ci95": [lo, hi], "note": note,
+    }
+
+
+def time_process(args: List[str], cwd: Path, env: Dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(args, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def env_with(**extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def fastmath_variant(work: Path, name: str) -> Path:
+    src = (ROOT / "examples" / "fastmath.c").read_text().replace("fastmath", name)
+    p = work / f"{name}.c"
+    p.write_text(src)
+    return p
+
+
+def bench_import_fresh(work: Path, n: int) -> Dict:
+    d_so, d_bc = work / "fresh_so", work / "fresh_bc"
+    d_so.mkdir(); d_bc.mkdir()
+    src = fastmath_variant(work, "fastmath")
+    build_so(src, d_so / f"fastmath{SO}")
+    build_bc(src, d_bc / f"fastmath{BC}")
+    code = [PY, "-c", "import fastmath; fastmath.prime_sum(10)"]
+    env = env_with()
+    a, b = paired(n, lambda: time_process(code, d_so, env), lambda: time_process(code, d_bc, env))
+    return result("import/fresh-process/fastmath", ".so", ".bc (cold JIT)", a, b,
+                  "whole `python -c 'import fastmath'`: interpreter start + import; .bc includes loading LLVM and compiling")
+
+
+WARM_SCRIPT = r"""
+import importlib, json, sys, time
+sys.path.insert(0, sys.argv[1])
+names = sys.argv[2].split(",")
+import jitload
+importlib.import_module(names[0])  # first import: LLVM loaded, JIT session created
+times = []
+for n in names[1:]:
+    t0 = time.perf_counter(); importlib.import_module(n); times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def bench_import_warm(work: Path, n: int) -> Dict:
+    d_so, d_bc = work / "warm_so", work / "warm_bc"
+    d_so.mkdir(); d_bc.mkdir()
+    names = [f"fastmath_w{i}" for i in range(n + 1)]
+    for name in names:
+        src = fastmath_variant(work, name)
+        build_so(src, d_so / f"{name}{SO}")
+        build_bc(src, d_bc / f"{name}{BC}")
+    script = work / "warm.py"
+    script.write_text(WARM_SCRIPT)
+    run = lambda d: json.loads(subprocess.run([PY, str(script), str(d), ",".join(names)], check=True, capture_output=True, text=True).stdout)
+    a, b = run(d_so), run(d_bc)
+    return result("import/warm-process/fastmath", ".so", ".bc (JIT running)", a, b,
+                  "one more module imported in a process that already imported one; .bc time is JIT compile + link + init")
+
+
+RUN_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import fastmath
+assert fastmath.__file__.endswith(sys.argv[2]), fastmath.__file__
+fastmath.prime_sum(1000)
+t0 = time.perf_counter(); fastmath.prime_sum(200_000); print(time.perf_counter() - t0)
+"""
+
+
+def bench_run_fastmath(work: Path, n: int) -> Dict:
+    script = work / "run_fastmath.py"
+    script.write_text(RUN_SCRIPT)
+    d_so, d_bc = work / "fresh_so", work / "fresh_bc"
+    run = lambda d, suffix: float(subprocess.run([PY, str(script), str(d), suffix], check=True, capture_output=True, text=True).stdout)
+    a, b = paired(n, lambda: run(d_so, ".so"), lambda: run(d_bc, ".bc"))
+    return result("run/fastmath:prime_sum(200000)", ".so clang-22 -O2", ".bc jitload -O2", a, b)
+
+
+REGEX_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import regex, regex._regex as r
+assert r.__file__.endswith(sys.argv[2]), r.__file__
+text = ("The quick brown fox jumps over the lazy dog 2024-11-23 user@example.com " * 4000)
+pat = regex.compile(r"(\w+)@(\w+)\.com|(\d{4})-(\d{2})-(\d{2})|\b[a-z]{5}\b")
+pat.findall(text[:1000])
+t0 = time.perf_counter()
+for _ in range(5):
+    pat.findall(text)
+print(time.perf_counter() - t0)
+"""
+
+
+def bench_run_regex(work: Path, n: int) -> Dict:
+    """The corpus package `regex`: its .so built by clang-22 -O2 vs its bitcode via build-ext."""
+    from jitload.build import build_ext_inplace, unpack_sdist
+
+    sd = work / "sd"
+    sd.mkdir()
+    subprocess.run([PY, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(sd), "regex==2024.11.6"], check=True)
+    sdist = next(sd.glob("regex-*"))
+    so_proj = unpack_sdist(sdist, work / "regex_so")
+    env = env_with(CC=clang(), LDSHARED=f"{clang()} -shared", CFLAGS="-O2")
+    subprocess.run([PY, "setup.py", "build_ext", "--inplace", "-q"], cwd=so_proj, env=env, check=True, capture_output=True)
+    bc_proj = unpack_sdist(sdist, work / "regex_bc")
+    build_ext_inplace(bc_proj, extra_env={"CFLAGS": "-O2"})
+    for proj in (so_proj, bc_proj):  # the package lives in regex_3/ as "regex"
+        (proj / "regex").symlink_to(proj / "regex_3")
+    script = work / "run_regex.py"
+    script.write_text(REGEX_SCRIPT)
+    run = lambda d, suffix: float(subprocess.run([PY, str(script), str(d), suffix], check=True, capture_output=True, text=True).stdout)
+    a, b = paired(n, lambda: run(so_proj, ".so"), lambda: run(bc_proj, ".bc"))
+    return result("run/regex:findall", ".so clang-22 -O2", ".bc jitload -O2", a, b, "regex 2024.11.6 from PyPI, same sources and flags")
+
+
+def markdown(doc: Dict) -> str:
+    lines = [
+        f"# jitload benchmarks",
+        "",
+        f"commit `{doc['commit']}`, LLVM {doc['llvm']}, Python {doc['python']}, CPU {doc['cpu']}, {doc['date']}",
+        "",
+        "Ratio = contender median / baseline median (lower is faster for the contender). Each pair measured interleaved in one run.",
+        "",
+        "| benchmark | baseline | contender | n | baseline median | contender median | ratio | 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        lines.append(
+            f"| {r['bench']} | {r['baseline']} | {r['contender']} | {r['n']} | {r['baseline_median_s']*1000:.3f} ms | "
+            f"{r['contender_median_s']*1000:.3f} ms | {r['ratio']:.3f} | {r['ratio_ci95'][0]:.3f}–{r['ratio_ci95'][1]:.3f} |"
+        )
+    lines.append("")
+    for r in doc["results"]:
+        if r["note"]:
+            lines.append(f"- {r['bench']}: {r['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (for CI smoke runs)")
+    args = ap.parse_args()
+    n = 5 if args.quick else 21
+    import jitload
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    doc = {
+        "schema": 1, "commit": commit, "llvm": jitload.llvm_version(), "python": platform.python_version(),
+        "cpu": jitload.host_target()["cpu"], "date": time.strftime("%Y-%m-%d"), "results": [],
+    }
+    work = Path(tempfile.mkdtemp(prefix="jitload-bench-"))
+    try:
+        for bench in (bench_import_fresh, bench_import_warm, bench_run_fastmath, bench_run_regex):
+            r = bench(work, n)
+            doc["results"].append(r)
+            print(f"{r['bench']:40s} {r['baseline']:>18s} {r['baseline_median_s']*1000:10.3f} ms   "
+                  f"{r['contender']:>18s} {r['contender_median_s']*1000:10.3f} ms   ratio {r['ratio']:.3f}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (OUT / "results.md").write_text(markdown(doc))
+    print(f"wrote {OUT / 'results.json'} and {OUT / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The acceptance corpus: real PyPI packages whose C extensions are rebuilt to bitcode with
+``jitload build-ext``, every ``.so`` removed, and their own test suites run, with proof that
+each extension module was loaded from a ``.bc`` file.
+
+    python tests/corpus/run.py            # all packages in packages.toml
+    python tests/corpus/run.py --fast     # the CI subset (packages with fast = true)
+    python tests/corpus/run.py --only markupsafe regex
+
+Writes ``.corpus/results.json`` and prints a table and ``K/N packages pass``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Dict, List
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+WORK = ROOT / ".corpus"
+PY = sys.executable
+
+
+def sh(cmd: List[str], **kw: Any) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, text=True, capture_output=True, **kw)
+
+
+def ensure_apt(packages: List[str]) -> None:
+    missing = [p for p in packages if "install ok installed" not in sh(["dpkg-query", "-W", "-f=${Status}", p]).stdout]
+    if not missing:
+        return
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    sh(prefix + ["apt-get", "update", "-qq"])
+    r = sh(prefix + ["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if r.returncode != 0:
+        raise RuntimeError(f"apt-get install {' '.join(missing)} failed: {r.stderr[-2000:]}")
+
+
+def ensure_pip(requirements: List[str]) -> None:
+    if not requirements:
+        return
+    stamp = WORK / "pip" / hashlib.sha256(" ".join(sorted(requirements)).encode()).hexdigest()[:16]
+    if stamp.exists():
+        return
+    r = sh([PY, "-m", "pip", "install", "-q", *requirements])
+    if r.returncode != 0:
+        raise RuntimeError(f"pip install {' '.join(requirements)} failed: {r.stderr[-2000:]}")
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+
+
+def fetch_sdist(pkg: Dict[str, Any]) -> Path:
+    dest = WORK / "sdists"
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / pkg["sdist"]
+    if not path.exists():
+        r = sh([PY, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(dest), f"{pkg['name']}=={pkg['version']}"])
+        if r.returncode != 0 or not path.exists():
+            raise RuntimeError(f"cannot download {pkg['sdist']}: {r.stderr[-2000:]}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != pkg["sha256"]:
+        path.unlink()
+        raise RuntimeError(f"{pkg['sdist']}: sha256 {digest} does not match the pinned {pkg['sha256']}")
+    return path
+
+
+def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
+    from jitload.build import build_ext_inplace, unpack_sdist
+
+    result: Dict[str, Any] = {"name": pkg["name"], "version": pkg["version"], "tags": pkg.get("tags", [])}
+    t0 = time.time()
+    try:
+        ensure_apt(pkg.get("apt", []))
+        ensure_pip(pkg.get("build_deps", []) + pkg.get("test_deps", []))
+        sdist = fetch_sdist(pkg)
+        work = WORK / "work" / pkg["name"]
+        shutil.rmtree(work, ignore_errors=True)
+        project = unpack_sdist(sdist, work)
+        env_extra = {k: str(v) for k, v in pkg.get("build_env", {}).items()}
+        t_build = time.time()
+        built = build_ext_inplace(project, extra_env=env_extra)
+        result["build_s"] = round(time.time() - t_build, 1)
+        result["bitcode_files"] = [str(p.relative_to(project)) for p in built]
+        removed = [p for p in project.rglob("*.so")]
+        for p in removed:
+            p.unlink()
+        result["so_removed"] = len(removed)
+        cwd = project / pkg.get("test_cwd", ".")
+        cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *pkg["test_cmd"]]
+        env = {**os.environ, **env_extra, **{k: str(v) for k, v in pkg.get("test_env", {}).items()}}
+        env["PYTHONPATH"] = os.pathsep.join(str(project / p) for p in pkg.get("pythonpath", ["."]))
+        t_test = time.time()
+        proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, timeout=pkg.get("timeout", 900))
+        result["test_s"] = round(time.time() - t_test, 1)
+        (WORK / "logs").mkdir(parents=True, exist_ok=True)
+        (WORK / "logs" / f"{pkg['name']}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        line = next((l for l in reversed(proc.stdout.splitlines()) if l.startswith("JITLOAD-CORPUS ")), None)
+        report = json.loads(line[len("JITLOAD-CORPUS "):]) if line else {}
+        result.update(report)
+        result["summary"] = summary_line(proc.stdout + proc.stderr)
+        result["returncode"] = proc.returncode
+        result["passed"] = proc.returncode == 0 and bool(report.get("from_bitcode")) and bool(report.get("check"))
+        if not result["passed"] and not line:
+            result["error"] = (proc.stderr or proc.stdout)[-1500:]
+    except Exception as e:  # one package's failure is reported, the run goes on
+        result["passed"] = False
+        result["error"] = f"{type(e).__name__}: {e}"[-3000:]
+    result["total_s"] = round(time.time() - t0, 1)
+    return result
+
+
+def summary_line(output: str) -> str:
+    for line in reversed(output.splitlines()):
+        s = line.strip().strip("=").strip()
+        if (" passed" in s or " failed" in s) and " in " in s:
+            return s
+        if s.startswith("Ran ") or s.startswith("OK") or s.startswith("FAILED ("):
+            return s
+    return ""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="only packages marked fast (the CI subset)")
+    ap.add_argument("--only", nargs="*", default=None)
+    args = ap.parse_args()
+    manifest = tomllib.loads((HERE / "packages.toml").read_text())
+    packages = manifest["package"]
+    if args.fast:
+        packages = [p for p in packages if p.get("fast")]
+    if args.only:
+        packages = [p for p in packages if p["name"] in args.only]
+    if not packages:
+        print("no packages selected", file=sys.stderr)
+        return 2
+    results = []
+    for pkg in packages:
+        print(f"== {pkg['name']} {pkg['version']} ...", flush=True)
+        r = run_package(pkg)
+        results.append(r)
+        status = "PASS" if r["passed"] else "FAIL"
+        print(f"   {status}  build {r.get('build_s', '-')}s  tests {r.get('test_s', '-')}s  {r.get('summary', '')}", flush=True)
+        if not r["passed"]:
+            print("   " + str(r.get("error") or r.get("files") or r.get("summary"))[-1500:].replace("\n", "\n   "), flush=True)
+    WORK.mkdir(exist_ok=True)
+    (WORK / "results.json").write_text(json.dumps(results, indent=2))
+    print()
+    print("| package | version | tags | extensions from .bc | .so removed | build s | tests s | test result | pass |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        files = r.get("files") or {}
+        nbc = sum(1 for f in files.values() if isinstance(f, str) and f.endswith(".bc"))
+        print(f"| {r['name']} | {r['version']} | {', '.join(r['tags'])} | {nbc}/{len(files)} | {r.get('so_removed', '-')} | "
+              f"{r.get('build_s', '-')} | {r.get('test_s', '-')} | {r.get('summary', '')} | {'yes' if r['passed'] else 'NO'} |")
+    passed = sum(r["passed"] for r in results)
+    print(f"\n{passed}/{len(results)} packages pass")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
