@@ -172,12 +172,18 @@ static PyObject *state(PyObject *s, PyObject *a) { return PyLong_FromLong(ready)
 
 PROCESS_SYMBOLS = r"""
 #include <ctype.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 extern char **environ;
 static int cmp(const void *a, const void *b, void *arg) { return *(const int *)a - *(const int *)b; }
+static void at_exit_handler(void) { fputs("atexit handler ran\n", stdout); fflush(stdout); }
+static PyObject *register_exit(PyObject *s, PyObject *a) {
+    /* atexit and pthread_atfork live in libc_nonshared.a, not in libc.so.6 */
+    return PyLong_FromLong(atexit(at_exit_handler) + pthread_atfork(NULL, NULL, NULL));
+}
 static PyObject *probe(PyObject *s, PyObject *a) {
     int v[4] = {3, 1, 2, 0};
     qsort_r(v, 4, sizeof(int), cmp, NULL);
@@ -192,9 +198,11 @@ static PyObject *probe(PyObject *s, PyObject *a) {
 
 def test_process_and_runtime_symbols_resolve(modules_dir):
     name = unique("procsyms")
-    build(modules_dir, name, single_phase(name, PROCESS_SYMBOLS, method_table='{"probe", probe, METH_NOARGS, NULL},'))
+    build(modules_dir, name, single_phase(name, PROCESS_SYMBOLS, method_table='{"probe", probe, METH_NOARGS, NULL}, {"register_exit", register_exit, METH_NOARGS, NULL},'))
     mod = importlib.import_module(name)
     assert mod.probe() == (0, 3, 1, 1, 3.0, 1)
+    out = run_python(f"import {name}; print({name}.register_exit())", cwd=modules_dir)
+    assert out.stdout.split() == ["0", "atexit", "handler", "ran"], out.stderr
 
 
 def test_int128_division_uses_compiler_runtime(modules_dir):

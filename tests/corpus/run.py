@@ -162,6 +162,7 @@ def main() -> int:
               f"{r.get('build_s', '-')} | {r.get('test_s', '-')} | {r.get('summary', '')} | {'yes' if r['passed'] else 'NO'} |")
     passed = sum(r["passed"] for r in results)
     print(f"\n{passed}/{len(results)} packages pass")
+    print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) else 1
 
 

@@ -171,6 +171,24 @@ impl ModuleScope {
         if let Some(a) = user.iter().find_map(|l| l.symbol(symbol)) {
             return Some(a);
         }
-        runtime_libraries().iter().find_map(|l| l.symbol(symbol))
+        runtime_libraries().iter().find_map(|l| l.symbol(symbol)).or_else(|| libc_nonshared(symbol))
     }
+}
+
+extern "C" {
+    fn at_quick_exit(callback: extern "C" fn()) -> libc::c_int;
+}
+
+/// Functions glibc implements in `libc_nonshared.a` (linked into every executable and shared
+/// object, never exported by `libc.so.6`), so `dlsym` cannot find them. JIT'd code gets the
+/// copies linked into this library; handlers registered through them run at process exit,
+/// as jitload never unloads.
+fn libc_nonshared(symbol: &str) -> Option<u64> {
+    let address = match symbol {
+        "atexit" => libc::atexit as usize,
+        "at_quick_exit" => at_quick_exit as usize,
+        "pthread_atfork" => libc::pthread_atfork as usize,
+        _ => return None,
+    };
+    Some(address as u64)
 }
