@@ -43,6 +43,9 @@ pub enum EngineError {
     #[error("{path}: {stage} failed: {message}")]
     Compile { path: String, stage: &'static str, message: String },
 
+    #[error("{path}: LLVM failed on this module ({reason}); the file is probably corrupt or was not made by clang")]
+    LlvmCrash { path: String, reason: String },
+
     #[error("{path}: JIT linking failed: {message}")]
     Link { path: String, message: String },
 
@@ -89,6 +92,7 @@ impl EngineError {
             | EngineError::DependentLibrary { path, .. }
             | EngineError::Compile { path, .. }
             | EngineError::Link { path, .. }
+            | EngineError::LlvmCrash { path, .. }
             | EngineError::Write { path, .. } => Some(path),
             EngineError::Library { .. } | EngineError::Jit { .. } => None,
         }

@@ -185,9 +185,9 @@ extern "C" {
 /// as jitload never unloads.
 fn libc_nonshared(symbol: &str) -> Option<u64> {
     let address = match symbol {
-        "atexit" => libc::atexit as usize,
-        "at_quick_exit" => at_quick_exit as usize,
-        "pthread_atfork" => libc::pthread_atfork as usize,
+        "atexit" => libc::atexit as *const () as usize,
+        "at_quick_exit" => at_quick_exit as *const () as usize,
+        "pthread_atfork" => libc::pthread_atfork as *const () as usize,
         _ => return None,
     };
     Some(address as u64)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
+use crate::llvm::guard::guarded;
 use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
@@ -39,6 +40,16 @@ pub struct LoadedModule {
     pub dependent_libraries: Vec<String>,
     pub dylib: Dylib,
     _tracker: Tracker,
+}
+
+/// A module compiled to an object, with what linking it needs.
+struct Prepared {
+    object: Vec<u8>,
+    exports: Vec<String>,
+    scope: ModuleScope,
+    dependent_libraries: Vec<String>,
+    has_ctors: bool,
+    has_dtors: bool,
 }
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
@@ -100,10 +111,38 @@ impl Session {
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let ctors_name = format!("{CTORS_PREFIX}{id}");
+        let dtors_name = format!("{DTORS_PREFIX}{id}");
         let ctx = Context::new();
-        let mut module = ir::parse(&ctx, bytes, path)?;
-        ir::retarget(&mut module, &self.host, path)?;
+        // Everything that runs LLVM on the untrusted module happens in a private context under
+        // crash recovery; only a finished object file reaches the shared JIT.
+        let prepared = guarded(|| self.prepare(&ctx, bytes, path, options, &ctors_name, &dtors_name));
+        let prepared = match prepared {
+            Ok(result) => {
+                drop(ctx);
+                result?
+            }
+            Err(reason) => {
+                // The crash may have left the context inconsistent: abandon it, never dispose.
+                std::mem::forget(ctx);
+                return Err(EngineError::LlvmCrash { path: path.to_string(), reason });
+            }
+        };
+        self.link(id, prepared, path, options, &ctors_name, &dtors_name)
+    }
 
+    /// Parse, verify, retarget, check symbols, lower constructors, optimise and compile.
+    fn prepare(
+        &self,
+        ctx: &Context,
+        bytes: &[u8],
+        path: &str,
+        options: &LoadOptions,
+        ctors_name: &str,
+        dtors_name: &str,
+    ) -> Result<Prepared, EngineError> {
+        let mut module = ir::parse(ctx, bytes, path)?;
+        ir::retarget(&mut module, &self.host, path)?;
         let symbols = module.symbols();
         if let Some(required) = &options.required_symbol {
             check_required(&symbols, required, path)?;
@@ -111,22 +150,29 @@ impl Session {
         let dependent_libraries = module.dependent_libraries();
         let scope = self.module_scope(&dependent_libraries, path)?;
         check_resolvable(&symbols, &scope, path)?;
-
-        let ctors_name = format!("{CTORS_PREFIX}{id}");
-        let dtors_name = format!("{DTORS_PREFIX}{id}");
-        let has_ctors = module.lower_init_array("llvm.global_ctors", &ctors_name, false);
-        let has_dtors = module.lower_init_array("llvm.global_dtors", &dtors_name, true);
-
+        let has_ctors = module.lower_init_array("llvm.global_ctors", ctors_name, false);
+        let has_dtors = module.lower_init_array("llvm.global_dtors", dtors_name, true);
         let object = self.compile(&mut module, options.opt_level, path)?;
-        let exports: Vec<String> = module
+        let exports = module
             .symbols()
             .into_iter()
             .filter(|s| s.exported && !s.name.starts_with("__jitload_"))
             .map(|s| s.name)
             .collect();
-        drop(module);
-        drop(ctx);
+        Ok(Prepared { object, exports, scope, dependent_libraries, has_ctors, has_dtors })
+    }
 
+    /// Adds the compiled object to a new JITDylib, links it and records what it exports.
+    fn link(
+        &self,
+        id: u64,
+        prepared: Prepared,
+        path: &str,
+        options: &LoadOptions,
+        ctors_name: &str,
+        dtors_name: &str,
+    ) -> Result<LoadedModule, EngineError> {
+        let Prepared { object, exports, scope, dependent_libraries, has_ctors, has_dtors } = prepared;
         let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
         let scope = Arc::new(scope);
         self.jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
@@ -144,10 +190,10 @@ impl Session {
         let mut wanted: Vec<&str> = Vec::new();
         wanted.extend(options.required_symbol.as_deref());
         if has_ctors {
-            wanted.push(&ctors_name);
+            wanted.push(ctors_name);
         }
         if has_dtors {
-            wanted.push(&dtors_name);
+            wanted.push(dtors_name);
         }
         wanted.extend(exports.iter().map(String::as_str));
         let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
@@ -188,16 +234,24 @@ impl Session {
     /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
     pub fn inspect(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
         let ctx = Context::new();
-        let mut module = ir::parse(&ctx, bytes, path)?;
-        ir::retarget(&mut module, &self.host, path)?;
-        let asm = self.compile(&mut module, opt, path)?;
-        let _ = asm;
-        let tm = TargetMachine::new(&self.host, opt)
-            .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup", message })?;
-        let text = tm
-            .emit(&module, true)
-            .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation", message })?;
-        Ok((module.to_ir_text(), String::from_utf8_lossy(&text).into_owned()))
+        let result = guarded(|| -> Result<(String, String), EngineError> {
+            let mut module = ir::parse(&ctx, bytes, path)?;
+            ir::retarget(&mut module, &self.host, path)?;
+            self.compile(&mut module, opt, path)?;
+            let tm = TargetMachine::new(&self.host, opt)
+                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup", message })?;
+            let text = tm
+                .emit(&module, true)
+                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation", message })?;
+            Ok((module.to_ir_text(), String::from_utf8_lossy(&text).into_owned()))
+        });
+        match result {
+            Ok(r) => r,
+            Err(reason) => {
+                std::mem::forget(ctx);
+                Err(EngineError::LlvmCrash { path: path.to_string(), reason })
+            }
+        }
     }
 
     fn register_destructor(&self, address: u64) {

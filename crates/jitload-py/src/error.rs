@@ -22,6 +22,7 @@ fn class_name(err: &EngineError) -> &'static str {
         EngineError::Library { .. } => "LibraryError",
         EngineError::Compile { .. } => "CompileError",
         EngineError::Link { .. } => "LinkError",
+        EngineError::LlvmCrash { .. } => "BitcodeError",
         EngineError::Jit { .. } => "JitloadError",
         EngineError::Write { .. } => "JitloadError",
     }

@@ -1,6 +1,7 @@
 //! Safe RAII wrappers over LLVM 22's C API: the only place in the crate that names `llvm_sys`.
 
 pub mod context;
+pub mod guard;
 pub mod module;
 pub mod orc;
 pub mod target;
@@ -71,6 +72,9 @@ extern "C" fn fatal_error_handler(reason: *const c_char) {
         // SAFETY: LLVM passes a NUL-terminated reason string valid for this call.
         unsafe { CStr::from_ptr(reason) }.to_string_lossy().into_owned()
     };
+    if guard::on_fatal_error(&text) {
+        return; // unreachable: on_fatal_error aborts into the crash-recovery context
+    }
     log::error!("jitload: LLVM fatal error (please report this as a jitload bug): {text}");
     let line = format!("jitload: LLVM fatal error (please report this as a jitload bug): {text}\n");
     // SAFETY: writing a valid buffer to fd 2; failure is irrelevant as the process is ending.
