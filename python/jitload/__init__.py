@@ -50,7 +50,9 @@ __all__ = [
 ]
 
 
-def install(*, prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None) -> None:
+def install(
+    *, prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None, isolate: Optional[bool] = None
+) -> None:
     """Install the import hook (idempotent).
 
     Args:
@@ -58,10 +60,12 @@ def install(*, prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] =
             (default: ``JITLOAD_PREFER_BITCODE``, else false).
         opt_level: 0-3, the optimisation level for JIT compilation (default:
             ``JITLOAD_OPT_LEVEL``, else 2).
+        isolate: compile in a forked child process so no input can crash or exhaust the
+            interpreter (default: ``JITLOAD_ISOLATION``, else true).
     """
     from .importer import install as _install
 
-    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level)
+    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate)
 
 
 def uninstall() -> None:

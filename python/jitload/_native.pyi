@@ -8,9 +8,12 @@ from typing import Dict, List, Sequence, Tuple, Union, final
 _Path = Union[str, "PathLike[str]"]
 
 def load_extension(
-    path: _Path, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2
+    path: _Path, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, isolate: bool = True
 ) -> ModuleType:
     """Compile, link and initialise an extension module from bitcode/IR.
+
+    With ``isolate`` the module is parsed and compiled in a forked child process, so that no
+    input can crash or exhaust this interpreter; the object code comes back through a pipe.
 
     Raises:
         BitcodeError, LinkError, CompileError, InitError, InitSystemError (all ImportError).

@@ -3,6 +3,9 @@
 ``JITLOAD_PREFER_BITCODE=1`` — a ``.bc`` beside a ``.so`` wins (default: the ``.so`` wins).
 ``JITLOAD_OPT_LEVEL=0..3`` — optimisation level for JIT compilation (default 2, as ``-O2``).
 ``JITLOAD_DISABLE=1`` — the ``.pth`` file does not install the hook at start-up.
+``JITLOAD_ISOLATION=fork|none`` — compile untrusted bitcode in a forked child (default) so no
+input can crash or exhaust the interpreter, or in-process (faster, still crash-guarded).
+``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 4096).
 """
 
 from __future__ import annotations
@@ -22,14 +25,24 @@ def _env_opt_level() -> int:
     return int(raw)
 
 
+def _env_isolation() -> bool:
+    raw = os.environ.get("JITLOAD_ISOLATION", "fork").strip().lower() or "fork"
+    if raw not in ("fork", "none"):
+        raise ValueError(f"JITLOAD_ISOLATION must be 'fork' or 'none', not {raw!r}")
+    return raw == "fork"
+
+
 @dataclass
 class Options:
     prefer_bitcode: bool
     opt_level: int
+    isolate: bool
 
     @classmethod
     def from_environment(cls) -> "Options":
-        return cls(prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"), opt_level=_env_opt_level())
+        return cls(
+            prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"), opt_level=_env_opt_level(), isolate=_env_isolation()
+        )
 
 
 options = Options.from_environment()

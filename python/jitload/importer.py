@@ -56,7 +56,12 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
         from . import _native
 
         return _native.load_extension(
-            self.path, spec.name, init_symbol(spec.name), spec, opt_level=config.options.opt_level
+            self.path,
+            spec.name,
+            init_symbol(spec.name),
+            spec,
+            opt_level=config.options.opt_level,
+            isolate=config.options.isolate,
         )
 
     def exec_module(self, module: ModuleType) -> None:
@@ -93,9 +98,13 @@ def _invalidate_finders() -> None:
             del sys.path_importer_cache[key]
 
 
-def install(prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None) -> None:
+def install(
+    prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None, isolate: Optional[bool] = None
+) -> None:
     """Make ``import`` find bitcode extension modules. Idempotent; later calls update options."""
     global _replaced
+    if isolate is not None:
+        config.options.isolate = bool(isolate)
     if prefer_bitcode is not None:
         config.options.prefer_bitcode = bool(prefer_bitcode)
     if opt_level is not None:

@@ -41,7 +41,7 @@ pub enum EngineError {
     Library { name: String, reason: String },
 
     #[error("{path}: {stage} failed: {message}")]
-    Compile { path: String, stage: &'static str, message: String },
+    Compile { path: String, stage: String, message: String },
 
     #[error("{path}: LLVM failed on this module ({reason}); the file is probably corrupt or was not made by clang")]
     LlvmCrash { path: String, reason: String },
@@ -96,5 +96,64 @@ impl EngineError {
             | EngineError::Write { path, .. } => Some(path),
             EngineError::Library { .. } | EngineError::Jit { .. } => None,
         }
+    }
+}
+
+impl EngineError {
+    /// Encodes the error for the trip from the compiler process to the parent.
+    pub(crate) fn to_wire(&self, w: &mut crate::isolate::Writer) {
+        use EngineError::*;
+        let none = String::new();
+        match self {
+            Read { path, source } => w.u8(0).strs(&[path.clone(), source.to_string()]),
+            Empty { path } => w.u8(1).strs(&[path.clone()]),
+            NotBitcode { path, detail } => w.u8(2).strs(&[path.clone(), detail.clone()]),
+            Bitcode { path, message, producer, reader } => w.u8(3).strs(&[
+                path.clone(),
+                message.clone(),
+                producer.clone().unwrap_or_default(),
+                if producer.is_some() { "1".into() } else { none },
+                reader.clone(),
+            ]),
+            IrSyntax { path, message } => w.u8(4).strs(&[path.clone(), message.clone()]),
+            Verify { path, message } => w.u8(5).strs(&[path.clone(), message.clone()]),
+            Target { path, module_triple, host_triple } => w.u8(6).strs(&[path.clone(), module_triple.clone(), host_triple.clone()]),
+            MissingInit { path, expected, found } => w.u8(7).strs(&[path.clone(), expected.clone()]).strs(found),
+            Unresolved { path, symbols } => w.u8(8).strs(&[path.clone()]).strs(symbols),
+            DependentLibrary { path, library, reason } => w.u8(9).strs(&[path.clone(), library.clone(), reason.clone()]),
+            Library { name, reason } => w.u8(10).strs(&[name.clone(), reason.clone()]),
+            Compile { path, stage, message } => w.u8(11).strs(&[path.clone(), stage.clone(), message.clone()]),
+            LlvmCrash { path, reason } => w.u8(12).strs(&[path.clone(), reason.clone()]),
+            Link { path, message } => w.u8(13).strs(&[path.clone(), message.clone()]),
+            Jit { message } => w.u8(14).strs(&[message.clone()]),
+            Write { path, source } => w.u8(15).strs(&[path.clone(), source.to_string()]),
+        };
+    }
+
+    /// Decodes what [`EngineError::to_wire`] wrote; `None` on malformed input.
+    pub(crate) fn from_wire(r: &mut crate::isolate::Reader<'_>) -> Option<EngineError> {
+        use EngineError::*;
+        let tag = r.u8()?;
+        let f = r.strs()?;
+        let g = |i: usize| f.get(i).cloned();
+        Some(match tag {
+            0 => Read { path: g(0)?, source: std::io::Error::other(g(1)?) },
+            1 => Empty { path: g(0)? },
+            2 => NotBitcode { path: g(0)?, detail: g(1)? },
+            3 => Bitcode { path: g(0)?, message: g(1)?, producer: (g(3)? == "1").then(|| f[2].clone()), reader: g(4)? },
+            4 => IrSyntax { path: g(0)?, message: g(1)? },
+            5 => Verify { path: g(0)?, message: g(1)? },
+            6 => Target { path: g(0)?, module_triple: g(1)?, host_triple: g(2)? },
+            7 => MissingInit { path: g(0)?, expected: g(1)?, found: r.strs()? },
+            8 => Unresolved { path: g(0)?, symbols: r.strs()? },
+            9 => DependentLibrary { path: g(0)?, library: g(1)?, reason: g(2)? },
+            10 => Library { name: g(0)?, reason: g(1)? },
+            11 => Compile { path: g(0)?, stage: g(1)?, message: g(2)? },
+            12 => LlvmCrash { path: g(0)?, reason: g(1)? },
+            13 => Link { path: g(0)?, message: g(1)? },
+            14 => Jit { message: g(0)? },
+            15 => Write { path: g(0)?, source: std::io::Error::other(g(1)?) },
+            _ => return None,
+        })
     }
 }

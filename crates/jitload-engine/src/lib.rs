@@ -4,6 +4,7 @@
 pub mod bitstream;
 pub mod error;
 pub mod ir;
+pub mod isolate;
 pub mod link;
 pub mod llvm;
 pub mod resolve;

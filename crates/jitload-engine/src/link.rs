@@ -22,7 +22,7 @@ pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String
         }
         linked
             .link_in(module)
-            .map_err(|message| EngineError::Compile { path: shown.clone(), stage: "bitcode linking", message })?;
+            .map_err(|message| EngineError::Compile { path: shown.clone(), stage: "bitcode linking".into(), message })?;
     }
     for lib in dependent_libraries {
         linked.add_dependent_library(lib);

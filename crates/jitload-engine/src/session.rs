@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
+use crate::isolate;
 use crate::llvm::guard::guarded;
 use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
@@ -20,11 +21,13 @@ pub struct LoadOptions {
     pub opt_level: OptLevel,
     /// A function the module must define (e.g. `PyInit_foo`); checked before linking.
     pub required_symbol: Option<String>,
+    /// Compile in a forked child process (see `isolate`), so no input can crash this one.
+    pub isolate: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { opt_level: OptLevel::O2, required_symbol: None }
+        LoadOptions { opt_level: OptLevel::O2, required_symbol: None, isolate: true }
     }
 }
 
@@ -43,13 +46,45 @@ pub struct LoadedModule {
 }
 
 /// A module compiled to an object, with what linking it needs.
-struct Prepared {
+struct Compiled {
     object: Vec<u8>,
+    /// Symbols other modules may link against.
     exports: Vec<String>,
-    scope: ModuleScope,
+    /// Symbols the module uses but does not define (must resolve before linking).
+    undefined: Vec<String>,
     dependent_libraries: Vec<String>,
     has_ctors: bool,
     has_dtors: bool,
+}
+
+impl Compiled {
+    fn to_wire(&self, w: &mut isolate::Writer) {
+        w.bytes(&self.object).strs(&self.exports).strs(&self.undefined).strs(&self.dependent_libraries);
+        w.u8(self.has_ctors as u8).u8(self.has_dtors as u8);
+    }
+
+    /// `Some(Ok)` / `Some(Err)` for a well-formed result, `None` for garbage.
+    fn from_wire(data: &[u8]) -> Option<Result<Compiled, EngineError>> {
+        let mut r = isolate::Reader::new(data);
+        match r.u8()? {
+            0 => Some(Ok(Compiled {
+                object: r.bytes()?,
+                exports: r.strs()?,
+                undefined: r.strs()?,
+                dependent_libraries: r.strs()?,
+                has_ctors: r.u8()? != 0,
+                has_dtors: r.u8()? != 0,
+            })),
+            1 => Some(Err(EngineError::from_wire(&mut r)?)),
+            _ => None,
+        }
+    }
+}
+
+/// Names of the functions that run a module's static constructors and destructors.
+struct InitNames {
+    ctors: String,
+    dtors: String,
 }
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
@@ -111,47 +146,72 @@ impl Session {
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let ctors_name = format!("{CTORS_PREFIX}{id}");
-        let dtors_name = format!("{DTORS_PREFIX}{id}");
+        let names = InitNames { ctors: format!("{CTORS_PREFIX}{id}"), dtors: format!("{DTORS_PREFIX}{id}") };
+        let compiled = if options.isolate {
+            let out = isolate::in_child(|| {
+                let mut w = isolate::Writer::default();
+                match self.compile_guarded(bytes, path, options, &names) {
+                    Ok(c) => c.to_wire(w.u8(0)),
+                    Err(e) => e.to_wire(w.u8(1)),
+                }
+                w.0
+            })
+            .map_err(|reason| EngineError::LlvmCrash { path: path.to_string(), reason })?;
+            Compiled::from_wire(&out).ok_or_else(|| EngineError::LlvmCrash {
+                path: path.to_string(),
+                reason: "the compiler process returned an unreadable result".into(),
+            })??
+        } else {
+            self.compile_guarded(bytes, path, options, &names)?
+        };
+        let scope = self.module_scope(&compiled.dependent_libraries, path)?;
+        check_resolvable(&compiled.undefined, &scope, path)?;
+        self.link(id, compiled, scope, path, options, &names)
+    }
+
+    /// Runs [`Session::compile_module`] in a private context under crash recovery.
+    fn compile_guarded(&self, bytes: &[u8], path: &str, options: &LoadOptions, names: &InitNames) -> Result<Compiled, EngineError> {
         let ctx = Context::new();
-        // Everything that runs LLVM on the untrusted module happens in a private context under
-        // crash recovery; only a finished object file reaches the shared JIT.
-        let prepared = guarded(|| self.prepare(&ctx, bytes, path, options, &ctors_name, &dtors_name));
-        let prepared = match prepared {
+        match guarded(|| self.compile_module(&ctx, bytes, path, options, names)) {
             Ok(result) => {
                 drop(ctx);
-                result?
+                result
             }
             Err(reason) => {
                 // The crash may have left the context inconsistent: abandon it, never dispose.
                 std::mem::forget(ctx);
-                return Err(EngineError::LlvmCrash { path: path.to_string(), reason });
+                Err(EngineError::LlvmCrash { path: path.to_string(), reason })
             }
-        };
-        self.link(id, prepared, path, options, &ctors_name, &dtors_name)
+        }
     }
 
-    /// Parse, verify, retarget, check symbols, lower constructors, optimise and compile.
-    fn prepare(
+    /// Parse, verify, retarget, check the init symbol, lower constructors, optimise and
+    /// compile to an object. Touches no state shared with other threads (it may run in a
+    /// forked child).
+    fn compile_module(
         &self,
         ctx: &Context,
         bytes: &[u8],
         path: &str,
         options: &LoadOptions,
-        ctors_name: &str,
-        dtors_name: &str,
-    ) -> Result<Prepared, EngineError> {
+        names: &InitNames,
+    ) -> Result<Compiled, EngineError> {
         let mut module = ir::parse(ctx, bytes, path)?;
         ir::retarget(&mut module, &self.host, path)?;
         let symbols = module.symbols();
         if let Some(required) = &options.required_symbol {
             check_required(&symbols, required, path)?;
         }
+        let mut undefined: Vec<String> = symbols
+            .iter()
+            .filter(|s| !s.defined && s.used && !s.weak_reference)
+            .map(|s| s.name.clone())
+            .collect();
+        undefined.sort();
+        undefined.dedup();
         let dependent_libraries = module.dependent_libraries();
-        let scope = self.module_scope(&dependent_libraries, path)?;
-        check_resolvable(&symbols, &scope, path)?;
-        let has_ctors = module.lower_init_array("llvm.global_ctors", ctors_name, false);
-        let has_dtors = module.lower_init_array("llvm.global_dtors", dtors_name, true);
+        let has_ctors = module.lower_init_array("llvm.global_ctors", &names.ctors, false);
+        let has_dtors = module.lower_init_array("llvm.global_dtors", &names.dtors, true);
         let object = self.compile(&mut module, options.opt_level, path)?;
         let exports = module
             .symbols()
@@ -159,20 +219,20 @@ impl Session {
             .filter(|s| s.exported && !s.name.starts_with("__jitload_"))
             .map(|s| s.name)
             .collect();
-        Ok(Prepared { object, exports, scope, dependent_libraries, has_ctors, has_dtors })
+        Ok(Compiled { object, exports, undefined, dependent_libraries, has_ctors, has_dtors })
     }
 
     /// Adds the compiled object to a new JITDylib, links it and records what it exports.
     fn link(
         &self,
         id: u64,
-        prepared: Prepared,
+        compiled: Compiled,
+        scope: ModuleScope,
         path: &str,
         options: &LoadOptions,
-        ctors_name: &str,
-        dtors_name: &str,
+        names: &InitNames,
     ) -> Result<LoadedModule, EngineError> {
-        let Prepared { object, exports, scope, dependent_libraries, has_ctors, has_dtors } = prepared;
+        let Compiled { object, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
         let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
         let scope = Arc::new(scope);
         self.jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
@@ -190,10 +250,10 @@ impl Session {
         let mut wanted: Vec<&str> = Vec::new();
         wanted.extend(options.required_symbol.as_deref());
         if has_ctors {
-            wanted.push(ctors_name);
+            wanted.push(&names.ctors);
         }
         if has_dtors {
-            wanted.push(dtors_name);
+            wanted.push(&names.dtors);
         }
         wanted.extend(exports.iter().map(String::as_str));
         let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
@@ -224,7 +284,8 @@ impl Session {
     }
 
     fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
-        let compile_error = |stage: &'static str| move |message: String| EngineError::Compile { path: path.to_string(), stage, message };
+        let compile_error =
+            |stage: &'static str| move |message: String| EngineError::Compile { path: path.to_string(), stage: stage.to_string(), message };
         let tm = TargetMachine::new(&self.host, opt).map_err(compile_error("target setup"))?;
         module.set_data_layout(&tm.data_layout());
         tm.optimize(module).map_err(compile_error("optimisation"))?;
@@ -239,10 +300,10 @@ impl Session {
             ir::retarget(&mut module, &self.host, path)?;
             self.compile(&mut module, opt, path)?;
             let tm = TargetMachine::new(&self.host, opt)
-                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup", message })?;
+                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup".into(), message })?;
             let text = tm
                 .emit(&module, true)
-                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation", message })?;
+                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation".into(), message })?;
             Ok((module.to_ir_text(), String::from_utf8_lossy(&text).into_owned()))
         });
         match result {
@@ -291,18 +352,11 @@ fn check_required(symbols: &[ModuleSymbol], required: &str, path: &str) -> Resul
 
 /// Every symbol the module refers to but does not define must resolve before we link; list
 /// all that do not, at once.
-fn check_resolvable(symbols: &[ModuleSymbol], scope: &ModuleScope, path: &str) -> Result<(), EngineError> {
-    let mut missing: Vec<String> = symbols
-        .iter()
-        .filter(|s| !s.defined && s.used && !s.weak_reference)
-        .filter(|s| scope.resolve(&s.name).is_none())
-        .map(|s| s.name.clone())
-        .collect();
+fn check_resolvable(undefined: &[String], scope: &ModuleScope, path: &str) -> Result<(), EngineError> {
+    let missing: Vec<String> = undefined.iter().filter(|s| scope.resolve(s).is_none()).cloned().collect();
     if missing.is_empty() {
         return Ok(());
     }
-    missing.sort();
-    missing.dedup();
     Err(EngineError::Unresolved { path: path.to_string(), symbols: missing })
 }
 

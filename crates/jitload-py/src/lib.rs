@@ -29,7 +29,7 @@ fn opt_level(level: u8) -> PyResult<OptLevel> {
 /// Compiles and links an extension module from `path`, runs its static constructors and its
 /// init function `init_symbol`, and returns the module object (unexecuted for PEP 489).
 #[pyfunction]
-#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2))]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true))]
 fn load_extension<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -37,10 +37,11 @@ fn load_extension<'py>(
     init_symbol: &str,
     spec: &Bound<'py, PyAny>,
     opt_level: u8,
+    isolate: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let level = self::opt_level(opt_level)?;
     let session = session(py)?;
-    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()) };
+    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate };
     let loaded = py.detach(|| session.load_file(&path, &options)).map_err(|e| engine_error(py, e, Some(fullname)))?;
     let init_address = loaded.required_address.expect("required symbol was looked up");
     let constructors = loaded.constructors;

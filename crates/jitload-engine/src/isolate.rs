@@ -1,0 +1,164 @@
+//! Runs work on an untrusted module in a forked child process, so that nothing the input can
+//! make LLVM do (exhaust memory, crash in a way crash recovery cannot catch, loop in a
+//! corrupted allocation) can take the interpreter down. The child gets a memory limit, does
+//! pure computation on its own LLVM context, writes its result to a pipe and `_exit`s.
+
+use std::io::Read;
+use std::os::fd::FromRawFd;
+
+/// Extra address space the child may use on top of what the parent has mapped.
+const DEFAULT_EXTRA_MEMORY_MB: u64 = 4096;
+
+fn extra_memory_bytes() -> u64 {
+    std::env::var("JITLOAD_COMPILE_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(DEFAULT_EXTRA_MEMORY_MB)
+        .saturating_mul(1 << 20)
+}
+
+fn mapped_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}
+
+/// Runs `work` in a forked child and returns the bytes it produced, or a description of how
+/// the child died.
+///
+/// `work` must not take locks or touch state shared with other threads of this process (a
+/// lock held by another thread at fork time would never be released in the child), must not
+/// call into Python, and must not spawn threads. Pure computation on data it owns and on a
+/// private LLVM context qualifies.
+pub fn in_child(work: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, String> {
+    let limit = mapped_bytes().saturating_add(extra_memory_bytes());
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints; O_CLOEXEC keeps the pipe out of exec'd children.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("cannot create a pipe: {}", std::io::Error::last_os_error()));
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    // SAFETY: fork has no preconditions; the child only runs `work` (see the contract above),
+    // writes to the pipe and calls _exit, never returning into the caller's frames.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the fds we just created.
+        unsafe {
+            libc::close(read_fd);
+            libc::close(write_fd);
+        }
+        return Err(format!("cannot fork a compiler process: {err}"));
+    }
+    if pid == 0 {
+        // Child.
+        // SAFETY: plain syscalls on our own fds and limits; _exit never returns.
+        unsafe {
+            libc::close(read_fd);
+            let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            libc::setrlimit(libc::RLIMIT_AS, &rl);
+        }
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_default();
+        let mut written = 0usize;
+        while written < out.len() {
+            // SAFETY: writing from a live buffer to our pipe end.
+            let n = unsafe { libc::write(write_fd, out[written..].as_ptr().cast(), out.len() - written) };
+            if n <= 0 {
+                break;
+            }
+            written += n as usize;
+        }
+        // SAFETY: ends the child without running atexit handlers or Python finalisation,
+        // which belong to the parent.
+        unsafe { libc::_exit(if written == out.len() && !out.is_empty() { 0 } else { 70 }) };
+    }
+    // Parent.
+    // SAFETY: the write end belongs to the child now; read_fd is ours and wrapped once.
+    unsafe { libc::close(write_fd) };
+    // SAFETY: read_fd is an open fd we own; File closes it on drop.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(read_fd) };
+    let mut out = Vec::new();
+    let read = pipe.read_to_end(&mut out);
+    let mut status = 0i32;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            break;
+        }
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let hint = if sig == libc::SIGKILL { " (killed: out of memory?)" } else { "" };
+        return Err(format!("the compiler process died from signal {sig}{hint}"));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("the compiler process failed (exit status {})", libc::WEXITSTATUS(status)));
+    }
+    read.map_err(|e| format!("cannot read the compiler process's result: {e}"))?;
+    Ok(out)
+}
+
+/// A minimal length-prefixed encoding for results crossing the pipe.
+#[derive(Default)]
+pub struct Writer(pub Vec<u8>);
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(v);
+        self
+    }
+    pub fn str(&mut self, v: &str) -> &mut Self {
+        self.bytes(v.as_bytes())
+    }
+    pub fn strs(&mut self, v: &[String]) -> &mut Self {
+        self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        for s in v {
+            self.str(s);
+        }
+        self
+    }
+}
+
+/// Reads what [`Writer`] wrote; every read is bounds-checked.
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.data.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    pub fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn len(&mut self) -> Option<usize> {
+        let b = self.take(8)?;
+        usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok()
+    }
+    pub fn bytes(&mut self) -> Option<Vec<u8>> {
+        let n = self.len()?;
+        self.take(n).map(<[u8]>::to_vec)
+    }
+    pub fn str(&mut self) -> Option<String> {
+        self.bytes().map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+    pub fn strs(&mut self) -> Option<Vec<String>> {
+        let n = self.len()?;
+        (0..n).map(|_| self.str()).collect()
+    }
+}
