@@ -5,7 +5,7 @@
 ``JITLOAD_DISABLE=1`` — the ``.pth`` file does not install the hook at start-up.
 ``JITLOAD_ISOLATION=fork|none`` — compile untrusted bitcode in a forked child (default) so no
 input can crash or exhaust the interpreter, or in-process (faster, still crash-guarded).
-``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 4096).
+``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::FromRawFd;
 
 /// Extra address space the child may use on top of what the parent has mapped.
-const DEFAULT_EXTRA_MEMORY_MB: u64 = 4096;
+const DEFAULT_EXTRA_MEMORY_MB: u64 = 2048;
 
 fn extra_memory_bytes() -> u64 {
     std::env::var("JITLOAD_COMPILE_MEMORY_MB")
