@@ -105,10 +105,7 @@ def _setup_py_command(project: Path, args: List[str]) -> List[str]:
 def _convert_tree(root: Path, since: float) -> List[Path]:
     """Rename extension outputs under ``root`` that hold bitcode from ``.so`` to ``.bc``."""
     converted = []
-    build_dir = root / "build"
     for path in root.rglob("*.so"):
-        if build_dir in path.parents:
-            continue  # setuptools' staging copy; the in-place copy is the one that is imported
         if path.stat().st_mtime >= since - 1 and is_bitcode(path):
             target = path.with_name(bitcode_name(path.name))
             os.replace(path, target)
@@ -116,13 +113,21 @@ def _convert_tree(root: Path, since: float) -> List[Path]:
     return converted
 
 
-def build_ext_inplace(project: "os.PathLike[str] | str", extra_env: Optional[dict] = None) -> List[Path]:
-    """Build every extension of a setuptools project directory to ``.bc`` beside its sources."""
+def build_ext_inplace(
+    project: "os.PathLike[str] | str", extra_env: Optional[dict] = None, setup_args: Optional[Sequence[str]] = None
+) -> List[Path]:
+    """Build every extension of a setuptools project directory to ``.bc`` beside its sources.
+
+    ``setup_args`` replaces the default ``build_ext --inplace --force`` for projects that need
+    their own options (e.g. ``--no-cffi-backend``); every extension the command produces,
+    wherever it lands (``build/`` included), is turned into a ``.bc`` file. Returns them all.
+    """
     root = Path(project).resolve()
     start = time.time()
     env = toolchain_env()
     env.update(extra_env or {})
-    _run(_setup_py_command(root, ["build_ext", "--inplace", "--force"]), f"building {root}", env=env, cwd=str(root))
+    args = list(setup_args) if setup_args else ["build_ext", "--inplace", "--force"]
+    _run(_setup_py_command(root, args), f"building {root}", env=env, cwd=str(root))
     converted = _convert_tree(root, start)
     if not converted:
         raise ToolchainError(f"building {root} produced no extension modules")

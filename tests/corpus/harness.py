@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import runpy
 import sys
 
@@ -28,6 +29,9 @@ def main() -> int:
     import jitload
 
     jitload.install(prefer_bitcode=True)
+    # Behave like `python -m <command>` run from the test directory: the current directory,
+    # not this file's, comes first on sys.path.
+    sys.path[0] = os.getcwd()
     sys.argv = list(command)
     status = 0
     try:

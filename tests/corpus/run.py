@@ -86,7 +86,10 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
         project = unpack_sdist(sdist, work)
         env_extra = {k: str(v) for k, v in pkg.get("build_env", {}).items()}
         t_build = time.time()
-        built = build_ext_inplace(project, extra_env=env_extra)
+        setup_args = pkg.get("build_cmd")
+        if setup_args and setup_args[0] == "setup.py":
+            setup_args = setup_args[1:]
+        built = build_ext_inplace(project, extra_env=env_extra, setup_args=setup_args)
         result["build_s"] = round(time.time() - t_build, 1)
         result["bitcode_files"] = [str(p.relative_to(project)) for p in built]
         removed = [p for p in project.rglob("*.so")]
@@ -95,8 +98,12 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
         result["so_removed"] = len(removed)
         cwd = project / pkg.get("test_cwd", ".")
         cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *pkg["test_cmd"]]
-        env = {**os.environ, **env_extra, **{k: str(v) for k, v in pkg.get("test_env", {}).items()}}
-        env["PYTHONPATH"] = os.pathsep.join(str(project / p) for p in pkg.get("pythonpath", ["."]))
+        env = {**os.environ, **env_extra}
+        test_env = {k: str(v) for k, v in pkg.get("test_env", {}).items()}
+        # PYTHONPATH entries in the manifest are relative to the unpacked project.
+        pythonpath = [p for p in test_env.pop("PYTHONPATH", ".").split(os.pathsep) if p]
+        env.update(test_env)
+        env["PYTHONPATH"] = os.pathsep.join(str((project / p).resolve()) for p in pythonpath)
         t_test = time.time()
         proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True, timeout=pkg.get("timeout", 900))
         result["test_s"] = round(time.time() - t_test, 1)
