@@ -6,7 +6,7 @@ each extension module was loaded from a ``.bc`` file.
     python tests/corpus/run.py --fast     # the CI subset (packages with fast = true)
     python tests/corpus/run.py --only markupsafe regex
 
-Writes ``.corpus/results.json`` and prints a table and ``K/N packages pass``.
+Writes ``results.json`` in the corpus work directory (``~/.cache/jitload-corpus``) and prints a table and ``K/N packages pass``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from typing import Any, Dict, List
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-WORK = ROOT / ".corpus"
+# Outside the repository on purpose: pytest would otherwise pick up jitload's own pytest
+# settings (filterwarnings=error) for the packages' suites. Kept between runs as a cache.
+WORK = Path(os.environ.get("JITLOAD_CORPUS_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jitload-corpus")
 PY = sys.executable
 
 
@@ -138,8 +140,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", action="store_true", help="only packages marked fast (the CI subset)")
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--manifest", type=Path, default=HERE / "packages.toml")
     args = ap.parse_args()
-    manifest = tomllib.loads((HERE / "packages.toml").read_text())
+    manifest = tomllib.loads(args.manifest.read_text())
     packages = manifest["package"]
     if args.fast:
         packages = [p for p in packages if p.get("fast")]
