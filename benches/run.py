@@ -154,7 +154,10 @@ sys.path.insert(0, sys.argv[1])
 import fastmath
 assert fastmath.__file__.endswith(sys.argv[2]), fastmath.__file__
 fastmath.prime_sum(1000)
-t0 = time.perf_counter(); fastmath.prime_sum(200_000); print(time.perf_counter() - t0)
+best = float("inf")
+for _ in range(7):  # steady-state: best of 7 in this process; the median is taken across processes
+    t0 = time.perf_counter(); fastmath.prime_sum(200_000); best = min(best, time.perf_counter() - t0)
+print(best)
 """
 
 
@@ -164,7 +167,8 @@ def bench_run_fastmath(work: Path, n: int) -> Dict:
     d_so, d_bc = work / "fresh_so", work / "fresh_bc"
     run = lambda d, suffix: float(subprocess.run([PY, str(script), str(d), suffix], check=True, capture_output=True, text=True).stdout)
     a, b = paired(n, lambda: run(d_so, ".so"), lambda: run(d_bc, ".bc"))
-    return result("run/fastmath:prime_sum(200000)", ".so clang-22 -O2", ".bc jitload -O2", a, b)
+    return result("run/fastmath:prime_sum(200000)", ".so clang-22 -O2", ".bc jitload -O2", a, b,
+                  "examples/fastmath.c; per process the best of 7 calls, median over processes")
 
 
 REGEX_SCRIPT = r"""
@@ -175,10 +179,10 @@ assert r.__file__.endswith(sys.argv[2]), r.__file__
 text = ("The quick brown fox jumps over the lazy dog 2024-11-23 user@example.com " * 4000)
 pat = regex.compile(r"(\w+)@(\w+)\.com|(\d{4})-(\d{2})-(\d{2})|\b[a-z]{5}\b")
 pat.findall(text[:1000])
-t0 = time.perf_counter()
-for _ in range(5):
-    pat.findall(text)
-print(time.perf_counter() - t0)
+best = float("inf")
+for _ in range(5):  # steady-state: best of 5 in this process; the median is taken across processes
+    t0 = time.perf_counter(); pat.findall(text); best = min(best, time.perf_counter() - t0)
+print(best)
 """
 
 
@@ -201,7 +205,7 @@ def bench_run_regex(work: Path, n: int) -> Dict:
     script.write_text(REGEX_SCRIPT)
     run = lambda d, suffix: float(subprocess.run([PY, str(script), str(d), suffix], check=True, capture_output=True, text=True).stdout)
     a, b = paired(n, lambda: run(so_proj, ".so"), lambda: run(bc_proj, ".bc"))
-    return result("run/regex:findall", ".so clang-22 -O2", ".bc jitload -O2", a, b, "regex 2024.11.6 from PyPI, same sources and flags")
+    return result("run/regex:findall", ".so clang-22 -O2", ".bc jitload -O2", a, b, "regex 2024.11.6 from PyPI (a corpus package), same sources and -O2; per process the best of 5 findall runs")
 
 
 def markdown(doc: Dict) -> str:
