@@ -46,3 +46,6 @@ def host_target() -> Dict[str, str]:
 
 def llvm_version() -> str:
     """The LLVM version in use."""
+
+def library_dirs() -> List[str]:
+    """Directories searched for shared libraries given by bare name (after LD_LIBRARY_PATH)."""

@@ -10,17 +10,6 @@ from typing import Optional, Sequence
 
 from .errors import JitloadWarning, ToolchainError
 
-SYSTEM_LIBRARY_DIRS = (
-    "/usr/local/lib",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib64",
-    "/lib64",
-    "/usr/lib",
-    "/lib",
-)
 
 DT_SONAME = 14
 SHT_DYNAMIC = 6
@@ -77,7 +66,9 @@ def resolve_library(name: str, library_dirs: Sequence[str] = ()) -> str:
     """
     if name.startswith(":"):
         return name[1:]
-    dirs = [*library_dirs, *os.environ.get("LIBRARY_PATH", "").split(":"), *SYSTEM_LIBRARY_DIRS]
+    from . import _native
+
+    dirs = [*library_dirs, *os.environ.get("LIBRARY_PATH", "").split(":"), *_native.library_dirs()]
     for d in filter(None, dirs):
         shared = os.path.join(d, f"lib{name}.so")
         if os.path.exists(shared):

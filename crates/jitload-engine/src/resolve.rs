@@ -68,7 +68,9 @@ pub fn process_symbol(symbol: &str) -> Option<u64> {
     dlsym(libc::RTLD_DEFAULT, symbol)
 }
 
-const LIBRARY_DIRS: &[&str] = &[
+/// Where shared libraries are searched by bare name, after `LD_LIBRARY_PATH` (the build tools
+/// use the same list to resolve `-l` flags).
+pub const LIBRARY_DIRS: &[&str] = &[
     "/usr/local/lib",
     "/usr/lib/x86_64-linux-gnu",
     "/lib/x86_64-linux-gnu",

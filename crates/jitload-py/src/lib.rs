@@ -109,6 +109,12 @@ fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Directories searched for shared libraries given by bare name (after LD_LIBRARY_PATH).
+#[pyfunction]
+fn library_dirs() -> Vec<&'static str> {
+    jitload_engine::resolve::LIBRARY_DIRS.to_vec()
+}
+
 /// The version of the LLVM library in use, e.g. "22.1.8".
 #[pyfunction]
 fn llvm_version() -> String {
@@ -126,5 +132,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(host_target, m)?)?;
     m.add_function(wrap_pyfunction!(llvm_version, m)?)?;
+    m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
     Ok(())
 }
