@@ -119,15 +119,22 @@ def build_ext_inplace(
     """Build every extension of a setuptools project directory to ``.bc`` beside its sources.
 
     ``setup_args`` replaces the default ``build_ext --inplace --force`` for projects that need
-    their own options (e.g. ``--no-cffi-backend``); every extension the command produces,
-    wherever it lands (``build/`` included), is turned into a ``.bc`` file. Returns them all.
+    their own options (e.g. ``--no-cffi-backend``). Returns the ``.bc`` files made.
     """
+    root = Path(project).resolve()
+    args = list(setup_args) if setup_args else ["build_ext", "--inplace", "--force"]
+    return run_build(root, _setup_py_command(root, args)[1:], extra_env)
+
+
+def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], extra_env: Optional[dict] = None) -> List[Path]:
+    """Run ``python <python_args>`` in ``project`` with jitload's toolchain (any setuptools
+    invocation), then turn every extension it produced, wherever it landed (``build/``
+    included), into a ``.bc`` file. Returns them all."""
     root = Path(project).resolve()
     start = time.time()
     env = toolchain_env()
     env.update(extra_env or {})
-    args = list(setup_args) if setup_args else ["build_ext", "--inplace", "--force"]
-    _run(_setup_py_command(root, args), f"building {root}", env=env, cwd=str(root))
+    _run([sys.executable, *python_args], f"building {root}", env=env, cwd=str(root))
     converted = _convert_tree(root, start)
     if not converted:
         raise ToolchainError(f"building {root} produced no extension modules")
@@ -223,6 +230,7 @@ def iter_bitcode_modules(root: "os.PathLike[str] | str") -> Iterable[Path]:
 
 __all__ = [
     "build_ext_inplace",
+    "run_build",
     "build_wheel",
     "bitcode_name",
     "compile",
