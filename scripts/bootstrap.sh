@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libzstd-dev zlib1g-dev libffi-dev libxml2-dev libedit-dev libncurses-dev  # libLLVM's link deps
   libyaml-dev                                      # corpus: PyYAML links libyaml
   python3-dev python3-venv                         # headers and venv for the system Python
-  gdb patchelf ca-certificates
+  build-essential gdb patchelf ca-certificates
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
