@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test test-rust test-python corpus corpus-fast bench clean
+.PHONY: setup build demo test lint test-rust test-python corpus corpus-fast bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -26,10 +26,15 @@ demo: build
 test-rust: setup
 	cargo test --release -p jitload-engine -q
 
+# Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
+lint: setup
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -- -D warnings; \
+	else echo "lint: cargo clippy not installed, skipped"; fi
+
 test-python: build
 	$(PY) -m pytest tests -q
 
-test: test-rust test-python corpus-fast
+test: lint test-rust test-python corpus-fast
 
 corpus-fast: build
 	$(PY) tests/corpus/run.py --fast

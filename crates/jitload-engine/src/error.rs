@@ -106,7 +106,7 @@ impl EngineError {
         let none = String::new();
         match self {
             Read { path, source } => w.u8(0).strs(&[path.clone(), source.to_string()]),
-            Empty { path } => w.u8(1).strs(&[path.clone()]),
+            Empty { path } => w.u8(1).strs(std::slice::from_ref(path)),
             NotBitcode { path, detail } => w.u8(2).strs(&[path.clone(), detail.clone()]),
             Bitcode { path, message, producer, reader } => w.u8(3).strs(&[
                 path.clone(),
@@ -119,13 +119,13 @@ impl EngineError {
             Verify { path, message } => w.u8(5).strs(&[path.clone(), message.clone()]),
             Target { path, module_triple, host_triple } => w.u8(6).strs(&[path.clone(), module_triple.clone(), host_triple.clone()]),
             MissingInit { path, expected, found } => w.u8(7).strs(&[path.clone(), expected.clone()]).strs(found),
-            Unresolved { path, symbols } => w.u8(8).strs(&[path.clone()]).strs(symbols),
+            Unresolved { path, symbols } => w.u8(8).strs(std::slice::from_ref(path)).strs(symbols),
             DependentLibrary { path, library, reason } => w.u8(9).strs(&[path.clone(), library.clone(), reason.clone()]),
             Library { name, reason } => w.u8(10).strs(&[name.clone(), reason.clone()]),
             Compile { path, stage, message } => w.u8(11).strs(&[path.clone(), stage.clone(), message.clone()]),
             LlvmCrash { path, reason } => w.u8(12).strs(&[path.clone(), reason.clone()]),
             Link { path, message } => w.u8(13).strs(&[path.clone(), message.clone()]),
-            Jit { message } => w.u8(14).strs(&[message.clone()]),
+            Jit { message } => w.u8(14).strs(std::slice::from_ref(message)),
             Write { path, source } => w.u8(15).strs(&[path.clone(), source.to_string()]),
         };
     }

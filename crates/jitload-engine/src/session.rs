@@ -283,13 +283,12 @@ impl Session {
         Ok(ModuleScope { shared: self.scope.clone(), dependencies })
     }
 
+    /// Optimises `module` for the host at `opt` and emits an object.
     fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
-        let compile_error =
-            |stage: &'static str| move |message: String| EngineError::Compile { path: path.to_string(), stage: stage.to_string(), message };
-        let tm = TargetMachine::new(&self.host, opt).map_err(compile_error("target setup"))?;
+        let tm = TargetMachine::new(&self.host, opt).map_err(stage_error(path, "target setup"))?;
         module.set_data_layout(&tm.data_layout());
-        tm.optimize(module).map_err(compile_error("optimisation"))?;
-        tm.emit(module, false).map_err(compile_error("code generation"))
+        tm.optimize(module).map_err(stage_error(path, "optimisation"))?;
+        tm.emit(module, false).map_err(stage_error(path, "code generation"))
     }
 
     /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
@@ -298,13 +297,14 @@ impl Session {
         let result = guarded(|| -> Result<(String, String), EngineError> {
             let mut module = ir::parse(&ctx, bytes, path)?;
             ir::retarget(&mut module, &self.host, path)?;
-            self.compile(&mut module, opt, path)?;
-            let tm = TargetMachine::new(&self.host, opt)
-                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "target setup".into(), message })?;
-            let text = tm
-                .emit(&module, true)
-                .map_err(|message| EngineError::Compile { path: path.to_string(), stage: "code generation".into(), message })?;
-            Ok((module.to_ir_text(), String::from_utf8_lossy(&text).into_owned()))
+            // Optimise once, capture the IR, then generate assembly from that same IR (codegen
+            // mutates the module, so the IR must be printed before it).
+            let tm = TargetMachine::new(&self.host, opt).map_err(stage_error(path, "target setup"))?;
+            module.set_data_layout(&tm.data_layout());
+            tm.optimize(&mut module).map_err(stage_error(path, "optimisation"))?;
+            let ir = module.to_ir_text();
+            let asm = tm.emit(&module, true).map_err(stage_error(path, "code generation"))?;
+            Ok((ir, String::from_utf8_lossy(&asm).into_owned()))
         });
         match result {
             Ok(r) => r,
@@ -338,6 +338,11 @@ extern "C" fn run_destructors() {
             f();
         }
     });
+}
+
+/// Wraps an LLVM message from compilation stage `stage` of `path`.
+fn stage_error<'a>(path: &'a str, stage: &'static str) -> impl Fn(String) -> EngineError + 'a {
+    move |message| EngineError::Compile { path: path.to_string(), stage: stage.to_string(), message }
 }
 
 fn check_required(symbols: &[ModuleSymbol], required: &str, path: &str) -> Result<(), EngineError> {

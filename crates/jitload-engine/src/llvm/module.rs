@@ -213,8 +213,9 @@ impl<'ctx> Module<'ctx> {
     /// Every function, global variable and alias at module level.
     pub fn symbols(&self) -> Vec<ModuleSymbol> {
         let mut out = Vec::new();
-        // SAFETY (all iteration below): raw is live; the iterator functions return values owned
-        // by the module that stay valid while no value is deleted, which we never do here.
+        // Iteration: the iterator functions return values owned by the module that stay valid
+        // while no value is deleted, which never happens here.
+        // SAFETY: raw is a live module.
         let mut f = unsafe { LLVMGetFirstFunction(self.raw) };
         while !f.is_null() {
             // SAFETY: f is a function of this module.

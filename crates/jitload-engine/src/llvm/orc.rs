@@ -221,14 +221,17 @@ impl Drop for Jit {
     }
 }
 
+/// Symbol names and addresses from a lookup, or ORC's error message.
+type LookupResult = Result<Vec<(String, u64)>, String>;
+
 #[derive(Default)]
 struct LookupWaiter {
-    result: Mutex<Option<Result<Vec<(String, u64)>, String>>>,
+    result: Mutex<Option<LookupResult>>,
     done: Condvar,
 }
 
 impl LookupWaiter {
-    fn wait(&self) -> Result<Vec<(String, u64)>, String> {
+    fn wait(&self) -> LookupResult {
         let mut guard = self.result.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(r) = guard.take() {
