@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint test-rust test-python corpus corpus-fast bench clean
+.PHONY: setup build demo test lint typecheck test-rust test-python corpus corpus-fast bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -34,7 +34,12 @@ lint: setup
 test-python: build
 	$(PY) -m pytest tests -q
 
-test: lint test-rust test-python corpus-fast
+# The Python package type-checks strictly, and the stub matches the built native module.
+typecheck: build
+	$(PY) -m mypy --strict python/jitload
+	$(PY) -m mypy.stubtest jitload._native
+
+test: lint typecheck test-rust test-python corpus-fast
 
 corpus-fast: build
 	$(PY) tests/corpus/run.py --fast

@@ -3,7 +3,20 @@
 from importlib.machinery import ModuleSpec
 from os import PathLike
 from types import ModuleType
-from typing import Dict, List, Sequence, Tuple, Union, final
+from typing import Dict, List, Sequence, Tuple, Union
+
+__all__ = [
+    "dependent_libraries",
+    "exec_extension",
+    "host_target",
+    "inspect",
+    "library_dirs",
+    "link_bitcode",
+    "llvm_version",
+    "load_extension",
+    "load_library",
+    "user_libraries",
+]
 
 _Path = Union[str, "PathLike[str]"]
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import _clang, elf
 from .errors import ToolchainError
@@ -75,14 +75,14 @@ def compile(
     return output
 
 
-def _run(cmd: List[str], what: str, env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+def _run(cmd: List[str], what: str, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-40:]
         raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
-def toolchain_env(base: Optional[dict] = None) -> dict:
+def toolchain_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Environment that makes setuptools compile with clang 22 to bitcode and "link" with
     jitload's bitcode linker (see :mod:`jitload._toolchain`)."""
     env = dict(os.environ if base is None else base)
@@ -114,7 +114,7 @@ def _convert_tree(root: Path, since: float) -> List[Path]:
 
 
 def build_ext_inplace(
-    project: "os.PathLike[str] | str", extra_env: Optional[dict] = None, setup_args: Optional[Sequence[str]] = None
+    project: "os.PathLike[str] | str", extra_env: Optional[Dict[str, str]] = None, setup_args: Optional[Sequence[str]] = None
 ) -> List[Path]:
     """Build every extension of a setuptools project directory to ``.bc`` beside its sources.
 
@@ -126,7 +126,7 @@ def build_ext_inplace(
     return run_build(root, _setup_py_command(root, args)[1:], extra_env)
 
 
-def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], extra_env: Optional[dict] = None) -> List[Path]:
+def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], extra_env: Optional[Dict[str, str]] = None) -> List[Path]:
     """Run ``python <python_args>`` in ``project`` with jitload's toolchain (any setuptools
     invocation), then turn every extension it produced, wherever it landed (``build/``
     included), into a ``.bc`` file. Returns them all."""
@@ -142,7 +142,7 @@ def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], ext
 
 
 def build_wheel(
-    project: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | str", *, isolation: bool = True, extra_env: Optional[dict] = None
+    project: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | str", *, isolation: bool = True, extra_env: Optional[Dict[str, str]] = None
 ) -> Path:
     """Build a wheel of ``project`` (directory or sdist) whose extension modules are ``.bc``."""
     out = Path(out_dir).resolve()
