@@ -338,3 +338,40 @@ def test_uninstalled_hook_leaves_loaded_modules_working(modules_dir):
             importlib.import_module(other)
     finally:
         jitload.install()
+
+
+SUBINTERPRETER = """
+import importlib
+try:
+    import _xxsubinterpreters as interpreters
+except ImportError:
+    import _interpreters as interpreters
+sid = interpreters.create()
+interpreters.run_string(sid, '''
+import sys
+sys.path.insert(0, {d!r})
+import {single}, {multi}
+assert {single}.add(2, 3) == 5 and {multi}.bump() == 1 and {multi}.EXECUTED == 1
+assert {single}.__file__.endswith(".bc")
+try:
+    import {broken}
+except ImportError as e:
+    assert type(e).__name__ == "BitcodeError", type(e)
+    print("subinterpreter ok", type(e).__name__)
+''')
+import sys
+sys.path.insert(0, {d!r})
+import {single}
+print("main ok", {single}.add(1, 1))
+"""
+
+
+def test_bitcode_modules_import_in_subinterpreters(modules_dir):
+    pytest.importorskip("_xxsubinterpreters" if sys.version_info < (3, 13) else "_interpreters")
+    single, multi, broken = unique("subsingle"), unique("submulti"), unique("subbroken")
+    build(modules_dir, single, single_phase(single, ADD_METHOD, method_table=ADD_ENTRY))
+    build(modules_dir, multi, MULTI_PHASE.replace("NAME", multi).replace("CREATE_SLOT", ""))
+    (modules_dir / (broken + BC_SUFFIX)).write_bytes(b"BC\xc0\xde garbage")
+    out = run_python(SUBINTERPRETER.format(d=str(modules_dir), single=single, multi=multi, broken=broken))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["subinterpreter", "ok", "BitcodeError", "main", "ok", "2"], out.stdout + out.stderr

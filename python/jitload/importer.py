@@ -45,6 +45,55 @@ def init_symbol(fullname: str) -> str:
     return "PyInit_" + short
 
 
+class _SubinterpreterNative:
+    """The two native entry points the loader needs, reached through ctypes.
+
+    PyO3 (which builds ``jitload._native``) refuses to initialise the module in any
+    interpreter but the main one; the same shared library also exports plain C functions
+    that work in subinterpreters. Only used when importing ``_native`` fails there.
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+        import importlib.util
+
+        spec = importlib.util.find_spec("jitload._native")
+        if spec is None or spec.origin is None:
+            raise ImportError("jitload._native is not installed")
+        lib = ctypes.PyDLL(spec.origin)
+        self._load = lib.jitload_subinterpreter_load
+        self._load.restype = ctypes.py_object
+        self._load.argtypes = [ctypes.py_object] * 4 + [ctypes.c_int, ctypes.c_int]
+        self._exec = lib.jitload_subinterpreter_exec
+        self._exec.restype = ctypes.c_int
+        self._exec.argtypes = [ctypes.py_object]
+
+    def load_extension(
+        self, path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, isolate: bool = True
+    ) -> ModuleType:
+        module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate))
+        return module
+
+    def exec_extension(self, module: ModuleType) -> None:
+        self._exec(module)
+
+
+def _native() -> Any:
+    """``jitload._native``, or its C entry points where PyO3 cannot load (subinterpreters)."""
+    global _native_module
+    if _native_module is None:
+        native: Any
+        try:
+            from . import _native as native
+        except ImportError:
+            native = _SubinterpreterNative()
+        _native_module = native
+    return _native_module
+
+
+_native_module: Any = None
+
+
 class BitcodeExtensionLoader(ExtensionFileLoader):
     """Loads an extension module from LLVM bitcode or IR by JIT-compiling it in-process.
 
@@ -53,9 +102,7 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
     """
 
     def create_module(self, spec: ModuleSpec) -> ModuleType:
-        from . import _native
-
-        return _native.load_extension(
+        return _native().load_extension(  # type: ignore[no-any-return]
             self.path,
             spec.name,
             init_symbol(spec.name),
@@ -65,9 +112,7 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
         )
 
     def exec_module(self, module: ModuleType) -> None:
-        from . import _native
-
-        _native.exec_extension(module)
+        _native().exec_extension(module)
 
     def is_package(self, fullname: str) -> bool:
         return False

@@ -3,6 +3,7 @@
 
 mod error;
 mod init;
+mod subinterp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
