@@ -403,3 +403,10 @@ def test_concurrent_imports_from_threads(modules_dir):
     assert not any(t.is_alive() for t in threads), "an import hung"
     assert not errors, errors
     assert results == {i: i for i in range(8)}
+
+
+def test_startup_hook_is_light():
+    """jitload.pth runs in every interpreter of the environment: it installs the hook without
+    loading LLVM (jitload._native), ctypes, typing or dataclasses."""
+    out = run_python("import sys; print(sorted(m for m in ('jitload', 'jitload._native', 'ctypes', 'typing', 'dataclasses') if m in sys.modules))")
+    assert out.stdout.strip() == "['jitload']", out.stdout + out.stderr

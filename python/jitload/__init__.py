@@ -10,8 +10,6 @@ called, so importing jitload costs no more than a few small Python modules.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
 from .errors import (
     BitcodeError,
     CompileError,
@@ -24,6 +22,11 @@ from .errors import (
     ToolchainError,
 )
 from .importer import BITCODE_SUFFIXES, is_installed
+
+# typing is only for the type checker: this package is imported at every interpreter start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,6 @@ input can crash or exhaust the interpreter, or in-process (faster, still crash-g
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 
 def _env_flag(name: str) -> bool:
@@ -32,11 +31,14 @@ def _env_isolation() -> bool:
     return raw == "fork"
 
 
-@dataclass
 class Options:
-    prefer_bitcode: bool
-    opt_level: int
-    isolate: bool
+    """The hook's options. A plain class: this module is imported at every interpreter start
+    (through jitload.pth), where dataclasses/typing would cost ~25 ms."""
+
+    def __init__(self, prefer_bitcode: bool, opt_level: int, isolate: bool) -> None:
+        self.prefer_bitcode = prefer_bitcode
+        self.opt_level = opt_level
+        self.isolate = isolate
 
     @classmethod
     def from_environment(cls) -> "Options":

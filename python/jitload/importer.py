@@ -19,9 +19,16 @@ from importlib.machinery import (
     SourcelessFileLoader,
 )
 from types import ModuleType
-from typing import Any, Callable, List, Optional, Tuple
 
 from . import config
+
+# Imported at every interpreter start (jitload.pth): `typing` alone would cost ~12 ms, so it is
+# only imported for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Tuple
+
+    _Details = Tuple[Any, List[str]]
 
 
 def _bitcode_suffixes() -> List[str]:
@@ -116,9 +123,6 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
 
     def is_package(self, fullname: str) -> bool:
         return False
-
-
-_Details = Tuple[Any, List[str]]
 
 
 def _loader_details(prefer_bitcode: bool) -> List[_Details]:
