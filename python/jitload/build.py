@@ -96,10 +96,11 @@ def toolchain_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     return env
 
 
-def _setup_py_command(project: Path, args: List[str]) -> List[str]:
+def _setup_py_args(project: Path, args: List[str]) -> List[str]:
+    """Interpreter arguments that run setuptools command ``args`` (with or without setup.py)."""
     if (project / "setup.py").exists():
-        return [sys.executable, "setup.py", *args]
-    return [sys.executable, "-c", "import setuptools; setuptools.setup()", *args]
+        return ["setup.py", *args]
+    return ["-c", "import setuptools; setuptools.setup()", *args]
 
 
 def _convert_tree(root: Path, since: float) -> List[Path]:
@@ -123,7 +124,7 @@ def build_ext_inplace(
     """
     root = Path(project).resolve()
     args = list(setup_args) if setup_args else ["build_ext", "--inplace", "--force"]
-    return run_build(root, _setup_py_command(root, args)[1:], extra_env)
+    return run_build(root, _setup_py_args(root, args), extra_env)
 
 
 def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], extra_env: Optional[Dict[str, str]] = None) -> List[Path]:

@@ -171,18 +171,7 @@ impl Session {
 
     /// Runs [`Session::compile_module`] in a private context under crash recovery.
     fn compile_guarded(&self, bytes: &[u8], path: &str, options: &LoadOptions, names: &InitNames) -> Result<Compiled, EngineError> {
-        let ctx = Context::new();
-        match guarded(|| self.compile_module(&ctx, bytes, path, options, names)) {
-            Ok(result) => {
-                drop(ctx);
-                result
-            }
-            Err(reason) => {
-                // The crash may have left the context inconsistent: abandon it, never dispose.
-                std::mem::forget(ctx);
-                Err(EngineError::LlvmCrash { path: path.to_string(), reason })
-            }
-        }
+        in_guarded_context(path, |ctx| self.compile_module(ctx, bytes, path, options, names))
     }
 
     /// Parse, verify, retarget, check the init symbol, lower constructors, optimise and
@@ -285,34 +274,30 @@ impl Session {
 
     /// Optimises `module` for the host at `opt` and emits an object.
     fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
+        let tm = self.optimize(module, opt, path)?;
+        tm.emit(module, false).map_err(stage_error(path, "code generation"))
+    }
+
+    /// Sets the host data layout and runs the `default<On>` pipeline; returns the target
+    /// machine, ready to generate code for the optimised module.
+    fn optimize(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<TargetMachine, EngineError> {
         let tm = TargetMachine::new(&self.host, opt).map_err(stage_error(path, "target setup"))?;
         module.set_data_layout(&tm.data_layout());
         tm.optimize(module).map_err(stage_error(path, "optimisation"))?;
-        tm.emit(module, false).map_err(stage_error(path, "code generation"))
+        Ok(tm)
     }
 
     /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
     pub fn inspect(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
-        let ctx = Context::new();
-        let result = guarded(|| -> Result<(String, String), EngineError> {
-            let mut module = ir::parse(&ctx, bytes, path)?;
+        in_guarded_context(path, |ctx| {
+            let mut module = ir::parse(ctx, bytes, path)?;
             ir::retarget(&mut module, &self.host, path)?;
-            // Optimise once, capture the IR, then generate assembly from that same IR (codegen
-            // mutates the module, so the IR must be printed before it).
-            let tm = TargetMachine::new(&self.host, opt).map_err(stage_error(path, "target setup"))?;
-            module.set_data_layout(&tm.data_layout());
-            tm.optimize(&mut module).map_err(stage_error(path, "optimisation"))?;
+            // Capture the IR before codegen, which mutates the module, then emit assembly.
+            let tm = self.optimize(&mut module, opt, path)?;
             let ir = module.to_ir_text();
             let asm = tm.emit(&module, true).map_err(stage_error(path, "code generation"))?;
             Ok((ir, String::from_utf8_lossy(&asm).into_owned()))
-        });
-        match result {
-            Ok(r) => r,
-            Err(reason) => {
-                std::mem::forget(ctx);
-                Err(EngineError::LlvmCrash { path: path.to_string(), reason })
-            }
-        }
+        })
     }
 
     fn register_destructor(&self, address: u64) {
@@ -338,6 +323,19 @@ extern "C" fn run_destructors() {
             f();
         }
     });
+}
+
+/// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is
+/// abandoned (leaked), never disposed: the crash may have left it inconsistent.
+fn in_guarded_context<T>(path: &str, work: impl FnOnce(&Context) -> Result<T, EngineError>) -> Result<T, EngineError> {
+    let ctx = Context::new();
+    match guarded(|| work(&ctx)) {
+        Ok(result) => result,
+        Err(reason) => {
+            std::mem::forget(ctx);
+            Err(EngineError::LlvmCrash { path: path.to_string(), reason })
+        }
+    }
 }
 
 /// Wraps an LLVM message from compilation stage `stage` of `path`.
