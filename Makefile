@@ -13,9 +13,11 @@ setup:
 	@bash scripts/bootstrap.sh
 
 $(WHEEL_STAMP): $(SOURCES) | setup
-	rm -rf target/wheels
-	$(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q
-	$(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl
+	@mkdir -p target
+	@# One build at a time: parallel `make build`s would delete each other's wheels.
+	flock target/.build.lock bash -c 'rm -rf target/wheels && \
+	  $(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q && \
+	  $(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl'
 	@touch $@
 
 build: setup $(WHEEL_STAMP)
