@@ -54,6 +54,30 @@ pub enum EngineError {
 
     #[error("{path}: cannot write output: {source}")]
     Write { path: String, source: std::io::Error },
+
+    #[error("{path}: library '{library}' already defines {}; remove the module that defines {} first, or add with replace=True",
+        symbols.join(", "), if symbols.len() == 1 { "it" } else { "them" })]
+    Duplicate { path: String, library: String, symbols: Vec<String> },
+
+    #[error("library '{library}' has no symbol '{symbol}'{}", close_matches(close))]
+    NotFound { library: String, symbol: String, close: Vec<String> },
+
+    #[error("{what} was removed{}", if library.is_empty() { String::new() } else { format!(" from library '{library}'") })]
+    Removed { library: String, what: String },
+
+    #[error("generating '{symbol}' for library '{library}' failed: {message}")]
+    Generator { library: String, symbol: String, message: String },
+
+    #[error("{what} is not supported: {reason}")]
+    Unsupported { what: String, reason: String },
+}
+
+fn close_matches(close: &[String]) -> String {
+    if close.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean: {}?)", close.join(", "))
+    }
 }
 
 fn bitcode_message(message: &str, producer: Option<&str>, reader: &str) -> String {
@@ -93,8 +117,14 @@ impl EngineError {
             | EngineError::Compile { path, .. }
             | EngineError::Link { path, .. }
             | EngineError::LlvmCrash { path, .. }
-            | EngineError::Write { path, .. } => Some(path),
-            EngineError::Library { .. } | EngineError::Jit { .. } => None,
+            | EngineError::Write { path, .. }
+            | EngineError::Duplicate { path, .. } => Some(path),
+            EngineError::Library { .. }
+            | EngineError::Jit { .. }
+            | EngineError::NotFound { .. }
+            | EngineError::Removed { .. }
+            | EngineError::Generator { .. }
+            | EngineError::Unsupported { .. } => None,
         }
     }
 }
@@ -127,6 +157,11 @@ impl EngineError {
             Link { path, message } => w.u8(13).strs(&[path.clone(), message.clone()]),
             Jit { message } => w.u8(14).strs(std::slice::from_ref(message)),
             Write { path, source } => w.u8(15).strs(&[path.clone(), source.to_string()]),
+            Duplicate { path, library, symbols } => w.u8(16).strs(&[path.clone(), library.clone()]).strs(symbols),
+            NotFound { library, symbol, close } => w.u8(17).strs(&[library.clone(), symbol.clone()]).strs(close),
+            Removed { library, what } => w.u8(18).strs(&[library.clone(), what.clone()]),
+            Generator { library, symbol, message } => w.u8(19).strs(&[library.clone(), symbol.clone(), message.clone()]),
+            Unsupported { what, reason } => w.u8(20).strs(&[what.clone(), reason.clone()]),
         };
     }
 
@@ -153,6 +188,11 @@ impl EngineError {
             13 => Link { path: g(0)?, message: g(1)? },
             14 => Jit { message: g(0)? },
             15 => Write { path: g(0)?, source: std::io::Error::other(g(1)?) },
+            16 => Duplicate { path: g(0)?, library: g(1)?, symbols: r.strs()? },
+            17 => NotFound { library: g(0)?, symbol: g(1)?, close: r.strs()? },
+            18 => Removed { library: g(0)?, what: g(1)? },
+            19 => Generator { library: g(0)?, symbol: g(1)?, message: g(2)? },
+            20 => Unsupported { what: g(0)?, reason: g(1)? },
             _ => return None,
         })
     }

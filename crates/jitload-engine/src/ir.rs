@@ -16,15 +16,26 @@ pub enum InputKind {
     IrText,
 }
 
-/// Decides how to parse `bytes`, or explains why it is neither bitcode nor IR.
+/// Decides how to parse the file `path`, or explains why it is neither bitcode nor IR.
+/// Text counts as IR only in a `.ll` file, so a stray source file is refused clearly.
 pub fn classify(bytes: &[u8], path: &str) -> Result<InputKind, EngineError> {
+    classify_as(bytes, path, path.ends_with(".ll"))
+}
+
+/// Like [`classify`], for code handed over in memory: any text is taken as IR.
+pub fn classify_content(bytes: &[u8], path: &str) -> Result<InputKind, EngineError> {
+    let text = std::str::from_utf8(bytes).is_ok() && !bytes.contains(&0);
+    classify_as(bytes, path, text)
+}
+
+fn classify_as(bytes: &[u8], path: &str, text_is_ir: bool) -> Result<InputKind, EngineError> {
     if bytes.is_empty() {
         return Err(EngineError::Empty { path: path.to_string() });
     }
     if bytes.starts_with(&BITCODE_MAGIC) || bytes.starts_with(&WRAPPER_MAGIC) {
         return Ok(InputKind::Bitcode);
     }
-    if path.ends_with(".ll") {
+    if text_is_ir {
         return Ok(InputKind::IrText);
     }
     let detail = if bytes.starts_with(b"\x7fELF") {
@@ -38,9 +49,18 @@ pub fn classify(bytes: &[u8], path: &str) -> Result<InputKind, EngineError> {
     Err(EngineError::NotBitcode { path: path.to_string(), detail })
 }
 
-/// Parses bitcode or IR text into `ctx`, then verifies it.
+/// Parses the bitcode or IR file `path` into `ctx`, then verifies it.
 pub fn parse<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str) -> Result<Module<'ctx>, EngineError> {
-    let module = match classify(bytes, path)? {
+    parse_kind(ctx, bytes, path, classify(bytes, path)?)
+}
+
+/// Parses bitcode or IR text handed over in memory (`path` only names it), then verifies it.
+pub fn parse_content<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str) -> Result<Module<'ctx>, EngineError> {
+    parse_kind(ctx, bytes, path, classify_content(bytes, path)?)
+}
+
+fn parse_kind<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str, kind: InputKind) -> Result<Module<'ctx>, EngineError> {
+    let module = match kind {
         InputKind::Bitcode => Module::parse_bitcode(ctx, bytes, path).map_err(|message| {
             let producer = producer_from_message(&message).or_else(|| crate::bitstream::producer(bytes));
             EngineError::Bitcode { path: path.to_string(), message, producer, reader: crate::llvm::llvm_version() }

@@ -3,13 +3,18 @@
 
 pub mod bitstream;
 pub mod error;
+pub mod grace;
 pub mod ir;
 pub mod isolate;
+pub mod library;
 pub mod link;
 pub mod llvm;
+pub mod objfile;
 pub mod resolve;
 pub mod session;
+pub mod stubs;
 
 pub use error::EngineError;
 pub use llvm::target::{HostTarget, OptLevel};
+pub use library::{Generated, Library, LibraryOptions, Provider};
 pub use session::{LoadOptions, LoadedModule, Session};

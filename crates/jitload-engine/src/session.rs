@@ -92,6 +92,9 @@ pub struct Session {
     jit: Jit,
     host: HostTarget,
     scope: Arc<SharedScope>,
+    /// Searched last by every library: jitload exports, the process, user libraries and the
+    /// compiler-rt builtins.
+    process: Dylib,
     next_id: AtomicU64,
     destructors: Mutex<Vec<u64>>,
 }
@@ -101,23 +104,51 @@ const DTORS_PREFIX: &str = "__jitload_dtors_";
 
 impl Session {
     /// The process-wide session, created on first use.
-    pub fn global() -> Result<&'static Session, EngineError> {
-        static GLOBAL: OnceLock<Result<Session, String>> = OnceLock::new();
+    pub fn global() -> Result<Arc<Session>, EngineError> {
+        static GLOBAL: OnceLock<Result<Arc<Session>, String>> = OnceLock::new();
         GLOBAL
-            .get_or_init(|| Session::new().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|message| EngineError::Jit { message: message.clone() })
+            .get_or_init(|| Session::new().map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|message| EngineError::Jit { message })
     }
 
     pub fn new() -> Result<Session, EngineError> {
         let jit = Jit::new().map_err(|message| EngineError::Jit { message })?;
+        let scope = Arc::new(SharedScope::default());
+        let process = jit.create_dylib("jitload.process");
+        let process_scope = ModuleScope { shared: scope.clone(), dependencies: Vec::new() };
+        jit.add_resolver(process, Arc::new(move |name: &str| process_scope.resolve(name)));
+        if let Some(archive) = builtins_archive() {
+            if let Err(e) = jit.add_archive(process, archive) {
+                log::debug!("compiler-rt builtins not used: {e}");
+            }
+        }
         Ok(Session {
             jit,
             host: HostTarget::detect(),
-            scope: Arc::new(SharedScope::default()),
+            scope,
+            process,
             next_id: AtomicU64::new(1),
             destructors: Mutex::new(Vec::new()),
         })
+    }
+
+    pub(crate) fn jit(&self) -> &Jit {
+        &self.jit
+    }
+
+    pub(crate) fn process_dylib(&self) -> Dylib {
+        self.process
+    }
+
+    /// A fresh id for a module or library (unique in this session).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What the process dylib would resolve `symbol` to.
+    pub(crate) fn process_scope_resolve(&self, symbol: &str) -> Option<u64> {
+        ModuleScope { shared: self.scope.clone(), dependencies: Vec::new() }.resolve(symbol)
     }
 
     pub fn host(&self) -> &HostTarget {
@@ -145,7 +176,7 @@ impl Session {
 
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let names = InitNames { ctors: format!("{CTORS_PREFIX}{id}"), dtors: format!("{DTORS_PREFIX}{id}") };
         let compiled = if options.isolate {
             let out = isolate::in_child(|| {
@@ -273,7 +304,7 @@ impl Session {
     }
 
     /// Optimises `module` for the host at `opt` and emits an object.
-    fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
+    pub(crate) fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
         tm.emit(module, false).map_err(stage_error(path, "code generation"))
     }
@@ -327,7 +358,7 @@ extern "C" fn run_destructors() {
 
 /// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is
 /// abandoned (leaked), never disposed: the crash may have left it inconsistent.
-fn in_guarded_context<T>(path: &str, work: impl FnOnce(&Context) -> Result<T, EngineError>) -> Result<T, EngineError> {
+pub(crate) fn in_guarded_context<T>(path: &str, work: impl FnOnce(&Context) -> Result<T, EngineError>) -> Result<T, EngineError> {
     let ctx = Context::new();
     match guarded(|| work(&ctx)) {
         Ok(result) => result,
@@ -364,7 +395,7 @@ fn check_resolvable(undefined: &[String], scope: &ModuleScope, path: &str) -> Re
 }
 
 /// Link-time failures: "Symbols not found: [ a, b ]" becomes an Unresolved list.
-fn link_error(path: &str, message: String) -> EngineError {
+pub(crate) fn link_error(path: &str, message: String) -> EngineError {
     let mut all = orc::take_reported_errors();
     all.push(message);
     let text = all.join("; ");

@@ -36,6 +36,8 @@ pub struct ModuleSymbol {
     pub weak_reference: bool,
     /// A declaration that some instruction or initializer actually refers to.
     pub used: bool,
+    /// A definition the linker may merge with others of the same name (weak, linkonce, common).
+    pub weak_definition: bool,
 }
 
 /// An owned module in a [`Context`]. Disposed on drop unless ownership moved to LLVM.
@@ -256,6 +258,10 @@ impl<'ctx> Module<'ctx> {
         // SAFETY: as above.
         let hidden = unsafe { LLVMGetVisibility(v) } != llvm_sys::LLVMVisibility::LLVMDefaultVisibility;
         let local = matches!(linkage, LLVMInternalLinkage | LLVMPrivateLinkage);
+        let weak_definition = matches!(
+            linkage,
+            LLVMWeakAnyLinkage | LLVMWeakODRLinkage | LLVMLinkOnceAnyLinkage | LLVMLinkOnceODRLinkage | LLVMCommonLinkage
+        );
         // SAFETY: as above; a null first use means nothing refers to it.
         let used = !unsafe { LLVMGetFirstUse(v) }.is_null();
         ModuleSymbol {
@@ -265,6 +271,7 @@ impl<'ctx> Module<'ctx> {
             exported: !declaration && !local && !hidden,
             weak_reference: linkage == LLVMExternalWeakLinkage,
             used,
+            weak_definition: weak_definition && !declaration,
         }
     }
 
@@ -396,6 +403,128 @@ impl<'ctx> Module<'ctx> {
             return Err(if errors.is_empty() { "link failed".into() } else { errors.join("; ") });
         }
         Ok(())
+    }
+
+    /// Renames the function or global `old` to `new`; uses follow. Returns whether it existed.
+    pub fn rename(&mut self, old: &str, new: &str) -> bool {
+        let value = self.global_value(old);
+        if value.is_null() {
+            return false;
+        }
+        // SAFETY: value is a live global of this module; LLVM copies the name.
+        unsafe { LLVMSetValueName2(value, new.as_ptr().cast(), new.len()) };
+        true
+    }
+
+    /// Gives the function or global `name` strong external linkage (so the optimiser cannot
+    /// drop a weak or linkonce body that has no callers in this module).
+    pub fn make_strong(&mut self, name: &str) {
+        let value = self.global_value(name);
+        if !value.is_null() {
+            // SAFETY: value is a live global of this module.
+            unsafe { LLVMSetLinkage(value, LLVMLinkage::LLVMExternalLinkage) };
+        }
+    }
+
+    fn global_value(&self, name: &str) -> LLVMValueRef {
+        let c = cstr(name);
+        // SAFETY: raw is live; both lookups return null when the name is absent.
+        unsafe {
+            let f = LLVMGetNamedFunction(self.raw, c.as_ptr());
+            if !f.is_null() {
+                return f;
+            }
+            LLVMGetNamedGlobal(self.raw, c.as_ptr())
+        }
+    }
+
+    /// Makes every internal or private function and global variable external with hidden
+    /// visibility under a name unique to this module (`name.suffix`), so a module split into
+    /// pieces can refer across them. Unnamed values get `anon.N.suffix`. Returns the renames.
+    pub fn promote_locals(&mut self, suffix: &str) -> Vec<(String, String)> {
+        use LLVMLinkage::*;
+        let mut values = Vec::new();
+        // SAFETY: iterating the live module's functions and globals; none are deleted here.
+        unsafe {
+            let mut f = LLVMGetFirstFunction(self.raw);
+            while !f.is_null() {
+                values.push(f);
+                f = LLVMGetNextFunction(f);
+            }
+            let mut g = LLVMGetFirstGlobal(self.raw);
+            while !g.is_null() {
+                values.push(g);
+                g = LLVMGetNextGlobal(g);
+            }
+        }
+        let mut renamed = Vec::new();
+        for (i, v) in values.into_iter().enumerate() {
+            // SAFETY: v is a live global value of this module.
+            let linkage = unsafe { LLVMGetLinkage(v) };
+            if !matches!(linkage, LLVMInternalLinkage | LLVMPrivateLinkage) {
+                continue;
+            }
+            let old = value_name(v);
+            if old.starts_with("llvm.") {
+                continue;
+            }
+            let new = if old.is_empty() { format!("anon.{i}.{suffix}") } else { format!("{old}.{suffix}") };
+            // SAFETY: v is live; LLVM copies the name; linkage and visibility are plain setters.
+            unsafe {
+                LLVMSetValueName2(v, new.as_ptr().cast(), new.len());
+                LLVMSetLinkage(v, LLVMExternalLinkage);
+                LLVMSetVisibility(v, llvm_sys::LLVMVisibility::LLVMHiddenVisibility);
+                // A promoted constant may be merged by address with others no more.
+                LLVMSetUnnamedAddress(v, llvm_sys::LLVMUnnamedAddr::LLVMNoUnnamedAddr);
+            }
+            renamed.push((old, new));
+        }
+        renamed
+    }
+
+    /// Deletes `llvm.used` and `llvm.compiler.used`: they only steer static linkers, and a
+    /// module split into pieces cannot keep them valid.
+    pub fn drop_used_lists(&mut self) {
+        for name in ["llvm.used", "llvm.compiler.used"] {
+            let c = cstr(name);
+            // SAFETY: raw is live; the global, if any, is deleted once.
+            unsafe {
+                let g = LLVMGetNamedGlobal(self.raw, c.as_ptr());
+                if !g.is_null() {
+                    LLVMDeleteGlobal(g);
+                }
+            }
+        }
+    }
+
+    /// Names of aliases whose target is a function (a split module cannot keep them).
+    pub fn function_aliases(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // SAFETY: iterating the live module's aliases; the aliasee is a constant of the module.
+        unsafe {
+            let mut a = LLVMGetFirstGlobalAlias(self.raw);
+            while !a.is_null() {
+                let target = LLVMAliasGetAliasee(a);
+                if !target.is_null() && !LLVMIsAFunction(target).is_null() {
+                    out.push(value_name(a));
+                }
+                a = LLVMGetNextGlobalAlias(a);
+            }
+        }
+        out
+    }
+
+    /// A copy keeping only the global variables' definitions (`function: None`) or only the
+    /// definition of `function`; the rest become declarations. Call after `promote_locals`.
+    pub fn clone_part(&self, function: Option<&str>) -> Module<'ctx> {
+        extern "C" {
+            fn jitload_clone_module_part(m: LLVMModuleRef, function_name: *const c_char) -> LLVMModuleRef;
+        }
+        let name = function.map(cstr);
+        let name_ptr = name.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        // SAFETY: raw is live; the shim returns a new module in the same context, owned by us.
+        let raw = unsafe { jitload_clone_module_part(self.raw, name_ptr) };
+        Module { raw, ctx: self.ctx, _marker: PhantomData }
     }
 
     /// Serialises the module as bitcode.

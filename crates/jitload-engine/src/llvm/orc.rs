@@ -124,6 +124,26 @@ impl Jit {
         Dylib { raw: unsafe { LLVMOrcExecutionSessionCreateBareJITDylib(self.session(), name.as_ptr()) } }
     }
 
+    /// Makes symbols that `dylib` does not define resolve in `other` (exported ones only),
+    /// after the libraries linked before it.
+    pub fn add_to_link_order(&self, dylib: Dylib, other: Dylib) {
+        extern "C" {
+            fn jitload_dylib_add_to_link_order(jd: LLVMOrcJITDylibRef, other: LLVMOrcJITDylibRef);
+        }
+        // SAFETY: both dylibs belong to this session and are live.
+        unsafe { jitload_dylib_add_to_link_order(dylib.raw, other.raw) };
+    }
+
+    /// Removes `dylib` from the session, freeing everything still defined in it. The handle
+    /// must not be used afterwards.
+    pub fn remove_dylib(&self, dylib: Dylib) -> Result<(), String> {
+        extern "C" {
+            fn jitload_remove_dylib(es: LLVMOrcExecutionSessionRef, jd: LLVMOrcJITDylibRef) -> LLVMErrorRef;
+        }
+        // SAFETY: dylib belongs to this session; the caller never uses it again.
+        check(unsafe { jitload_remove_dylib(self.session(), dylib.raw) })
+    }
+
     /// A fresh resource tracker for `dylib`.
     pub fn create_tracker(&self, dylib: Dylib) -> Tracker {
         // SAFETY: dylib is live; the returned tracker is retained for us.
