@@ -54,7 +54,11 @@ __all__ = [
 
 
 def install(
-    *, prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None, isolate: Optional[bool] = None
+    *,
+    prefer_bitcode: Optional[bool] = None,
+    opt_level: Optional[int] = None,
+    isolate: Optional[bool] = None,
+    c_source: Optional[bool] = None,
 ) -> None:
     """Install the import hook (idempotent).
 
@@ -65,10 +69,14 @@ def install(
             ``JITLOAD_OPT_LEVEL``, else 2).
         isolate: compile in a forked child process so no input can crash or exhaust the
             interpreter (default: ``JITLOAD_ISOLATION``, else true).
+        c_source: if true, ``import foo`` also finds ``foo.c`` (after every other kind of
+            module), compiles it with clang 22 to bitcode, cached by content, and loads that;
+            flags come from ``// jitload:`` lines and a ``foo.c.flags`` sidecar; see
+            :mod:`jitload.csource` (default: ``JITLOAD_C_SOURCE``, else false).
     """
     from .importer import install as _install
 
-    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate)
+    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate, c_source=c_source)
 
 
 def uninstall() -> None:

@@ -15,12 +15,18 @@ from .errors import ToolchainError
 CLANG_MAJOR = 22
 
 
-def _major(path: str) -> int:
+@lru_cache(maxsize=None)
+def version_text(path: str) -> str:
+    """``clang --version`` output of the compiler at ``path`` ("" if it cannot run); run once
+    per process and path. Part of the C-source cache key."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return -1
-    m = re.search(r"clang version (\d+)", out)
+        return ""
+
+
+def _major(path: str) -> int:
+    m = re.search(r"clang version (\d+)", version_text(path))
     return int(m.group(1)) if m else -1
 
 

@@ -5,6 +5,8 @@
 ``JITLOAD_DISABLE=1`` — the ``.pth`` file does not install the hook at start-up.
 ``JITLOAD_ISOLATION=fork|none`` — compile untrusted bitcode in a forked child (default) so no
 input can crash or exhaust the interpreter, or in-process (faster, still crash-guarded).
+``JITLOAD_C_SOURCE=1`` — ``import foo`` also finds ``foo.c`` (lowest priority), compiles it with clang 22
+to bitcode (cached, see :mod:`jitload.csource`) and loads that (default: off).
 ``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
 """
 
@@ -35,15 +37,19 @@ class Options:
     """The hook's options. A plain class: this module is imported at every interpreter start
     (through jitload.pth), where dataclasses/typing would cost ~25 ms."""
 
-    def __init__(self, prefer_bitcode: bool, opt_level: int, isolate: bool) -> None:
+    def __init__(self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False) -> None:
         self.prefer_bitcode = prefer_bitcode
         self.opt_level = opt_level
         self.isolate = isolate
+        self.c_source = c_source
 
     @classmethod
     def from_environment(cls) -> "Options":
         return cls(
-            prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"), opt_level=_env_opt_level(), isolate=_env_isolation()
+            prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"),
+            opt_level=_env_opt_level(),
+            isolate=_env_isolation(),
+            c_source=_env_flag("JITLOAD_C_SOURCE"),
         )
 
 

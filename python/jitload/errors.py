@@ -16,6 +16,7 @@ __all__ = [
     "InitError",
     "InitSystemError",
     "ToolchainError",
+    "CSourceError",
     "JitloadWarning",
 ]
 
@@ -53,6 +54,15 @@ class InitSystemError(InitError, SystemError):
 
 class ToolchainError(JitloadError):
     """clang-22 (or another build tool) is missing or failed while building bitcode."""
+
+
+class CSourceError(ToolchainError):
+    """clang rejected a C source (see :mod:`jitload.csource`). The message holds the file
+    name and clang's diagnostics (``file:line:col: error: ...``), also in ``diagnostics``."""
+
+    def __init__(self, *args: object, diagnostics: str = "", name: str | None = None, path: str | None = None) -> None:
+        super().__init__(*args, name=name, path=path)
+        self.diagnostics = diagnostics
 
 
 class JitloadWarning(UserWarning):

@@ -7,6 +7,7 @@ module is actually imported.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.machinery import (
     BYTECODE_SUFFIXES,
@@ -125,13 +126,134 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
         return False
 
 
-def _loader_details(prefer_bitcode: bool) -> List[_Details]:
+#: Suffixes of C sources the hook compiles when ``c_source`` is on (after every other kind).
+C_SOURCE_SUFFIXES: List[str] = [".c"]
+
+# Module loaded from C source -> content key of the bitcode it runs, to tell on reload whether
+# anything changed. A WeakKeyDictionary, created on first use (weakref is not needed at start-up).
+_c_module_keys: Any = None
+
+
+def _c_keys() -> Any:
+    global _c_module_keys
+    if _c_module_keys is None:
+        import weakref
+
+        _c_module_keys = weakref.WeakKeyDictionary()
+    return _c_module_keys
+
+
+class CSourceLoader(BitcodeExtensionLoader):
+    """Loads an extension module from a C source file (``foo.c``): clang 22 compiles it to
+    bitcode, cached by content (:mod:`jitload.csource`; flags from ``// jitload:`` lines and
+    the ``foo.c.flags`` sidecar), which is then loaded like a ``.bc`` file.
+
+    ``importlib.reload`` recompiles (a cache hit when nothing changed). If the source, a
+    header or the flags changed, a new module is loaded from the new code and put in
+    ``sys.modules`` (and on its parent package), which is what ``importlib.reload`` returns:
+    write ``foo = importlib.reload(foo)``. The old module object keeps running the old code.
+    If nothing changed, reload behaves as for a ``.so`` (the module is kept).
+    """
+
+    _pending: Optional[ModuleType] = None
+    _compiled: Any = None
+
+    def _compile(self, fullname: str) -> Any:
+        from . import csource
+        from .errors import JitloadError
+
+        try:
+            return csource.build_file(self.path)
+        except JitloadError as e:
+            if e.name is None:
+                e.name = fullname
+            raise
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        compiled, self._compiled = self._compiled, None
+        if compiled is None:
+            compiled = self._compile(spec.name)
+        if compiled.path is not None:
+            module = self._load_bitcode(spec, compiled.path)
+        else:  # the cache is unusable: load from a temporary file
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="jitload-csource-") as tmp:
+                path = os.path.join(tmp, spec.name.rpartition(".")[2] + ".bc")
+                with open(path, "wb") as f:
+                    f.write(compiled.bitcode)
+                module = self._load_bitcode(spec, path)
+        if getattr(module, "__file__", None) != self.path:
+            try:
+                module.__file__ = self.path  # single-phase init set it to the bitcode file
+            except AttributeError:
+                pass
+        try:
+            _c_keys()[module] = compiled.key
+        except TypeError:  # a module type without weak references: every reload loads anew
+            pass
+        self._pending = module
+        return module
+
+    def _load_bitcode(self, spec: ModuleSpec, bitcode_path: str) -> ModuleType:
+        from .errors import JitloadError
+
+        try:
+            return _native().load_extension(  # type: ignore[no-any-return]
+                bitcode_path,
+                spec.name,
+                init_symbol(spec.name),
+                spec,
+                opt_level=config.options.opt_level,
+                isolate=config.options.isolate,
+            )
+        except JitloadError as e:
+            # Name the C file the user knows; keep the class and the cause chain.
+            detail = str(e)
+            if detail.startswith(bitcode_path + ": "):
+                detail = detail[len(bitcode_path) + 2 :]
+            message = f"{self.path} (compiled to {bitcode_path}): {detail}"
+            e.msg = message
+            e.args = (message,)
+            e.path = self.path
+            raise
+
+    def exec_module(self, module: ModuleType) -> None:
+        if self._pending is module:  # the module create_module just made
+            self._pending = None
+            _native().exec_extension(module)
+            return
+        # importlib.reload: the module was made earlier (by this file, or another loader).
+        compiled = self._compile(module.__name__)
+        try:
+            unchanged = _c_keys().get(module) == compiled.key
+        except TypeError:
+            unchanged = False
+        if unchanged:
+            _native().exec_extension(module)
+            return
+        import importlib.util
+
+        spec = module.__spec__
+        if spec is None:
+            raise ImportError(f"cannot reload {module!r}: it has no __spec__", path=self.path)
+        self._compiled = compiled
+        new = importlib.util.module_from_spec(spec)
+        self.exec_module(new)
+        sys.modules[spec.name] = new
+        parent, _, child = spec.name.rpartition(".")
+        if parent and parent in sys.modules:
+            setattr(sys.modules[parent], child, new)
+
+
+def _loader_details(prefer_bitcode: bool, c_source: bool = False) -> List[_Details]:
     native: _Details = (ExtensionFileLoader, EXTENSION_SUFFIXES)
     bitcode: _Details = (BitcodeExtensionLoader, BITCODE_SUFFIXES)
     source: _Details = (SourceFileLoader, SOURCE_SUFFIXES)
     compiled: _Details = (SourcelessFileLoader, BYTECODE_SUFFIXES)
     first = [bitcode, native] if prefer_bitcode else [native, bitcode]
-    return first + [source, compiled]
+    c: List[_Details] = [(CSourceLoader, C_SOURCE_SUFFIXES)] if c_source else []
+    return first + [source, compiled] + c
 
 
 def _is_file_finder_hook(hook: Callable[..., Any]) -> bool:
@@ -148,10 +270,16 @@ def _invalidate_finders() -> None:
 
 
 def install(
-    prefer_bitcode: Optional[bool] = None, opt_level: Optional[int] = None, isolate: Optional[bool] = None
+    prefer_bitcode: Optional[bool] = None,
+    opt_level: Optional[int] = None,
+    isolate: Optional[bool] = None,
+    c_source: Optional[bool] = None,
 ) -> None:
-    """Make ``import`` find bitcode extension modules. Idempotent; later calls update options."""
+    """Make ``import`` find bitcode extension modules (and, with ``c_source``, C sources).
+    Idempotent; later calls update options."""
     global _replaced
+    if c_source is not None:
+        config.options.c_source = bool(c_source)
     if isolate is not None:
         config.options.isolate = bool(isolate)
     if prefer_bitcode is not None:
@@ -160,7 +288,7 @@ def install(
         if opt_level not in (0, 1, 2, 3):
             raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
         config.options.opt_level = opt_level
-    hook = FileFinder.path_hook(*_loader_details(config.options.prefer_bitcode))
+    hook = FileFinder.path_hook(*_loader_details(config.options.prefer_bitcode, config.options.c_source))
     hook._jitload = True  # type: ignore[attr-defined]
     for i, existing in enumerate(sys.path_hooks):
         if _is_file_finder_hook(existing):
