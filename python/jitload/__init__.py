@@ -13,6 +13,10 @@ from __future__ import annotations
 from .errors import (
     BitcodeError,
     CompileError,
+    DuplicateSymbolError,
+    GeneratorError,
+    RemovedError,
+    SymbolNotFoundError,
     InitError,
     InitSystemError,
     JitloadError,
@@ -28,12 +32,33 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List, Optional
 
+    from .engine import Function, Library, Module, Session
+
 __version__ = "0.1.0"
+
+# The engine API loads ctypes and the native module: imported on first use, not at start-up.
+_ENGINE_NAMES = ("Session", "Library", "Module", "Function")
+
+
+def __getattr__(name: str) -> object:
+    if name in _ENGINE_NAMES:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'jitload' has no attribute {name!r}")
 
 __all__ = [
     "BITCODE_SUFFIXES",
     "BitcodeError",
     "CompileError",
+    "DuplicateSymbolError",
+    "Function",
+    "GeneratorError",
+    "Library",
+    "Module",
+    "RemovedError",
+    "Session",
+    "SymbolNotFoundError",
     "InitError",
     "InitSystemError",
     "JitloadError",

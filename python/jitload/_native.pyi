@@ -1,11 +1,17 @@
 """Type stubs for the private native module ``jitload._native`` (PyO3, abi3)."""
 
 from importlib.machinery import ModuleSpec
+
 from os import PathLike
 from types import ModuleType
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import final, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
+    "CallTicket",
+    "Library",
+    "Session",
+    "take_call_error",
+    "write_unraisable",
     "dependent_libraries",
     "exec_extension",
     "host_target",
@@ -62,3 +68,54 @@ def llvm_version() -> str:
 
 def library_dirs() -> List[str]:
     """Directories searched for shared libraries given by bare name (after LD_LIBRARY_PATH)."""
+
+@final
+class Session:
+    """A JIT session (ORC ExecutionSession)."""
+
+    def __init__(self) -> None: ...
+    @staticmethod
+    def default_session() -> Session:
+        """The process-wide session."""
+    def create_library(self, name: str, opt_level: int = 2, lazy: bool = False) -> Library:
+        """Create a library (JITDylib)."""
+    def inspect(self, data: bytes, name: str, opt_level: int = 2) -> Tuple[str, str]:
+        """(optimised IR, assembly) for IR text or bitcode."""
+
+@final
+class Library:
+    """A library of JIT'd code."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def opt_level(self) -> int: ...
+    @property
+    def lazy(self) -> bool: ...
+    def link(self, other: Library) -> None: ...
+    def add_ir(self, data: Union[str, bytes], name: str, replace: bool = False) -> int: ...
+    def add_object(self, data: bytes, name: str) -> int: ...
+    def define_address(self, name: str, address: int, keepalive: object, replace: bool = False) -> int: ...
+    def define_lazy(self, name: str, generator: Callable[[str], Union[str, bytes]], replace: bool = False) -> None: ...
+    def address(self, name: str) -> int: ...
+    def is_stub(self, name: str) -> bool: ...
+    def owner(self, name: str) -> Optional[int]: ...
+    def symbols(self) -> List[str]: ...
+    def modules(self) -> List[Tuple[int, str]]: ...
+    def module_symbols(self, id: int) -> Optional[List[str]]: ...
+    def has_module(self, id: int) -> bool: ...
+    def remove_module(self, id: int) -> None: ...
+    def remove(self) -> None: ...
+    def enter(self) -> CallTicket: ...
+
+@final
+class CallTicket:
+    """Held for the length of one native call."""
+
+    def close(self) -> None: ...
+
+def take_call_error() -> Optional[BaseException]:
+    """The error of the last failed stub call on this thread, as an exception to raise."""
+
+def write_unraisable(exc: BaseException, obj: Optional[Any]) -> None:
+    """Report an exception through sys.unraisablehook."""

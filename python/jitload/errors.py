@@ -18,6 +18,11 @@ __all__ = [
     "ToolchainError",
     "CSourceError",
     "JitloadWarning",
+    "DuplicateSymbolError",
+    "SymbolNotFoundError",
+    "RemovedError",
+    "GeneratorError",
+    "CallbackError",
 ]
 
 
@@ -67,3 +72,27 @@ class CSourceError(ToolchainError):
 
 class JitloadWarning(UserWarning):
     """Something worked, but not the way the user asked (e.g. a fallback was taken)."""
+
+
+class DuplicateSymbolError(JitloadError):
+    """A module added to a :class:`jitload.Library` defines a name the library already has
+    (pass ``replace=True`` to replace functions)."""
+
+
+class SymbolNotFoundError(JitloadError, LookupError):
+    """A library has no such symbol; the message suggests close names."""
+
+
+class RemovedError(JitloadError):
+    """The module, library or function was removed (or its library was) before this use."""
+
+
+class GeneratorError(JitloadError):
+    """A ``define_lazy`` generator raised or returned something that is not code defining the
+    requested symbol; the generator's exception, if any, is chained."""
+
+
+class CallbackError(JitloadError):
+    """Wraps nothing: raised only to report that a Python callback exposed to native code
+    failed when the failure cannot be re-raised as the callback's own exception."""
+

@@ -390,6 +390,12 @@ impl Library {
         Err(EngineError::NotFound { library: self.inner.name.clone(), symbol: symbol.to_string(), close: self.close_names(symbol) })
     }
 
+    /// Whether `symbol` is reached through a stub (a function from IR, `define_lazy` or
+    /// `define_address`) rather than defined directly.
+    pub fn is_stub(&self, symbol: &str) -> bool {
+        self.stubs().by_name.contains_key(symbol)
+    }
+
     /// The module that currently provides `symbol`, if any.
     pub fn owner_of(&self, symbol: &str) -> Option<u64> {
         if let Some(stub) = self.stubs().by_name.get(symbol) {

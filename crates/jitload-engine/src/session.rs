@@ -321,7 +321,7 @@ impl Session {
     /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
     pub fn inspect(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
         in_guarded_context(path, |ctx| {
-            let mut module = ir::parse(ctx, bytes, path)?;
+            let mut module = ir::parse_content(ctx, bytes, path)?;
             ir::retarget(&mut module, &self.host, path)?;
             // Capture the IR before codegen, which mutates the module, then emit assembly.
             let tm = self.optimize(&mut module, opt, path)?;

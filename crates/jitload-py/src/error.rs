@@ -25,6 +25,11 @@ fn class_name(err: &EngineError) -> &'static str {
         EngineError::LlvmCrash { .. } => "BitcodeError",
         EngineError::Jit { .. } => "JitloadError",
         EngineError::Write { .. } => "JitloadError",
+        EngineError::Duplicate { .. } => "DuplicateSymbolError",
+        EngineError::NotFound { .. } => "SymbolNotFoundError",
+        EngineError::Removed { .. } => "RemovedError",
+        EngineError::Generator { .. } => "GeneratorError",
+        EngineError::Unsupported { .. } => "JitloadError",
     }
 }
 

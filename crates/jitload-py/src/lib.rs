@@ -1,6 +1,7 @@
 //! `jitload._native`: the Python face of the engine. Argument normalisation and the import
 //! protocol live in Python; anything touching bitcode, symbols or code memory is here.
 
+mod engine;
 mod error;
 mod init;
 mod subinterp;
@@ -19,7 +20,7 @@ use crate::error::engine_error;
 /// `.so` extension modules, which CPython never unloads).
 static LOADED: Mutex<Vec<LoadedModule>> = Mutex::new(Vec::new());
 
-fn session(py: Python<'_>) -> PyResult<&'static Session> {
+fn session(py: Python<'_>) -> PyResult<std::sync::Arc<Session>> {
     py.detach(Session::global).map_err(|e| engine_error(py, e, None))
 }
 
@@ -134,5 +135,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(host_target, m)?)?;
     m.add_function(wrap_pyfunction!(llvm_version, m)?)?;
     m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
+    engine::register(m)?;
     Ok(())
 }

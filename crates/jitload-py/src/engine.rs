@@ -1,0 +1,272 @@
+//! The engine API's native half: `Session`, `Library` and the call-ticket used by Python
+//! wrappers. Argument conversion, signatures and callables live in `jitload/engine.py`.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use jitload_engine::grace::Epoch;
+use jitload_engine::{EngineError, Generated, Library, LibraryOptions, Provider, Session};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::error::engine_error;
+
+/// A JIT session: one ORC ExecutionSession with its own libraries.
+#[pyclass(module = "jitload._native", name = "Session", frozen)]
+pub struct PySession {
+    inner: Arc<Session>,
+}
+
+#[pymethods]
+impl PySession {
+    /// A new, independent session.
+    #[new]
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let inner = py.detach(Session::new).map_err(|e| engine_error(py, e, None))?;
+        Ok(PySession { inner: Arc::new(inner) })
+    }
+
+    /// The process-wide session (the one imports use).
+    #[staticmethod]
+    fn default_session(py: Python<'_>) -> PyResult<Self> {
+        let inner = py.detach(Session::global).map_err(|e| engine_error(py, e, None))?;
+        Ok(PySession { inner })
+    }
+
+    /// Creates a library (a JITDylib) in this session.
+    #[pyo3(signature = (name, opt_level=2, lazy=false))]
+    fn create_library(&self, py: Python<'_>, name: &str, opt_level: u8, lazy: bool) -> PyResult<PyLibrary> {
+        let options = LibraryOptions { opt_level: crate::opt_level(opt_level)?, lazy };
+        let session = self.inner.clone();
+        let inner = py.detach(|| Library::new(session, name, options)).map_err(|e| engine_error(py, e, None))?;
+        Ok(PyLibrary { inner })
+    }
+
+    /// Optimised IR and assembly for IR text or bitcode (`name` labels errors).
+    #[pyo3(signature = (data, name, opt_level=2))]
+    fn inspect(&self, py: Python<'_>, data: &[u8], name: &str, opt_level: u8) -> PyResult<(String, String)> {
+        let level = crate::opt_level(opt_level)?;
+        let session = self.inner.clone();
+        py.detach(|| session.inspect(data, name, level)).map_err(|e| engine_error(py, e, None))
+    }
+}
+
+/// A library of JIT'd code. All methods may be called from any thread; compilation runs
+/// with the GIL released.
+#[pyclass(module = "jitload._native", name = "Library", frozen)]
+pub struct PyLibrary {
+    inner: Library,
+}
+
+/// Text or bytes as the engine takes them.
+fn code_bytes(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = data.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes().to_vec());
+    }
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    Err(PyTypeError::new_err(format!("expected str (IR text) or bytes, not {}", data.get_type().name()?)))
+}
+
+#[pymethods]
+impl PyLibrary {
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+
+    #[getter]
+    fn opt_level(&self) -> u8 {
+        self.inner.options().opt_level.number()
+    }
+
+    #[getter]
+    fn lazy(&self) -> bool {
+        self.inner.options().lazy
+    }
+
+    /// Lets this library use `other`'s symbols.
+    fn link(&self, py: Python<'_>, other: &PyLibrary) -> PyResult<()> {
+        self.inner.link(&other.inner).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Adds IR text or bitcode; returns the new module's id.
+    #[pyo3(signature = (data, name, replace=false))]
+    fn add_ir(&self, py: Python<'_>, data: &Bound<'_, PyAny>, name: &str, replace: bool) -> PyResult<u64> {
+        let bytes = code_bytes(data)?;
+        let lib = self.inner.clone();
+        py.detach(|| lib.add_ir(&bytes, name, replace)).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Adds a relocatable object file; returns the new module's id.
+    fn add_object(&self, py: Python<'_>, data: &[u8], name: &str) -> PyResult<u64> {
+        let lib = self.inner.clone();
+        py.detach(|| lib.add_object(data, name)).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Binds `name` to a native address kept valid by `keepalive`; returns a module id.
+    #[pyo3(signature = (name, address, keepalive, replace=false))]
+    fn define_address(&self, py: Python<'_>, name: &str, address: u64, keepalive: Py<PyAny>, replace: bool) -> PyResult<u64> {
+        self.inner
+            .define_address(name, address, Box::new(keepalive), replace)
+            .map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Makes `name` a function whose code `generator(name)` returns (IR text, bitcode or an
+    /// object file) on its first call.
+    #[pyo3(signature = (name, generator, replace=false))]
+    fn define_lazy(&self, py: Python<'_>, name: &str, generator: Py<PyAny>, replace: bool) -> PyResult<()> {
+        let provider = Arc::new(PyProvider { generator });
+        self.inner.define_lazy(name, provider, replace).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Address of a symbol (a function's stable entry point, or a variable).
+    fn address(&self, py: Python<'_>, name: &str) -> PyResult<u64> {
+        self.inner.address(name).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Whether `name` is reached through a stable entry point (not an object-file symbol).
+    fn is_stub(&self, name: &str) -> bool {
+        self.inner.is_stub(name)
+    }
+
+    /// The id of the module that currently defines `name`, if any.
+    fn owner(&self, name: &str) -> Option<u64> {
+        self.inner.owner_of(name)
+    }
+
+    /// Names defined now, sorted.
+    fn symbols(&self) -> Vec<String> {
+        self.inner.symbols()
+    }
+
+    /// (id, name) of each module, oldest first.
+    fn modules(&self) -> Vec<(u64, String)> {
+        self.inner.modules()
+    }
+
+    fn module_symbols(&self, id: u64) -> Option<Vec<String>> {
+        self.inner.module_symbols(id)
+    }
+
+    fn has_module(&self, id: u64) -> bool {
+        self.inner.has_module(id)
+    }
+
+    /// Removes a module; its memory is freed once no call through a wrapper is running.
+    fn remove_module(&self, py: Python<'_>, id: u64) -> PyResult<()> {
+        let lib = self.inner.clone();
+        py.detach(|| lib.remove_module(id)).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Removes every module and the library.
+    fn remove(&self, py: Python<'_>) -> PyResult<()> {
+        let lib = self.inner.clone();
+        py.detach(|| lib.remove()).map_err(|e| engine_error(py, e, None))
+    }
+
+    /// Starts a call into this library's code: code removed meanwhile stays until the
+    /// ticket is closed.
+    fn enter(&self) -> CallTicket {
+        CallTicket { epoch: std::sync::Mutex::new(Some(self.inner.enter())) }
+    }
+}
+
+/// Held by a wrapper for the length of one native call (see `jitload_engine::grace`).
+#[pyclass(module = "jitload._native", frozen)]
+pub struct CallTicket {
+    epoch: std::sync::Mutex<Option<Arc<Epoch>>>,
+}
+
+#[pymethods]
+impl CallTicket {
+    /// Ends the call (idempotent); code retired during it may be freed now.
+    fn close(&self, py: Python<'_>) {
+        let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Freeing may run module destructors and ORC work: without the GIL.
+        py.detach(move || drop(epoch));
+    }
+}
+
+thread_local! {
+    /// The Python exception a generator raised in the last failed resolution on this thread.
+    static GENERATOR_EXCEPTION: RefCell<Option<PyErr>> = const { RefCell::new(None) };
+}
+
+struct PyProvider {
+    generator: Py<PyAny>,
+}
+
+impl Provider for PyProvider {
+    fn generate(&self, symbol: &str) -> Result<Generated, EngineError> {
+        Python::attach(|py| {
+            let fail = |message: String| EngineError::Generator { library: String::new(), symbol: symbol.to_string(), message };
+            let result = self.generator.call1(py, (symbol,)).map_err(|err| {
+                let message = err.to_string();
+                GENERATOR_EXCEPTION.with(|e| *e.borrow_mut() = Some(err));
+                fail(format!("the generator raised {message}"))
+            })?;
+            let result = result.bind(py);
+            if let Ok(s) = result.cast::<PyString>() {
+                return Ok(Generated::Ir(s.to_str().map_err(|e| fail(e.to_string()))?.as_bytes().to_vec()));
+            }
+            if let Ok(b) = result.cast::<PyBytes>() {
+                let bytes = b.as_bytes().to_vec();
+                return Ok(if bytes.starts_with(b"\x7fELF") { Generated::Object(bytes) } else { Generated::Ir(bytes) });
+            }
+            let type_name = result.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            Err(fail(format!("the generator returned {type_name}, expected str (IR text) or bytes (bitcode or an object file)")))
+        })
+    }
+}
+
+/// The error of the last native call on this thread that reached a removed or ungeneratable
+/// function, as the exception to raise (a generator's own exception is chained as its cause).
+#[pyfunction]
+pub fn take_call_error(py: Python<'_>) -> Option<PyErr> {
+    let error = jitload_engine::stubs::take_call_error()?;
+    let err = engine_error(py, error, None);
+    if let Some(cause) = GENERATOR_EXCEPTION.with(|e| e.borrow_mut().take()) {
+        err.set_cause(py, Some(cause));
+    }
+    Some(err)
+}
+
+/// Reports `exc` through `sys.unraisablehook`, as CPython does for errors in callbacks that
+/// have no caller to raise to.
+#[pyfunction]
+pub fn write_unraisable(py: Python<'_>, exc: Bound<'_, PyAny>, obj: Option<Bound<'_, PyAny>>) {
+    PyErr::from_value(exc).write_unraisable(py, obj.as_ref());
+}
+
+/// Releases the GIL around a wait inside a stub resolution, if this thread holds it: the
+/// thread it waits for may need the GIL to run a generator.
+fn wait_without_gil(wait: &mut dyn FnMut()) {
+    extern "C" {
+        // Exported by every CPython 3 (outside the limited API, so not in pyo3's bindings).
+        fn PyGILState_Check() -> std::ffi::c_int;
+    }
+    // SAFETY: PyGILState_Check only reads the thread state; it is safe to call without the GIL.
+    if unsafe { PyGILState_Check() } == 1 {
+        // SAFETY: this thread holds the GIL (checked above); the thread state is restored
+        // before returning.
+        let state = unsafe { pyo3::ffi::PyEval_SaveThread() };
+        wait();
+        // SAFETY: state came from PyEval_SaveThread on this thread.
+        unsafe { pyo3::ffi::PyEval_RestoreThread(state) };
+    } else {
+        wait();
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    jitload_engine::library::set_wait_hook(wait_without_gil);
+    m.add_class::<PySession>()?;
+    m.add_class::<PyLibrary>()?;
+    m.add_class::<CallTicket>()?;
+    m.add_function(wrap_pyfunction!(take_call_error, m)?)?;
+    m.add_function(wrap_pyfunction!(write_unraisable, m)?)?;
+    Ok(())
+}
