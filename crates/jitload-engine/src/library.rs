@@ -543,7 +543,10 @@ impl Library {
         let (block, index) = (slot / STUBS_PER_BLOCK, slot % STUBS_PER_BLOCK);
         if block == table.blocks.len() {
             let ctx: *const ResolverCtx = &*self.inner.resolver;
-            let new_block = StubBlock::new(ctx)
+            if slot >= i32::MAX as usize {
+                return Err(EngineError::Unsupported { what: format!("defining '{name}'"), reason: "too many functions in one library".into() });
+            }
+            let new_block = StubBlock::new(ctx, slot as u32)
                 .map_err(|reason| EngineError::Unsupported { what: format!("defining '{name}'"), reason })?;
             table.blocks.push(new_block);
         }
@@ -627,49 +630,43 @@ impl Library {
             }
             Target::Provider(provider) => {
                 let provider = provider.clone();
-                let generated = provider.generate(&stub.name).map_err(|e| match e {
+                // Whatever goes wrong while generating is reported as the generator's failure.
+                self.generate(stub, target, provider.as_ref()).map_err(|e| match e {
                     g @ EngineError::Generator { .. } => g,
                     other => EngineError::Generator {
                         library: self.inner.name.clone(),
                         symbol: stub.name.clone(),
                         message: other.to_string(),
                     },
-                })?;
-                let path = format!("<code generated for {}>", stub.name);
-                let id = self.session().next_id();
-                let prepared = match generated {
-                    Generated::Ir(bytes) => self.prepare_eager(&bytes, &path, id)?,
-                    Generated::Object(bytes) => {
-                        let symbols = crate::objfile::symbols(&bytes).map_err(|detail| EngineError::NotBitcode { path: path.clone(), detail })?;
-                        Prepared {
-                            objects: vec![bytes],
-                            functions: Vec::new(),
-                            direct: symbols.defined,
-                            undefined: symbols.undefined,
-                            dependent_libraries: Vec::new(),
-                            constructors: None,
-                            destructors: None,
-                            lazy: None,
-                        }
-                    }
-                };
-                if !prepared.functions.contains(&stub.name) {
-                    return Err(EngineError::Generator {
-                        library: self.inner.name.clone(),
-                        symbol: stub.name.clone(),
-                        message: format!("the generated code does not define a function named '{}'", stub.name),
-                    });
-                }
-                self.install(id, &path, prepared, true, Some((stub, &mut *target)))?;
-                match target {
-                    Target::Bound { address, .. } => Ok(*address),
-                    _ => Err(EngineError::Generator {
-                        library: self.inner.name.clone(),
-                        symbol: stub.name.clone(),
-                        message: "the generated code was linked but did not bind the function".into(),
-                    }),
-                }
+                })
             }
+        }
+    }
+
+    /// Runs `provider` for the stub being resolved, compiles and links what it returns and
+    /// binds the stub (whose lock the caller holds as `target`).
+    fn generate(&self, stub: &Stub, target: &mut Target, provider: &dyn Provider) -> Result<u64, EngineError> {
+        let failure = |message: String| EngineError::Generator {
+            library: self.inner.name.clone(),
+            symbol: stub.name.clone(),
+            message,
+        };
+        let bytes = match provider.generate(&stub.name)? {
+            Generated::Ir(bytes) => bytes,
+            Generated::Object(_) => {
+                return Err(failure("it returned an object file; generators must return IR text or bitcode".into()))
+            }
+        };
+        let path = format!("<code generated for {}>", stub.name);
+        let id = self.session().next_id();
+        let prepared = self.prepare_eager(&bytes, &path, id)?;
+        if !prepared.functions.contains(&stub.name) {
+            return Err(failure(format!("the generated code does not define a function named '{}'", stub.name)));
+        }
+        self.install(id, &path, prepared, true, Some((stub, &mut *target)))?;
+        match target {
+            Target::Bound { address, .. } => Ok(*address),
+            _ => Err(failure("the generated code was linked but did not bind the function".into())),
         }
     }
 

@@ -11,10 +11,10 @@
 //! Layout of one block (two pages, code then data):
 //! ```text
 //! code +0          push [ctx]; jmp [resolver]        shared entry of the block
-//! code +16*(i+1)   jmp [slot_i]; push i; jmp +0      stub i (16 bytes)
+//! code +16*(i+1)   jmp [slot_i]; push id; jmp +0     stub i (16 bytes; id = first_slot + i)
 //! data +0 ctx, +8 resolver, +16+8*i slot_i
 //! ```
-//! A slot first holds `stub_i + 6`, the `push i` that leads to the resolver, like lazy
+//! A slot first holds `stub_i + 6`, the `push id` that leads to the resolver, like lazy
 //! binding in an ELF PLT. x86-64 only; on other hosts `StubBlock::new` fails.
 
 use std::ffi::c_void;
@@ -38,9 +38,9 @@ unsafe impl Send for StubBlock {}
 unsafe impl Sync for StubBlock {}
 
 impl StubBlock {
-    /// Maps a block whose unresolved stubs call `(ctx.resolve)(index)`. `ctx` must outlive
-    /// the block.
-    pub fn new(ctx: *const ResolverCtx) -> Result<StubBlock, String> {
+    /// Maps a block whose unresolved stub `i` calls `(ctx.resolve)(first_slot + i)`. `ctx`
+    /// must outlive the block.
+    pub fn new(ctx: *const ResolverCtx, first_slot: u32) -> Result<StubBlock, String> {
         if !cfg!(target_arch = "x86_64") {
             return Err("stubs (replace, lazy and on-demand functions) are implemented for x86-64 only".into());
         }
@@ -67,7 +67,7 @@ impl StubBlock {
         data[0..8].copy_from_slice(&(ctx as u64).to_le_bytes());
         data[8..16].copy_from_slice(&trampoline_address().to_le_bytes());
         for i in 0..STUBS_PER_BLOCK {
-            write_stub(code, i);
+            write_stub(code, i, first_slot + i as u32);
             let initial = block.stub_address(i) + 6;
             data[DATA_HEADER + 8 * i..DATA_HEADER + 8 * i + 8].copy_from_slice(&initial.to_le_bytes());
         }
@@ -126,15 +126,15 @@ fn write_entry(code: &mut [u8]) {
     code[12..16].fill(0xCC); // int3 padding
 }
 
-/// `jmp qword [rip+slot_i]; push i; jmp entry` at stub i.
-fn write_stub(code: &mut [u8], i: usize) {
+/// `jmp qword [rip+slot_i]; push id; jmp entry` at stub i.
+fn write_stub(code: &mut [u8], i: usize, id: u32) {
     let at = STUB_SIZE * (i + 1);
     let slot = PAGE + DATA_HEADER + 8 * i;
     let s = &mut code[at..at + STUB_SIZE];
     s[0..2].copy_from_slice(&[0xFF, 0x25]);
     s[2..6].copy_from_slice(&((slot as i64 - (at as i64 + 6)) as i32).to_le_bytes());
-    s[6] = 0x68; // push imm32 (sign-extended to 64 bits; i < 256)
-    s[7..11].copy_from_slice(&(i as u32).to_le_bytes());
+    s[6] = 0x68; // push imm32 (sign-extended to 64 bits: ids stay below 2^31)
+    s[7..11].copy_from_slice(&id.to_le_bytes());
     s[11] = 0xE9; // jmp rel32 to the block's shared entry at offset 0
     s[12..16].copy_from_slice(&(-(at as i64 + 16) as i32).to_le_bytes());
 }
