@@ -14,6 +14,8 @@ __all__ = [
     "write_unraisable",
     "dependent_libraries",
     "exec_extension",
+    "free_with_module",
+    "loaded_extension_count",
     "host_target",
     "inspect",
     "library_dirs",
@@ -119,3 +121,10 @@ def take_call_error() -> Optional[BaseException]:
 
 def write_unraisable(exc: BaseException, obj: Optional[Any]) -> None:
     """Report an exception through sys.unraisablehook."""
+
+def free_with_module(module: ModuleType, allowed: bool) -> bool:
+    """With ``allowed``, free a loaded module's code right after the module object is
+    destroyed (hooks its m_free). Call once per module ``load_extension`` returned."""
+
+def loaded_extension_count() -> int:
+    """How many extension modules' code is loaded now."""

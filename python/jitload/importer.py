@@ -107,9 +107,22 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
 
     It is an :class:`~importlib.machinery.ExtensionFileLoader`, so tools that ask "is this a
     native extension?" get the right answer; only creating and executing the module differ.
+
+    Hot reload: ``importlib.reload(mod)`` after the file changed loads the new code as a new
+    module object, which goes into ``sys.modules`` (and onto the parent package) and is what
+    ``reload`` returns. The old module object keeps running the old code; once it is
+    unreferenced that code is freed (see :func:`_releasable`). Unchanged files are kept, as
+    CPython does for ``.so`` modules.
     """
 
+    _pending: Optional[ModuleType] = None
+
     def create_module(self, spec: ModuleSpec) -> ModuleType:
+        module = self._load(spec)
+        self._pending = module
+        return module
+
+    def _load(self, spec: ModuleSpec) -> ModuleType:
         return _native().load_extension(  # type: ignore[no-any-return]
             self.path,
             spec.name,
@@ -119,11 +132,95 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
             isolate=config.options.isolate,
         )
 
+    def _content_key(self, fullname: str, fresh: bool = False) -> object:
+        """What identifies the code this loader would load now (changes when the file does);
+        ``fresh``: the code ``create_module`` just loaded."""
+        st = os.stat(self.path)
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
     def exec_module(self, module: ModuleType) -> None:
-        _native().exec_extension(module)
+        if self._pending is module:  # the module create_module just made
+            self._pending = None
+            _native().exec_extension(module)
+            _track(module, self._content_key(module.__name__, fresh=True))
+            return
+        # importlib.reload: the module was made earlier (by this file, or another loader).
+        key = self._content_key(module.__name__)
+        if _keys().get(module, _NO_KEY) == key:
+            _native().exec_extension(module)
+            return
+        import importlib.util
+
+        spec = module.__spec__
+        if spec is None:
+            raise ImportError(f"cannot reload {module!r}: it has no __spec__", path=self.path)
+        new = importlib.util.module_from_spec(spec)
+        self.exec_module(new)
+        sys.modules[spec.name] = new
+        parent, _, child = spec.name.rpartition(".")
+        if parent and parent in sys.modules:
+            setattr(sys.modules[parent], child, new)
 
     def is_package(self, fullname: str) -> bool:
         return False
+
+
+_NO_KEY = object()
+# Module -> content key of the code it runs (a WeakKeyDictionary made on first use: weakref
+# is not needed at start-up).
+_module_keys: Any = None
+
+
+def _keys() -> Any:
+    global _module_keys
+    if _module_keys is None:
+        import weakref
+
+        _module_keys = weakref.WeakKeyDictionary()
+    return _module_keys
+
+
+# Values a module's namespace may hold for its code to be freed once the module is gone:
+# none of them can point into the module's code or data. Anything else (a type, a capsule,
+# an instance of the module's own types, ...) might outlive the module, so such modules are
+# kept for the life of the process, as CPython keeps every .so.
+_PLAIN_TYPES = ("builtin_function_or_method", "str", "int", "float", "bool", "NoneType", "bytes", "module")
+_CONTAINER_TYPES = ("tuple", "list", "dict", "frozenset", "set")
+
+
+def _is_plain(value: object, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind.__module__ != "builtins":
+        return False
+    if kind.__name__ in _PLAIN_TYPES:
+        return True
+    if kind.__name__ in _CONTAINER_TYPES and depth == 0:
+        if isinstance(value, dict):
+            return all(_is_plain(k, 1) and _is_plain(v, 1) for k, v in value.items())
+        if isinstance(value, (tuple, list, set, frozenset)):
+            return all(_is_plain(v, 1) for v in value)
+    return False
+
+
+def _releasable(module: ModuleType) -> bool:
+    """Whether the module's code can be freed once the module object is unreferenced."""
+    if type(module) is not ModuleType:
+        return False
+    try:
+        return all(_is_plain(v) for k, v in vars(module).items() if k not in ("__spec__", "__loader__"))
+    except Exception:
+        return False
+
+
+def _track(module: ModuleType, key: object) -> None:
+    """Remember what code ``module`` runs and, when safe, free that code after the module."""
+    try:
+        _keys()[module] = key
+    except TypeError:  # a module type without weak references: every reload loads anew
+        return
+    free_with_module = getattr(_native(), "free_with_module", None)
+    if free_with_module is not None:
+        free_with_module(module, _releasable(module))
 
 
 #: Suffixes of C sources the hook compiles when ``c_source`` is on (after every other kind).
@@ -148,14 +245,11 @@ class CSourceLoader(BitcodeExtensionLoader):
     bitcode, cached by content (:mod:`jitload.csource`; flags from ``// jitload:`` lines and
     the ``foo.c.flags`` sidecar), which is then loaded like a ``.bc`` file.
 
-    ``importlib.reload`` recompiles (a cache hit when nothing changed). If the source, a
-    header or the flags changed, a new module is loaded from the new code and put in
-    ``sys.modules`` (and on its parent package), which is what ``importlib.reload`` returns:
-    write ``foo = importlib.reload(foo)``. The old module object keeps running the old code.
-    If nothing changed, reload behaves as for a ``.so`` (the module is kept).
+    ``importlib.reload`` recompiles (a cache hit when nothing changed) and reloads as for
+    bitcode: if the source, a header or the flags changed, a new module runs the new code
+    (write ``foo = importlib.reload(foo)``); if nothing changed, the module is kept.
     """
 
-    _pending: Optional[ModuleType] = None
     _compiled: Any = None
 
     def _compile(self, fullname: str) -> Any:
@@ -169,10 +263,19 @@ class CSourceLoader(BitcodeExtensionLoader):
                 e.name = fullname
             raise
 
-    def create_module(self, spec: ModuleSpec) -> ModuleType:
+    def _content_key(self, fullname: str, fresh: bool = False) -> object:
+        if fresh and self._compiled is not None:
+            compiled, self._compiled = self._compiled, None
+            return compiled.key
+        compiled = self._compile(fullname)
+        self._compiled = compiled  # a reload's _load uses it instead of compiling again
+        return compiled.key
+
+    def _load(self, spec: ModuleSpec) -> ModuleType:
         compiled, self._compiled = self._compiled, None
         if compiled is None:
             compiled = self._compile(spec.name)
+        self._compiled = compiled  # exec_module's _content_key(fresh=True) takes it
         if compiled.path is not None:
             module = self._load_bitcode(spec, compiled.path)
         else:  # the cache is unusable: load from a temporary file
@@ -188,11 +291,6 @@ class CSourceLoader(BitcodeExtensionLoader):
                 module.__file__ = self.path  # single-phase init set it to the bitcode file
             except AttributeError:
                 pass
-        try:
-            _c_keys()[module] = compiled.key
-        except TypeError:  # a module type without weak references: every reload loads anew
-            pass
-        self._pending = module
         return module
 
     def _load_bitcode(self, spec: ModuleSpec, bitcode_path: str) -> ModuleType:
@@ -217,33 +315,6 @@ class CSourceLoader(BitcodeExtensionLoader):
             e.args = (message,)
             e.path = self.path
             raise
-
-    def exec_module(self, module: ModuleType) -> None:
-        if self._pending is module:  # the module create_module just made
-            self._pending = None
-            _native().exec_extension(module)
-            return
-        # importlib.reload: the module was made earlier (by this file, or another loader).
-        compiled = self._compile(module.__name__)
-        try:
-            unchanged = _c_keys().get(module) == compiled.key
-        except TypeError:
-            unchanged = False
-        if unchanged:
-            _native().exec_extension(module)
-            return
-        import importlib.util
-
-        spec = module.__spec__
-        if spec is None:
-            raise ImportError(f"cannot reload {module!r}: it has no __spec__", path=self.path)
-        self._compiled = compiled
-        new = importlib.util.module_from_spec(spec)
-        self.exec_module(new)
-        sys.modules[spec.name] = new
-        parent, _, child = spec.name.rpartition(".")
-        if parent and parent in sys.modules:
-            setattr(sys.modules[parent], child, new)
 
 
 def _loader_details(prefer_bitcode: bool, c_source: bool = False) -> List[_Details]:

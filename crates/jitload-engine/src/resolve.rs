@@ -127,16 +127,30 @@ pub fn builtins_archive() -> Option<&'static str> {
 /// The session-wide part of resolution: jitload exports and user libraries.
 #[derive(Default)]
 pub struct SharedScope {
-    exports: RwLock<HashMap<String, u64>>,
+    /// Symbols loaded modules export: name -> (address, id of the module).
+    exports: RwLock<HashMap<String, (u64, u64)>>,
+    /// Modules whose exports another module was linked against (they can never be freed).
+    exports_used: RwLock<std::collections::HashSet<u64>>,
     user_libraries: RwLock<Vec<Arc<Library>>>,
 }
 
 impl SharedScope {
-    pub fn add_exports(&self, symbols: impl IntoIterator<Item = (String, u64)>) {
+    /// Records what module `owner` exports (the first definition of a name wins).
+    pub fn add_exports(&self, owner: u64, symbols: impl IntoIterator<Item = (String, u64)>) {
         let mut map = self.exports.write().unwrap_or_else(|e| e.into_inner());
         for (name, address) in symbols {
-            map.entry(name).or_insert(address);
+            map.entry(name).or_insert((address, owner));
         }
+    }
+
+    /// Forgets module `owner`'s exports, unless another module was linked against them
+    /// (then it returns false and nothing changes).
+    pub fn remove_exports(&self, owner: u64) -> bool {
+        if self.exports_used.read().unwrap_or_else(|e| e.into_inner()).contains(&owner) {
+            return false;
+        }
+        self.exports.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, o)| *o != owner);
+        true
     }
 
     pub fn add_user_library(&self, library: Arc<Library>) {
@@ -160,7 +174,8 @@ pub struct ModuleScope {
 impl ModuleScope {
     /// Resolves `symbol` in jitload's order; `None` if nothing defines it.
     pub fn resolve(&self, symbol: &str) -> Option<u64> {
-        if let Some(&a) = self.shared.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol) {
+        if let Some(&(a, owner)) = self.shared.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol) {
+            self.shared.exports_used.write().unwrap_or_else(|e| e.into_inner()).insert(owner);
             return Some(a);
         }
         if let Some(a) = process_symbol(symbol) {

@@ -31,8 +31,7 @@ impl Default for LoadOptions {
     }
 }
 
-/// Code that has been linked into the session. Its memory lives as long as the session
-/// (removal comes with resource-tracker support in the engine API).
+/// Code that has been linked into the session. Its memory lives until [`Session::release`].
 pub struct LoadedModule {
     pub id: u64,
     pub path: String,
@@ -42,7 +41,9 @@ pub struct LoadedModule {
     pub constructors: Option<u64>,
     pub dependent_libraries: Vec<String>,
     pub dylib: Dylib,
-    _tracker: Tracker,
+    /// The module's lowered static destructors, run at exit or on release.
+    destructors: Option<u64>,
+    tracker: Tracker,
 }
 
 /// A module compiled to an object, with what linking it needs.
@@ -280,14 +281,13 @@ impl Session {
         let mut it = addresses.iter().copied();
         let required_address = options.required_symbol.as_ref().and_then(|_| it.next());
         let constructors = if has_ctors { it.next() } else { None };
-        if has_dtors {
-            if let Some(d) = it.next() {
-                self.register_destructor(d);
-            }
+        let destructors = if has_dtors { it.next() } else { None };
+        if let Some(d) = destructors {
+            self.register_destructor(d);
         }
-        self.scope.add_exports(exports.into_iter().zip(it));
+        self.scope.add_exports(id, exports.into_iter().zip(it));
         log::debug!("loaded {path} as jitload.{id}");
-        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, _tracker: tracker })
+        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, tracker })
     }
 
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
@@ -329,6 +329,32 @@ impl Session {
             let asm = tm.emit(&module, true).map_err(stage_error(path, "code generation"))?;
             Ok((ir, String::from_utf8_lossy(&asm).into_owned()))
         })
+    }
+
+    /// Frees a loaded module: runs its static destructors, then releases its code, data and
+    /// JITDylib. Refused (the module is handed back) when another module was linked against
+    /// its exports, since that module still points into it.
+    pub fn release(&self, module: LoadedModule) -> Result<(), LoadedModule> {
+        if !self.scope.remove_exports(module.id) {
+            return Err(module);
+        }
+        if let Some(d) = module.destructors {
+            let mut list = self.destructors.lock().unwrap_or_else(|e| e.into_inner());
+            list.retain(|&a| a != d);
+            drop(list);
+            // SAFETY: the module's lowered `void()` destructor function, still linked.
+            let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
+            f();
+        }
+        if let Err(e) = module.tracker.remove() {
+            log::warn!("jitload: freeing {} failed: {e}", module.path);
+        }
+        let LoadedModule { dylib, tracker, .. } = module;
+        drop(tracker);
+        if let Err(e) = self.jit.remove_dylib(dylib) {
+            log::warn!("jitload: removing the library of a released module failed: {e}");
+        }
+        Ok(())
     }
 
     fn register_destructor(&self, address: u64) {

@@ -6,6 +6,7 @@ mod error;
 mod init;
 mod subinterp;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -16,9 +17,13 @@ use pyo3::types::PyDict;
 
 use crate::error::engine_error;
 
-/// Modules loaded so far. Their code is never freed while the process runs (as with
-/// `.so` extension modules, which CPython never unloads).
-static LOADED: Mutex<Vec<LoadedModule>> = Mutex::new(Vec::new());
+/// Modules loaded so far, by id. A module's code stays here until `release_extension` (after
+/// a hot reload, once the old module object is gone); CPython never unloads a `.so`.
+static LOADED: Mutex<BTreeMap<u64, LoadedModule>> = Mutex::new(BTreeMap::new());
+
+/// The id of the code behind each module object `load_extension` returned, until the
+/// importer asks for it (by object address, right after creating the module).
+static MODULE_IDS: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
 
 fn session(py: Python<'_>) -> PyResult<std::sync::Arc<Session>> {
     py.detach(Session::global).map_err(|e| engine_error(py, e, None))
@@ -47,8 +52,90 @@ fn load_extension<'py>(
     let loaded = py.detach(|| session.load_file(&path, &options)).map_err(|e| engine_error(py, e, Some(fullname)))?;
     let init_address = loaded.required_address.expect("required symbol was looked up");
     let constructors = loaded.constructors;
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).push(loaded);
-    init::run_init(py, init_address, constructors, fullname, &path.display().to_string(), spec)
+    let id = loaded.id;
+    LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, loaded);
+    let module = init::run_init(py, init_address, constructors, fullname, &path.display().to_string(), spec)?;
+    MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).insert(module.as_ptr() as usize, id);
+    Ok(module)
+}
+
+/// With `allowed`, arranges for `module`'s code to be freed right after the module object
+/// is destroyed; `module` must be one `load_extension` just returned (called once per
+/// module, allowed or not). Returns whether the hook was installed.
+///
+/// The hook is the module's own `m_free`: CPython calls it from the module's deallocation
+/// after the last use of the module's C definition, whereas weakref callbacks run earlier
+/// (and the garbage collector may still traverse the module after them).
+#[pyfunction]
+fn free_with_module(module: &Bound<'_, PyAny>, allowed: bool) -> bool {
+    let Some(id) = MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(module.as_ptr() as usize)) else {
+        return false;
+    };
+    if !allowed {
+        return false;
+    }
+    // SAFETY: type check under the GIL.
+    if unsafe { pyo3::ffi::PyModule_Check(module.as_ptr()) } == 0 {
+        return false;
+    }
+    // SAFETY: module is a module object; NULL means it has no definition.
+    let def = unsafe { pyo3::ffi::PyModule_GetDef(module.as_ptr()) };
+    if def.is_null() {
+        return false;
+    }
+    let mut hooked = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    if hooked.contains_key(&(def as usize)) {
+        return false;
+    }
+    // SAFETY: def is the module's PyModuleDef, in the JIT'd module's writable data; we hold
+    // the GIL, and CPython reads m_free only when the module is deallocated.
+    let original = unsafe { std::ptr::replace(&mut (*def).m_free, Some(module_freed)) };
+    hooked.insert(def as usize, (original, id));
+    true
+}
+
+/// Module definitions whose `m_free` jitload wrapped: def -> (original m_free, extension id).
+static FREE_HOOKS: Mutex<BTreeMap<usize, (Option<pyo3::ffi::freefunc>, u64)>> = Mutex::new(BTreeMap::new());
+
+unsafe extern "C" fn module_freed(module: *mut std::ffi::c_void) {
+    // SAFETY: CPython passes the module being deallocated; its definition is still valid.
+    let def = unsafe { pyo3::ffi::PyModule_GetDef(module.cast()) };
+    let Some((original, id)) = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(def as usize)) else {
+        return;
+    };
+    if let Some(f) = original {
+        // SAFETY: the module's own m_free, called as CPython would have.
+        unsafe { f(module) };
+    }
+    release_extension(id);
+}
+
+/// Frees the code of extension `id` at the interpreter's next safe point (a CPython pending
+/// call: the deallocation that requested it has finished by then).
+fn release_extension(id: u64) {
+    extern "C" fn release_now(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
+        let id = arg as usize as u64;
+        let _ = std::panic::catch_unwind(|| {
+            let Some(module) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { return };
+            let Ok(session) = Session::global() else { return };
+            if let Err(kept) = session.release(module) {
+                // Other modules link against it: it stays for the life of the process.
+                LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, kept);
+            }
+        });
+        0
+    }
+    // SAFETY: release_now is a plain extern "C" fn; the argument is the id, not a pointer.
+    // Py_AddPendingCall may be called without the GIL and fails only when its queue is full.
+    if unsafe { pyo3::ffi::Py_AddPendingCall(Some(release_now), id as usize as *mut std::ffi::c_void) } != 0 {
+        log::debug!("jitload: could not schedule freeing extension {id}; it stays loaded");
+    }
+}
+
+/// How many extension modules' code is loaded now.
+#[pyfunction]
+fn loaded_extension_count() -> usize {
+    LOADED.lock().unwrap_or_else(|e| e.into_inner()).len()
 }
 
 /// Runs a multi-phase module's exec slots (a no-op for single-phase modules).
@@ -135,6 +222,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(host_target, m)?)?;
     m.add_function(wrap_pyfunction!(llvm_version, m)?)?;
     m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
+    m.add_function(wrap_pyfunction!(free_with_module, m)?)?;
+    m.add_function(wrap_pyfunction!(loaded_extension_count, m)?)?;
     engine::register(m)?;
     Ok(())
 }
