@@ -84,6 +84,7 @@ def install(
     opt_level: Optional[int] = None,
     isolate: Optional[bool] = None,
     c_source: Optional[bool] = None,
+    cache: Optional[bool] = None,
 ) -> None:
     """Install the import hook (idempotent).
 
@@ -98,10 +99,12 @@ def install(
             module), compiles it with clang 22 to bitcode, cached by content, and loads that;
             flags come from ``// jitload:`` lines and a ``foo.c.flags`` sidecar; see
             :mod:`jitload.csource` (default: ``JITLOAD_C_SOURCE``, else false).
+        cache: reuse compiled objects from the persistent cache and store new ones
+            (default: ``JITLOAD_CACHE``, else true); see ``python -m jitload cache``.
     """
     from .importer import install as _install
 
-    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate, c_source=c_source)
+    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate, c_source=c_source, cache=cache)
 
 
 def uninstall() -> None:

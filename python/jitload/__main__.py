@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-build-isolation", action="store_true")
 
     sub.add_parser("info", help="LLVM version, host target and suffixes")
+    k = sub.add_parser("cache", help="the persistent object cache: info, clear, prune")
+    k.add_argument("action", choices=["info", "clear", "prune"])
+    k.add_argument("--max-mb", type=int, default=None, help="prune down to this size (default: the configured limit)")
     return p
 
 
@@ -76,9 +79,34 @@ def main(argv: Optional[List[str]] = None) -> int:
             for k, v in jitload.host_target().items():
                 print(f"{k}: {v if k != 'features' else str(len(v.split(',')))+' features'}")
             print("suffixes: " + " ".join(jitload.BITCODE_SUFFIXES))
+        elif args.command == "cache":
+            return _cache(args.action, args.max_mb)
     except JitloadError as e:
         print(f"jitload: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cache(action: str, max_mb: Optional[int]) -> int:
+    from . import _native
+
+    info = _native.cache_info()
+    if info is None:
+        print("jitload: the object cache is off (JITLOAD_CACHE=0) or unusable (see the warning above)", file=sys.stderr)
+        return 1
+    if action == "info":
+        print(f"directory: {info['dir']}")
+        print(f"entries: {info['entries']}")
+        print(f"size: {info['bytes'] / 2**20:.1f} MiB of {info['max_bytes'] / 2**20:.0f} MiB")
+    elif action == "clear":
+        print(f"removed {_native.cache_clear()} entries from {info['dir']}")
+    else:
+        limit = info["max_bytes"] if max_mb is None else max_mb * 2**20
+        stats = _native.cache_prune(limit) or {}
+        print(
+            f"removed {stats.get('removed', 0)} entries ({stats.get('freed_bytes', 0) / 2**20:.1f} MiB); "
+            f"{stats.get('remaining_entries', 0)} left ({stats.get('remaining_bytes', 0) / 2**20:.1f} MiB)"
+        )
     return 0
 
 

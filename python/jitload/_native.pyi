@@ -13,6 +13,10 @@ __all__ = [
     "take_call_error",
     "write_unraisable",
     "dependent_libraries",
+    "cache_clear",
+    "cache_info",
+    "cache_prune",
+    "cache_stats",
     "exec_extension",
     "free_with_module",
     "loaded_extension_count",
@@ -29,7 +33,13 @@ __all__ = [
 _Path = Union[str, "PathLike[str]"]
 
 def load_extension(
-    path: _Path, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, isolate: bool = True
+    path: _Path,
+    fullname: str,
+    init_symbol: str,
+    spec: ModuleSpec,
+    opt_level: int = 2,
+    isolate: bool = True,
+    use_cache: bool = True,
 ) -> ModuleType:
     """Compile, link and initialise an extension module from bitcode/IR.
 
@@ -128,3 +138,15 @@ def free_with_module(module: ModuleType, allowed: bool) -> bool:
 
 def loaded_extension_count() -> int:
     """How many extension modules' code is loaded now."""
+
+def cache_info() -> Optional[Dict[str, Any]]:
+    """{'dir', 'entries', 'bytes', 'max_bytes'} of the object cache, or None when it is off."""
+
+def cache_clear() -> Optional[int]:
+    """Remove every cache entry; the count, or None when the cache is off."""
+
+def cache_prune(max_bytes: int) -> Optional[Dict[str, int]]:
+    """Evict least recently used entries down to max_bytes."""
+
+def cache_stats() -> Dict[str, int]:
+    """This process's cache hits, misses, stores and failed stores."""

@@ -7,6 +7,10 @@
 input can crash or exhaust the interpreter, or in-process (faster, still crash-guarded).
 ``JITLOAD_C_SOURCE=1`` — ``import foo`` also finds ``foo.c`` (lowest priority), compiles it with clang 22
 to bitcode (cached, see :mod:`jitload.csource`) and loads that (default: off).
+``JITLOAD_CACHE=0`` — do not use the persistent object cache (default: on; compiled objects are
+reused by later processes). ``JITLOAD_CACHE_DIR`` moves it (default ``$XDG_CACHE_HOME/jitload``
+or ``~/.cache/jitload``); ``JITLOAD_CACHE_MAX_MB`` bounds it (default 2048). See
+``python -m jitload cache``.
 ``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
 """
 
@@ -37,11 +41,14 @@ class Options:
     """The hook's options. A plain class: this module is imported at every interpreter start
     (through jitload.pth), where dataclasses/typing would cost ~25 ms."""
 
-    def __init__(self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False) -> None:
+    def __init__(
+        self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False, cache: bool = True
+    ) -> None:
         self.prefer_bitcode = prefer_bitcode
         self.opt_level = opt_level
         self.isolate = isolate
         self.c_source = c_source
+        self.cache = cache
 
     @classmethod
     def from_environment(cls) -> "Options":
@@ -50,6 +57,7 @@ class Options:
             opt_level=_env_opt_level(),
             isolate=_env_isolation(),
             c_source=_env_flag("JITLOAD_C_SOURCE"),
+            cache=os.environ.get("JITLOAD_CACHE", "1").strip().lower() not in ("0", "off", "false", "no"),
         )
 
 

@@ -77,7 +77,14 @@ class _SubinterpreterNative:
         self._exec.argtypes = [ctypes.py_object]
 
     def load_extension(
-        self, path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, isolate: bool = True
+        self,
+        path: str,
+        fullname: str,
+        init_symbol: str,
+        spec: ModuleSpec,
+        opt_level: int = 2,
+        isolate: bool = True,
+        use_cache: bool = True,
     ) -> ModuleType:
         module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate))
         return module
@@ -130,6 +137,7 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
             spec,
             opt_level=config.options.opt_level,
             isolate=config.options.isolate,
+            use_cache=config.options.cache,
         )
 
     def _content_key(self, fullname: str, fresh: bool = False) -> object:
@@ -304,6 +312,7 @@ class CSourceLoader(BitcodeExtensionLoader):
                 spec,
                 opt_level=config.options.opt_level,
                 isolate=config.options.isolate,
+            use_cache=config.options.cache,
             )
         except JitloadError as e:
             # Name the C file the user knows; keep the class and the cause chain.
@@ -345,10 +354,13 @@ def install(
     opt_level: Optional[int] = None,
     isolate: Optional[bool] = None,
     c_source: Optional[bool] = None,
+    cache: Optional[bool] = None,
 ) -> None:
     """Make ``import`` find bitcode extension modules (and, with ``c_source``, C sources).
     Idempotent; later calls update options."""
     global _replaced
+    if cache is not None:
+        config.options.cache = bool(cache)
     if c_source is not None:
         config.options.c_source = bool(c_source)
     if isolate is not None:

@@ -9,6 +9,7 @@ pub mod isolate;
 pub mod library;
 pub mod link;
 pub mod llvm;
+pub mod objcache;
 pub mod objfile;
 pub mod resolve;
 pub mod session;

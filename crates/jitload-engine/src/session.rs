@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
+use crate::objcache::ObjectCache;
 use crate::isolate;
 use crate::llvm::guard::guarded;
 use crate::llvm::module::{Module, ModuleSymbol};
@@ -23,11 +24,13 @@ pub struct LoadOptions {
     pub required_symbol: Option<String>,
     /// Compile in a forked child process (see `isolate`), so no input can crash this one.
     pub isolate: bool,
+    /// Reuse and store compiled objects in the persistent cache (see `objcache`).
+    pub use_cache: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { opt_level: OptLevel::O2, required_symbol: None, isolate: true }
+        LoadOptions { opt_level: OptLevel::O2, required_symbol: None, isolate: true, use_cache: true }
     }
 }
 
@@ -82,17 +85,24 @@ impl Compiled {
     }
 }
 
-/// Names of the functions that run a module's static constructors and destructors.
+/// Names of the functions that run a module's static constructors and destructors. The
+/// same in every module (each module has its own JITDylib), so a cached object is valid
+/// whatever id the module gets.
 struct InitNames {
-    ctors: String,
-    dtors: String,
+    ctors: &'static str,
+    dtors: &'static str,
 }
+
+const INIT_NAMES: InitNames = InitNames { ctors: "__jitload_ctors", dtors: "__jitload_dtors" };
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
 pub struct Session {
     jit: Jit,
     host: HostTarget,
     scope: Arc<SharedScope>,
+    /// The persistent object cache, opened on first use (so the environment can still
+    /// change before the first import).
+    cache: OnceLock<ObjectCache>,
     /// Searched last by every library: jitload exports, the process, user libraries and the
     /// compiler-rt builtins.
     process: Dylib,
@@ -100,8 +110,6 @@ pub struct Session {
     destructors: Mutex<Vec<u64>>,
 }
 
-const CTORS_PREFIX: &str = "__jitload_ctors_";
-const DTORS_PREFIX: &str = "__jitload_dtors_";
 
 impl Session {
     /// The process-wide session, created on first use.
@@ -128,6 +136,7 @@ impl Session {
             jit,
             host: HostTarget::detect(),
             scope,
+            cache: OnceLock::new(),
             process,
             next_id: AtomicU64::new(1),
             destructors: Mutex::new(Vec::new()),
@@ -175,30 +184,60 @@ impl Session {
         self.load_bytes(&bytes, &shown, options)
     }
 
+    /// The persistent object cache.
+    pub fn object_cache(&self) -> &ObjectCache {
+        self.cache.get_or_init(ObjectCache::from_env)
+    }
+
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
+    /// A valid cached object for the same input and host skips everything up to linking.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
         let id = self.next_id();
-        let names = InitNames { ctors: format!("{CTORS_PREFIX}{id}"), dtors: format!("{DTORS_PREFIX}{id}") };
-        let compiled = if options.isolate {
-            let out = isolate::in_child(|| {
-                let mut w = isolate::Writer::default();
-                match self.compile_guarded(bytes, path, options, &names) {
-                    Ok(c) => c.to_wire(w.u8(0)),
-                    Err(e) => e.to_wire(w.u8(1)),
+        let key = options.use_cache.then(|| ObjectCache::key(bytes, &self.host, options.opt_level));
+        let cached = key.as_ref().and_then(|k| self.object_cache().get(k)).and_then(|payload| match Compiled::from_wire(&payload) {
+            Some(Ok(compiled)) => Some(compiled),
+            _ => None, // checksummed but not ours to read (a format change): compile anew
+        });
+        let compiled = match cached {
+            Some(compiled) => {
+                if let Some(required) = &options.required_symbol {
+                    check_required_export(&compiled.exports, required, path)?;
                 }
-                w.0
-            })
-            .map_err(|reason| EngineError::LlvmCrash { path: path.to_string(), reason })?;
-            Compiled::from_wire(&out).ok_or_else(|| EngineError::LlvmCrash {
-                path: path.to_string(),
-                reason: "the compiler process returned an unreadable result".into(),
-            })??
-        } else {
-            self.compile_guarded(bytes, path, options, &names)?
+                compiled
+            }
+            None => {
+                let compiled = self.compile_input(bytes, path, options)?;
+                if let Some(k) = &key {
+                    let mut w = isolate::Writer::default();
+                    compiled.to_wire(w.u8(0));
+                    self.object_cache().put(k, &w.0);
+                }
+                compiled
+            }
         };
         let scope = self.module_scope(&compiled.dependent_libraries, path)?;
         check_resolvable(&compiled.undefined, &scope, path)?;
-        self.link(id, compiled, scope, path, options, &names)
+        self.link(id, compiled, scope, path, options, &INIT_NAMES)
+    }
+
+    /// Compiles `bytes` in a forked child (`options.isolate`) or here.
+    fn compile_input(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
+        if !options.isolate {
+            return self.compile_guarded(bytes, path, options, &INIT_NAMES);
+        }
+        let out = isolate::in_child(|| {
+            let mut w = isolate::Writer::default();
+            match self.compile_guarded(bytes, path, options, &INIT_NAMES) {
+                Ok(c) => c.to_wire(w.u8(0)),
+                Err(e) => e.to_wire(w.u8(1)),
+            }
+            w.0
+        })
+        .map_err(|reason| EngineError::LlvmCrash { path: path.to_string(), reason })?;
+        Compiled::from_wire(&out).ok_or_else(|| EngineError::LlvmCrash {
+            path: path.to_string(),
+            reason: "the compiler process returned an unreadable result".into(),
+        })?
     }
 
     /// Runs [`Session::compile_module`] in a private context under crash recovery.
@@ -231,8 +270,8 @@ impl Session {
         undefined.sort();
         undefined.dedup();
         let dependent_libraries = module.dependent_libraries();
-        let has_ctors = module.lower_init_array("llvm.global_ctors", &names.ctors, false);
-        let has_dtors = module.lower_init_array("llvm.global_dtors", &names.dtors, true);
+        let has_ctors = module.lower_init_array("llvm.global_ctors", names.ctors, false);
+        let has_dtors = module.lower_init_array("llvm.global_dtors", names.dtors, true);
         let object = self.compile(&mut module, options.opt_level, path)?;
         let exports = module
             .symbols()
@@ -271,10 +310,10 @@ impl Session {
         let mut wanted: Vec<&str> = Vec::new();
         wanted.extend(options.required_symbol.as_deref());
         if has_ctors {
-            wanted.push(&names.ctors);
+            wanted.push(names.ctors);
         }
         if has_dtors {
-            wanted.push(&names.dtors);
+            wanted.push(names.dtors);
         }
         wanted.extend(exports.iter().map(String::as_str));
         let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
@@ -406,6 +445,16 @@ fn check_required(symbols: &[ModuleSymbol], required: &str, path: &str) -> Resul
     }
     let mut found: Vec<String> =
         symbols.iter().filter(|s| s.defined && s.name.starts_with("PyInit")).map(|s| s.name.clone()).collect();
+    found.sort();
+    Err(EngineError::MissingInit { path: path.to_string(), expected: required.to_string(), found })
+}
+
+/// The cached-object form of [`check_required`]: the init function must be an export.
+fn check_required_export(exports: &[String], required: &str, path: &str) -> Result<(), EngineError> {
+    if exports.iter().any(|e| e == required) {
+        return Ok(());
+    }
+    let mut found: Vec<String> = exports.iter().filter(|e| e.starts_with("PyInit")).cloned().collect();
     found.sort();
     Err(EngineError::MissingInit { path: path.to_string(), expected: required.to_string(), found })
 }

@@ -1,6 +1,7 @@
 //! `jitload._native`: the Python face of the engine. Argument normalisation and the import
 //! protocol live in Python; anything touching bitcode, symbols or code memory is here.
 
+mod cache;
 mod engine;
 mod error;
 mod init;
@@ -36,7 +37,8 @@ fn opt_level(level: u8) -> PyResult<OptLevel> {
 /// Compiles and links an extension module from `path`, runs its static constructors and its
 /// init function `init_symbol`, and returns the module object (unexecuted for PEP 489).
 #[pyfunction]
-#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true))]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true, use_cache=true))]
+#[allow(clippy::too_many_arguments)]
 fn load_extension<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -45,11 +47,14 @@ fn load_extension<'py>(
     spec: &Bound<'py, PyAny>,
     opt_level: u8,
     isolate: bool,
+    use_cache: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let level = self::opt_level(opt_level)?;
     let session = session(py)?;
-    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate };
-    let loaded = py.detach(|| session.load_file(&path, &options)).map_err(|e| engine_error(py, e, Some(fullname)))?;
+    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache };
+    let loaded = py.detach(|| session.load_file(&path, &options));
+    cache::warn_once(py, &session)?;
+    let loaded = loaded.map_err(|e| engine_error(py, e, Some(fullname)))?;
     let init_address = loaded.required_address.expect("required symbol was looked up");
     let constructors = loaded.constructors;
     let id = loaded.id;
@@ -224,6 +229,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
     m.add_function(wrap_pyfunction!(free_with_module, m)?)?;
     m.add_function(wrap_pyfunction!(loaded_extension_count, m)?)?;
+    cache::register(m)?;
     engine::register(m)?;
     Ok(())
 }
