@@ -7,7 +7,13 @@
 #include <llvm-c/Orc.h>
 #include <llvm/ExecutionEngine/Orc/Core.h>
 #include <llvm/IR/Module.h>
+#include <llvm/IR/Constants.h>
+#include <llvm/IR/InstIterator.h>
+#include <llvm/IR/Instructions.h>
 #include <llvm/Transforms/Utils/Cloning.h>
+#include <llvm/Transforms/Utils/ValueMapper.h>
+
+#include <vector>
 
 using namespace llvm;
 
@@ -38,5 +44,103 @@ extern "C" LLVMModuleRef jitload_clone_module_part(LLVMModuleRef m, const char *
       return isa<GlobalVariable>(value) || (isa<Function>(value) && value->getName().starts_with("__jitload_"));
     return isa<Function>(value) && value->getName() == function_name;
   });
+  return wrap(part.release());
+}
+
+// The global values `root` refers to (through instruction operands, constant expressions,
+// aggregates and the personality function), in first-use order.
+static std::vector<GlobalValue *> referenced_globals(Function &root) {
+  std::vector<GlobalValue *> found;
+  SmallPtrSet<const Value *, 32> seen;
+  std::vector<const Constant *> work;
+  auto visit = [&](const Value *v) {
+    if (!v || !seen.insert(v).second)
+      return;
+    if (auto *gv = dyn_cast<GlobalValue>(v)) {
+      found.push_back(const_cast<GlobalValue *>(gv));
+    } else if (auto *c = dyn_cast<Constant>(v)) {
+      work.push_back(c);
+    }
+  };
+  if (root.hasPersonalityFn())
+    visit(root.getPersonalityFn());
+  for (Instruction &inst : instructions(root))
+    for (const Use &op : inst.operands())
+      visit(op.get());
+  while (!work.empty()) {
+    const Constant *c = work.back();
+    work.pop_back();
+    for (const Use &op : c->operands())
+      visit(op.get());
+  }
+  return found;
+}
+
+// A new module (same context, layout and triple as `m`) holding the definition of the
+// function `function_name`, renamed `body_name`, and external declarations of just the
+// globals it uses. Costs time in the size of that function, not of the module (CloneModule
+// with a predicate would declare every global of `m` in each piece). Null if the function
+// is missing or is only a declaration.
+extern "C" LLVMModuleRef jitload_extract_function(LLVMModuleRef m, const char *function_name, const char *body_name) {
+  Module *source = unwrap(m);
+  Function *original = source->getFunction(function_name);
+  if (original == nullptr || original->isDeclaration())
+    return nullptr;
+  auto part = std::make_unique<Module>(original->getName(), source->getContext());
+  part->setDataLayout(source->getDataLayout());
+  part->setTargetTriple(source->getTargetTriple());
+  part->setModuleInlineAsm(source->getModuleInlineAsm());
+
+  ValueToValueMapTy map;
+  for (GlobalValue *gv : referenced_globals(*original)) {
+    if (gv == original)
+      continue;
+    GlobalValue *decl = nullptr;
+    if (auto *f = dyn_cast<Function>(gv)) {
+      Function *nf = Function::Create(f->getFunctionType(), GlobalValue::ExternalLinkage, f->getAddressSpace(),
+                                      f->getName(), part.get());
+      nf->copyAttributesFrom(f);
+      // A declaration keeps its calling convention and attributes but no body-only state.
+      nf->setPersonalityFn(nullptr);
+      nf->setComdat(nullptr);
+      nf->setLinkage(GlobalValue::ExternalLinkage);
+      decl = nf;
+    } else if (auto *v = dyn_cast<GlobalVariable>(gv)) {
+      auto *nv = new GlobalVariable(*part, v->getValueType(), v->isConstant(), GlobalValue::ExternalLinkage,
+                                    nullptr, v->getName(), nullptr, v->getThreadLocalMode(),
+                                    v->getType()->getAddressSpace());
+      nv->copyAttributesFrom(v);
+      nv->setComdat(nullptr);
+      nv->setLinkage(GlobalValue::ExternalLinkage);
+      decl = nv;
+    } else {
+      // An alias or ifunc: declare what it looks like from the outside.
+      auto *ty = gv->getValueType();
+      if (auto *fty = dyn_cast<FunctionType>(ty)) {
+        decl = Function::Create(fty, GlobalValue::ExternalLinkage, gv->getAddressSpace(), gv->getName(), part.get());
+      } else {
+        decl = new GlobalVariable(*part, ty, false, GlobalValue::ExternalLinkage, nullptr, gv->getName(), nullptr,
+                                  GlobalValue::NotThreadLocal, gv->getAddressSpace());
+      }
+    }
+    decl->setVisibility(gv->getVisibility());
+    decl->setDLLStorageClass(gv->getDLLStorageClass());
+    map[gv] = decl;
+  }
+
+  Function *body = Function::Create(original->getFunctionType(), GlobalValue::ExternalLinkage,
+                                    original->getAddressSpace(), body_name, part.get());
+  body->copyAttributesFrom(original);
+  body->setComdat(nullptr);
+  body->setLinkage(GlobalValue::ExternalLinkage);
+  body->setVisibility(GlobalValue::DefaultVisibility);
+  map[original] = body;
+  auto arg = body->arg_begin();
+  for (const Argument &a : original->args()) {
+    arg->setName(a.getName());
+    map[&a] = &*arg++;
+  }
+  SmallVector<ReturnInst *, 8> returns;
+  CloneFunctionInto(body, original, map, CloneFunctionChangeType::DifferentModule, returns);
   return wrap(part.release());
 }

@@ -87,6 +87,9 @@ pub struct ModuleCode {
     pub direct: Vec<String>,
     tracker: Option<Tracker>,
     destructors: OnceLock<u64>,
+    /// Set once every name is bound: until then the module is not "superseded", whatever
+    /// its stubs say (another thread's add may look at it mid-install).
+    installed: AtomicBool,
     /// Keeps a non-JIT target (a callback thunk) alive while the name is bound to it.
     _keepalive: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
@@ -355,11 +358,13 @@ impl Library {
             direct: Vec::new(),
             tracker: None,
             destructors: OnceLock::new(),
+            installed: AtomicBool::new(false),
             _keepalive: Some(keepalive),
         });
         let stub = self.stub(name)?;
-        self.state().modules.insert(id, module);
+        self.state().modules.insert(id, module.clone());
         self.set_target(&stub, Target::Bound { address, module: id });
+        module.installed.store(true, Ordering::Release);
         self.retire_superseded();
         Ok(id)
     }
@@ -477,6 +482,7 @@ impl Library {
 
     /// Frees a module's memory once no call can be running in it.
     fn retire(&self, module: Arc<ModuleCode>) {
+        let session = self.inner.session.clone();
         self.inner.epochs.retire(move || {
             if let Some(&dtors) = module.destructors.get() {
                 // SAFETY: the lowered destructor function of this module, `void()`, still
@@ -489,6 +495,9 @@ impl Library {
                     log::warn!("jitload: freeing module '{}' failed: {e}", module.name);
                 }
             }
+            // The module's unique body names are dead in ORC's symbol pool now; ORC keeps
+            // dead entries until asked to drop them.
+            session.jit().clear_dead_symbols();
         });
     }
 
@@ -499,7 +508,7 @@ impl Library {
             .state()
             .modules
             .values()
-            .filter(|m| m.direct.is_empty() && !m.functions.is_empty())
+            .filter(|m| m.direct.is_empty() && !m.functions.is_empty() && m.installed.load(Ordering::Acquire))
             .cloned()
             .collect();
         for module in candidates {
@@ -793,9 +802,9 @@ impl Library {
             match guarded(|| -> Result<Vec<u8>, EngineError> {
                 // Only this piece calls the body by its private name; the other pieces (compiled
                 // or not) reach it through the stub.
-                let mut part = module.clone_part(Some(function));
-                part.rename(function, &body);
-                part.make_strong(&body);
+                let Some(mut part) = module.extract_function(function, &body) else {
+                    return Err(EngineError::Link { path: path.clone(), message: format!("no definition of '{function}' to compile") });
+                };
                 session.compile(&mut part, opt, path)
             }) {
                 Ok(result) => result?,
@@ -880,6 +889,7 @@ impl Library {
             direct: prepared.direct.clone(),
             tracker: Some(jit.create_tracker(self.inner.dylib)),
             destructors: OnceLock::new(),
+            installed: AtomicBool::new(false),
             _keepalive: None,
         });
         let mut resolving = resolving;
@@ -913,7 +923,7 @@ impl Library {
             for d in &prepared.direct {
                 state.direct.insert(d.clone(), (by_name[d], id));
             }
-            state.modules.insert(id, module);
+            state.modules.insert(id, module.clone());
         }
         if prepared.lazy.is_none() {
             for f in &prepared.functions {
@@ -921,6 +931,7 @@ impl Library {
                 self.bind_new(f, target, &mut resolving)?;
             }
         }
+        module.installed.store(true, Ordering::Release);
         if let Some(ctors) = &prepared.constructors {
             // SAFETY: the lowered constructor function of this module, `void()`, just linked.
             let f: extern "C" fn() = unsafe { std::mem::transmute(by_name[ctors] as usize) };

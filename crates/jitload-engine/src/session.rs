@@ -393,6 +393,7 @@ impl Session {
         if let Err(e) = self.jit.remove_dylib(dylib) {
             log::warn!("jitload: removing the library of a released module failed: {e}");
         }
+        self.jit.clear_dead_symbols();
         Ok(())
     }
 

@@ -514,6 +514,20 @@ impl<'ctx> Module<'ctx> {
         out
     }
 
+    /// A new module with just the definition of `function`, renamed `body`, and
+    /// declarations of what it uses (`None` if there is no such definition). Its cost
+    /// depends on the function, not on the size of this module.
+    pub fn extract_function(&self, function: &str, body: &str) -> Option<Module<'ctx>> {
+        extern "C" {
+            fn jitload_extract_function(m: LLVMModuleRef, function_name: *const c_char, body_name: *const c_char) -> LLVMModuleRef;
+        }
+        let (f, b) = (cstr(function), cstr(body));
+        // SAFETY: raw is live; the shim returns a new module in the same context (owned by us)
+        // or null.
+        let raw = unsafe { jitload_extract_function(self.raw, f.as_ptr(), b.as_ptr()) };
+        (!raw.is_null()).then_some(Module { raw, ctx: self.ctx, _marker: PhantomData })
+    }
+
     /// A copy keeping only the global variables' definitions (`function: None`) or only the
     /// definition of `function`; the rest become declarations. Call after `promote_locals`.
     pub fn clone_part(&self, function: Option<&str>) -> Module<'ctx> {

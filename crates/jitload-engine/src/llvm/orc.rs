@@ -144,6 +144,14 @@ impl Jit {
         check(unsafe { jitload_remove_dylib(self.session(), dylib.raw) })
     }
 
+    /// Drops interned symbol names nothing refers to any more (ORC keeps them otherwise, so
+    /// every add/remove cycle of uniquely named code would grow the pool).
+    pub fn clear_dead_symbols(&self) {
+        // SAFETY: the pool belongs to the live session; clearing dead entries is synchronised
+        // by the pool's own lock.
+        unsafe { LLVMOrcSymbolStringPoolClearDeadEntries(LLVMOrcExecutionSessionGetSymbolStringPool(self.session())) };
+    }
+
     /// A fresh resource tracker for `dylib`.
     pub fn create_tracker(&self, dylib: Dylib) -> Tracker {
         // SAFETY: dylib is live; the returned tracker is retained for us.
