@@ -1,0 +1,243 @@
+//! The patcher: copies stencils one after another into fresh memory, fills their holes and
+//! seals the memory (see `memory.rs`).
+//!
+//! Holes are filled the way a static linker relaxes GOT references (x86-64 psABI, "Optimize
+//! GOTPCRELX relocations"), since the stencils were compiled as position-independent code:
+//! * `Rel32` (continuations): `S + A - P`, always in reach (same block).
+//! * `GotPcRelX` on `call/jmp [rip+GOT]`: `addr32 call rel32` / `jmp rel32; nop` when the
+//!   target is within ±2 GiB of the code, else a GOT slot at the end of the block.
+//! * `RexGotPcRelX` on `mov reg, [rip+GOT]`: `mov reg, imm32` when the value fits a
+//!   sign-extended 32-bit immediate, else `lea reg, [rip+rel32]` when within reach, else a
+//!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
+//!   immediate form when it fits, else a GOT slot.
+//! Instruction lengths never change, so stencil offsets are those of the object file.
+
+use crate::memory::{CodeMemory, Writable};
+use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
+use crate::{sym, Error, Runtime};
+
+/// Alignment of each stencil in a block: entries and loop heads like 16.
+const ALIGN: usize = 16;
+const INT3: u8 = 0xCC;
+
+/// A stencil to emit and its own hole values (`_JIT_ARG`, `_JIT_DEST`, ...).
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub stencil: usize,
+    pub values: Vec<(u16, u64)>,
+}
+
+impl Piece {
+    pub fn new(stencil: usize) -> Piece {
+        Piece { stencil, values: Vec::new() }
+    }
+
+    pub fn with(mut self, symbol: u16, value: u64) -> Piece {
+        self.values.push((symbol, value));
+        self
+    }
+}
+
+/// Patched code: the first piece's address is the entry point.
+pub struct CodeBlock {
+    memory: CodeMemory,
+    code_len: usize,
+    /// Where each piece starts (for inspection and tests).
+    pub offsets: Vec<usize>,
+    /// How many holes were relaxed to immediates/direct branches vs. left to GOT slots.
+    pub relaxed: usize,
+    pub got_slots: usize,
+}
+
+impl CodeBlock {
+    /// The address of the first piece (the entry).
+    pub fn entry(&self) -> u64 {
+        self.memory.address()
+    }
+
+    /// Code bytes (without the GOT).
+    pub fn code(&self) -> &[u8] {
+        &self.memory.bytes()[..self.code_len]
+    }
+
+    pub fn memory(&self) -> &CodeMemory {
+        &self.memory
+    }
+}
+
+impl std::fmt::Debug for CodeBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CodeBlock({:#x}, {} bytes of code, {} GOT slots)", self.entry(), self.code_len, self.got_slots)
+    }
+}
+
+/// Emits `pieces` into one sealed block; piece `i`'s `_JIT_CONTINUE` is piece `i + 1`.
+pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
+    let stencils: Vec<&'static Stencil> = pieces.iter().map(|p| &STENCILS[p.stencil]).collect();
+    let mut offsets = Vec::with_capacity(pieces.len());
+    let mut end = 0usize;
+    for s in &stencils {
+        let start = end.next_multiple_of(ALIGN);
+        offsets.push(start);
+        end = start + s.code.len();
+    }
+    let code_len = end;
+    let got_start = code_len.next_multiple_of(8);
+    let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
+    loop {
+        let mut mem = Writable::new(got_start + 8 * max_got).map_err(Error::Memory)?;
+        let (relaxed, got_slots) = write(runtime, pieces, &stencils, &offsets, got_start, &mut mem)?;
+        match mem.seal() {
+            Ok(memory) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
+            // The host refused mprotect to executable: the process now dual-maps; again.
+            Err(None) => continue,
+            Err(Some(e)) => return Err(Error::Memory(e)),
+        }
+    }
+}
+
+fn write(
+    runtime: &Runtime,
+    pieces: &[Piece],
+    stencils: &[&'static Stencil],
+    offsets: &[usize],
+    got_start: usize,
+    mem: &mut Writable,
+) -> Result<(usize, usize), Error> {
+    let base = mem.address();
+    let buf = mem.bytes();
+    buf[..got_start].fill(INT3);
+    let mut got: Vec<u64> = Vec::new();
+    let mut relaxed = 0;
+    for (i, (piece, stencil)) in pieces.iter().zip(stencils).enumerate() {
+        let at = offsets[i];
+        buf[at..at + stencil.code.len()].copy_from_slice(stencil.code);
+        for hole in stencil.holes {
+            let value = if hole.symbol == sym::_JIT_CONTINUE {
+                match offsets.get(i + 1) {
+                    Some(next) => base + *next as u64,
+                    None => return Err(Error::Plan(format!("{} continues, but it is the last piece", stencil.name))),
+                }
+            } else if let Some((_, v)) = piece.values.iter().rev().find(|(s, _)| *s == hole.symbol) {
+                *v
+            } else if let Some(v) = runtime.value(hole.symbol) {
+                v
+            } else {
+                return Err(Error::Plan(format!("{} needs {}, which was not given", stencil.name, SYMBOL_NAMES[hole.symbol as usize])));
+            };
+            let field = at + hole.offset as usize;
+            let place = base + field as u64;
+            match hole.kind {
+                HoleKind::Rel32 => {
+                    let rel = rel32(value, hole.addend, place).ok_or_else(|| Error::Plan(format!("{}: continuation out of reach", stencil.name)))?;
+                    buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+                }
+                HoleKind::GotPcRelX => {
+                    if let Some(rel) = rel32(value, hole.addend, place) {
+                        match (buf[field - 2], buf[field - 1]) {
+                            (0xFF, 0x15) => {
+                                // call [rip+GOT] -> addr32 call rel32 (same length).
+                                buf[field - 2] = 0x67;
+                                buf[field - 1] = 0xE8;
+                                buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+                                relaxed += 1;
+                                continue;
+                            }
+                            (0xFF, 0x25) => {
+                                // jmp [rip+GOT] -> jmp rel32; nop. The jmp ends one byte earlier.
+                                let rel = rel32(value, hole.addend + 1, place);
+                                if let Some(rel) = rel {
+                                    buf[field - 2] = 0xE9;
+                                    buf[field - 1..field + 3].copy_from_slice(&rel.to_le_bytes());
+                                    buf[field + 3] = 0x90;
+                                    relaxed += 1;
+                                    continue;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    got_slot(buf, &mut got, got_start, base, field, place, value, hole.addend);
+                }
+                HoleKind::RexGotPcRelX => {
+                    if relax_rex(buf, field, place, value, hole.addend) {
+                        relaxed += 1;
+                    } else {
+                        got_slot(buf, &mut got, got_start, base, field, place, value, hole.addend);
+                    }
+                }
+            }
+        }
+    }
+    Ok((relaxed, got.len()))
+}
+
+/// `S + A - P` as a rel32, if it fits.
+fn rel32(target: u64, addend: i64, place: u64) -> Option<i32> {
+    let rel = (target as i128) + (addend as i128) - (place as i128);
+    i32::try_from(rel).ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn got_slot(buf: &mut [u8], got: &mut Vec<u64>, got_start: usize, base: u64, field: usize, place: u64, value: u64, addend: i64) {
+    let index = match got.iter().position(|v| *v == value) {
+        Some(i) => i,
+        None => {
+            got.push(value);
+            let i = got.len() - 1;
+            buf[got_start + 8 * i..got_start + 8 * i + 8].copy_from_slice(&value.to_le_bytes());
+            i
+        }
+    };
+    let slot = base + (got_start + 8 * index) as u64;
+    let rel = rel32(slot, addend, place).expect("the GOT is in the same block");
+    buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+}
+
+/// `REX op reg, [rip+disp32]` at `field - 3`: the immediate (or lea) form if possible.
+fn relax_rex(buf: &mut [u8], field: usize, place: u64, value: u64, addend: i64) -> bool {
+    let (rex, opcode, modrm) = (buf[field - 3], buf[field - 2], buf[field - 1]);
+    if rex & 0xF0 != 0x40 || modrm & 0xC7 != 0x05 {
+        return false; // not REX + rip-relative: leave it to the GOT
+    }
+    let reg = (modrm >> 3) & 7;
+    // REX.R (the register's high bit) moves to REX.B when the register becomes r/m.
+    let rex_rm = (rex & 0xF8) | ((rex >> 2) & 1);
+    let imm = i32::try_from(value as i64).ok();
+    match (opcode, imm) {
+        (0x8B, Some(imm)) => {
+            // mov r64, [GOT] -> mov r/m64, imm32 (C7 /0)
+            buf[field - 3] = rex_rm;
+            buf[field - 2] = 0xC7;
+            buf[field - 1] = 0xC0 | reg;
+            buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
+            true
+        }
+        (0x8B, None) => match rel32(value, addend, place) {
+            // mov r64, [GOT] -> lea r64, [rip+rel32] (the value is an address in reach)
+            Some(rel) => {
+                buf[field - 2] = 0x8D;
+                buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+                true
+            }
+            None => false,
+        },
+        (0x03 | 0x0B | 0x13 | 0x1B | 0x23 | 0x2B | 0x33 | 0x3B, Some(imm)) => {
+            // op r64, [GOT] -> op r/m64, imm32 (81 /ext), ext = the opcode's operation
+            buf[field - 3] = rex_rm;
+            buf[field - 2] = 0x81;
+            buf[field - 1] = 0xC0 | ((opcode >> 3) << 3) | reg;
+            buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
+            true
+        }
+        (0x85, Some(imm)) => {
+            // test r/m64, r64 -> test r/m64, imm32 (F7 /0)
+            buf[field - 3] = rex_rm;
+            buf[field - 2] = 0xF7;
+            buf[field - 1] = 0xC0 | reg;
+            buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
+            true
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,209 @@
+//! Signature -> the list of stencils (and their hole values) for a wrapper or a thunk.
+
+use crate::frames::{int_slot, sse_slot, stack_slot, ThunkCell, MAX_BUFFERS, MAX_CALLBACK_ARGS};
+use crate::patch::{emit, CodeBlock, Piece};
+use crate::sig::{CType, Signature};
+use crate::table::id;
+use crate::{sym, Error, Runtime};
+
+/// A native function called around by `enter(ctx) -> token` and `exit(ctx, token) -> int`
+/// (non-zero: `exit` set a Python exception, the call's result is dropped). For code that
+/// must not be freed while a call runs (the engine's epochs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guard {
+    pub enter: u64,
+    pub exit: u64,
+    pub ctx: u64,
+}
+
+/// What a call wrapper calls and how.
+#[derive(Debug, Clone)]
+pub struct WrapperSpec<'a> {
+    pub signature: &'a Signature,
+    /// The native function's address.
+    pub target: u64,
+    /// Release the GIL around the native call (for long calls, or ones that wait for other
+    /// threads that call back into Python).
+    pub release_gil: bool,
+    pub guard: Option<Guard>,
+}
+
+/// The stencils of a wrapper, without emitting them.
+pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
+    let sig = spec.signature;
+    let buffers = sig.args.iter().filter(|a| matches!(a, CType::Ptr | CType::Buffer)).count();
+    if buffers > MAX_BUFFERS {
+        return Err(Error::Signature(format!("at most {MAX_BUFFERS} ptr/buffer arguments, not {buffers}")));
+    }
+    let entry = match (spec.guard.is_some(), buffers > 0) {
+        (false, false) => id::entry_plain,
+        (false, true) => id::entry_buffers,
+        (true, false) => id::entry_guard,
+        (true, true) => id::entry_guard_buffers,
+    };
+    let mut entry = Piece::new(entry).with(sym::_JIT_NARGS, sig.args.len() as u64);
+    if let Some(g) = spec.guard {
+        entry = entry.with(sym::_JIT_GUARD_ENTER, g.enter).with(sym::_JIT_GUARD_EXIT, g.exit).with(sym::_JIT_GUARD_CTX, g.ctx);
+    }
+    let mut pieces = vec![entry];
+    let (mut ints, mut sses, mut stack) = (0usize, 0usize, 0usize);
+    for (index, &ty) in sig.args.iter().enumerate() {
+        let dest = if ty.is_sse() && sses < 8 {
+            sses += 1;
+            sse_slot(sses - 1)
+        } else if !ty.is_sse() && ints < 6 {
+            ints += 1;
+            int_slot(ints - 1)
+        } else {
+            stack += 1;
+            if stack > 16 {
+                return Err(Error::Signature(format!(
+                    "too many arguments: at most 6 integer and 8 floating-point ones in registers and 16 more ({})",
+                    sig
+                )));
+            }
+            stack_slot(stack - 1)
+        };
+        let stencil = match ty {
+            CType::I64 => id::conv_i64,
+            CType::I8 | CType::I16 | CType::I32 => id::conv_sint,
+            CType::U64 => id::conv_u64,
+            CType::U8 | CType::U16 | CType::U32 => id::conv_uint,
+            CType::F64 => id::conv_f64,
+            CType::F32 => id::conv_f32,
+            CType::Bool => id::conv_bool,
+            CType::Ptr => id::conv_ptr,
+            CType::Buffer => id::conv_buffer,
+            CType::PyObject => id::conv_pyobject,
+            CType::Void => return Err(Error::Signature("void is only allowed as the result".into())),
+        };
+        let mut piece = Piece::new(stencil).with(sym::_JIT_ARG, index as u64).with(sym::_JIT_DEST, dest).with(sym::_JIT_KIND, ty.kind());
+        if let Some((min, max)) = ty.int_range() {
+            piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
+        }
+        pieces.push(piece);
+    }
+    let call = match (stack > 0, sses > 0, ints, spec.release_gil) {
+        (true, _, _, false) => id::call_stack,
+        (true, _, _, true) => id::call_stack_nogil,
+        (false, true, _, false) => id::call_full,
+        (false, true, _, true) => id::call_full_nogil,
+        (false, false, n, nogil) => {
+            const PLAIN: [usize; 7] = [id::call_i0, id::call_i1, id::call_i2, id::call_i3, id::call_i4, id::call_i5, id::call_i6];
+            const NOGIL: [usize; 7] = [
+                id::call_i0_nogil,
+                id::call_i1_nogil,
+                id::call_i2_nogil,
+                id::call_i3_nogil,
+                id::call_i4_nogil,
+                id::call_i5_nogil,
+                id::call_i6_nogil,
+            ];
+            if nogil {
+                NOGIL[n]
+            } else {
+                PLAIN[n]
+            }
+        }
+    };
+    pieces.push(Piece::new(call).with(sym::_JIT_TARGET, spec.target));
+    let boxer = match sig.result {
+        CType::Void => id::box_void,
+        CType::Bool => id::box_bool,
+        CType::I8 => id::box_i8,
+        CType::I16 => id::box_i16,
+        CType::I32 => id::box_i32,
+        CType::I64 => id::box_i64,
+        CType::U8 => id::box_u8,
+        CType::U16 => id::box_u16,
+        CType::U32 => id::box_u32,
+        CType::U64 => id::box_u64,
+        CType::F32 => id::box_f32,
+        CType::F64 => id::box_f64,
+        CType::Ptr | CType::Buffer => id::box_ptr,
+        CType::PyObject => id::box_pyobject,
+    };
+    pieces.push(Piece::new(boxer));
+    Ok(pieces)
+}
+
+/// Builds a call wrapper: the entry is a `METH_FASTCALL` function
+/// `PyObject *(PyObject *self, PyObject *const *args, Py_ssize_t nargs)` whose `self` must be
+/// the host's wrapper object (its slow paths read it).
+pub fn build_wrapper(runtime: &Runtime, spec: &WrapperSpec<'_>) -> Result<CodeBlock, Error> {
+    emit(runtime, &wrapper_pieces(spec)?)
+}
+
+/// The stencils of a thunk, without emitting them.
+pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec<Piece>, Error> {
+    let sig = signature;
+    if sig.args.len() > MAX_CALLBACK_ARGS {
+        return Err(Error::Signature(format!("a callback takes at most {MAX_CALLBACK_ARGS} arguments ({sig})")));
+    }
+    let (mut ints, mut sses) = (0usize, 0usize);
+    let mut boxes = Vec::new();
+    for &ty in &sig.args {
+        let src = if ty.is_sse() {
+            sses += 1;
+            sse_slot(sses - 1)
+        } else {
+            ints += 1;
+            int_slot(ints - 1)
+        };
+        if ints > 6 || sses > 8 {
+            return Err(Error::Signature(format!(
+                "a callback's arguments must all be in registers: at most 6 integer and 8 floating-point ones ({sig})"
+            )));
+        }
+        let stencil = match ty {
+            CType::I8 => id::cbox_i8,
+            CType::I16 => id::cbox_i16,
+            CType::I32 => id::cbox_i32,
+            CType::I64 => id::cbox_i64,
+            CType::U8 => id::cbox_u8,
+            CType::U16 => id::cbox_u16,
+            CType::U32 => id::cbox_u32,
+            CType::U64 => id::cbox_u64,
+            CType::Bool => id::cbox_bool,
+            CType::F32 => id::cbox_f32,
+            CType::F64 => id::cbox_f64,
+            CType::Ptr | CType::Buffer => id::cbox_ptr,
+            CType::PyObject => id::cbox_pyobject,
+            CType::Void => return Err(Error::Signature("void is only allowed as the result".into())),
+        };
+        boxes.push(Piece::new(stencil).with(sym::_JIT_SRC, src).with(sym::_JIT_CELL, cell as u64));
+    }
+    let entry = if sses > 0 {
+        id::cb_entry_full
+    } else {
+        [id::cb_entry_i0, id::cb_entry_i1, id::cb_entry_i2, id::cb_entry_i3, id::cb_entry_i4, id::cb_entry_i5, id::cb_entry_i6][ints]
+    };
+    let mut pieces = vec![Piece::new(entry)];
+    pieces.extend(boxes);
+    pieces.push(Piece::new(id::cb_call).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NARGS, sig.args.len() as u64));
+    let ret = sig.result;
+    let stencil = match ret {
+        CType::Void => id::cret_void,
+        CType::Bool => id::cret_bool,
+        CType::I64 => id::cret_i64,
+        CType::I8 | CType::I16 | CType::I32 => id::cret_sint,
+        CType::U64 => id::cret_u64,
+        CType::U8 | CType::U16 | CType::U32 => id::cret_uint,
+        CType::F32 => id::cret_f32,
+        CType::F64 => id::cret_f64,
+        CType::Ptr | CType::Buffer => id::cret_ptr,
+        CType::PyObject => id::cret_pyobject,
+    };
+    let mut piece = Piece::new(stencil).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_KIND, ret.kind());
+    if let Some((min, max)) = ret.int_range() {
+        piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
+    }
+    pieces.push(piece);
+    Ok(pieces)
+}
+
+/// Builds a callback thunk: the entry is a C function of `signature` that calls the cell's
+/// callable. `cell` must stay at its address, alive, as long as the block.
+pub fn build_thunk(runtime: &Runtime, signature: &Signature, cell: *const ThunkCell) -> Result<CodeBlock, Error> {
+    emit(runtime, &thunk_pieces(signature, cell)?)
+}

@@ -1,0 +1,171 @@
+/* Shared definitions for jitload's stencils (see stencils.c).
+ *
+ * Deliberately no Python headers: the stencils are compiled once at build time and patched
+ * into whatever CPython runs the abi3 wheel (3.10+), so they use only the parts of the ABI
+ * that every GIL build of those versions shares: the object header, the float object's
+ * value, a tuple's size, Py_buffer, and exported C API functions (reached through holes).
+ * The host refuses to use the stencils on debug and free-threaded builds, whose object
+ * header differs.
+ */
+#ifndef JITLOAD_STENCILS_H
+#define JITLOAD_STENCILS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Stencils chain with this convention: every register is an argument or scratch register,
+ * so continuations pass the frame in registers and nothing is saved on the way. */
+#define PN __attribute__((preserve_none))
+/* A continuation is a jump, never a call: the chain uses no stack per stencil. */
+#define MUSTTAIL [[clang::musttail]]
+/* Hidden symbols are known to be "in this module": calls to them become `jmp rel32`
+ * (R_X86_64_PLT32) instead of loads from a GOT. Used only for continuations. */
+#define HIDDEN __attribute__((visibility("hidden")))
+#define INLINE static inline __attribute__((always_inline))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* A hole: an external symbol whose *address* is the patched value. With -fpic and default
+ * visibility every use is a load from a GOT slot (R_X86_64_(REX_)GOTPCRELX), which the
+ * patcher fills or relaxes to an immediate / direct call. */
+#define HOLE(name) extern char name[]
+#define VALUE(name) ((uintptr_t)(name))
+
+/* ---- the CPython ABI subset --------------------------------------------------------- */
+
+typedef intptr_t Py_ssize_t;
+typedef struct PyObject {
+    Py_ssize_t ob_refcnt;
+    void *ob_type;
+} PyObject;
+typedef struct {
+    PyObject ob_base;
+    Py_ssize_t ob_size;
+} PyVarObject;
+typedef struct {
+    PyObject ob_base;
+    double ob_fval;
+} PyFloatObject;
+typedef struct {
+    void *buf;
+    PyObject *obj;
+    Py_ssize_t len;
+    Py_ssize_t itemsize;
+    int readonly;
+    int ndim;
+    char *format;
+    Py_ssize_t *shape;
+    Py_ssize_t *strides;
+    Py_ssize_t *suboffsets;
+    void *internal;
+} Py_buffer;
+_Static_assert(sizeof(Py_buffer) == 80, "Py_buffer is 80 bytes on 64-bit CPython");
+
+#define PY_VECTORCALL_ARGUMENTS_OFFSET ((size_t)1 << 63)
+#define PyBUF_SIMPLE 0
+
+extern long long PyLong_AsLongLong(PyObject *);
+extern unsigned long long PyLong_AsUnsignedLongLong(PyObject *);
+extern void *PyLong_AsVoidPtr(PyObject *);
+extern PyObject *PyLong_FromLongLong(long long);
+extern PyObject *PyLong_FromUnsignedLongLong(unsigned long long);
+extern PyObject *PyLong_FromVoidPtr(void *);
+extern PyObject *PyFloat_FromDouble(double);
+extern PyObject *PyErr_Occurred(void);
+extern int PyObject_GetBuffer(PyObject *, Py_buffer *, int);
+extern void PyBuffer_Release(Py_buffer *);
+extern void *PyEval_SaveThread(void);
+extern void PyEval_RestoreThread(void *);
+extern int PyGILState_Ensure(void);
+extern void PyGILState_Release(int);
+extern void *PyGILState_GetThisThreadState(void);
+extern PyObject *PyObject_Vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
+extern void _Py_Dealloc(PyObject *);
+extern char PyLong_Type[], PyFloat_Type[];
+extern PyObject _Py_NoneStruct, _Py_TrueStruct, _Py_FalseStruct;
+/* The thread state attached to this thread on 3.12+ (PyThreadState_GetUnchecked), the one
+ * holding the GIL on 3.10/3.11 (_PyThreadState_UncheckedGet): the host resolves it. */
+HOLE(_JIT_TSTATE_GET);
+
+/* Stable-ABI reference counting: plain increments, deallocation at zero. Immortal objects
+ * (3.12+) are designed to tolerate this (PEP 683). */
+INLINE void incref(PyObject *o) { o->ob_refcnt++; }
+INLINE void decref(PyObject *o) {
+    if (--o->ob_refcnt == 0) _Py_Dealloc(o);
+}
+INLINE int exact(PyObject *o, char *type) { return o->ob_type == (void *)type; }
+
+/* The thread pointer (%fs:0 on x86-64 Linux): a per-thread identity in one load. */
+INLINE uintptr_t thread_pointer(void) {
+    uintptr_t t;
+    __asm__("movq %%fs:0, %0" : "=r"(t));
+    return t;
+}
+
+/* ---- kinds: the C types of a signature (mirrored in src/sig.rs) --------------------- */
+enum {
+    K_VOID = 0, K_BOOL, K_I8, K_I16, K_I32, K_I64, K_U8, K_U16, K_U32, K_U64,
+    K_F32, K_F64, K_PTR, K_BUFFER, K_PYOBJECT
+};
+
+/* Both return registers at once: {rax, xmm0} under the SysV ABI. */
+typedef struct {
+    uint64_t i;
+    double d;
+} Ret;
+
+/* ---- call wrappers: Python -> native (mirrored in src/frames.rs) -------------------- */
+#define MAX_BUFFERS 16
+typedef struct CallFrame {
+    uint64_t i[6];          /* integer-class register arguments (rdi, rsi, rdx, rcx, r8, r9) */
+    uint64_t f[8];          /* SSE arguments (xmm0-7): a double, or a float in the low half */
+    uint64_t stack[16];     /* memory-class arguments, in order */
+    uint64_t ret_i;         /* rax after the call */
+    uint64_t ret_d;         /* xmm0 after the call */
+    PyObject *self;         /* the wrapper's state object (for error messages) */
+    struct CallFrame *prev; /* the callback handshake: frames of running wrappers, newest first */
+    uintptr_t thread;       /* thread_pointer() of the thread running this wrapper */
+    PyObject *pending;      /* an exception a callback raised during the call, or NULL */
+    uintptr_t token;        /* what the call guard's enter returned */
+    Py_buffer *bufs;        /* MAX_BUFFERS slots (entries with buffers only) */
+    int64_t nbuf;           /* slots in use */
+} CallFrame;
+_Static_assert(offsetof(CallFrame, ret_i) == 240, "frames.rs");
+_Static_assert(offsetof(CallFrame, self) == 256, "frames.rs");
+_Static_assert(offsetof(CallFrame, prev) == 264, "frames.rs");
+_Static_assert(offsetof(CallFrame, thread) == 272, "frames.rs");
+_Static_assert(offsetof(CallFrame, pending) == 280, "frames.rs");
+_Static_assert(offsetof(CallFrame, bufs) == 296, "frames.rs");
+_Static_assert(sizeof(CallFrame) == 312, "frames.rs");
+
+/* ---- callback thunks: native -> Python (mirrored in src/frames.rs) ------------------ */
+#define MAX_CALLBACK_ARGS 14
+typedef struct CbFrame {
+    uint64_t i[6];
+    uint64_t f[8];
+    PyObject *argv[1 + MAX_CALLBACK_ARGS]; /* argv[0] is scratch (PY_VECTORCALL_ARGUMENTS_OFFSET) */
+    int64_t nboxed;                        /* argv[1..=nboxed] hold references */
+    PyObject *result;                      /* what the callable returned (a reference) */
+    uintptr_t thread;
+} CbFrame;
+_Static_assert(offsetof(CbFrame, argv) == 112, "frames.rs");
+_Static_assert(offsetof(CbFrame, nboxed) == 232, "frames.rs");
+_Static_assert(sizeof(CbFrame) == 256, "frames.rs");
+
+/* The mutable part of a thunk, owned by the host's Thunk object (the code is read-only). */
+typedef struct ThunkCell {
+    PyObject *callable; /* a reference; NULL once the thunk is closed */
+    uint64_t error_i;   /* returned when the callback fails */
+    uint64_t error_d;
+} ThunkCell;
+
+/* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
+extern PyObject *jitload_fast_bad_nargs(PyObject *self, Py_ssize_t nargs);
+extern int jitload_fast_conv_slow(CallFrame *fr, PyObject *o, uintptr_t arg, uintptr_t kind, uintptr_t dest);
+extern void jitload_fast_unlink(CallFrame *fr);
+extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
+extern PyObject *jitload_fast_null_result(CallFrame *fr);
+extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
+extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);
+
+#endif

@@ -1,0 +1,283 @@
+/* Callback thunks: a native call (any C signature of up to 6 integer-class and 8 SSE
+ * arguments) into a Python callable, as a chain of stencils.
+ *
+ *   cb_entry_*  native convention: stores the argument registers in a CbFrame on its own
+ *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
+ *               tail call), releases the GIL it took, returns {rax, xmm0}.
+ *   cbox_*      one per argument: raw value at frame offset SRC -> a new reference in argv.
+ *   cb_call     PyObject_Vectorcall of the cell's callable (NARGS arguments).
+ *   cret_*      the callable's result -> the raw return value; ends the chain.
+ * Any failure goes to the host's jitload_fast_cb_error, which reports the exception (to a
+ * jitload wrapper running on this thread, or sys.unraisablehook) and returns the cell's
+ * error value.
+ *
+ * Holes: _JIT_SRC, _JIT_CELL, _JIT_NARGS, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TSTATE_GET,
+ * C API functions and host helpers. Continuation: _JIT_CONTINUE.
+ */
+#include "stencils.h"
+
+HOLE(_JIT_SRC);
+HOLE(_JIT_CELL);
+HOLE(_JIT_NARGS);
+HOLE(_JIT_KIND);
+HOLE(_JIT_MIN);
+HOLE(_JIT_MAX);
+
+extern PN HIDDEN Ret _JIT_CONTINUE(CbFrame *fr);
+
+#define NEXT() MUSTTAIL return _JIT_CONTINUE(fr)
+#define CELL ((ThunkCell *)_JIT_CELL)
+
+INLINE double as_double(uint64_t bits) {
+    union { uint64_t u; double d; } x = {.u = bits};
+    return x.d;
+}
+INLINE uint64_t double_bits(double d) {
+    union { double d; uint64_t u; } x = {.d = d};
+    return x.u;
+}
+INLINE uint64_t float_bits(float f) {
+    union { float f; uint32_t u; } x = {.f = f};
+    return x.u;
+}
+INLINE float bits_float(uint64_t bits) {
+    union { uint32_t u; float f; } x = {.u = (uint32_t)bits};
+    return x.f;
+}
+INLINE Ret ret_i(uint64_t v) { return (Ret){.i = v, .d = 0.0}; }
+INLINE Ret ret_bits(uint64_t bits) { return (Ret){.i = 0, .d = as_double(bits)}; }
+
+/* ---- entries ------------------------------------------------------------------------ */
+
+INLINE Ret cb_entry(CbFrame *fr) {
+    fr->nboxed = 0;
+    fr->result = NULL;
+    fr->thread = thread_pointer();
+    /* Does this thread hold the GIL? Its own thread state is the attached / current one. */
+    void *mine = PyGILState_GetThisThreadState();
+    int ensured = 0, state = 0;
+    if (UNLIKELY(mine == NULL || mine != ((void *(*)(void))_JIT_TSTATE_GET)())) {
+        state = PyGILState_Ensure();
+        ensured = 1;
+    }
+    Ret r = _JIT_CONTINUE(fr);
+    if (UNLIKELY(ensured)) {
+        PyGILState_Release(state);
+    }
+    return r;
+}
+
+#define U uint64_t
+#define D double
+Ret cb_entry_i0(void) {
+    CbFrame fr;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i1(U a) {
+    CbFrame fr;
+    fr.i[0] = a;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i2(U a, U b) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i3(U a, U b, U c) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i4(U a, U b, U c, U d) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i5(U a, U b, U c, U d, U e) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e;
+    return cb_entry(&fr);
+}
+Ret cb_entry_i6(U a, U b, U c, U d, U e, U f) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
+    return cb_entry(&fr);
+}
+/* Any mix of up to 6 integer-class and 8 SSE arguments (see call_full in wrapper.c). */
+Ret cb_entry_full(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
+    fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
+    fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
+    return cb_entry(&fr);
+}
+
+/* ---- argument boxing ---------------------------------------------------------------- */
+
+#define RAW() (*(uint64_t *)((char *)fr + VALUE(_JIT_SRC)))
+#define CBOX(NAME, EXPR)                                   \
+    PN Ret NAME(CbFrame *fr) {                             \
+        uint64_t raw = RAW();                              \
+        PyObject *o = EXPR;                                \
+        if (UNLIKELY(o == NULL)) {                         \
+            return jitload_fast_cb_error(fr, CELL);        \
+        }                                                  \
+        fr->argv[++fr->nboxed] = o;                        \
+        NEXT();                                            \
+    }
+
+INLINE PyObject *new_ref(PyObject *o) {
+    incref(o);
+    return o;
+}
+
+/* Narrow integer arguments: only the low bits of the register are defined. */
+CBOX(cbox_i8, PyLong_FromLongLong((int8_t)raw))
+CBOX(cbox_i16, PyLong_FromLongLong((int16_t)raw))
+CBOX(cbox_i32, PyLong_FromLongLong((int32_t)raw))
+CBOX(cbox_i64, PyLong_FromLongLong((int64_t)raw))
+CBOX(cbox_u8, PyLong_FromLongLong((uint8_t)raw))
+CBOX(cbox_u16, PyLong_FromLongLong((uint16_t)raw))
+CBOX(cbox_u32, PyLong_FromLongLong((uint32_t)raw))
+CBOX(cbox_u64, PyLong_FromUnsignedLongLong(raw))
+CBOX(cbox_bool, new_ref((uint8_t)raw ? &_Py_TrueStruct : &_Py_FalseStruct))
+CBOX(cbox_f32, PyFloat_FromDouble((double)bits_float(raw)))
+CBOX(cbox_f64, PyFloat_FromDouble(as_double(raw)))
+CBOX(cbox_ptr, raw ? PyLong_FromVoidPtr((void *)raw) : new_ref(&_Py_NoneStruct))
+/* A PyObject* argument is borrowed from the caller; NULL arrives as None. */
+CBOX(cbox_pyobject, new_ref(raw ? (PyObject *)raw : &_Py_NoneStruct))
+
+/* ---- the call ----------------------------------------------------------------------- */
+
+PN Ret cb_call(CbFrame *fr) {
+    ThunkCell *cell = CELL;
+    PyObject *callable = cell->callable;
+    if (UNLIKELY(callable == NULL)) {
+        /* Closed: the host raises RuntimeError and returns the error value. */
+        return jitload_fast_cb_error(fr, cell);
+    }
+    incref(callable); /* the callable may close its own thunk */
+    PyObject *res = PyObject_Vectorcall(callable, &fr->argv[1], VALUE(_JIT_NARGS) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    decref(callable);
+    for (int64_t k = 1; k <= fr->nboxed; k++) {
+        decref(fr->argv[k]);
+    }
+    fr->nboxed = 0;
+    if (UNLIKELY(res == NULL)) {
+        return jitload_fast_cb_error(fr, cell);
+    }
+    fr->result = res;
+    NEXT();
+}
+
+/* ---- results ------------------------------------------------------------------------ */
+
+#define SLOW(kind)                                                        \
+    do {                                                                  \
+        Ret out;                                                          \
+        if (jitload_fast_cb_result_slow(fr, CELL, (kind), &out) < 0) {    \
+            return jitload_fast_cb_error(fr, CELL);                       \
+        }                                                                 \
+        return out;                                                       \
+    } while (0)
+
+PN Ret cret_i64(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyLong_Type))) {
+        long long v = PyLong_AsLongLong(o);
+        if (LIKELY(v != -1 || !PyErr_Occurred())) {
+            decref(o);
+            return ret_i((uint64_t)v);
+        }
+    }
+    SLOW(K_I64);
+}
+
+PN Ret cret_sint(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyLong_Type))) {
+        long long v = PyLong_AsLongLong(o);
+        if (LIKELY(v >= (long long)VALUE(_JIT_MIN) && v <= (long long)VALUE(_JIT_MAX) && (v != -1 || !PyErr_Occurred()))) {
+            decref(o);
+            return ret_i((uint64_t)v);
+        }
+    }
+    SLOW(VALUE(_JIT_KIND));
+}
+
+PN Ret cret_u64(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyLong_Type))) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(o);
+        if (LIKELY(v != (unsigned long long)-1 || !PyErr_Occurred())) {
+            decref(o);
+            return ret_i(v);
+        }
+    }
+    SLOW(K_U64);
+}
+
+PN Ret cret_uint(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyLong_Type))) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(o);
+        if (LIKELY(v <= (unsigned long long)VALUE(_JIT_MAX))) {
+            decref(o);
+            return ret_i(v);
+        }
+    }
+    SLOW(VALUE(_JIT_KIND));
+}
+
+PN Ret cret_bool(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(o == &_Py_TrueStruct || o == &_Py_FalseStruct)) {
+        decref(o);
+        return ret_i(o == &_Py_TrueStruct);
+    }
+    SLOW(K_BOOL);
+}
+
+PN Ret cret_f64(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyFloat_Type))) {
+        double v = ((PyFloatObject *)o)->ob_fval;
+        decref(o);
+        return ret_bits(double_bits(v));
+    }
+    SLOW(K_F64);
+}
+
+PN Ret cret_f32(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (LIKELY(exact(o, PyFloat_Type))) {
+        float v = (float)((PyFloatObject *)o)->ob_fval;
+        decref(o);
+        return ret_bits(float_bits(v));
+    }
+    SLOW(K_F32);
+}
+
+PN Ret cret_void(CbFrame *fr) {
+    decref(fr->result);
+    return ret_i(0);
+}
+
+PN Ret cret_ptr(CbFrame *fr) {
+    PyObject *o = fr->result;
+    if (o == &_Py_NoneStruct) {
+        decref(o);
+        return ret_i(0);
+    }
+    if (LIKELY(exact(o, PyLong_Type))) {
+        void *v = PyLong_AsVoidPtr(o);
+        if (LIKELY(v != NULL || !PyErr_Occurred())) {
+            decref(o);
+            return ret_i((uint64_t)v);
+        }
+    }
+    SLOW(K_PTR);
+}
+
+/* A PyObject* result is returned as a new reference: the native caller owns it. */
+PN Ret cret_pyobject(CbFrame *fr) { return ret_i((uint64_t)fr->result); }

@@ -1,0 +1,317 @@
+//! The stencil tables against their golden files, the patcher on real code (with a fake C
+//! API standing in for CPython), and the W^X memory.
+//!
+//! Bless the golden files after an intended change to the stencils or the compiler:
+//! `JITLOAD_BLESS=1 cargo test --release -p jitload-stencils --test stencils golden`.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Mutex;
+
+use jitload_stencils::memory::{self, Strategy};
+use jitload_stencils::table::{self, OBJECTS};
+use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
+
+// ---- golden files ----------------------------------------------------------------------
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+fn objdump() -> String {
+    std::env::var("JITLOAD_OBJDUMP").unwrap_or_else(|_| "llvm-objdump-22".into())
+}
+
+/// The golden text of a stencil: our relocation table, then llvm-objdump's disassembly with
+/// relocations of its section.
+fn golden_text(stencil: &table::Stencil) -> String {
+    let object = OBJECTS.iter().find(|(g, _)| *g == stencil.group).expect("object of the group").1;
+    let out = Command::new(objdump())
+        .args(["-d", "-r", "--no-leading-addr", "--section"])
+        .arg(format!(".text.{}", stencil.name))
+        .arg(object)
+        .output()
+        .expect("run llvm-objdump-22");
+    assert!(out.status.success(), "llvm-objdump failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    // Drop the header naming the object's (machine-specific) path.
+    let body: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Disassembly of section")).collect();
+    format!("# holes\n{}\n# llvm-objdump -d -r\n{}\n", table::describe(stencil), body.join("\n").trim_end())
+}
+
+#[test]
+fn golden() {
+    let dir = golden_dir();
+    let bless = std::env::var_os("JITLOAD_BLESS").is_some();
+    if bless {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    let mut failures = Vec::new();
+    for stencil in STENCILS.iter() {
+        let path = dir.join(format!("{}.txt", stencil.name));
+        let text = golden_text(stencil);
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(expected) if expected == text => {}
+            Ok(expected) => {
+                let line = expected.lines().zip(text.lines()).position(|(a, b)| a != b).unwrap_or(0);
+                failures.push(format!(
+                    "{}: differs from line {}:\n  golden: {:?}\n  now:    {:?}",
+                    path.display(),
+                    line + 1,
+                    expected.lines().nth(line).unwrap_or(""),
+                    text.lines().nth(line).unwrap_or("")
+                ));
+            }
+            Err(_) => failures.push(format!("{}: missing", path.display())),
+        }
+    }
+    // No golden file for a stencil that is gone.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if let Some(stem) = name.strip_suffix(".txt") {
+            if table::by_name(stem).is_none() {
+                if bless {
+                    std::fs::remove_file(dir.join(&name)).unwrap();
+                } else {
+                    failures.push(format!("golden/{name}: no such stencil any more"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "stencils differ from their golden files (after an intended change: JITLOAD_BLESS=1 cargo test --release -p jitload-stencils --test stencils golden):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn tables_are_stamped_and_complete() {
+    assert_eq!(jitload_stencils::INPUT_HASH.len(), 64);
+    assert!(jitload_stencils::INPUT_HASH.bytes().all(|b| b.is_ascii_hexdigit()));
+    for s in STENCILS.iter() {
+        assert!(!s.code.is_empty(), "{}", s.name);
+        for h in s.holes {
+            assert!((h.offset as usize) + 4 <= s.code.len(), "{}: hole past the end", s.name);
+        }
+    }
+    // Every required process-wide symbol is a C API name, a host helper or the tstate getter.
+    for name in Runtime::required_symbols() {
+        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET", "{name}");
+    }
+}
+
+// ---- a fake C API ----------------------------------------------------------------------
+
+#[repr(C)]
+struct Obj {
+    refcnt: isize,
+    ty: *const u8,
+    value: i64,
+}
+
+static LONG_TYPE: u8 = 0;
+static FLOAT_TYPE: u8 = 0;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Serialises tests that count live objects.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn new_int(v: i64) -> *mut Obj {
+    LIVE.fetch_add(1, Ordering::SeqCst);
+    Box::into_raw(Box::new(Obj { refcnt: 1, ty: &LONG_TYPE, value: v }))
+}
+
+extern "C" fn fake_from_ll(v: i64) -> *mut Obj {
+    new_int(v)
+}
+extern "C" fn fake_as_ll(o: *mut Obj) -> i64 {
+    // SAFETY: the stencils pass objects the test made.
+    unsafe { (*o).value }
+}
+extern "C" fn fake_occurred() -> *mut c_void {
+    std::ptr::null_mut()
+}
+extern "C" fn fake_dealloc(o: *mut Obj) {
+    LIVE.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: made by new_int, refcount reached zero.
+    drop(unsafe { Box::from_raw(o) });
+}
+extern "C" fn fake_tstate() -> usize {
+    1
+}
+/// The "callable": returns the sum of its int arguments times 10.
+extern "C" fn fake_vectorcall(_callable: *mut Obj, args: *const *mut Obj, nargsf: usize, _kw: *mut c_void) -> *mut Obj {
+    let n = nargsf & !(1usize << 63);
+    // SAFETY: the thunk passes n valid objects.
+    let sum: i64 = (0..n).map(|k| unsafe { (**args.add(k)).value }).sum();
+    new_int(sum * 10)
+}
+extern "C" fn unexpected() {
+    panic!("a slow path was called in a fast-path test");
+}
+
+fn fake_runtime() -> Runtime {
+    Runtime::new(&|name| {
+        let addr = match name {
+            "PyLong_FromLongLong" | "PyLong_FromUnsignedLongLong" => fake_from_ll as usize,
+            "PyLong_AsLongLong" | "PyLong_AsUnsignedLongLong" => fake_as_ll as usize,
+            "PyErr_Occurred" => fake_occurred as usize,
+            "_Py_Dealloc" => fake_dealloc as usize,
+            "PyLong_Type" => &LONG_TYPE as *const u8 as usize,
+            "PyFloat_Type" => &FLOAT_TYPE as *const u8 as usize,
+            // Singletons the stencils may incref: leaked, writable.
+            "_Py_NoneStruct" | "_Py_TrueStruct" | "_Py_FalseStruct" => {
+                Box::leak(Box::new(Obj { refcnt: 1 << 40, ty: std::ptr::null(), value: 0 })) as *mut Obj as usize
+            }
+            "PyGILState_GetThisThreadState" | "_JIT_TSTATE_GET" => fake_tstate as usize,
+            "PyObject_Vectorcall" => fake_vectorcall as usize,
+            _ => unexpected as usize,
+        };
+        Some(addr as u64)
+    })
+    .expect("fake runtime")
+}
+
+extern "C" fn native_add(a: i64, b: i64) -> i64 {
+    a.wrapping_add(b)
+}
+
+extern "C" fn native_mix(a: i8, x: f64, b: u16, y: f32, c: i64, d: i64, e: i64, f: i64, g: i64) -> i64 {
+    // g is the 7th integer argument: it is passed on the stack.
+    (a as i64) + (x * 2.0) as i64 + (b as i64) + (y * 4.0) as i64 + c + d + e + f + g
+}
+
+type Entry = unsafe extern "C" fn(*mut c_void, *const *mut Obj, isize) -> *mut Obj;
+
+fn call(entry: u64, args: &[i64]) -> i64 {
+    let objs: Vec<*mut Obj> = args.iter().map(|v| new_int(*v)).collect();
+    // SAFETY: entry is a wrapper built for this many int64 arguments with the fake API.
+    let f: Entry = unsafe { std::mem::transmute(entry as usize) };
+    // SAFETY: as above; the fake API never touches `self`.
+    let r = unsafe { f(std::ptr::null_mut(), objs.as_ptr(), objs.len() as isize) };
+    // SAFETY: the result and arguments are objects from new_int.
+    let value = unsafe { (*r).value };
+    for o in objs.into_iter().chain([r]) {
+        fake_dealloc(o);
+    }
+    value
+}
+
+fn check_wrapper(strategy: Strategy) {
+    let runtime = fake_runtime();
+    memory::set_strategy(strategy);
+    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as usize as u64, release_gil: false, guard: None }).unwrap();
+    assert_eq!(block.memory().strategy(), strategy);
+    assert_eq!(call(block.entry(), &[2, 3]), 5);
+    assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
+    assert_eq!(call(block.entry(), &[-7, 0]), -7);
+    assert!(block.relaxed > 0, "small values should become immediates");
+    assert_no_writable_exec(block.entry());
+}
+
+#[test]
+fn wrapper_runs_with_mprotect_and_with_dual_mapping() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before = LIVE.load(Ordering::SeqCst);
+    check_wrapper(Strategy::DualMap);
+    check_wrapper(Strategy::Mprotect);
+    assert_eq!(LIVE.load(Ordering::SeqCst), before, "every object freed");
+}
+
+#[test]
+fn wrapper_with_every_register_class_and_the_stack() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    let runtime = fake_runtime();
+    // Only integer conversions run (the fake float type is never exact), so pass the
+    // floats as raw bits through int64 slots: check the register assignment instead.
+    let sig = Signature::parse("int64(int8, double, uint16, float, int64, int64, int64, int64, int64)").unwrap();
+    let pieces = jitload_stencils::plan::wrapper_pieces(&WrapperSpec { signature: &sig, target: native_mix as usize as u64, release_gil: false, guard: None }).unwrap();
+    let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
+    assert_eq!(
+        names,
+        ["entry_plain", "conv_sint", "conv_f64", "conv_uint", "conv_f32", "conv_i64", "conv_i64", "conv_i64", "conv_i64", "conv_i64", "call_stack", "box_i64"]
+    );
+    let dest = |i: usize| pieces[i].values.iter().find(|(s, _)| *s == jitload_stencils::sym::_JIT_DEST).unwrap().1;
+    // int8 -> rdi, double -> xmm0, uint16 -> rsi, float -> xmm1, 4 x int64 -> rdx rcx r8 r9, the 5th -> stack[0].
+    assert_eq!([dest(1), dest(2), dest(3), dest(4), dest(5), dest(8), dest(9)], [0, 48, 8, 56, 16, 40, 112]);
+    let _ = runtime;
+}
+
+#[test]
+fn thunk_runs_and_frees_what_it_boxes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    let runtime = fake_runtime();
+    let before = LIVE.load(Ordering::SeqCst);
+    let callable = new_int(0);
+    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0 });
+    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let block = build_thunk(&runtime, &sig, &*cell).unwrap();
+    // SAFETY: a C function of this signature, calling the fake vectorcall.
+    let f: extern "C" fn(i64, i64) -> i64 = unsafe { std::mem::transmute(block.entry() as usize) };
+    assert_eq!(f(2, 3), 50);
+    assert_eq!(f(-1, 1), 0);
+    for i in 0..1000 {
+        assert_eq!(f(i, 1), (i + 1) * 10);
+    }
+    fake_dealloc(callable);
+    assert_eq!(LIVE.load(Ordering::SeqCst), before, "arguments and results were released");
+    assert_no_writable_exec(block.entry());
+    let _ = std::mem::size_of::<CbFrame>() + std::mem::size_of::<Ret>();
+}
+
+#[test]
+fn many_blocks_are_freed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    let runtime = fake_runtime();
+    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    for _ in 0..2000 {
+        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as usize as u64, release_gil: false, guard: None }).unwrap();
+        drop(block);
+    }
+    let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
+    assert!(maps_after < maps_before + 50, "{maps_before} -> {maps_after} mappings");
+}
+
+#[test]
+fn signature_errors() {
+    for bad in ["int64", "int64(int64", "nope(int64)", "int64(void, int64)", "int64(int64))"] {
+        assert!(Signature::parse(bad).is_err(), "{bad}");
+    }
+    let many = format!("int64({})", vec!["int64"; 23].join(", "));
+    let sig = Signature::parse(&many).unwrap();
+    let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
+    assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
+    let sig = Signature::parse(&format!("int64({})", vec!["int64"; 7].join(", "))).unwrap();
+    assert!(jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).is_err(), "callbacks: registers only");
+}
+
+/// The mapping holding `address` is r-x (private: mprotect; shared: the memfd's view), and
+/// no mapping of the process is writable and executable.
+fn assert_no_writable_exec(address: u64) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut found = false;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let range = parts.next().unwrap();
+        let perms = parts.next().unwrap();
+        assert!(!(perms.contains('w') && perms.contains('x')), "writable+executable mapping: {line}");
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (u64::from_str_radix(lo, 16).unwrap(), u64::from_str_radix(hi, 16).unwrap());
+        if (lo..hi).contains(&address) {
+            assert!(perms.starts_with("r-x"), "{line}");
+            found = true;
+        }
+    }
+    assert!(found, "no mapping holds {address:#x}");
+}
