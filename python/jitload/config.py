@@ -11,6 +11,10 @@ to bitcode (cached, see :mod:`jitload.csource`) and loads that (default: off).
 reused by later processes). ``JITLOAD_CACHE_DIR`` moves it (default ``$XDG_CACHE_HOME/jitload``
 or ``~/.cache/jitload``); ``JITLOAD_CACHE_MAX_MB`` bounds it (default 2048). See
 ``python -m jitload cache``.
+``JITLOAD_DEBUGGER=1`` — register JIT'd code with gdb (GDB JIT interface: breakpoints by function name,
+backtraces with source lines when the bitcode has debug info, e.g. built with ``-g``).
+``JITLOAD_PERF_MAP=1`` — append JIT'd functions to ``/tmp/perf-<pid>.map`` so ``perf report`` names them.
+Both are off by default: they cost time and memory per module.
 ``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
 """
 

@@ -818,6 +818,10 @@ impl Library {
         let jit = self.session().jit();
         jit.add_object(tracker, &object, path).map_err(|message| EngineError::Link { path: path.clone(), message })?;
         let addresses = jit.lookup(self.inner.dylib, &[&body]).map_err(|m| crate::session::link_error(path, m))?;
+        if crate::debug::perf_map_enabled() {
+            let known = HashMap::from([(body.clone(), addresses[0])]);
+            crate::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
+        }
         Ok(addresses[0])
     }
 
@@ -984,7 +988,13 @@ impl Library {
         wanted.extend(prepared.destructors.iter().cloned());
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         let addresses = jit.lookup(self.inner.dylib, &names).map_err(|m| crate::session::link_error(path, m))?;
-        Ok(wanted.into_iter().zip(addresses).collect())
+        let found: HashMap<String, u64> = wanted.into_iter().zip(addresses).collect();
+        if crate::debug::perf_map_enabled() {
+            for object in &prepared.objects {
+                crate::debug::write_perf_map(&crate::objfile::function_addresses(object, &found));
+            }
+        }
+        Ok(found)
     }
 
 }

@@ -49,3 +49,29 @@ pub fn symbols(bytes: &[u8]) -> Result<ObjectSymbols, String> {
     undefined.dedup();
     Ok(ObjectSymbols { defined, undefined })
 }
+
+/// Run-time `(address, size, name)` of every function in `bytes`, for the perf map: each
+/// section's load address is inferred from a symbol in it whose address is `known` (the
+/// JIT linker moves sections as a whole). Functions in sections with no known symbol are
+/// left out.
+pub fn function_addresses(bytes: &[u8], known: &std::collections::HashMap<String, u64>) -> Vec<(u64, u64, String)> {
+    let Ok(file) = object::File::parse(bytes) else { return Vec::new() };
+    let mut base: std::collections::HashMap<object::SectionIndex, u64> = std::collections::HashMap::new();
+    for symbol in file.symbols() {
+        let (Some(section), Ok(name)) = (symbol.section_index(), symbol.name()) else { continue };
+        if let Some(&address) = known.get(name) {
+            base.entry(section).or_insert(address.wrapping_sub(symbol.address()));
+        }
+    }
+    let mut out = Vec::new();
+    for symbol in file.symbols() {
+        if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
+            continue;
+        }
+        let (Some(section), Ok(name)) = (symbol.section_index(), symbol.name()) else { continue };
+        if let Some(&b) = base.get(&section) {
+            out.push((b.wrapping_add(symbol.address()), symbol.size(), name.to_string()));
+        }
+    }
+    out
+}

@@ -123,6 +123,11 @@ impl Session {
 
     pub fn new() -> Result<Session, EngineError> {
         let jit = Jit::new().map_err(|message| EngineError::Jit { message })?;
+        if crate::debug::debugger_enabled() {
+            if let Err(e) = jit.enable_debugger_support() {
+                log::warn!("jitload: cannot register JIT'd code with debuggers: {e}");
+            }
+        }
         let scope = Arc::new(SharedScope::default());
         let process = jit.create_dylib("jitload.process");
         let process_scope = ModuleScope { shared: scope.clone(), dependencies: Vec::new() };
@@ -317,6 +322,10 @@ impl Session {
         }
         wanted.extend(exports.iter().map(String::as_str));
         let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
+        if crate::debug::perf_map_enabled() {
+            let known = wanted.iter().map(|w| w.to_string()).zip(addresses.iter().copied()).collect();
+            crate::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
+        }
         let mut it = addresses.iter().copied();
         let required_address = options.required_symbol.as_ref().and_then(|_| it.next());
         let constructors = if has_ctors { it.next() } else { None };

@@ -106,6 +106,14 @@ impl Jit {
         Ok(Jit { raw })
     }
 
+    /// Registers every object linked from now on with the GDB JIT interface
+    /// (`__jit_debug_register_code`), so gdb sees JIT'd functions, their debug info and their
+    /// source lines (ORC's ELF debug-object plugin).
+    pub fn enable_debugger_support(&self) -> Result<(), String> {
+        // SAFETY: raw is a live LLJIT; the plugin is owned by its object layer.
+        check(unsafe { llvm_sys::orc2::lljit::LLVMOrcLLJITEnableDebugSupport(self.raw) })
+    }
+
     fn session(&self) -> LLVMOrcExecutionSessionRef {
         // SAFETY: raw is live; the session is owned by the LLJIT.
         unsafe { LLVMOrcLLJITGetExecutionSession(self.raw) }
