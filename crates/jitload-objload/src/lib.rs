@@ -1,0 +1,216 @@
+//! An in-memory linker and loader for x86-64 ELF relocatable objects, with no LLVM.
+//!
+//! jitload stores the objects LLVM compiles for bitcode extension modules in a persistent
+//! cache. Loading a cached object through ORC means loading libLLVM (~24 ms) and creating a
+//! JIT session, which costs more than the whole `.so` import it competes with. This crate
+//! links such an object directly: it lays the sections out in one mapping (code, read-only
+//! data, writable data; each class page-aligned, all within ±2 GB of each other), resolves
+//! undefined symbols through a caller-supplied function, applies every relocation, builds a
+//! GOT and call stubs where needed, registers `.eh_frame` with the unwinder and hands back
+//! the addresses of the defined global symbols plus the constructors to run.
+//!
+//! ```no_run
+//! # let bytes: Vec<u8> = Vec::new();
+//! let resolve = |name: &str| -> Option<u64> { None /* dlsym, jitload's scope, ... */ };
+//! let object = jitload_objload::LoadedObject::load(&bytes, &resolve)?;
+//! for &f in object.init_functions() {
+//!     // SAFETY (for the caller): a constructor of the object, which stays loaded.
+//!     let f: extern "C" fn() = unsafe { std::mem::transmute(f as usize) };
+//!     f();
+//! }
+//! let init = object.symbol("PyInit_spam");
+//! # Ok::<(), jitload_objload::LoadError>(())
+//! ```
+//!
+//! What it accepts: x86-64 little-endian `ET_REL` objects as LLVM 22 emits them for the
+//! host (PIC, small code model; medium and large code models too), and clang-22 `-c` output
+//! with or without `-ffunction-sections -fdata-sections`. Refused with a clear error:
+//! thread-local storage, GNU indirect functions, `.ctors`/`.dtors`, REL/CREL relocation
+//! sections on loaded sections, and any relocation type not matched explicitly (see the
+//! crate's `reloc` module and [`relocation_name`]). x86-64 only: elsewhere [`LoadedObject::load`] returns
+//! [`LoadError::Unsupported`].
+//!
+//! The input is parsed defensively: every offset and size is bounds-checked, and malformed
+//! input yields a [`LoadError`], never a panic or an out-of-bounds write. Loading runs no
+//! code of the object.
+
+mod ehframe;
+mod load;
+mod mem;
+mod reloc;
+
+use std::collections::HashMap;
+
+pub use reloc::relocation_name;
+
+/// Why an object could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a well-formed x86-64 relocatable ELF object.
+    #[error("malformed object: {0}")]
+    Malformed(String),
+    /// A well-formed object uses something this loader does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A relocation type the loader does not know (or that only dynamic linkers process).
+    #[error("unsupported relocation {} ({kind}) in {section} against '{symbol}'", relocation_name(*kind))]
+    UnsupportedRelocation { kind: u32, section: String, symbol: String },
+    /// A relocation's value does not fit its field (e.g. a 32-bit absolute address).
+    #[error("relocation {} in {section} at offset {offset:#x} against '{symbol}' does not fit: {value:#x}", relocation_name(*kind))]
+    RelocationOverflow { kind: u32, section: String, offset: u64, symbol: String, value: i128 },
+    /// Undefined symbols that `resolve` did not find (all of them, sorted).
+    #[error("undefined symbols: {}", .0.join(", "))]
+    Unresolved(Vec<String>),
+    /// Mapping or protecting memory failed.
+    #[error("cannot map memory for the object: {0}")]
+    Memory(String),
+}
+
+/// What kind of thing a symbol names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolKind {
+    Function,
+    Data,
+    Other,
+}
+
+/// A defined global symbol of a loaded object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SymbolInfo {
+    pub address: u64,
+    pub size: u64,
+    pub kind: SymbolKind,
+}
+
+/// Counters describing one load (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Bytes mapped for the image.
+    pub image_size: usize,
+    /// GOT slots allocated.
+    pub got_entries: usize,
+    /// Call stubs allocated (one per external function that a call could need it for).
+    pub stubs: usize,
+    /// Calls that went through a stub because the target was out of ±2 GB reach.
+    pub calls_through_stubs: usize,
+    /// GOT loads, calls and jumps relaxed to direct references.
+    pub relaxed: usize,
+    /// `.eh_frame` sections registered with the unwinder.
+    pub frames_registered: usize,
+}
+
+/// A linked object in memory. Dropping it runs the handlers its code registered with
+/// `__cxa_atexit` against the object's own `__dso_handle` (C++ static destructors, as
+/// `dlclose` does), deregisters its unwind information and unmaps its memory: the owner must
+/// make sure that no code or data of the object is in use then (and run
+/// [`LoadedObject::fini_functions`] first if wanted; drop does not).
+pub struct LoadedObject {
+    symbols: HashMap<String, SymbolInfo>,
+    init: Vec<u64>,
+    fini: Vec<u64>,
+    code: std::ops::Range<u64>,
+    stats: LoadStats,
+    /// Registered `.eh_frame` sections (addresses inside `mapping`).
+    frames: Vec<u64>,
+    /// The object's own `__dso_handle` (when `resolve` did not supply one): what C++ code
+    /// passes to `__cxa_atexit`, finalised on drop as `dlclose` does.
+    dso_handle: Option<u64>,
+    /// `None` for an object with nothing to map.
+    mapping: Option<mem::Mapping>,
+}
+
+impl LoadedObject {
+    /// Links `bytes` (an x86-64 ELF relocatable object) into fresh memory. `resolve` gives
+    /// the address of each undefined symbol (`None`: not found; a missing weak symbol is then
+    /// 0, any other missing symbol is reported in [`LoadError::Unresolved`]). It is called
+    /// once per undefined symbol, before any memory is mapped.
+    pub fn load(bytes: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<LoadedObject, LoadError> {
+        if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            return Err(LoadError::Unsupported("loading objects is implemented for x86-64 Linux only".into()));
+        }
+        // The ELF structures are read in place and need 8-byte alignment.
+        if bytes.as_ptr() as usize % 8 == 0 {
+            load::load(bytes, resolve)
+        } else {
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            // SAFETY: `words` owns at least bytes.len() initialised bytes; u64 has no invalid
+            // bit patterns and the two buffers do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+            // SAFETY: the first bytes.len() bytes of `words` are initialised (just copied).
+            let aligned = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) };
+            load::load(aligned, resolve)
+        }
+    }
+
+    /// Address of a defined global (or weak) symbol.
+    pub fn symbol(&self, name: &str) -> Option<u64> {
+        self.symbols.get(name).map(|s| s.address)
+    }
+
+    /// Address, size and kind of a defined global symbol.
+    pub fn symbol_info(&self, name: &str) -> Option<SymbolInfo> {
+        self.symbols.get(name).copied()
+    }
+
+    /// Every defined global symbol, in no particular order.
+    pub fn symbols(&self) -> impl Iterator<Item = (&str, SymbolInfo)> + '_ {
+        self.symbols.iter().map(|(n, s)| (n.as_str(), *s))
+    }
+
+    /// The object's constructors (`.preinit_array`, `.init_array` by priority), in the order
+    /// to call them (`extern "C" fn()`). Loading does not run them.
+    pub fn init_functions(&self) -> &[u64] {
+        &self.init
+    }
+
+    /// The object's destructors (`.fini_array`), in the order to call them.
+    pub fn fini_functions(&self) -> &[u64] {
+        &self.fini
+    }
+
+    /// The executable part of the image (for perf maps, debuggers, "is this our code").
+    pub fn code_range(&self) -> std::ops::Range<u64> {
+        self.code.clone()
+    }
+
+    /// Start and length of the whole image (code, read-only data, writable data).
+    pub fn image(&self) -> (u64, usize) {
+        self.mapping.as_ref().map_or((0, 0), |m| (m.address(), m.len()))
+    }
+
+    pub fn stats(&self) -> LoadStats {
+        self.stats
+    }
+}
+
+extern "C" {
+    fn __cxa_finalize(dso_handle: *mut std::ffi::c_void);
+}
+
+impl Drop for LoadedObject {
+    fn drop(&mut self) {
+        if let Some(handle) = self.dso_handle {
+            // SAFETY: the handle is an address inside this object that only its own code
+            // passes to `__cxa_atexit`; glibc runs and forgets exactly those handlers (the C++
+            // static destructors), as `dlclose` does, while the code is still mapped. Without
+            // this, exit would call into unmapped memory.
+            unsafe { __cxa_finalize(handle as *mut std::ffi::c_void) };
+        }
+        for &frame in self.frames.iter().rev() {
+            // SAFETY: each frame was registered by `load` and lies in `self.mapping`, which is
+            // still mapped (it is dropped after this body) and was never written since.
+            unsafe { ehframe::deregister(frame as *const u8) };
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (base, len) = self.image();
+        f.debug_struct("LoadedObject")
+            .field("image", &format_args!("{base:#x}+{len:#x}"))
+            .field("symbols", &self.symbols.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}

@@ -1,0 +1,180 @@
+//! Shared test helpers: compiling C/C++ with clang-22 at test time and a resolver that
+//! searches the process, libm, libgcc_s and libstdc++.
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+pub const CLANG: &str = "clang-22";
+pub const CLANGXX: &str = "clang++-22";
+
+/// True if `tool` runs; tests skip (with a message) when clang-22 is missing.
+pub fn have(tool: &str) -> bool {
+    static FOUND: OnceLock<std::sync::Mutex<std::collections::HashMap<String, bool>>> = OnceLock::new();
+    let map = FOUND.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    *map.entry(tool.to_string()).or_insert_with(|| {
+        let ok = Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+        if !ok {
+            eprintln!("skipping: {tool} not found");
+        }
+        ok
+    })
+}
+
+fn scratch_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("jitload-objload-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    })
+    .clone()
+}
+
+/// Compiles `source` (C, or C++ when `cxx`) with `flags` (plus `-c -fPIC`) to object bytes.
+/// `None` when the compiler is missing (the caller skips).
+pub fn compile_with(source: &str, cxx: bool, flags: &[&str]) -> Option<Vec<u8>> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tool = if cxx { CLANGXX } else { CLANG };
+    if !have(tool) {
+        return None;
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = scratch_dir();
+    let src = dir.join(format!("t{n}.{}", if cxx { "cpp" } else { "c" }));
+    let obj = dir.join(format!("t{n}.o"));
+    std::fs::write(&src, source).expect("write source");
+    let out = Command::new(tool)
+        .args(["-c", "-fPIC"])
+        .args(flags)
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("run clang");
+    assert!(out.status.success(), "{tool} {flags:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&obj).expect("read object");
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&obj);
+    Some(bytes)
+}
+
+pub fn compile_c(source: &str, flags: &[&str]) -> Option<Vec<u8>> {
+    compile_with(source, false, flags)
+}
+
+fn dlopen(name: &str) -> usize {
+    let c = CString::new(name).expect("name");
+    // SAFETY: c is NUL-terminated; the handle is never closed.
+    unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) as usize }
+}
+
+/// Handles of the libraries the resolver searches after the process.
+fn libraries() -> &'static [usize] {
+    static LIBS: OnceLock<Vec<usize>> = OnceLock::new();
+    LIBS.get_or_init(|| {
+        ["libm.so.6", "libgcc_s.so.1", "libstdc++.so.6"].iter().map(|n| dlopen(n)).filter(|&h| h != 0).collect()
+    })
+}
+
+fn dlsym(handle: *mut libc::c_void, name: &str) -> Option<u64> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: handle is RTLD_DEFAULT or a live handle; c is NUL-terminated.
+    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+    (!p.is_null()).then_some(p as u64)
+}
+
+/// The process, then libm, libgcc_s and libstdc++ (as jitload's scope would).
+pub fn system_resolve(name: &str) -> Option<u64> {
+    dlsym(libc::RTLD_DEFAULT, name).or_else(|| libraries().iter().find_map(|&h| dlsym(h as *mut libc::c_void, name)))
+}
+
+/// Calls `f` as `extern "C" fn(A...) -> R` at `address`.
+#[macro_export]
+macro_rules! call {
+    ($obj:expr, $name:expr, fn($($t:ty),*) -> $r:ty $(, $arg:expr)*) => {{
+        let address = $obj.symbol($name).unwrap_or_else(|| panic!("no symbol {}", $name));
+        // SAFETY: the test's C source defines $name with this signature.
+        let f: extern "C" fn($($t),*) -> $r = unsafe { std::mem::transmute(address as usize) };
+        f($($arg),*)
+    }};
+}
+
+/// Reads a NUL-terminated string at `p`.
+pub fn c_string(p: u64) -> String {
+    // SAFETY: the caller passes a pointer to a NUL-terminated string in a loaded object.
+    unsafe { CStr::from_ptr(p as *const libc::c_char) }.to_string_lossy().into_owned()
+}
+
+/// Every line of /proc/self/maps.
+pub fn maps() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps").expect("read maps").lines().map(str::to_string).collect()
+}
+
+/// Resident set size in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read statm");
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("statm rss");
+    pages * 4096
+}
+
+/// A small C program touching most of what the loader handles.
+pub const BASIC_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+static int counter = 5;
+int global_value = 100;
+const char *greeting = "hello from the object";
+static const int table[] = {1, 2, 3, 4, 5, 6, 7, 8};
+static char scratch[64];
+
+static int add(int a, int b) { return a + b; }
+__attribute__((noinline)) int mul(int a, int b) { return a * b; }
+static int sub(int a, int b) { return a - b; }
+int (*ops[])(int, int) = {add, mul, sub};
+void *(*allocator)(size_t) = malloc;
+
+int apply(int op, int a, int b) { return ops[op](a, b); }
+int bump(void) { return ++counter; }
+int sum_table(void) { int s = 0; for (int i = 0; i < 8; i++) s += table[i]; return s + global_value; }
+int calls(int x) { return mul(add(x, 1), 2); }
+
+__attribute__((noinline)) int dispatch(int x) {
+    switch (x) {
+    case 0: return add(x, counter);
+    case 1: counter += 3; return counter;
+    case 2: return mul(x, x + 40);
+    case 3: return (int)strlen(greeting);
+    case 4: return sub(x, 100);
+    case 5: return global_value * 2;
+    case 6: return table[x] * 11;
+    case 7: return abs(-x * 7);
+    case 8: return mul(x, 3) + 1;
+    default: return -1;
+    }
+}
+
+int format(char *buf, int n, double x) {
+    return snprintf(buf, n, "%s|%d|%.3f|%.3f", greeting, global_value, sqrt(x), cbrt(x));
+}
+size_t length(const char *s) { return strlen(s); }
+const char *scratch_copy(const char *s) { strncpy(scratch, s, sizeof scratch - 1); return scratch; }
+const char *literal(int i) { return i ? "second literal" : "first literal"; }
+"#;
+
+/// The flag sets every functional test runs with.
+pub const VARIANTS: &[&[&str]] = &[
+    &["-O2"],
+    &["-O2", "-ffunction-sections", "-fdata-sections"],
+    &["-O0"],
+    &["-O2", "-fno-plt"],
+    &["-O2", "-mcmodel=medium"],
+    &["-O2", "-mcmodel=large"],
+];

@@ -1,0 +1,418 @@
+//! Functional tests: C and C++ compiled by clang-22 at test time, loaded and run.
+#![allow(clippy::print_stderr)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::*;
+use jitload_objload::{LoadError, LoadedObject, SymbolKind};
+
+fn load(bytes: &[u8]) -> LoadedObject {
+    LoadedObject::load(bytes, &system_resolve).unwrap_or_else(|e| panic!("load failed: {e}"))
+}
+
+fn check_basic(obj: &LoadedObject, flags: &[&str]) {
+    let ctx = format!("{flags:?}");
+    assert_eq!(call!(obj, "mul", fn(i32, i32) -> i32, 6, 7), 42, "{ctx}");
+    assert_eq!(call!(obj, "calls", fn(i32) -> i32, 4), 10, "{ctx}");
+    // Function pointers in data (R_X86_64_64 to local functions).
+    assert_eq!(call!(obj, "apply", fn(i32, i32, i32) -> i32, 0, 2, 3), 5, "{ctx}");
+    assert_eq!(call!(obj, "apply", fn(i32, i32, i32) -> i32, 1, 2, 3), 6, "{ctx}");
+    assert_eq!(call!(obj, "apply", fn(i32, i32, i32) -> i32, 2, 2, 3), -1, "{ctx}");
+    // Static and global data.
+    assert_eq!(call!(obj, "bump", fn() -> i32), 6, "{ctx}");
+    assert_eq!(call!(obj, "bump", fn() -> i32), 7, "{ctx}");
+    assert_eq!(call!(obj, "sum_table", fn() -> i32), 136, "{ctx}");
+    let global = obj.symbol("global_value").expect("global_value");
+    // SAFETY: global_value is an int in the object's writable data.
+    unsafe { *(global as *mut i32) = 200 };
+    assert_eq!(call!(obj, "sum_table", fn() -> i32), 236, "{ctx}");
+    assert_eq!(obj.symbol_info("global_value").map(|s| (s.kind, s.size)), Some((SymbolKind::Data, 4)), "{ctx}");
+    assert_eq!(obj.symbol_info("mul").map(|s| s.kind), Some(SymbolKind::Function), "{ctx}");
+    assert!(obj.code_range().contains(&obj.symbol("mul").unwrap_or(0)), "{ctx}");
+    // A switch: a jump table at -O2.
+    let expected = [7, 10, 84, 21, -96, 400, 77, 49, 25, -1];
+    for (x, &want) in expected.iter().enumerate() {
+        assert_eq!(call!(obj, "dispatch", fn(i32) -> i32, x as i32), want, "{ctx} dispatch({x})");
+    }
+    // String literals in merge sections, libc and libm.
+    assert_eq!(c_string(call!(obj, "literal", fn(i32) -> u64, 0)), "first literal", "{ctx}");
+    assert_eq!(c_string(call!(obj, "literal", fn(i32) -> u64, 1)), "second literal", "{ctx}");
+    let mut buf = [0u8; 128];
+    let n = call!(obj, "format", fn(*mut u8, i32, f64) -> i32, buf.as_mut_ptr(), buf.len() as i32, 27.0);
+    let text = String::from_utf8_lossy(&buf[..n as usize]).into_owned();
+    assert_eq!(text, "hello from the object|200|5.196|3.000", "{ctx}");
+    assert_eq!(call!(obj, "length", fn(*const u8) -> usize, c"four".as_ptr().cast()), 4, "{ctx}");
+    assert_eq!(c_string(call!(obj, "scratch_copy", fn(*const u8) -> u64, c"copied".as_ptr().cast())), "copied", "{ctx}");
+    // A pointer to a libc function stored in data.
+    let allocator = obj.symbol("allocator").expect("allocator");
+    // SAFETY: `allocator` is a function pointer variable in the object's data.
+    assert_eq!(Some(unsafe { *(allocator as *const u64) }), system_resolve("malloc"), "{ctx}");
+}
+
+#[test]
+fn c_program_in_every_variant() {
+    for flags in VARIANTS {
+        let Some(bytes) = compile_c(BASIC_C, flags) else { return };
+        let obj = load(&bytes);
+        check_basic(&obj, flags);
+        let stats = obj.stats();
+        assert!(stats.frames_registered >= 1, "{flags:?}: {stats:?}");
+        eprintln!("{flags:?}: {stats:?}");
+    }
+}
+
+#[test]
+fn unaligned_input_is_copied() {
+    let Some(bytes) = compile_c(BASIC_C, &["-O2"]) else { return };
+    let mut shifted = vec![0u8; bytes.len() + 1];
+    shifted[1..].copy_from_slice(&bytes);
+    let obj = load(&shifted[1..]);
+    check_basic(&obj, &["unaligned"]);
+}
+
+#[test]
+fn two_copies_are_independent() {
+    let Some(bytes) = compile_c(BASIC_C, &["-O2"]) else { return };
+    let a = load(&bytes);
+    let b = load(&bytes);
+    assert_eq!(call!(a, "bump", fn() -> i32), 6);
+    assert_eq!(call!(a, "bump", fn() -> i32), 7);
+    assert_eq!(call!(b, "bump", fn() -> i32), 6);
+}
+
+#[test]
+fn int128_division_through_libgcc() {
+    let src = r#"
+        __int128 div128(__int128 a, __int128 b) { return a / b; }
+        unsigned __int128 udiv128(unsigned __int128 a, unsigned __int128 b) { return a / b; }
+        __int128 mod128(__int128 a, __int128 b) { return a % b; }
+    "#;
+    for flags in VARIANTS {
+        let Some(bytes) = compile_c(src, flags) else { return };
+        // libgcc_s must be reached through the resolver (it is dlopened, not the process).
+        let obj = load(&bytes);
+        let a: i128 = -(1i128 << 100) - 12345;
+        let b: i128 = 1_000_000_007;
+        assert_eq!(call!(obj, "div128", fn(i128, i128) -> i128, a, b), a / b);
+        assert_eq!(call!(obj, "mod128", fn(i128, i128) -> i128, a, b), a % b);
+        assert_eq!(call!(obj, "udiv128", fn(u128, u128) -> u128, u128::MAX, 3), u128::MAX / 3);
+    }
+}
+
+extern "C" fn far_callback(x: i32) -> i32 {
+    x * 1000 + 7
+}
+
+static FAR_DATA: i32 = 31337;
+
+#[test]
+fn far_externals_go_through_stubs() {
+    let src = r#"
+        extern int far_callback(int);
+        extern const int far_data;
+        int call_far(int x) { return far_callback(x) + 1; }
+        int tail_far(int x) { return far_callback(x); }
+        int read_far(void) { return far_data; }
+        int (*far_pointer(void))(int) { return far_callback; }
+    "#;
+    for flags in VARIANTS {
+        let Some(bytes) = compile_c(src, flags) else { return };
+        let resolve = |name: &str| match name {
+            "far_callback" => Some(far_callback as *const () as u64),
+            "far_data" => Some(&FAR_DATA as *const i32 as u64),
+            _ => None,
+        };
+        let obj = LoadedObject::load(&bytes, &resolve).expect("load");
+        assert_eq!(call!(obj, "call_far", fn(i32) -> i32, 5), 5008, "{flags:?}");
+        assert_eq!(call!(obj, "tail_far", fn(i32) -> i32, 2), 2007, "{flags:?}");
+        assert_eq!(call!(obj, "read_far", fn() -> i32), 31337, "{flags:?}");
+        assert_eq!(call!(obj, "far_pointer", fn() -> u64), far_callback as *const () as u64, "{flags:?}");
+        let distance = (far_callback as *const () as i64 - obj.code_range().start as i64).unsigned_abs();
+        let stats = obj.stats();
+        let direct_calls = !flags.contains(&"-fno-plt") && !flags.contains(&"-mcmodel=large");
+        if distance > (1 << 31) && direct_calls {
+            assert!(stats.calls_through_stubs >= 1, "{flags:?}: {stats:?}");
+        }
+    }
+}
+
+#[test]
+fn weak_undefined_symbols() {
+    let src = r#"
+        extern int maybe(void) __attribute__((weak));
+        extern int maybe_data __attribute__((weak));
+        int has_maybe(void) { return maybe ? maybe() : -1; }
+        int has_data(void) { return &maybe_data ? maybe_data : -2; }
+    "#;
+    extern "C" fn maybe() -> i32 {
+        77
+    }
+    for flags in VARIANTS {
+        let Some(bytes) = compile_c(src, flags) else { return };
+        let missing = LoadedObject::load(&bytes, &|_: &str| None).expect("weak symbols may be missing");
+        assert_eq!(call!(missing, "has_maybe", fn() -> i32), -1, "{flags:?}");
+        assert_eq!(call!(missing, "has_data", fn() -> i32), -2, "{flags:?}");
+        let present = LoadedObject::load(&bytes, &|n: &str| (n == "maybe").then_some(maybe as *const () as u64)).expect("load");
+        assert_eq!(call!(present, "has_maybe", fn() -> i32), 77, "{flags:?}");
+    }
+}
+
+#[test]
+fn unresolved_symbols_are_listed_at_once() {
+    let src = r#"
+        extern int nope_b(void), nope_a(void);
+        extern int nope_c;
+        int f(void) { return nope_a() + nope_b() + nope_c + (int)__builtin_strlen(""); }
+    "#;
+    let Some(bytes) = compile_c(src, &["-O2"]) else { return };
+    match LoadedObject::load(&bytes, &|_: &str| None) {
+        Err(LoadError::Unresolved(names)) => assert_eq!(names, ["nope_a", "nope_b", "nope_c"]),
+        other => panic!("expected Unresolved, got {other:?}"),
+    }
+}
+
+#[test]
+fn common_symbols_live_in_bss() {
+    let src = r#"
+        int common_var;
+        double common_array[100];
+        int get_common(void) { return common_var + (int)common_array[99]; }
+        void set_common(int v) { common_var = v; common_array[99] = v; }
+    "#;
+    let Some(bytes) = compile_c(src, &["-O2", "-fcommon"]) else { return };
+    let has_common = object_symbols(&bytes).iter().any(|(name, shndx)| name == "common_var" && *shndx == object::elf::SHN_COMMON);
+    assert!(has_common, "clang did not emit a COMMON symbol");
+    let obj = load(&bytes);
+    assert_eq!(call!(obj, "get_common", fn() -> i32), 0);
+    call!(obj, "set_common", fn(i32) -> (), 21);
+    assert_eq!(call!(obj, "get_common", fn() -> i32), 42);
+    let (base, len) = obj.image();
+    let var = obj.symbol("common_var").expect("common_var");
+    assert!(var >= base && var < base + len as u64);
+    assert_eq!(var % 4, 0);
+    assert_eq!(obj.symbol("common_array").map(|a| a % 8), Some(0));
+}
+
+fn object_symbols(bytes: &[u8]) -> Vec<(String, u16)> {
+    use object::read::elf::{FileHeader, Sym};
+    type Elf = object::elf::FileHeader64<object::LittleEndian>;
+    let le = object::LittleEndian;
+    let header = Elf::parse(bytes).expect("elf");
+    let sections = header.sections(le, bytes).expect("sections");
+    let symbols = sections.symbols(le, bytes, object::elf::SHT_SYMTAB).expect("symtab");
+    symbols
+        .iter()
+        .map(|s| (String::from_utf8_lossy(symbols.symbol_name(le, s).unwrap_or_default()).into_owned(), s.st_shndx(le)))
+        .collect()
+}
+
+#[test]
+fn large_bss_is_not_touched() {
+    let src = r#"
+        static char big[256 << 20];
+        char *big_ptr(void) { return big; }
+        int touch(int i) { big[i] += 1; return big[i]; }
+    "#;
+    let Some(bytes) = compile_c(src, &["-O2"]) else { return };
+    let obj = load(&bytes);
+    let (_, len) = obj.image();
+    assert!(len >= 256 << 20);
+    assert_eq!(call!(obj, "touch", fn(i32) -> i32, 0), 1);
+    assert_eq!(call!(obj, "touch", fn(i32) -> i32, (256 << 20) - 1), 1);
+    assert_eq!(call!(obj, "touch", fn(i32) -> i32, (256 << 20) - 1), 2);
+}
+
+#[test]
+fn constructors_and_destructors_are_reported() {
+    let src = r#"
+        static volatile int seed = 4;
+        int initialized, order[3], n, finalized;
+        __attribute__((constructor(200))) static void late(void) { order[n++] = 200 + (seed - 4); }
+        __attribute__((constructor(101))) static void early(void) { order[n++] = 101 + (seed - 4); }
+        __attribute__((constructor)) static void init(void) { initialized = seed * 10; order[n++] = 0; }
+        __attribute__((destructor)) static void fini(void) { finalized += 1; }
+        int get_initialized(void) { return initialized; }
+        int get_order(int i) { return order[i]; }
+        int get_finalized(void) { return finalized; }
+    "#;
+    for flags in VARIANTS {
+        let Some(bytes) = compile_c(src, flags) else { return };
+        let obj = load(&bytes);
+        assert_eq!(obj.init_functions().len(), 3, "{flags:?}");
+        assert_eq!(obj.fini_functions().len(), 1, "{flags:?}");
+        assert_eq!(call!(obj, "get_initialized", fn() -> i32), 0);
+        for &f in obj.init_functions() {
+            // SAFETY: a constructor of the loaded object.
+            let f: extern "C" fn() = unsafe { std::mem::transmute(f as usize) };
+            f();
+        }
+        assert_eq!(call!(obj, "get_initialized", fn() -> i32), 40, "{flags:?}");
+        let order: Vec<i32> = (0..3).map(|i| call!(obj, "get_order", fn(i32) -> i32, i)).collect();
+        assert_eq!(order, [101, 200, 0], "{flags:?}");
+        for &f in obj.fini_functions() {
+            // SAFETY: a destructor of the loaded object.
+            let f: extern "C" fn() = unsafe { std::mem::transmute(f as usize) };
+            f();
+        }
+        assert_eq!(call!(obj, "get_finalized", fn() -> i32), 1, "{flags:?}");
+    }
+}
+
+const THROW_CPP: &str = r#"
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+static int opaque(int x) { volatile int v = x; return v; }
+static std::vector<int> *registry = new std::vector<int>{opaque(1), opaque(2), opaque(3)};
+static std::string name = std::string("jit") + std::to_string(opaque(22));
+
+struct Guard { int *n; ~Guard() { *n += 100; } };
+
+__attribute__((noinline)) static void deep(int x) {
+    if (x > 3) throw std::runtime_error("too deep: " + std::to_string(x));
+    deep(x + 1);
+}
+
+extern "C" int thrower(int x) {
+    int cleanups = 0;
+    try {
+        Guard g{&cleanups};
+        if (x < 0) throw x;
+        deep(x);
+        return 1;
+    } catch (int v) {
+        return v * 2 + cleanups;
+    } catch (const std::exception &e) {
+        return static_cast<int>(std::string(e.what()).size()) + cleanups;
+    }
+}
+
+extern "C" int registry_sum() { int s = 0; for (int v : *registry) s += v; return s; }
+extern "C" int name_length() { return static_cast<int>(name.size()); }
+"#;
+
+#[test]
+fn cxx_exceptions_thrown_and_caught_inside() {
+    for flags in [&["-O2"][..], &["-O0"], &["-O2", "-ffunction-sections", "-fdata-sections"], &["-O2", "-mcmodel=large"]] {
+        let Some(bytes) = compile_with(THROW_CPP, true, flags) else { return };
+        let obj = load(&bytes);
+        for &f in obj.init_functions() {
+            // SAFETY: a constructor of the loaded object (the C++ static initialisers).
+            let f: extern "C" fn() = unsafe { std::mem::transmute(f as usize) };
+            f();
+        }
+        assert_eq!(call!(obj, "registry_sum", fn() -> i32), 6, "{flags:?}");
+        assert_eq!(call!(obj, "name_length", fn() -> i32), 5, "{flags:?}");
+        assert_eq!(call!(obj, "thrower", fn(i32) -> i32, -21), 58, "{flags:?}");
+        // "too deep: 4" is 11 characters, plus the guard's cleanup.
+        assert_eq!(call!(obj, "thrower", fn(i32) -> i32, 0), 111, "{flags:?}");
+        assert_eq!(call!(obj, "thrower", fn(i32) -> i32, 9), 111, "{flags:?}");
+    }
+}
+
+#[test]
+fn thread_local_storage_is_refused() {
+    let src = "__thread int tls_var; int get_tls(void) { return tls_var; }";
+    for flags in [&["-O2"][..], &["-O2", "-fdata-sections"]] {
+        let Some(bytes) = compile_c(src, flags) else { return };
+        match LoadedObject::load(&bytes, &system_resolve) {
+            Err(LoadError::Unsupported(what)) => assert_eq!(what, "thread-local storage"),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    // Only an extern TLS variable: no .tbss, just TLS relocations and symbol.
+    let Some(bytes) = compile_c("extern __thread int tls_var; int get_tls(void) { return tls_var; }", &["-O2"]) else { return };
+    assert!(matches!(LoadedObject::load(&bytes, &system_resolve), Err(LoadError::Unsupported(w)) if w == "thread-local storage"));
+}
+
+/// Byte offsets of every RELA entry's `r_info` in `bytes`, with the section it applies to.
+fn rela_entries(bytes: &[u8]) -> Vec<(usize, String)> {
+    use object::read::elf::{FileHeader, SectionHeader};
+    type Elf = object::elf::FileHeader64<object::LittleEndian>;
+    let le = object::LittleEndian;
+    let header = Elf::parse(bytes).expect("elf");
+    let sections = header.sections(le, bytes).expect("sections");
+    let mut out = Vec::new();
+    for s in sections.iter() {
+        if s.sh_type(le) != object::elf::SHT_RELA {
+            continue;
+        }
+        let target = sections.section(object::SectionIndex(s.sh_info(le) as usize)).expect("target");
+        let name = String::from_utf8_lossy(sections.section_name(le, target).unwrap_or_default()).into_owned();
+        let (offset, size) = s.file_range(le).expect("range");
+        for i in 0..size as usize / 24 {
+            out.push((offset as usize + 24 * i + 8, name.clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn unknown_relocations_are_refused() {
+    let Some(bytes) = compile_c(BASIC_C, &["-O2"]) else { return };
+    let entries = rela_entries(&bytes);
+    let (info, section) = entries.iter().find(|(_, s)| s == ".text").expect("a .text relocation").clone();
+    for (kind, tls) in [(0x7eu32, false), (7, false), (8, false), (37, false), (19, true), (22, true)] {
+        let mut patched = bytes.clone();
+        patched[info..info + 4].copy_from_slice(&kind.to_le_bytes());
+        match LoadedObject::load(&patched, &system_resolve) {
+            Err(LoadError::UnsupportedRelocation { kind: k, section: s, symbol }) if !tls => {
+                assert_eq!((k, s.as_str()), (kind, section.as_str()));
+                assert!(!symbol.is_empty());
+                let message = LoadError::UnsupportedRelocation { kind: k, section: s, symbol }.to_string();
+                assert!(message.contains("unsupported relocation"), "{message}");
+            }
+            Err(LoadError::Unsupported(what)) if tls => assert_eq!(what, "thread-local storage"),
+            other => panic!("type {kind}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn out_of_range_absolute_relocations_are_errors() {
+    // Non-PIC code with a 32-bit absolute address cannot be placed at our mapping's address.
+    let src = "int x; int *addr(void) { return &x; }";
+    let Some(bytes) = compile_c(src, &["-O2", "-fno-pic", "-mcmodel=small", "-fno-pie"]) else { return };
+    match LoadedObject::load(&bytes, &system_resolve) {
+        Err(LoadError::RelocationOverflow { kind, .. }) => assert!(kind == 10 || kind == 11, "{kind}"),
+        Ok(obj) => assert_eq!(call!(obj, "addr", fn() -> u64), obj.symbol("x").unwrap_or(0)), // mapped low
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_headers_are_errors() {
+    let Some(bytes) = compile_c(BASIC_C, &["-O2"]) else { return };
+    assert!(matches!(LoadedObject::load(&[], &system_resolve), Err(LoadError::Malformed(_))));
+    assert!(matches!(LoadedObject::load(&bytes[..100], &system_resolve), Err(LoadError::Malformed(_))));
+    let mut wrong_machine = bytes.clone();
+    wrong_machine[18] = 183; // EM_AARCH64
+    assert!(matches!(LoadedObject::load(&wrong_machine, &system_resolve), Err(LoadError::Malformed(m)) if m.contains("machine")));
+    let mut not_rel = bytes.clone();
+    not_rel[16] = 3; // ET_DYN
+    assert!(matches!(LoadedObject::load(&not_rel, &system_resolve), Err(LoadError::Malformed(_))));
+}
+
+#[test]
+fn gcc_objects_load_too() {
+    // Not a requirement (the cache holds LLVM output), but a second producer catches
+    // assumptions about section order and relocation choice.
+    if !have("gcc") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("jitload-objload-gcc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let src = dir.join("basic.c");
+    let obj = dir.join("basic.o");
+    std::fs::write(&src, BASIC_C).expect("write");
+    let ok = std::process::Command::new("gcc").args(["-c", "-fPIC", "-O2"]).arg(&src).arg("-o").arg(&obj).status();
+    if !ok.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let bytes = std::fs::read(&obj).expect("read");
+    let _ = std::fs::remove_dir_all(&dir);
+    let loaded = load(&bytes);
+    check_basic(&loaded, &["gcc"]);
+}
