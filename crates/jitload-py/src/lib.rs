@@ -5,6 +5,7 @@ mod cache;
 mod engine;
 mod error;
 mod init;
+mod stencils;
 mod subinterp;
 
 use std::collections::BTreeMap;
@@ -231,5 +232,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loaded_extension_count, m)?)?;
     cache::register(m)?;
     engine::register(m)?;
+    stencils::register(m)?;
     Ok(())
 }
