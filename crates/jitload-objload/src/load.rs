@@ -70,6 +70,9 @@ enum Def {
     NotLoaded,
 }
 
+/// A COMMON symbol to allocate: (symbol index, size, alignment).
+type Common = (usize, u64, u64);
+
 struct Image {
     code_start: u64,
     code_size: u64,
@@ -210,7 +213,7 @@ impl<'d> Linker<'d> {
     }
 
     /// What every symbol refers to; refuses TLS and ifuncs.
-    fn plan_symbols(&self, placed: &[Option<Placed<'d>>]) -> Result<(Vec<Def>, Vec<(usize, u64, u64)>), LoadError> {
+    fn plan_symbols(&self, placed: &[Option<Placed<'d>>]) -> Result<(Vec<Def>, Vec<Common>), LoadError> {
         let mut defs = Vec::with_capacity(self.symtab.len());
         let mut commons = Vec::new(); // (symbol, size, align)
         for (index, sym) in self.symtab.enumerate() {

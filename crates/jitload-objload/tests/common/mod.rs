@@ -178,3 +178,39 @@ pub const VARIANTS: &[&[&str]] = &[
     &["-O2", "-mcmodel=medium"],
     &["-O2", "-mcmodel=large"],
 ];
+
+/// C++ with static initialisers (and destructors through `__cxa_atexit`) and exceptions
+/// thrown and caught inside the object.
+pub const THROW_CPP: &str = r#"
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+static int opaque(int x) { volatile int v = x; return v; }
+static std::vector<int> *registry = new std::vector<int>{opaque(1), opaque(2), opaque(3)};
+static std::string name = std::string("jit") + std::to_string(opaque(22));
+
+struct Guard { int *n; ~Guard() { *n += 100; } };
+
+__attribute__((noinline)) static void deep(int x) {
+    if (x > 3) throw std::runtime_error("too deep: " + std::to_string(x));
+    deep(x + 1);
+}
+
+extern "C" int thrower(int x) {
+    int cleanups = 0;
+    try {
+        Guard g{&cleanups};
+        if (x < 0) throw x;
+        deep(x);
+        return 1;
+    } catch (int v) {
+        return v * 2 + cleanups;
+    } catch (const std::exception &e) {
+        return static_cast<int>(std::string(e.what()).size()) + cleanups;
+    }
+}
+
+extern "C" int registry_sum() { int s = 0; for (int v : *registry) s += v; return s; }
+extern "C" int name_length() { return static_cast<int>(name.size()); }
+"#;
