@@ -10,8 +10,13 @@
 #include <llvm/IR/Constants.h>
 #include <llvm/IR/InstIterator.h>
 #include <llvm/IR/Instructions.h>
+#include <llvm/Bitcode/BitcodeWriter.h>
+#include <llvm/Support/raw_ostream.h>
 #include <llvm/Transforms/Utils/Cloning.h>
+#include <llvm/Transforms/Utils/SplitModule.h>
 #include <llvm/Transforms/Utils/ValueMapper.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm/Target/TargetMachine.h>
 
 #include <vector>
 
@@ -143,4 +148,28 @@ extern "C" LLVMModuleRef jitload_extract_function(LLVMModuleRef m, const char *f
   SmallVector<ReturnInst *, 8> returns;
   CloneFunctionInto(body, original, map, CloneFunctionChangeType::DifferentModule, returns);
   return wrap(part.release());
+}
+
+// Splits the (optimised) module `m` into up to `parts` pieces for parallel code generation,
+// as LTO's parallel codegen does, and hands each piece to `emit` as bitcode, so each can be
+// compiled in its own LLVMContext on its own thread. The caller has given every local symbol
+// a module-unique name. Returns the number of pieces.
+extern "C" unsigned jitload_split_module(LLVMModuleRef m, unsigned parts,
+                                         void (*emit)(void *ctx, const char *data, size_t len), void *ctx) {
+  unsigned count = 0;
+  SplitModule(*unwrap(m), parts, [&](std::unique_ptr<Module> part) {
+    SmallVector<char, 0> buffer;
+    raw_svector_ostream os(buffer);
+    WriteBitcodeToFile(*part, os);
+    emit(ctx, buffer.data(), buffer.size());
+    ++count;
+  }, /*PreserveLocals=*/false, /*RoundRobin=*/true);
+  return count;
+}
+
+// Makes `tm` lower thread-local variables to emulated TLS (`__emutls_v.<name>` control
+// objects and `__emutls_get_address` calls), which needs no TLS relocations: JITLink without
+// ORC's platform runtime would otherwise link them to the wrong memory (see session.rs).
+extern "C" void jitload_target_machine_use_emulated_tls(LLVMTargetMachineRef tm) {
+  reinterpret_cast<TargetMachine *>(tm)->Options.EmulatedTLS = true;
 }

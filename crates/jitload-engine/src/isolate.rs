@@ -110,6 +110,10 @@ impl Writer {
         self.0.push(v);
         self
     }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.0.extend_from_slice(&(v.len() as u64).to_le_bytes());
         self.0.extend_from_slice(v);
@@ -145,6 +149,9 @@ impl<'a> Reader<'a> {
     }
     pub fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
     fn len(&mut self) -> Option<usize> {
         let b = self.take(8)?;

@@ -105,7 +105,9 @@ enum Target {
 
 struct Stub {
     name: String,
-    block: usize,
+    /// The block holding this stub's code and slot (shared, so retargeting needs no table
+    /// lock).
+    block: Arc<StubBlock>,
     index: usize,
     address: u64,
     target: Mutex<Target>,
@@ -139,7 +141,7 @@ impl Stub {
 
 #[derive(Default)]
 struct StubTable {
-    blocks: Vec<StubBlock>,
+    blocks: Vec<Arc<StubBlock>>,
     by_name: HashMap<String, Arc<Stub>>,
     by_slot: Vec<Arc<Stub>>,
 }
@@ -383,7 +385,8 @@ impl Library {
     /// symbol's address.
     pub fn address(&self, symbol: &str) -> Result<u64, EngineError> {
         self.check_live()?;
-        if let Some(stub) = self.stubs().by_name.get(symbol).cloned() {
+        let stub = self.stubs().by_name.get(symbol).cloned();
+        if let Some(stub) = stub {
             if !stub.live.load(Ordering::Acquire) {
                 return Err(EngineError::Removed { library: self.inner.name.clone(), what: format!("'{symbol}'") });
             }
@@ -448,7 +451,8 @@ impl Library {
             module
         };
         for name in &module.functions {
-            if let Some(stub) = self.stubs().by_name.get(name).cloned() {
+            let stub = self.stubs().by_name.get(name).cloned();
+            if let Some(stub) = stub {
                 let mut target = blocking(|| stub.target.lock().unwrap_or_else(|e| e.into_inner()));
                 if stub.owner.load(Ordering::Acquire) == id {
                     let what = format!("'{name}' (module '{}')", module.name);
@@ -470,7 +474,8 @@ impl Library {
             let _ = self.remove_module(id);
         }
         let what = format!("library '{}'", self.inner.name);
-        for stub in self.stubs().by_slot.clone() {
+        let all = self.stubs().by_slot.clone();
+        for stub in all {
             let mut target = blocking(|| stub.target.lock().unwrap_or_else(|e| e.into_inner()));
             self.retarget(&stub, &mut target, Target::Unbound { what: what.clone() });
         }
@@ -526,9 +531,6 @@ impl Library {
         self.inner.stubs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn block_of<T>(&self, stub: &Stub, f: impl FnOnce(&StubBlock) -> T) -> T {
-        f(&self.stubs().blocks[stub.block])
-    }
 
     fn set_target(&self, stub: &Stub, target: Target) {
         let mut current = blocking(|| stub.target.lock().unwrap_or_else(|e| e.into_inner()));
@@ -536,7 +538,7 @@ impl Library {
     }
 
     fn retarget(&self, stub: &Stub, locked: &mut Target, target: Target) {
-        self.block_of(stub, |b| stub.retarget(locked, target, b));
+        stub.retarget(locked, target, &stub.block);
     }
 
     /// The stub for `name`, created (unbound) if new.
@@ -557,11 +559,11 @@ impl Library {
             }
             let new_block = StubBlock::new(ctx, slot as u32)
                 .map_err(|reason| EngineError::Unsupported { what: format!("defining '{name}'"), reason })?;
-            table.blocks.push(new_block);
+            table.blocks.push(Arc::new(new_block));
         }
         let stub = Arc::new(Stub {
             name: name.to_string(),
-            block,
+            block: table.blocks[block].clone(),
             index,
             address: table.blocks[block].stub_address(index),
             target: Mutex::new(Target::Unbound { what: format!("'{name}'") }),
@@ -595,7 +597,8 @@ impl Library {
 
     /// Called by the stub trampoline for a stub whose slot leads to the resolver.
     fn resolve_slot(&self, slot: usize) -> u64 {
-        let Some(stub) = self.stubs().by_slot.get(slot).cloned() else {
+        let stub = self.stubs().by_slot.get(slot).cloned();
+        let Some(stub) = stub else {
             return stubs::failed_call_address();
         };
         match self.resolve_stub(&stub) {
@@ -698,7 +701,7 @@ impl Library {
             for f in &prepared.functions {
                 module.rename(f, &body_name(f, id));
             }
-            prepared.objects.push(session.compile(&mut module, self.inner.options.opt_level, path)?);
+            prepared.objects.extend(session.compile_objects(&mut module, self.inner.options.opt_level, path, &format!("jlp{id}"))?);
             Ok(prepared)
         })
     }

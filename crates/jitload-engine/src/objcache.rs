@@ -18,7 +18,7 @@ use jitload_cache::{Cache, CacheError, CacheInfo, CacheKey, KeyBuilder, PruneSta
 use crate::llvm::target::{HostTarget, OptLevel};
 
 /// Bump when the payload format (`Compiled`'s wire form) or what is compiled changes.
-const FORMAT: &str = "jitload-object-v1";
+const FORMAT: &str = "jitload-object-v2";
 const DEFAULT_MAX_MB: u64 = 2048;
 
 /// Hits, misses and stores since the session started.

@@ -46,12 +46,15 @@ pub struct LoadedModule {
     pub dylib: Dylib,
     /// The module's lowered static destructors, run at exit or on release.
     destructors: Option<u64>,
+    /// The module's own `__dso_handle` (C++): what its `__cxa_atexit` registrations name.
+    dso_handle: Option<u64>,
     tracker: Tracker,
 }
 
 /// A module compiled to an object, with what linking it needs.
 struct Compiled {
-    object: Vec<u8>,
+    /// One object, or several when code generation ran in parallel on pieces of the module.
+    objects: Vec<Vec<u8>>,
     /// Symbols other modules may link against.
     exports: Vec<String>,
     /// Symbols the module uses but does not define (must resolve before linking).
@@ -63,7 +66,11 @@ struct Compiled {
 
 impl Compiled {
     fn to_wire(&self, w: &mut isolate::Writer) {
-        w.bytes(&self.object).strs(&self.exports).strs(&self.undefined).strs(&self.dependent_libraries);
+        w.u32(self.objects.len() as u32);
+        for object in &self.objects {
+            w.bytes(object);
+        }
+        w.strs(&self.exports).strs(&self.undefined).strs(&self.dependent_libraries);
         w.u8(self.has_ctors as u8).u8(self.has_dtors as u8);
     }
 
@@ -72,7 +79,10 @@ impl Compiled {
         let mut r = isolate::Reader::new(data);
         match r.u8()? {
             0 => Some(Ok(Compiled {
-                object: r.bytes()?,
+                objects: {
+                    let n = r.u32()?;
+                    (0..n).map(|_| r.bytes()).collect::<Option<Vec<_>>>()?
+                },
                 exports: r.strs()?,
                 undefined: r.strs()?,
                 dependent_libraries: r.strs()?,
@@ -263,6 +273,7 @@ impl Session {
     ) -> Result<Compiled, EngineError> {
         let mut module = ir::parse(ctx, bytes, path)?;
         ir::retarget(&mut module, &self.host, path)?;
+        module.define_dso_handle();
         let symbols = module.symbols();
         if let Some(required) = &options.required_symbol {
             check_required(&symbols, required, path)?;
@@ -277,14 +288,17 @@ impl Session {
         let dependent_libraries = module.dependent_libraries();
         let has_ctors = module.lower_init_array("llvm.global_ctors", names.ctors, false);
         let has_dtors = module.lower_init_array("llvm.global_dtors", names.dtors, true);
-        let object = self.compile(&mut module, options.opt_level, path)?;
+        // Locals made external by a parallel split only need to be unique in this module's own
+        // JITDylib, and a fixed suffix keeps the object the same for the cache.
+        let objects = self.compile_objects(&mut module, options.opt_level, path, "jlp")?;
         let exports = module
             .symbols()
             .into_iter()
-            .filter(|s| s.exported && !s.name.starts_with("__jitload_"))
-            .map(|s| s.name)
+            .filter(|s| s.exported && !s.name.starts_with("__jitload_") && !s.name.starts_with("__emutls_"))
+            // A thread-local is emitted as its emulated-TLS control object (see `cxx`).
+            .map(|s| if s.thread_local { format!("__emutls_v.{}", s.name) } else { s.name })
             .collect();
-        Ok(Compiled { object, exports, undefined, dependent_libraries, has_ctors, has_dtors })
+        Ok(Compiled { objects, exports, undefined, dependent_libraries, has_ctors, has_dtors })
     }
 
     /// Adds the compiled object to a new JITDylib, links it and records what it exports.
@@ -297,7 +311,7 @@ impl Session {
         options: &LoadOptions,
         names: &InitNames,
     ) -> Result<LoadedModule, EngineError> {
-        let Compiled { object, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
+        let Compiled { objects, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
         let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
         let scope = Arc::new(scope);
         self.jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
@@ -308,9 +322,11 @@ impl Session {
             }
         }
         let tracker = self.jit.create_tracker(dylib);
-        self.jit
-            .add_object(&tracker, &object, path)
-            .map_err(|message| EngineError::Link { path: path.to_string(), message })?;
+        for object in &objects {
+            self.jit
+                .add_object(&tracker, object, path)
+                .map_err(|message| EngineError::Link { path: path.to_string(), message })?;
+        }
 
         let mut wanted: Vec<&str> = Vec::new();
         wanted.extend(options.required_symbol.as_deref());
@@ -324,7 +340,9 @@ impl Session {
         let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
         if crate::debug::perf_map_enabled() {
             let known = wanted.iter().map(|w| w.to_string()).zip(addresses.iter().copied()).collect();
-            crate::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
+            for object in &objects {
+                crate::debug::write_perf_map(&crate::objfile::function_addresses(object, &known));
+            }
         }
         let mut it = addresses.iter().copied();
         let required_address = options.required_symbol.as_ref().and_then(|_| it.next());
@@ -333,9 +351,10 @@ impl Session {
         if let Some(d) = destructors {
             self.register_destructor(d);
         }
-        self.scope.add_exports(id, exports.into_iter().zip(it));
+        let dso_handle = self.jit.lookup_optional(dylib, "__dso_handle");
+        self.scope.add_exports(id, path, exports.into_iter().zip(it));
         log::debug!("loaded {path} as jitload.{id}");
-        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, tracker })
+        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, dso_handle, tracker })
     }
 
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
@@ -355,6 +374,48 @@ impl Session {
     pub(crate) fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
         tm.emit(module, false).map_err(stage_error(path, "code generation"))
+    }
+
+    /// Optimises `module` and generates code, in parallel on pieces of the module when it is
+    /// large and several cores are available (LTO-style: optimise whole, split, compile each
+    /// piece in its own context on its own thread). `unique` suffixes the names of local
+    /// symbols the split makes external; it must be unique within the JITDylib.
+    pub(crate) fn compile_objects(&self, module: &mut Module<'_>, opt: OptLevel, path: &str, unique: &str) -> Result<Vec<Vec<u8>>, EngineError> {
+        let tm = self.optimize(module, opt, path)?;
+        let threads = codegen_threads();
+        if threads < 2 || module.instruction_count() < PARALLEL_CODEGEN_MIN_INSTRUCTIONS || module.has_inline_asm() {
+            return Ok(vec![tm.emit(module, false).map_err(stage_error(path, "code generation"))?]);
+        }
+        drop(tm);
+        module.promote_locals(unique);
+        let pieces = module.split_to_bitcode(threads as u32);
+        let host = &self.host;
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = pieces
+                .iter()
+                .enumerate()
+                .map(|(i, bitcode)| {
+                    scope.spawn(move || {
+                        let piece = format!("{path} (piece {})", i + 1);
+                        in_guarded_context(&piece, |ctx| {
+                            let mut part = Module::parse_bitcode(ctx, bitcode, &piece)
+                                .map_err(|message| EngineError::Compile { path: piece.clone(), stage: "splitting".into(), message })?;
+                            let tm = TargetMachine::new(host, opt).map_err(stage_error(&piece, "target setup"))?;
+                            part.set_data_layout(&tm.data_layout());
+                            tm.emit(&part, false).map_err(stage_error(&piece, "code generation"))
+                        })
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(EngineError::LlvmCrash { path: path.to_string(), reason: "a code generation thread panicked".into() })
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Sets the host data layout and runs the `default<On>` pipeline; returns the target
@@ -383,8 +444,18 @@ impl Session {
     /// JITDylib. Refused (the module is handed back) when another module was linked against
     /// its exports, since that module still points into it.
     pub fn release(&self, module: LoadedModule) -> Result<(), LoadedModule> {
+        // Threads may still run its `thread_local` destructors at their exit: keep it.
+        if module.dso_handle.is_some_and(crate::cxx::has_thread_destructors) {
+            return Err(module);
+        }
         if !self.scope.remove_exports(module.id) {
             return Err(module);
+        }
+        if let Some(dso) = module.dso_handle {
+            // Its static objects' destructors (registered with `__cxa_atexit`), as on dlclose.
+            if let Err(e) = crate::cxx::finalize(dso) {
+                log::warn!("jitload: a destructor of {} threw {e}", module.path);
+            }
         }
         if let Some(d) = module.destructors {
             let mut list = self.destructors.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,7 +463,9 @@ impl Session {
             drop(list);
             // SAFETY: the module's lowered `void()` destructor function, still linked.
             let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
-            f();
+            if let Err(e) = crate::cxx::call_void(f) {
+                log::warn!("jitload: a destructor of {} threw {e}", module.path);
+            }
         }
         if let Err(e) = module.tracker.remove() {
             log::warn!("jitload: freeing {} failed: {e}", module.path);
@@ -426,9 +499,22 @@ extern "C" fn run_destructors() {
             // SAFETY: address is the lowered `void()` destructor function of a module whose
             // code is never freed before exit.
             let f: extern "C" fn() = unsafe { std::mem::transmute(address as usize) };
-            f();
+            let _ = crate::cxx::call_void(f);
         }
     });
+}
+
+/// Below this many instructions one thread generates code sooner than a split would.
+const PARALLEL_CODEGEN_MIN_INSTRUCTIONS: usize = 4000;
+
+/// Threads for code generation: `JITLOAD_CODEGEN_THREADS`, else the available cores (at
+/// most 8).
+fn codegen_threads() -> usize {
+    std::env::var("JITLOAD_CODEGEN_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .clamp(1, 8)
 }
 
 /// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is
@@ -474,6 +560,17 @@ fn check_required_export(exports: &[String], required: &str, path: &str) -> Resu
 fn check_resolvable(undefined: &[String], scope: &ModuleScope, path: &str) -> Result<(), EngineError> {
     let missing: Vec<String> = undefined.iter().filter(|s| scope.resolve(s).is_none()).cloned().collect();
     if missing.is_empty() {
+        if let Some((symbol, files)) = undefined.iter().find_map(|s| scope.shared.clash(s).map(|f| (s, f))) {
+            return Err(EngineError::Link {
+                path: path.to_string(),
+                message: format!(
+                    "ODR clash: '{symbol}' is defined by more than one loaded module ({}); this module needs it \
+                     and jitload will not choose one silently. Give the definitions internal linkage or hidden \
+                     visibility, or load only one of those modules",
+                    files.join(", ")
+                ),
+            });
+        }
         return Ok(());
     }
     Err(EngineError::Unresolved { path: path.to_string(), symbols: missing })

@@ -38,6 +38,8 @@ pub struct ModuleSymbol {
     pub used: bool,
     /// A definition the linker may merge with others of the same name (weak, linkonce, common).
     pub weak_definition: bool,
+    /// A `thread_local` variable (emitted as `__emutls_v.<name>`, see `cxx`).
+    pub thread_local: bool,
 }
 
 /// An owned module in a [`Context`]. Disposed on drop unless ownership moved to LLVM.
@@ -272,6 +274,9 @@ impl<'ctx> Module<'ctx> {
             weak_reference: linkage == LLVMExternalWeakLinkage,
             used,
             weak_definition: weak_definition && !declaration,
+            // SAFETY: as above; LLVMIsThreadLocal is only asked of global variables.
+            thread_local: kind == SymbolKind::Data
+                && unsafe { !LLVMIsAGlobalVariable(v).is_null() && LLVMIsThreadLocal(v) != 0 },
         }
     }
 
@@ -390,6 +395,30 @@ impl<'ctx> Module<'ctx> {
             LLVMDeleteGlobal(global);
         }
         had_entries
+    }
+
+    /// Gives a module that refers to `__dso_handle` its own definition (hidden, so it stays
+    /// within the module), as `crtbegin.o` gives each shared library: `__cxa_atexit`
+    /// registrations then name the module, and freeing it can run just its destructors.
+    /// Returns whether the module uses it.
+    pub fn define_dso_handle(&mut self) -> bool {
+        let name = c"__dso_handle";
+        // SAFETY: raw is live; the global, if any, belongs to this module; the initializer is
+        // a constant of the module's context.
+        unsafe {
+            let g = LLVMGetNamedGlobal(self.raw, name.as_ptr());
+            if g.is_null() {
+                return false;
+            }
+            if LLVMIsDeclaration(g) != 0 {
+                let ty = LLVMGlobalGetValueType(g);
+                LLVMSetInitializer(g, LLVMConstNull(ty));
+                LLVMSetLinkage(g, LLVMLinkage::LLVMExternalLinkage);
+                LLVMSetVisibility(g, llvm_sys::LLVMVisibility::LLVMHiddenVisibility);
+                LLVMSetThreadLocal(g, 0);
+            }
+        }
+        true
     }
 
     /// Links `other` into this module (`other` is consumed, as `LLVMLinkModules2` destroys it).
@@ -526,6 +555,60 @@ impl<'ctx> Module<'ctx> {
         // or null.
         let raw = unsafe { jitload_extract_function(self.raw, f.as_ptr(), b.as_ptr()) };
         (!raw.is_null()).then_some(Module { raw, ctx: self.ctx, _marker: PhantomData })
+    }
+
+    /// Number of instructions in function bodies (a measure of code-generation work).
+    pub fn instruction_count(&self) -> usize {
+        let mut n = 0;
+        // SAFETY: iterating the live module's functions, blocks and instructions read-only.
+        unsafe {
+            let mut f = LLVMGetFirstFunction(self.raw);
+            while !f.is_null() {
+                let mut bb = LLVMGetFirstBasicBlock(f);
+                while !bb.is_null() {
+                    let mut i = LLVMGetFirstInstruction(bb);
+                    while !i.is_null() {
+                        n += 1;
+                        i = LLVMGetNextInstruction(i);
+                    }
+                    bb = LLVMGetNextBasicBlock(bb);
+                }
+                f = LLVMGetNextFunction(f);
+            }
+        }
+        n
+    }
+
+    /// Whether the module has module-level inline assembly (which may name local symbols,
+    /// so the module cannot be split).
+    pub fn has_inline_asm(&self) -> bool {
+        let mut len = 0usize;
+        // SAFETY: raw is live; the returned pointer is valid for len bytes.
+        let p = unsafe { LLVMGetModuleInlineAsm(self.raw, &mut len) };
+        !p.is_null() && len > 0
+    }
+
+    /// Splits the module into up to `parts` pieces (as bitcode, for code generation in other
+    /// contexts). Call after `promote_locals`.
+    pub fn split_to_bitcode(&self, parts: u32) -> Vec<Vec<u8>> {
+        extern "C" {
+            fn jitload_split_module(
+                m: LLVMModuleRef,
+                parts: c_uint,
+                emit: extern "C" fn(*mut std::ffi::c_void, *const c_char, usize),
+                ctx: *mut std::ffi::c_void,
+            ) -> c_uint;
+        }
+        extern "C" fn collect(ctx: *mut std::ffi::c_void, data: *const c_char, len: usize) {
+            // SAFETY: ctx is the Vec passed below, alive for the call; data is valid for len.
+            let out = unsafe { &mut *(ctx as *mut Vec<Vec<u8>>) };
+            // SAFETY: as above.
+            out.push(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec());
+        }
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        // SAFETY: raw is live; collect only touches `out`, which outlives the call.
+        unsafe { jitload_split_module(self.raw, parts, collect, (&mut out as *mut Vec<Vec<u8>>).cast()) };
+        out
     }
 
     /// A copy keeping only the global variables' definitions (`function: None`) or only the
