@@ -587,32 +587,67 @@ impl Thunk {
 impl Drop for Thunk {
     fn drop(&mut self) {
         self.close();
-        // The code is unmapped at the interpreter's next safe point rather than here: this
-        // drop may run inside the thunk's own call (a callable dropping the last reference
-        // to its thunk), whose return path is still in that code.
         if let Some(code) = self.code.take() {
             let cell = std::mem::replace(&mut self.cell, GilCell(Box::new(UnsafeCell::new(dead_cell()))));
-            defer_free(Box::new((code, cell)));
+            bury(code, cell);
         }
     }
 }
 
 fn dead_cell() -> Cell {
-    Cell { cell: ThunkCell { callable: std::ptr::null_mut(), error_i: 0, error_d: 0 }, callable: None, name: String::new(), result: CType::Void, result_name: String::new() }
+    Cell {
+        cell: ThunkCell { callable: std::ptr::null_mut(), error_i: 0, error_d: 0, active: 0 },
+        callable: None,
+        name: String::new(),
+        result: CType::Void,
+        result_name: String::new(),
+    }
 }
 
-fn defer_free(garbage: Box<(CodeBlock, GilCell)>) {
-    extern "C" fn free_now(arg: *mut c_void) -> c_int {
-        // SAFETY: arg is the Box leaked below, handed over exactly once.
-        drop(unsafe { Box::from_raw(arg as *mut (CodeBlock, GilCell)) });
-        0
-    }
-    let raw = Box::into_raw(garbage);
-    // SAFETY: free_now is a plain extern "C" fn; the argument is our leaked Box. If the queue
-    // is full the block is leaked, which is safe.
-    if unsafe { ffi::Py_AddPendingCall(Some(free_now), raw.cast()) } != 0 {
-        log::debug!("jitload: could not schedule freeing a thunk's code; it stays mapped");
-    }
+/// The code of dead thunks, kept until no call is inside it.
+///
+/// A thunk can die during its own call (its callable drops the last reference), and a call
+/// that took the GIL itself still runs a few instructions of the thunk's code after releasing
+/// it. So the code of a dead thunk is unmapped only once its cell counts no call inside
+/// (`active`, maintained by the stencils with the GIL held) and a grace period has passed
+/// since that was last seen otherwise. Sweeps run, with the GIL, whenever a thunk is made or
+/// dies.
+struct Grave {
+    since: std::time::Instant,
+    code: CodeBlock,
+    cell: GilCell,
+}
+
+static GRAVEYARD: std::sync::Mutex<Vec<Grave>> = std::sync::Mutex::new(Vec::new());
+const GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
+fn bury(code: CodeBlock, cell: GilCell) {
+    let mut graves = GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner());
+    graves.push(Grave { since: std::time::Instant::now(), code, cell });
+    sweep(&mut graves);
+}
+
+fn sweep(graves: &mut Vec<Grave>) {
+    let now = std::time::Instant::now();
+    graves.retain_mut(|g| {
+        if g.cell.get().cell.active > 0 {
+            g.since = now;
+            return true;
+        }
+        let keep = now.duration_since(g.since) < GRACE;
+        if !keep {
+            log::trace!("jitload: freeing thunk code at {:#x}", g.code.entry());
+        }
+        keep
+    });
+}
+
+/// How many dead thunks' code blocks wait to be freed (for tests).
+#[pyfunction]
+fn buried_thunks() -> usize {
+    let mut graves = GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner());
+    sweep(&mut graves);
+    graves.len()
 }
 
 /// Builds a thunk calling `func` for the C signature `result(args...)`; `error_value` is
@@ -625,13 +660,14 @@ fn callback(py: Python<'_>, func: Py<PyAny>, result: &str, args: Vec<String>, er
     }
     let signature = parse_signature(result, &args)?;
     let runtime = runtime()?;
+    sweep(&mut GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner()));
     let (error_i, error_d) = error_bits(py, signature.result, result, error_value.as_ref())?;
     let name = match name {
         Some(n) => n,
         None => func.bind(py).getattr("__qualname__").and_then(|q| q.extract::<String>()).unwrap_or_else(|_| "callback".into()),
     };
     let cell = GilCell(Box::new(UnsafeCell::new(Cell {
-        cell: ThunkCell { callable: func.as_ptr().cast(), error_i, error_d },
+        cell: ThunkCell { callable: func.as_ptr().cast(), error_i, error_d, active: 0 },
         callable: Some(func),
         name,
         result: signature.result,
@@ -738,6 +774,20 @@ fn memory_strategy() -> &'static str {
     }
 }
 
+/// How many wrapper frames are on the callback handshake list now (0 when no wrapper call
+/// is running: for tests).
+#[pyfunction]
+fn running_wrappers(_py: Python<'_>) -> usize {
+    let mut n = 0;
+    let mut p = jitload_stencils::frames::CALL_TOP.load(std::sync::atomic::Ordering::Relaxed);
+    while !p.is_null() {
+        n += 1;
+        // SAFETY: with the GIL held (the Python token) every frame on the list is live.
+        p = unsafe { (*p).prev };
+    }
+    n
+}
+
 /// Checks that every symbol the stencils need resolves in this interpreter.
 #[pyfunction]
 fn check_runtime() -> PyResult<()> {
@@ -753,6 +803,8 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(input_hash, &m)?)?;
     m.add_function(wrap_pyfunction!(memory_strategy, &m)?)?;
     m.add_function(wrap_pyfunction!(check_runtime, &m)?)?;
+    m.add_function(wrap_pyfunction!(running_wrappers, &m)?)?;
+    m.add_function(wrap_pyfunction!(buried_thunks, &m)?)?;
     parent.add("_stencils", m)?;
     Ok(())
 }

@@ -178,7 +178,7 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
     } else {
         [id::cb_entry_i0, id::cb_entry_i1, id::cb_entry_i2, id::cb_entry_i3, id::cb_entry_i4, id::cb_entry_i5, id::cb_entry_i6][ints]
     };
-    let mut pieces = vec![Piece::new(entry)];
+    let mut pieces = vec![Piece::new(entry).with(sym::_JIT_CELL, cell as u64)];
     pieces.extend(boxes);
     pieces.push(Piece::new(id::cb_call).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NARGS, sig.args.len() as u64));
     let ret = sig.result;

@@ -157,6 +157,7 @@ typedef struct ThunkCell {
     PyObject *callable; /* a reference; NULL once the thunk is closed */
     uint64_t error_i;   /* returned when the callback fails */
     uint64_t error_d;
+    int64_t active;     /* calls inside the thunk's code now (changed with the GIL held) */
 } ThunkCell;
 
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */

@@ -60,7 +60,11 @@ INLINE Ret cb_entry(CbFrame *fr) {
         state = PyGILState_Ensure();
         ensured = 1;
     }
+    /* The host frees a dead thunk's code only when no call is inside (see Thunk in the
+     * host); the chain may run Python code that drops the last reference to the thunk. */
+    CELL->active++;
     Ret r = _JIT_CONTINUE(fr);
+    CELL->active--;
     if (UNLIKELY(ensured)) {
         PyGILState_Release(state);
     }

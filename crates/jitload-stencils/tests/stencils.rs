@@ -252,7 +252,7 @@ fn thunk_runs_and_frees_what_it_boxes() {
     let runtime = fake_runtime();
     let before = LIVE.load(Ordering::SeqCst);
     let callable = new_int(0);
-    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0 });
+    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0, active: 0 });
     let sig = Signature::parse("int64(int64, int64)").unwrap();
     let block = build_thunk(&runtime, &sig, &*cell).unwrap();
     // SAFETY: a C function of this signature, calling the fake vectorcall.
@@ -262,6 +262,7 @@ fn thunk_runs_and_frees_what_it_boxes() {
     for i in 0..1000 {
         assert_eq!(f(i, 1), (i + 1) * 10);
     }
+    assert_eq!(cell.active, 0, "calls counted in and out");
     fake_dealloc(callable);
     assert_eq!(LIVE.load(Ordering::SeqCst), before, "arguments and results were released");
     assert_no_writable_exec(block.entry());
