@@ -10,21 +10,6 @@ called, so importing jitload costs no more than a few small Python modules.
 
 from __future__ import annotations
 
-from .errors import (
-    BitcodeError,
-    CompileError,
-    DuplicateSymbolError,
-    GeneratorError,
-    RemovedError,
-    SymbolNotFoundError,
-    InitError,
-    InitSystemError,
-    JitloadError,
-    JitloadWarning,
-    LibraryError,
-    LinkError,
-    ToolchainError,
-)
 from .importer import BITCODE_SUFFIXES, is_installed
 
 # typing is only for the type checker: this package is imported at every interpreter start.
@@ -33,6 +18,21 @@ if TYPE_CHECKING:
     from typing import Dict, List, Optional
 
     from .engine import Function, Library, Module, Session
+    from .errors import (
+        BitcodeError,
+        CompileError,
+        DuplicateSymbolError,
+        GeneratorError,
+        InitError,
+        InitSystemError,
+        JitloadError,
+        JitloadWarning,
+        LibraryError,
+        LinkError,
+        RemovedError,
+        SymbolNotFoundError,
+        ToolchainError,
+    )
 
 __version__ = "0.1.0"
 
@@ -40,11 +40,34 @@ __version__ = "0.1.0"
 _ENGINE_NAMES = ("Session", "Library", "Module", "Function")
 
 
+# The exception classes too: this package is imported at every interpreter start, and the
+# import hook needs none of them until something fails.
+_ERROR_NAMES = (
+    "BitcodeError",
+    "CompileError",
+    "DuplicateSymbolError",
+    "GeneratorError",
+    "InitError",
+    "InitSystemError",
+    "JitloadError",
+    "JitloadWarning",
+    "LibraryError",
+    "LinkError",
+    "RemovedError",
+    "SymbolNotFoundError",
+    "ToolchainError",
+)
+
+
 def __getattr__(name: str) -> object:
     if name in _ENGINE_NAMES:
         from . import engine
 
         return getattr(engine, name)
+    if name in _ERROR_NAMES:
+        from . import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'jitload' has no attribute {name!r}")
 
 __all__ = [
