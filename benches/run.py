@@ -2,7 +2,7 @@
 medians and ratios with bootstrap 95% intervals. Writes benchmarks/results.json and
 benchmarks/results.md.
 
-    python benches/run.py [--quick]
+    python benches/run.py [--quick] [--only import,run,engine]
 
 Benchmarks:
   import/fresh-process/<mod>  `python -c "import mod"` wall time: .so vs .bc (cold JIT compile)
@@ -10,6 +10,14 @@ Benchmarks:
                               already running (fresh copies with distinct names): .so vs .bc
   run/<pkg>:<function>        a compute-heavy function, .so built by clang-22 -O2 vs the same
                               sources as bitcode JIT-compiled by jitload (fresh process each)
+  engine (benches/engine.py, each part in its own process):
+    memory/...                RSS over 10,000 add/call/remove cycles of a 100-function module,
+                              1,000 create-library/add/call/remove cycles, and variants that
+                              show what grows
+    lazy/...                  5,000-function module: add_ir to first result, lazy vs eager
+    compile/...               IR to callable address, jitload vs llvmlite 0.50 (MCJIT), tiny
+                              function and ~20k-instruction module at O0 and O2, and two
+                              modules at once from two threads
 """
 
 from __future__ import annotations
@@ -208,6 +216,77 @@ def bench_run_regex(work: Path, n: int) -> Dict:
     return result("run/regex:findall", ".so clang-22 -O2", ".bc jitload -O2", a, b, "regex 2024.11.6 from PyPI (a corpus package), same sources and -O2; per process the best of 5 findall runs")
 
 
+LLVMLITE = "llvmlite==0.50.0"  # the llvmlite built on LLVM 22
+
+
+def ensure_llvmlite() -> None:
+    """The compile benchmarks compare against llvmlite: install it into this environment
+    if it is missing (like the regex benchmark fetches its sdist)."""
+    if subprocess.run([PY, "-c", "import llvmlite.binding"], capture_output=True).returncode != 0:
+        subprocess.run([PY, "-m", "pip", "install", "-q", LLVMLITE], check=True)
+
+
+def engine_benches(work: Path, quick: bool) -> Dict:
+    """Runs benches/engine.py's parts, each in a fresh process; returns their merged figures."""
+    ensure_llvmlite()
+    merged: Dict = {"results": [], "memory": [], "extra": {}}
+    for part in ("memory", "libcycle", "memdiag", "lazy", "compile"):
+        out = work / f"engine-{part}.json"
+        cmd = [PY, str(ROOT / "benches" / "engine.py"), part, "--json", str(out)] + (["--quick"] if quick else [])
+        print("$", " ".join(["python", "benches/engine.py", *cmd[2:-2]]), flush=True)
+        subprocess.run(cmd, check=True)
+        doc = json.loads(out.read_text())
+        merged["results"] += doc["results"]
+        merged["memory"] += doc["memory"]
+        merged["extra"].update(doc["extra"])
+    return merged
+
+
+def engine_markdown(doc: Dict) -> List[str]:
+    engine = doc.get("engine")
+    if not engine:
+        return []
+    lines = [
+        "",
+        "## Engine API (benches/engine.py)",
+        "",
+        "### Memory: add / call / remove cycles",
+        "",
+        "RSS (VmRSS) after the warm-up cycles and at the end, after `gc.collect()`; growth limit "
+        f"{MEMORY_LIMIT_MB:.0f} MB. \"malloc'd\" is glibc's bytes in use (`mallinfo2().uordblks`): what native code "
+        "still holds. Modules of 100 functions (3 of 4 call another), O0; three functions looked up and called per "
+        "cycle, every result checked.",
+        "",
+        "| workload | cycles | RSS after warm-up | RSS at end | RSS growth | < 5 MB | malloc'd growth | per function per cycle | cycles/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in engine["memory"]:
+        lines.append(
+            f"| {m['what']} | {m['cycles']} (warm-up {m['warmup']}) | {m['rss_after_warmup_mb']:.1f} MB | "
+            f"{m['rss_end_mb']:.1f} MB | {m['rss_growth_mb']:+.2f} MB | {'yes' if m['ok'] else '**no**'} | "
+            f"{m['malloc_growth_mb']:+.2f} MB | {m['malloc_bytes_per_function_cycle']:.0f} B | {m['cycles_per_s']:.0f} |"
+        )
+    lazy_all = engine["extra"].get("lazy_all")
+    compile_info = engine["extra"].get("compile")
+    lines += ["", "### Lazy compilation and compile latency", ""]
+    for r in doc["results"]:
+        if r["bench"].startswith("lazy/"):
+            speedup = r["baseline_median_s"] / r["contender_median_s"]
+            lines.append(f"- {r['bench']}: eager {r['baseline_median_s']:.3f} s, lazy {r['contender_median_s']:.3f} s "
+                         f"(medians of {r['n']}): **{speedup:.1f}x** faster to the first result (target: 10x).")
+    if lazy_all and lazy_all.get("n"):
+        lines.append(f"- {lazy_all['bench']}: {lazy_all['median_s']:.1f} s (median of {lazy_all['n']}; the eager library "
+                     f"compiles the whole module in {lazy_all['eager_add_median_s']:.1f} s). {lazy_all['note']}.")
+    if compile_info:
+        lines.append(f"- compile/...: baseline llvmlite {compile_info['llvmlite']} on LLVM {compile_info['llvmlite_llvm']}; "
+                     f"the large module has {compile_info['big_module_instructions']} instructions; ratio = jitload / "
+                     "baseline (below 1: jitload is faster).")
+    return lines
+
+
+MEMORY_LIMIT_MB = 5.0
+
+
 def markdown(doc: Dict) -> str:
     lines = [
         f"# jitload benchmarks",
@@ -225,16 +304,22 @@ def markdown(doc: Dict) -> str:
             f"{r['contender_median_s']*1000:.3f} ms | {r['ratio']:.3f} | {r['ratio_ci95'][0]:.3f}–{r['ratio_ci95'][1]:.3f} |"
         )
     lines.append("")
+    notes: Dict[str, str] = {}
     for r in doc["results"]:
         if r["note"]:
-            lines.append(f"- {r['bench']}: {r['note']}")
+            notes.setdefault(r["bench"], r["note"])
+    for bench, note in notes.items():
+        lines.append(f"- {bench}: {note}")
+    lines += engine_markdown(doc)
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (for CI smoke runs)")
+    ap.add_argument("--only", default="import,run,engine", help="comma-separated groups: import, run, engine")
     args = ap.parse_args()
+    groups = set(args.only.split(","))
     n = 5 if args.quick else 21
     import jitload
 
@@ -245,11 +330,20 @@ def main() -> int:
     }
     work = Path(tempfile.mkdtemp(prefix="jitload-bench-"))
     try:
-        for bench in (bench_import_fresh, bench_import_warm, bench_run_fastmath, bench_run_regex):
+        benches = []
+        if "import" in groups or "run" in groups:  # run/fastmath uses the import benches' builds
+            benches += [bench_import_fresh, bench_import_warm]
+        if "run" in groups:
+            benches += [bench_run_fastmath, bench_run_regex]
+        for bench in benches:
             r = bench(work, n)
             doc["results"].append(r)
             print(f"{r['bench']:40s} {r['baseline']:>18s} {r['baseline_median_s']*1000:10.3f} ms   "
                   f"{r['contender']:>18s} {r['contender_median_s']*1000:10.3f} ms   ratio {r['ratio']:.3f}", flush=True)
+        if "engine" in groups:
+            engine = engine_benches(work, args.quick)
+            doc["results"] += engine["results"]
+            doc["engine"] = {"memory": engine["memory"], "extra": engine["extra"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     OUT.mkdir(exist_ok=True)
