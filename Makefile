@@ -54,3 +54,22 @@ bench: build
 
 clean:
 	rm -rf target build .corpus benchmarks/out
+
+# Long reliability runs (fuzzing every loader, 10,000 mutated corpus modules per mode, 8 threads x
+# 120 s, 1,000 leak-check cycles); figures in docs/reliability.json and docs/reliability.md.
+# CI runs the short versions: tests/test_reliability_*.py in test-python, and reliability-quick.
+.PHONY: reliability reliability-quick
+reliability: build
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris
+	nice -n 10 $(PY) tests/reliability/fuzz.py --runs 100000
+	nice -n 10 $(PY) tests/reliability/mutate.py --count 10000 --mode library
+	nice -n 10 $(PY) tests/reliability/mutate.py --count 10000 --mode import
+	JITLOAD_CACHE=0 nice -n 10 $(PY) tests/reliability/stress.py --threads 8 --seconds 120
+	nice -n 10 $(PY) tests/reliability/leaks.py --cycles 1000
+	$(PY) tests/reliability/report.py
+
+reliability-quick: build
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris
+	$(PY) tests/reliability/mutate.py --count 200 --mode import --quick
+	$(PY) tests/reliability/atheris_signature.py -runs=20000 -max_len=256 >/dev/null 2>&1 || \
+	  { echo "signature fuzzing failed"; exit 1; }

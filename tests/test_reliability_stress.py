@@ -1,0 +1,169 @@
+"""Stress and process-level faults: many threads at once (short run; the long one is
+`make reliability`), reload of a module from inside its own running function, Ctrl-C during a
+long compile, fork() after the JIT started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_python
+
+RELIABILITY = Path(__file__).parent / "reliability"
+STRESS_SECONDS = os.environ.get("JITLOAD_STRESS_SECONDS", "6")
+
+
+def test_threads_import_compile_call_reload_remove():
+    out = subprocess.run(
+        [sys.executable, str(RELIABILITY / "stress.py"), "--threads", "8", "--seconds", STRESS_SECONDS, "--imports", "4", "--quick"],
+        capture_output=True, text=True, timeout=float(STRESS_SECONDS) + 240, env={**os.environ, "JITLOAD_CACHE": "0"},
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    fig = json.loads(out.stdout[out.stdout.index("{"):])
+    assert fig["wrong_results"] == 0 and fig["unexpected_exceptions"] == 0 and fig["deadlocks"] == 0, fig
+    assert fig["operations_total"] > 50, fig
+
+
+def test_reload_from_inside_its_own_running_function():
+    out = run_python("""
+import jitload
+lib = jitload.Session().library("self-reload")
+V2 = "declare void @hook()\\ndefine i64 @f(i64 %x) {\\n  %y = add i64 %x, 2000\\n  ret i64 %y\\n}\\n"
+def hook():
+    # Runs inside f: replace f while the old f is still on the stack.
+    lib.add_ir(V2, replace=True)
+lib.define_python("hook", hook, "void()")
+old = lib.add_ir("declare void @hook()\\ndefine i64 @f(i64 %x) {\\n  call void @hook()\\n  %y = add i64 %x, 1000\\n  ret i64 %y\\n}\\n")
+f = lib.function("f", "int64(int64)")
+print(f(1))      # the running (old) body finishes: 1001
+print(f(1))      # the new body: 2001
+print(old.removed)
+""")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["1001", "2001", "True"], out.stdout + out.stderr[-2000:]
+
+
+LONG_COMPILE = """
+import os, signal, sys, threading, time, tempfile, importlib.machinery, jitload
+from jitload import _native
+
+def big_ir(funcs, n):
+    out = []
+    for f in range(funcs):
+        lines = [f"define i64 @slow{f}(ptr %p, i64 %s) {{", "entry:"]
+        for i in range(n):
+            a = f"%v{i-1}" if i else "%s"
+            b = f"%v{i - 1 - (i * 7919) % min(i, 300)}" if i > 1 else "%s"
+            lines.append(f"  %l{i} = getelementptr i64, ptr %p, i64 {i % 97}")
+            lines.append(f"  %m{i} = load volatile i64, ptr %l{i}")
+            lines.append(f"  %t{i} = mul i64 {a}, %m{i}")
+            lines.append(f"  %v{i} = add i64 %t{i}, {b}")
+        lines.append(f"  ret i64 %v{n-1}")
+        lines.append("}")
+        out.append("\\n".join(lines))
+    return "\\n".join(out)
+
+ir = big_ir(3, 3000)
+mode = sys.argv[1]
+lib = jitload.Session().library("x", opt_level=2)
+d = tempfile.mkdtemp(); p = os.path.join(d, "slowmod.ll")
+open(p, "w").write(ir + "\\ndefine ptr @PyInit_slowmod() { ret ptr null }\\n")
+def interrupt_later():
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGINT)
+t0 = time.monotonic()
+threading.Thread(target=interrupt_later, daemon=True).start()
+got = "none"
+try:
+    try:
+        if mode == "library":
+            lib.add_ir(ir)
+        else:
+            _native.load_extension(p, "slowmod", "PyInit_slowmod", importlib.machinery.ModuleSpec("slowmod", None, origin=p),
+                                   isolate=(mode == "isolated"))
+    except ImportError:
+        pass  # PyInit returns NULL on purpose: only the compile matters here
+    time.sleep(2)  # a pending KeyboardInterrupt is raised here at the latest
+except KeyboardInterrupt:
+    got = "KeyboardInterrupt"
+latency = time.monotonic() - t0 - 0.5
+m = lib.add_ir("define i32 @ok() { ret i32 1 }")
+usable = lib.function("ok", "int()")() == 1
+print(got, round(latency, 2), usable)
+"""
+
+
+def run_interrupted(mode):
+    out = subprocess.run([sys.executable, "-c", LONG_COMPILE, mode], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JITLOAD_CACHE": "0"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    got, latency, usable = out.stdout.split()
+    return got, float(latency), usable == "True"
+
+
+@pytest.mark.parametrize("mode", ["library", "isolated"])
+def test_sigint_during_a_long_compile_gives_keyboardinterrupt_and_a_usable_session(mode):
+    got, latency, usable = run_interrupted(mode)
+    assert got == "KeyboardInterrupt" and usable, (got, latency, usable)
+
+
+@pytest.mark.xfail(strict=True, reason="KeyboardInterrupt is not prompt: the compile runs with the GIL released and is not "
+                   "interruptible, so Ctrl-C is raised only when it finishes (measured: the whole remaining compile, "
+                   "~4-5 s here). Needed: the native wait should poll for signals (PyErr_CheckSignals with the GIL) and, "
+                   "with isolation, kill the compiler process and raise KeyboardInterrupt at once")
+@pytest.mark.parametrize("mode", ["library", "isolated"])
+def test_sigint_during_a_long_compile_is_prompt(mode):
+    got, latency, _ = run_interrupted(mode)
+    assert got == "KeyboardInterrupt" and latency < 1.0, (got, latency)
+
+
+FORK = """
+import os, sys, jitload
+lib = jitload.Session().library("before-fork")
+lib.add_ir("define i64 @f(i64 %x) {\\n  %y = mul i64 %x, 3\\n  ret i64 %y\\n}\\n")
+f = lib.function("f", "int64(int64)")
+assert f(2) == 6
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    out = [str(f(5))]                                   # code compiled before the fork
+    try:
+        lib.add_ir("define i64 @g(i64 %x) {\\n  %y = add i64 %x, 100\\n  ret i64 %y\\n}\\n")
+        out.append(str(lib.function("g", "int64(int64)")(1)))   # compile in the child
+    except Exception as e:
+        out.append(type(e).__name__ + ":" + str(e)[:200].replace(" ", "_"))
+    try:
+        other = jitload.Session().library("child-only")
+        other.add_ir("define i32 @h() { ret i32 9 }")
+        out.append(str(other.function("h", "int()")()))
+    except Exception as e:
+        out.append(type(e).__name__)
+    os.write(w, " ".join(out).encode())
+    os._exit(0)
+os.close(w)
+data = b""
+while chunk := os.read(r, 4096):
+    data += chunk
+_, status = os.waitpid(pid, 0)
+print(status, data.decode())
+print(f(7))                                             # the parent is unaffected
+"""
+
+
+def test_fork_after_the_jit_started():
+    out = run_python(FORK, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    first, second = out.stdout.strip().splitlines()
+    status, *child = first.split()
+    assert status == "0", f"child died: status {status}; {out.stderr[-2000:]}"
+    assert child[0] == "15", child  # already compiled code works in the child
+    # Compiling in the child works, or fails with a clear error; never a crash or hang.
+    assert child[1] == "101" or "Error" in child[1], child
+    assert child[2] in ("9",) or child[2].endswith("Error"), child
+    assert second == "21"
