@@ -104,7 +104,8 @@ def run_target(target: str, runs: int, max_time: int, modules: Dict[str, List[Pa
         m = STATUS.match(line)
         if m:
             last = m
-    new = sorted(p.name for p in artifacts.iterdir() if p.name not in before)
+    # slow-unit-* files are libFuzzer's note of its slowest inputs, not failures.
+    new = sorted(p.name for p in artifacts.iterdir() if p.name not in before and not p.name.startswith("slow-unit-"))
     fig: Dict[str, object] = {
         "engine": "libFuzzer (cargo-fuzz, fork mode)",
         "exit_code": proc.returncode,

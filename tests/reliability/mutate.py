@@ -222,6 +222,42 @@ def module_name(path: Path) -> str:
     return path.name.split(".")[0]
 
 
+def recheck(args: argparse.Namespace) -> int:
+    """Re-runs every recorded finding alone in a fresh worker: a finding whose worker could not
+    even start (e.g. the installed wheel was being rebuilt) is re-classified by what the input
+    does now; the outcome counts are corrected to match."""
+    section = f"mutation_{args.mode}"
+    data = json.loads(common.RESULTS.read_text())[section]
+    env = dict(os.environ)
+    env.update(JITLOAD_MUTATE_AS_MB=str(args.memory_mb), JITLOAD_CACHE="0")
+    outcomes = Counter(data["outcomes"])
+    confirmed = []
+    for f in data["findings"]:
+        path = common.ROOT / f["input"]
+        seed_name = path.name.split("-", 4)[-1]
+        w = Worker(args.mode, env)
+        outcome, err = w.run(str(path), module_name(Path(seed_name)), args.timeout)
+        w.close()
+        now = outcome.split()[0]
+        f["recheck"] = outcome
+        old = f["outcome"].split()[0]
+        if now != old:
+            outcomes[old] -= 1
+            outcomes[now] += 1
+        if now in ("crash", "timeout"):
+            f["stderr"] = err[-600:] or f["stderr"]
+            confirmed.append(f)
+        print(f["input"], f["outcome"], "->", outcome, flush=True)
+    data["outcomes"] = {k: v for k, v in outcomes.items() if v}
+    data["findings"] = confirmed
+    data["crashes"] = outcomes.get("crash", 0)
+    data["timeouts"] = outcomes.get("timeout", 0)
+    data["rechecked"] = True
+    common.merge_results(section, data)
+    print(json.dumps({k: data[k] for k in ("outcomes", "crashes", "timeouts")}))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=10_000)
@@ -232,7 +268,10 @@ def main() -> int:
     ap.add_argument("--memory-mb", type=int, default=6144, help="RLIMIT_AS for the worker (0: none)")
     ap.add_argument("--restart-every", type=int, default=400)
     ap.add_argument("--quick", action="store_true", help="do not record figures")
+    ap.add_argument("--recheck", action="store_true", help="re-run the recorded findings of --mode in fresh workers")
     args = ap.parse_args()
+    if args.recheck:
+        return recheck(args)
 
     seeds_paths = common.corpus_bitcode(max_bytes=args.max_seed_kb * 1024)
     source = "corpus"
