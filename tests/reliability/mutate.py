@@ -184,7 +184,8 @@ for line in sys.stdin:
 class Worker:
     def __init__(self, mode: str, env: Dict[str, str]) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, text=True, bufsize=1)
+                                     stderr=subprocess.PIPE, env=env, text=True, bufsize=1,
+                                     start_new_session=True)
         self.done = 0
 
     def run(self, path: str, name: str, timeout: float) -> Tuple[str, str]:
@@ -196,8 +197,7 @@ class Worker:
             return self.died()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
-            self.proc.kill()
-            self.proc.wait()
+            self.close()
             return "timeout", ""
         line = self.proc.stdout.readline()
         if not line:
@@ -213,9 +213,12 @@ class Worker:
         return f"crash ({what})", err[-2000:]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        # The whole group: an isolated compile's child process would outlive the worker.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def module_name(path: Path) -> str:
