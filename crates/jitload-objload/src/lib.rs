@@ -39,8 +39,6 @@ mod load;
 mod mem;
 mod reloc;
 
-use std::collections::HashMap;
-
 pub use reloc::relocation_name;
 
 /// Why an object could not be loaded.
@@ -64,6 +62,46 @@ pub enum LoadError {
     /// Mapping or protecting memory failed.
     #[error("cannot map memory for the object: {0}")]
     Memory(String),
+}
+
+/// The defined global symbols: names in one buffer, entries sorted by name (one
+/// allocation each instead of one per symbol; lookups by binary search).
+struct Exports {
+    names: String,
+    /// (start of the name in `names`, its length, the symbol).
+    entries: Vec<(u32, u32, SymbolInfo)>,
+}
+
+impl Exports {
+    /// From (name, symbol) pairs in symbol-table order; the first definition of a name wins.
+    fn new(mut symbols: Vec<(&str, SymbolInfo)>) -> Exports {
+        symbols.sort_by(|a, b| a.0.cmp(b.0)); // stable: the first of equal names stays first
+        symbols.dedup_by(|later, first| later.0 == first.0);
+        let mut names = String::with_capacity(symbols.iter().map(|s| s.0.len()).sum());
+        let mut entries = Vec::with_capacity(symbols.len());
+        for (name, info) in symbols {
+            entries.push((names.len() as u32, name.len() as u32, info));
+            names.push_str(name);
+        }
+        Exports { names, entries }
+    }
+
+    fn name(&self, entry: &(u32, u32, SymbolInfo)) -> &str {
+        self.names.get(entry.0 as usize..(entry.0 + entry.1) as usize).unwrap_or("")
+    }
+
+    fn get(&self, name: &str) -> Option<SymbolInfo> {
+        let i = self.entries.binary_search_by(|e| self.name(e).cmp(name)).ok()?;
+        Some(self.entries[i].2)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, SymbolInfo)> + '_ {
+        self.entries.iter().map(|e| (self.name(e), e.2))
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 /// What kind of thing a symbol names.
@@ -105,7 +143,7 @@ pub struct LoadStats {
 /// make sure that no code or data of the object is in use then (and run
 /// [`LoadedObject::fini_functions`] first if wanted; drop does not).
 pub struct LoadedObject {
-    symbols: HashMap<String, SymbolInfo>,
+    symbols: Exports,
     init: Vec<u64>,
     fini: Vec<u64>,
     code: std::ops::Range<u64>,
@@ -149,12 +187,12 @@ impl LoadedObject {
 
     /// Address, size and kind of a defined global symbol.
     pub fn symbol_info(&self, name: &str) -> Option<SymbolInfo> {
-        self.symbols.get(name).copied()
+        self.symbols.get(name)
     }
 
     /// Every defined global symbol, in no particular order.
     pub fn symbols(&self) -> impl Iterator<Item = (&str, SymbolInfo)> + '_ {
-        self.symbols.iter().map(|(n, s)| (n.as_str(), *s))
+        self.symbols.iter()
     }
 
     /// The object's constructors (`.preinit_array`, `.init_array` by priority), in the order

@@ -1,15 +1,13 @@
 //! The linker proper: sections → layout → symbols → GOT and stubs → relocations →
 //! protection → unwind registration.
 
-use std::collections::HashMap;
-
 use object::elf;
 use object::read::elf::{FileHeader, Rela, SectionHeader, SectionTable, Sym, SymbolTable};
 use object::{LittleEndian as LE, SectionIndex, SymbolIndex};
 
 use crate::mem::{Mapping, PAGE};
 use crate::reloc::{self, Field, Formula, Kind, Refusal, Relaxable};
-use crate::{ehframe, LoadError, LoadStats, LoadedObject, SymbolInfo, SymbolKind};
+use crate::{ehframe, Exports, LoadError, LoadStats, LoadedObject, SymbolInfo, SymbolKind};
 
 type Elf = elf::FileHeader64<LE>;
 type Relocation = elf::Rela64<LE>;
@@ -399,21 +397,34 @@ pub(crate) fn load(data: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result
         return Err(LoadError::Unresolved(missing));
     }
 
-    // Layout: each class in section order, then the stubs (code), the GOT (read-only) and
-    // COMMON symbols (data).
+    // Layout: each class in section order, sections with contents before NOBITS ones; then
+    // the stubs (code), the GOT (read-only), our __dso_handle and COMMON symbols (data).
+    // Everything up to the end of the data class's contents is written (and prefaulted);
+    // zero-initialised memory after it is left untouched.
     let mut cursors = [0u64; 3];
     let mut max_align = PAGE;
-    for (index, p) in placed.iter_mut().enumerate() {
-        let Some(p) = p else { continue };
+    let mut place = |cursors: &mut [u64; 3], index: usize, p: &mut Placed<'_>| -> Result<(), LoadError> {
         let section = linker.sections.section(SectionIndex(index)).map_err(malformed)?;
         let align = check_align(section.sh_addralign(LE), &|| linker.section_name(index))?;
         max_align = max_align.max(align);
         // An .eh_frame gets the zero terminator the unwinder looks for after it.
         let size = if p.eh_frame { p.size.checked_add(4).ok_or_else(|| malformed("huge .eh_frame"))? } else { p.size };
         p.offset = reserve(&mut cursors[p.class as usize], size, align)?;
+        Ok(())
+    };
+    for (index, p) in placed.iter_mut().enumerate() {
+        if let Some(p) = p.as_mut().filter(|p| p.contents.is_some()) {
+            place(&mut cursors, index, p)?;
+        }
     }
     let stubs_offset = reserve(&mut cursors[Class::Code as usize], u64::from(stub_count) * STUB_SIZE, 16)?;
     let got_offset = reserve(&mut cursors[Class::ReadOnly as usize], u64::from(got_count) * 8, 8)?;
+    let written_data = cursors[Class::Data as usize];
+    for (index, p) in placed.iter_mut().enumerate() {
+        if let Some(p) = p.as_mut().filter(|p| p.contents.is_none()) {
+            place(&mut cursors, index, p)?;
+        }
+    }
     for &(index, size, align) in &commons {
         max_align = max_align.max(align);
         let offset = reserve(&mut cursors[Class::Data as usize], size, align)?;
@@ -436,6 +447,9 @@ pub(crate) fn load(data: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result
     } else {
         None
     };
+    if let Some(mapping) = mapping.as_mut() {
+        mapping.prefault(image.data_start + written_data);
+    }
     let base = mapping.as_ref().map_or(0, Mapping::address);
     for p in placed.iter_mut().flatten() {
         p.offset += class_start[p.class as usize];
@@ -551,7 +565,7 @@ pub(crate) fn load(data: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result
     }
     stats.frames_registered = frames.len();
 
-    let mut symbols = HashMap::new();
+    let mut exported: Vec<(&str, SymbolInfo)> = Vec::new();
     for (index, sym) in linker.symtab.enumerate() {
         let bind = sym.st_bind();
         if !matches!(bind, elf::STB_GLOBAL | elf::STB_WEAK | STB_GNU_UNIQUE) {
@@ -571,9 +585,9 @@ pub(crate) fn load(data: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result
             _ if matches!(defs[index.0], Def::Common { .. }) => SymbolKind::Data,
             _ => SymbolKind::Other,
         };
-        let info = SymbolInfo { address: addresses[index.0], size: sym.st_size(LE), kind };
-        symbols.entry(name.to_string()).or_insert(info);
+        exported.push((name, SymbolInfo { address: addresses[index.0], size: sym.st_size(LE), kind }));
     }
+    let symbols = Exports::new(exported);
     log::debug!(
         "jitload-objload: loaded {} bytes at {base:#x}: {} symbols, {} GOT slots, {} stubs, {} relaxed",
         image.size,
