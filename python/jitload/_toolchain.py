@@ -19,8 +19,39 @@ from .errors import JitloadError
 _SKIP_WITH_ARG = {"-Xlinker", "-T", "-z", "-u", "-soname", "-rpath", "-install_name"}
 
 
+#: The C++ runtime a bitcode module built from C++ needs, by the compiler's -stdlib choice.
+CXX_RUNTIMES = {"libstdc++": "libstdc++.so.6", "libc++": "libc++.so.1"}
+#: ``-l`` names of C++ runtimes (their unversioned .so lives in the compiler's private
+#: directory, where the library search does not look) and what to record for them.
+_RUNTIME_LIBRARIES = {"stdc++": "libstdc++.so.6", "c++": "libc++.so.1"}
+#: Names that only C++ code refers to: bitcode mentioning one needs a C++ runtime.
+_CXX_MARKERS = (b"__gxx_personality_v0", b"__cxa_", b"_ZNSt", b"_ZSt", b"_Znwm", b"_Znam", b"_ZdlPv", b"_ZTVN10__cxxabiv1")
+
+
+def cxx_runtime(args: List[str]) -> str:
+    """The C++ runtime library to record for a C++ link (``-stdlib=`` picks, libstdc++ by default)."""
+    for a in args:
+        if a.startswith("-stdlib="):
+            return CXX_RUNTIMES.get(a.split("=", 1)[1], CXX_RUNTIMES["libstdc++"])
+    return CXX_RUNTIMES["libstdc++"]
+
+
+def looks_like_cxx(path: str) -> bool:
+    """Whether a bitcode file refers to the C++ runtime (its symbol names are stored as text)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    return any(m in data for m in _CXX_MARKERS)
+
+
 def compile_main(tool: str, args: List[str]) -> int:
     clang = _clang.find(tool)
+    if "-shared" in args and "-c" not in args:
+        # The compiler driver used as the shared-library linker (setuptools does this for C++
+        # extensions, CMake for everything): a bitcode link.
+        return link_main(args, cxx=tool == "clang++")
     if "-c" in args or "-E" in args or "-S" in args:
         extra = _clang.BITCODE_FLAGS if "-c" in args else []
         return subprocess.call([clang, *extra, *args])
@@ -28,7 +59,7 @@ def compile_main(tool: str, args: List[str]) -> int:
     return subprocess.call([clang, *args])
 
 
-def link_main(args: List[str]) -> int:
+def link_main(args: List[str], cxx: bool = False) -> int:
     from . import _native
 
     output = None
@@ -71,6 +102,13 @@ def link_main(args: List[str]) -> int:
             objects.append(path)
         else:
             native.append(path)
+    runtime = cxx_runtime(args)
+    for lib in list(libraries):
+        if lib in _RUNTIME_LIBRARIES:
+            libraries.remove(lib)
+            cxx, runtime = True, _RUNTIME_LIBRARIES[lib]
+    if cxx or any(looks_like_cxx(o) for o in objects):
+        libraries.append(":" + runtime)
     if native:
         print(
             "jitload ld: these inputs are native code, not bitcode, and cannot be linked into a bitcode "
@@ -92,6 +130,12 @@ def main(argv: List[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     tool, args = argv[0], argv[1:]
+    # setuptools builds a C++ link command from CXX plus LDCXXSHARED minus its "first word",
+    # which leaves LDSHARED's own "-m jitload._toolchain ld" behind: drop it, keep the meaning.
+    while args[:2] == ["-m", "jitload._toolchain"] and len(args) > 2:
+        if args[2] == "ld":
+            return link_main(args[3:], cxx=tool == "c++")
+        args = args[3:]
     if tool == "cc":
         return compile_main("clang", args)
     if tool == "c++":

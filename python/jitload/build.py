@@ -21,6 +21,8 @@ from . import _clang, elf
 from .errors import ToolchainError
 
 BITCODE_MAGIC = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")
+#: Source suffixes compiled as C++ (with clang++-22).
+CXX_SUFFIXES = (".cc", ".cpp", ".cxx", ".C", ".c++")
 
 
 def is_bitcode(path: "os.PathLike[str] | str") -> bool:
@@ -49,10 +51,13 @@ def compile(
     library_dirs: Sequence[str] = (),
     opt_level: int = 2,
 ) -> str:
-    """Compile C (or C++) sources with clang 22 and link them into one bitcode module.
+    """Compile C (or C++) sources with clang 22 (clang++ 22 for ``.cpp``/``.cc``/``.cxx``) and
+    link them into one bitcode module.
 
     ``libraries`` (names as in ``-lfoo``) are resolved to the shared library the linker would
-    use and recorded as ``!llvm.dependent-libraries``, so the JIT loads them. Returns ``output``.
+    use and recorded as ``!llvm.dependent-libraries``, so the JIT loads them; with C++ sources
+    the C++ runtime (``libstdc++.so.6``, or ``libc++.so.1`` for ``-stdlib=libc++``) is recorded
+    too. Returns ``output``.
     """
     from . import _native
 
@@ -61,7 +66,7 @@ def compile(
     with tempfile.TemporaryDirectory(prefix="jitload-compile-") as tmp:
         objects = []
         for i, src in enumerate(sources):
-            cxx = Path(src).suffix in (".cc", ".cpp", ".cxx", ".C")
+            cxx = Path(src).suffix in CXX_SUFFIXES
             clang = _clang.find("clang++" if cxx else "clang")
             obj = os.path.join(tmp, f"{i}-{Path(src).stem}.o")
             cmd = [clang, "-c", f"-O{opt_level}", *_clang.BITCODE_FLAGS]
@@ -70,8 +75,16 @@ def compile(
             cmd += [*cflags, src, "-o", obj]
             _run(cmd, f"compiling {src}")
             objects.append(obj)
-        deps = [elf.resolve_library(lib, library_dirs) for lib in libraries]
-        _native.link_bitcode(objects, output, deps)
+        from ._toolchain import _RUNTIME_LIBRARIES, cxx_runtime
+
+        deps = [_RUNTIME_LIBRARIES.get(lib) or elf.resolve_library(lib, library_dirs) for lib in libraries]
+        if any(Path(src).suffix in CXX_SUFFIXES for src in sources):
+            # C++ code calls into its runtime (operator new, exceptions, RTTI): record it, as
+            # a native link with clang++ would add -lstdc++.
+            runtime = cxx_runtime(list(cflags))
+            if runtime not in deps:
+                deps.append(runtime)
+        _native.link_bitcode(objects, output, list(dict.fromkeys(deps)))
     return output
 
 

@@ -2,6 +2,7 @@
 //! Pure Rust with no Python dependency; `jitload-py` exposes it to Python.
 
 pub mod bitstream;
+pub mod cxx;
 pub mod debug;
 pub mod error;
 pub mod grace;

@@ -129,18 +129,59 @@ pub fn builtins_archive() -> Option<&'static str> {
 pub struct SharedScope {
     /// Symbols loaded modules export: name -> (address, id of the module).
     exports: RwLock<HashMap<String, (u64, u64)>>,
+    /// Exports that a later module defined again (name -> those modules' ids), and the file
+    /// each exporting module came from: a module that needs such a name cannot tell which
+    /// definition is meant (an ODR clash).
+    duplicates: RwLock<HashMap<String, Vec<u64>>>,
+    owner_paths: RwLock<HashMap<u64, String>>,
+    /// Exports whose (first) definition is weak.
+    weak_exports: RwLock<std::collections::HashSet<String>>,
     /// Modules whose exports another module was linked against (they can never be freed).
     exports_used: RwLock<std::collections::HashSet<u64>>,
     user_libraries: RwLock<Vec<Arc<Library>>>,
 }
 
 impl SharedScope {
-    /// Records what module `owner` exports (the first definition of a name wins).
-    pub fn add_exports(&self, owner: u64, symbols: impl IntoIterator<Item = (String, u64)>) {
+    /// Records what module `owner` exports (the first definition of a name wins; later ones
+    /// from another file are remembered as duplicates, see [`SharedScope::clash`]).
+    /// `weak` names definitions the linker may merge (inline functions, templates): those
+    /// never clash.
+    pub fn add_exports(&self, owner: u64, path: &str, weak: &[&str], symbols: impl IntoIterator<Item = (String, u64)>) {
+        self.owner_paths.write().unwrap_or_else(|e| e.into_inner()).insert(owner, path.to_string());
+        let paths = self.owner_paths.read().unwrap_or_else(|e| e.into_inner());
         let mut map = self.exports.write().unwrap_or_else(|e| e.into_inner());
+        let mut duplicates = self.duplicates.write().unwrap_or_else(|e| e.into_inner());
+        let mut weak_names = self.weak_exports.write().unwrap_or_else(|e| e.into_inner());
         for (name, address) in symbols {
-            map.entry(name).or_insert((address, owner));
+            let is_weak = weak.contains(&name.as_str());
+            match map.get(&name) {
+                Some(_) if is_weak || weak_names.contains(&name) => {}
+                // The same file loaded again (a reload) replaces, it does not clash.
+                Some(&(_, first)) if paths.get(&first).map(String::as_str) != Some(path) => {
+                    duplicates.entry(name).or_default().push(owner);
+                }
+                Some(_) => {}
+                None => {
+                    if is_weak {
+                        weak_names.insert(name.clone());
+                    }
+                    map.insert(name, (address, owner));
+                }
+            }
         }
+    }
+
+    /// When loaded modules from different files define `symbol`, their files (first
+    /// definition first): a module that needs it has two candidates and jitload will not
+    /// pick one silently.
+    pub fn clash(&self, symbol: &str) -> Option<Vec<String>> {
+        let duplicates = self.duplicates.read().unwrap_or_else(|e| e.into_inner());
+        let others = duplicates.get(symbol).filter(|o| !o.is_empty())?;
+        let &(_, first) = self.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol)?;
+        let paths = self.owner_paths.read().unwrap_or_else(|e| e.into_inner());
+        let mut files: Vec<String> = std::iter::once(first).chain(others.iter().copied()).filter_map(|o| paths.get(&o).cloned()).collect();
+        files.dedup();
+        (files.len() > 1).then_some(files)
     }
 
     /// Forgets module `owner`'s exports, unless another module was linked against them
@@ -149,7 +190,20 @@ impl SharedScope {
         if self.exports_used.read().unwrap_or_else(|e| e.into_inner()).contains(&owner) {
             return false;
         }
-        self.exports.write().unwrap_or_else(|e| e.into_inner()).retain(|_, (_, o)| *o != owner);
+        let mut weak_names = self.weak_exports.write().unwrap_or_else(|e| e.into_inner());
+        self.exports.write().unwrap_or_else(|e| e.into_inner()).retain(|name, (_, o)| {
+            let keep = *o != owner;
+            if !keep {
+                weak_names.remove(name);
+            }
+            keep
+        });
+        drop(weak_names);
+        self.duplicates.write().unwrap_or_else(|e| e.into_inner()).retain(|_, owners| {
+            owners.retain(|o| *o != owner);
+            !owners.is_empty()
+        });
+        self.owner_paths.write().unwrap_or_else(|e| e.into_inner()).remove(&owner);
         true
     }
 
@@ -174,10 +228,33 @@ pub struct ModuleScope {
 impl ModuleScope {
     /// Resolves `symbol` in jitload's order; `None` if nothing defines it.
     pub fn resolve(&self, symbol: &str) -> Option<u64> {
+        // C++ runtime hooks JIT'd code must reach instead of the process's (see `cxx`).
+        match symbol {
+            "__emutls_get_address" => return Some(crate::cxx::emutls_get_address as *const () as usize as u64),
+            "__cxa_thread_atexit" => return Some(crate::cxx::cxa_thread_atexit as *const () as usize as u64),
+            _ => {}
+        }
         if let Some(&(a, owner)) = self.shared.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol) {
             self.shared.exports_used.write().unwrap_or_else(|e| e.into_inner()).insert(owner);
             return Some(a);
         }
+        if let Some(name) = symbol.strip_prefix("__emutls_v.") {
+            // A thread-local a shared library defines: a control object that reaches it.
+            let address = self.resolve_native(name)?;
+            return crate::cxx::foreign_tls_control(name, address);
+        }
+        if let Some(a) = self.resolve_native(symbol) {
+            return Some(a);
+        }
+        // A thread-local another loaded module defines is exported as its control object.
+        let emulated = format!("__emutls_v.{symbol}");
+        let exports = self.shared.exports.read().unwrap_or_else(|e| e.into_inner());
+        exports.get(&emulated).map(|&(a, _)| a)
+    }
+
+    /// Resolution outside jitload's own modules: the process, dependent libraries, user
+    /// libraries, the compiler runtime.
+    fn resolve_native(&self, symbol: &str) -> Option<u64> {
         if let Some(a) = process_symbol(symbol) {
             return Some(a);
         }

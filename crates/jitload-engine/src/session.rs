@@ -337,7 +337,9 @@ impl Session {
             wanted.push(names.dtors);
         }
         wanted.extend(exports.iter().map(String::as_str));
-        let addresses = self.jit.lookup(dylib, &wanted).map_err(|message| link_error(path, message))?;
+        let found = self.jit.lookup_with_weakness(dylib, &wanted).map_err(|message| link_error(path, message))?;
+        let addresses: Vec<u64> = found.iter().map(|&(a, _)| a).collect();
+        let weak: Vec<String> = wanted.iter().zip(&found).filter(|(_, f)| f.1).map(|(n, _)| n.to_string()).collect();
         if crate::debug::perf_map_enabled() {
             let known = wanted.iter().map(|w| w.to_string()).zip(addresses.iter().copied()).collect();
             for object in &objects {
@@ -352,7 +354,8 @@ impl Session {
             self.register_destructor(d);
         }
         let dso_handle = self.jit.lookup_optional(dylib, "__dso_handle");
-        self.scope.add_exports(id, path, exports.into_iter().zip(it));
+        let weak: Vec<&str> = weak.iter().map(String::as_str).collect();
+        self.scope.add_exports(id, path, &weak, exports.into_iter().zip(it));
         log::debug!("loaded {path} as jitload.{id}");
         Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, dso_handle, tracker })
     }

@@ -76,20 +76,28 @@ pub fn run_init<'py>(
     path: &str,
     spec: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let init_error = |msg: String| make_error(py, "InitError", msg, Some(fullname), Some(path));
+    let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
+    // A C++ exception escaping the module's code is caught in the engine's C++ shim (it must
+    // not unwind into these frames) and becomes an InitError naming its type and what().
+    let cxx_error = |stage: &str, e: jitload_engine::cxx::CxxException| {
+        let _ = PyErr::take(py); // whatever the module had half-raised when it threw
+        init_error(format!("{path}: {stage} of {fullname} threw {e}"))
+    };
     if let Some(ctor) = constructors {
         // SAFETY: the engine lowered llvm.global_ctors into this `void()` function.
         let ctor: extern "C" fn() = unsafe { std::mem::transmute(ctor as usize) };
-        ctor();
+        jitload_engine::cxx::call_void(ctor).map_err(|e| cxx_error("a static constructor", e))?;
     }
     // SAFETY: the engine checked the module defines this PyInit function before linking.
     let init: InitFn = unsafe { std::mem::transmute(init_address as usize) };
     let raw = {
         let _context = PackageContext::enter(fullname);
         // SAFETY: we hold the GIL, as PyInit functions require.
-        unsafe { init() }
+        unsafe { jitload_engine::cxx::call_ptr(std::mem::transmute::<InitFn, unsafe extern "C" fn() -> *mut std::ffi::c_void>(init)) }
+            .map_err(|e| cxx_error("initialization", e))?
+            .cast::<ffi::PyObject>()
     };
-    let init_error = |msg: String| make_error(py, "InitError", msg, Some(fullname), Some(path));
-    let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
 
     if raw.is_null() {
         return Err(match PyErr::take(py) {
@@ -160,8 +168,23 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
     if !unsafe { ffi::PyModule_GetState(module.as_ptr()) }.is_null() {
         return Ok(());
     }
-    // SAFETY: def belongs to module; we hold the GIL.
-    if unsafe { ffi::PyModule_ExecDef(module.as_ptr(), def) } != 0 {
+    type ExecDef = unsafe extern "C" fn(*mut std::ffi::c_void, *mut std::ffi::c_void) -> std::ffi::c_int;
+    // SAFETY: PyModule_ExecDef takes (module, def); only the pointer types differ.
+    let exec_def: ExecDef = unsafe { std::mem::transmute(ffi::PyModule_ExecDef as unsafe extern "C" fn(_, _) -> _) };
+    // SAFETY: def belongs to module; we hold the GIL. A C++ exception from an exec slot is
+    // caught in the shim (it unwinds through CPython's frames, as it would from a .so).
+    let status = unsafe { jitload_engine::cxx::call_int2(exec_def, module.as_ptr().cast(), def.cast()) };
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = PyErr::take(py);
+            let name = module.getattr("__name__").map(|n| n.to_string()).unwrap_or_default();
+            let path = module.getattr("__file__").ok().map(|p| p.to_string());
+            let message = format!("{}: executing module {name} threw {e}", path.as_deref().unwrap_or("?"));
+            return Err(make_error(py, "InitError", message, Some(&name), path.as_deref()));
+        }
+    };
+    if status != 0 {
         let cause = PyErr::take(py).unwrap_or_else(|| PySystemError::new_err("no exception set"));
         let name = module.getattr("__name__").map(|n| n.to_string()).unwrap_or_default();
         let path = module.getattr("__file__").ok().map(|p| p.to_string());

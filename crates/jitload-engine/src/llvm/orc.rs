@@ -206,9 +206,31 @@ impl Jit {
         }
     }
 
+    /// The address of `name` in `dylib` if it defines it (materializing and linking it).
+    pub fn lookup_optional(&self, dylib: Dylib, name: &str) -> Option<u64> {
+        self.lookup_with(dylib, &[name], LLVMOrcSymbolLookupFlags::LLVMOrcSymbolLookupFlagsWeaklyReferencedSymbol)
+            .ok()
+            .and_then(|found| found.into_iter().next())
+            .filter(|&a| a != 0)
+    }
+
     /// Looks `names` up in `dylib` (materializing and linking them), returning their addresses
     /// in order. All missing names are reported together by ORC.
     pub fn lookup(&self, dylib: Dylib, names: &[&str]) -> Result<Vec<u64>, String> {
+        self.lookup_with(dylib, names, LLVMOrcSymbolLookupFlags::LLVMOrcSymbolLookupFlagsRequiredSymbol)
+    }
+
+    /// [`Jit::lookup`], also telling for each name whether its definition is weak (weak,
+    /// linkonce or common: one the linker may merge with others).
+    pub fn lookup_with_weakness(&self, dylib: Dylib, names: &[&str]) -> Result<Vec<(u64, bool)>, String> {
+        self.lookup_detailed(dylib, names, LLVMOrcSymbolLookupFlags::LLVMOrcSymbolLookupFlagsRequiredSymbol)
+    }
+
+    fn lookup_with(&self, dylib: Dylib, names: &[&str], flags: LLVMOrcSymbolLookupFlags) -> Result<Vec<u64>, String> {
+        Ok(self.lookup_detailed(dylib, names, flags)?.into_iter().map(|(a, _)| a).collect())
+    }
+
+    fn lookup_detailed(&self, dylib: Dylib, names: &[&str], flags: LLVMOrcSymbolLookupFlags) -> Result<Vec<(u64, bool)>, String> {
         let mut order = [LLVMOrcCJITDylibSearchOrderElement {
             JD: dylib.raw,
             JDLookupFlags: LLVMOrcJITDylibLookupFlags::LLVMOrcJITDylibLookupFlagsMatchAllSymbols,
@@ -221,7 +243,7 @@ impl Jit {
                     // SAFETY: interning returns a retained entry whose ownership passes to the
                     // lookup, as Orc.h requires.
                     Name: unsafe { LLVMOrcExecutionSessionIntern(self.session(), c.as_ptr()) },
-                    LookupFlags: LLVMOrcSymbolLookupFlags::LLVMOrcSymbolLookupFlagsRequiredSymbol,
+                    LookupFlags: flags,
                 }
             })
             .collect();
@@ -245,7 +267,7 @@ impl Jit {
         let map = result?;
         names
             .iter()
-            .map(|n| map.iter().find(|(k, _)| k == n).map(|(_, a)| *a).ok_or_else(|| format!("symbol {n} not returned")))
+            .map(|n| map.iter().find(|(k, _, _)| k == n).map(|&(_, a, w)| (a, w)).ok_or_else(|| format!("symbol {n} not returned")))
             .collect()
     }
 }
@@ -257,8 +279,8 @@ impl Drop for Jit {
     }
 }
 
-/// Symbol names and addresses from a lookup, or ORC's error message.
-type LookupResult = Result<Vec<(String, u64)>, String>;
+/// Symbol names, addresses and weakness from a lookup, or ORC's error message.
+type LookupResult = Result<Vec<(String, u64, bool)>, String>;
 
 #[derive(Default)]
 struct LookupWaiter {
@@ -289,7 +311,8 @@ extern "C" fn on_lookup_result(err: LLVMErrorRef, pairs: LLVMOrcCSymbolMapPairs,
             let pair = unsafe { &*pairs.add(i) };
             // SAFETY: the name entry is valid while the pair array lives.
             let name = unsafe { CStr::from_ptr(LLVMOrcSymbolStringPoolEntryStr(pair.Name)) };
-            out.push((name.to_string_lossy().into_owned(), pair.Sym.Address));
+            let weak = pair.Sym.Flags.GenericFlags & LLVMJITSymbolGenericFlags::LLVMJITSymbolGenericFlagsWeak as u8 != 0;
+            out.push((name.to_string_lossy().into_owned(), pair.Sym.Address, weak));
         }
         Ok(out)
     }))

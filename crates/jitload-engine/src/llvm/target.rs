@@ -129,6 +129,12 @@ impl TargetMachine {
         if raw.is_null() {
             return Err(format!("cannot create a target machine for {}", host.triple));
         }
+        extern "C" {
+            fn jitload_target_machine_use_emulated_tls(tm: LLVMTargetMachineRef);
+        }
+        // SAFETY: raw is the live target machine just created; the shim sets one option field.
+        // Emulated TLS: thread-locals become `__emutls_v.*` objects (see `crate::cxx`).
+        unsafe { jitload_target_machine_use_emulated_tls(raw) };
         Ok(TargetMachine { raw, opt })
     }
 
