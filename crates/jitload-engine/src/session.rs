@@ -110,6 +110,8 @@ pub struct Session {
     jit: Jit,
     host: HostTarget,
     scope: Arc<SharedScope>,
+    /// Target machines not in use (see [`Machine`]).
+    machines: Mutex<Vec<TargetMachine>>,
     /// The persistent object cache, opened on first use (so the environment can still
     /// change before the first import).
     cache: OnceLock<ObjectCache>,
@@ -151,6 +153,7 @@ impl Session {
             jit,
             host: HostTarget::detect(),
             scope,
+            machines: Mutex::new(Vec::new()),
             cache: OnceLock::new(),
             process,
             next_id: AtomicU64::new(1),
@@ -373,6 +376,19 @@ impl Session {
         Ok(ModuleScope { shared: self.scope.clone(), dependencies })
     }
 
+    /// A target machine for the host at `opt`, from the pool when one is free.
+    pub(crate) fn machine(&self, opt: OptLevel) -> Result<Machine<'_>, String> {
+        let pooled = {
+            let mut pool = self.machines.lock().unwrap_or_else(|e| e.into_inner());
+            pool.iter().position(|m| m.opt_level() == opt).map(|i| pool.swap_remove(i))
+        };
+        let tm = match pooled {
+            Some(tm) => tm,
+            None => TargetMachine::new(&self.host, opt)?,
+        };
+        Ok(Machine { tm: Some(tm), pool: &self.machines })
+    }
+
     /// Optimises `module` for the host at `opt` and emits an object.
     pub(crate) fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
@@ -392,7 +408,6 @@ impl Session {
         drop(tm);
         module.promote_locals(unique);
         let pieces = module.split_to_bitcode(threads as u32);
-        let host = &self.host;
         std::thread::scope(|scope| {
             let workers: Vec<_> = pieces
                 .iter()
@@ -403,7 +418,7 @@ impl Session {
                         in_guarded_context(&piece, |ctx| {
                             let mut part = Module::parse_bitcode(ctx, bitcode, &piece)
                                 .map_err(|message| EngineError::Compile { path: piece.clone(), stage: "splitting".into(), message })?;
-                            let tm = TargetMachine::new(host, opt).map_err(stage_error(&piece, "target setup"))?;
+                            let tm = self.machine(opt).map_err(stage_error(&piece, "target setup"))?;
                             part.set_data_layout(&tm.data_layout());
                             tm.emit(&part, false).map_err(stage_error(&piece, "code generation"))
                         })
@@ -423,8 +438,8 @@ impl Session {
 
     /// Sets the host data layout and runs the `default<On>` pipeline; returns the target
     /// machine, ready to generate code for the optimised module.
-    fn optimize(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<TargetMachine, EngineError> {
-        let tm = TargetMachine::new(&self.host, opt).map_err(stage_error(path, "target setup"))?;
+    fn optimize(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Machine<'_>, EngineError> {
+        let tm = self.machine(opt).map_err(stage_error(path, "target setup"))?;
         module.set_data_layout(&tm.data_layout());
         tm.optimize(module).map_err(stage_error(path, "optimisation"))?;
         Ok(tm)
@@ -506,6 +521,35 @@ extern "C" fn run_destructors() {
         }
     });
 }
+
+/// A target machine borrowed from the session's pool; returned when dropped. Creating one
+/// costs about a millisecond (subtarget tables), as much as compiling a small function, and
+/// one may not be used by two threads at once, hence a pool rather than one shared machine.
+/// A machine in use when LLVM crashed is never returned (its frame is abandoned).
+pub(crate) struct Machine<'s> {
+    tm: Option<TargetMachine>,
+    pool: &'s Mutex<Vec<TargetMachine>>,
+}
+
+impl std::ops::Deref for Machine<'_> {
+    type Target = TargetMachine;
+    fn deref(&self) -> &TargetMachine {
+        self.tm.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Machine<'_> {
+    fn drop(&mut self) {
+        if let Some(tm) = self.tm.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < MACHINE_POOL_SIZE {
+                pool.push(tm);
+            }
+        }
+    }
+}
+
+const MACHINE_POOL_SIZE: usize = 8;
 
 /// Below this many instructions one thread generates code sooner than a split would.
 const PARALLEL_CODEGEN_MIN_INSTRUCTIONS: usize = 4000;

@@ -91,11 +91,15 @@ impl OptLevel {
     }
 }
 
-/// An owned target machine for the host. Not thread-safe: one per compile.
+/// An owned target machine for the host. Not thread-safe: one compile at a time.
 pub struct TargetMachine {
     raw: LLVMTargetMachineRef,
     opt: OptLevel,
 }
+
+// SAFETY: a TargetMachine may move between threads; it is only ever used by one thread at a
+// time (owned, or borrowed from the session's pool by one compile).
+unsafe impl Send for TargetMachine {}
 
 impl TargetMachine {
     /// A PIC, small-code-model machine for `host`: external data goes through the GOT, which
@@ -139,6 +143,10 @@ impl TargetMachine {
     }
 
     /// The data layout string modules must carry for this machine.
+    pub fn opt_level(&self) -> OptLevel {
+        self.opt
+    }
+
     pub fn data_layout(&self) -> String {
         // SAFETY: raw is live; the data layout is ours and disposed after copying its string.
         unsafe {
