@@ -149,7 +149,7 @@ def test_add_and_introspection(lib: ctypes.CDLL) -> None:
     assert add(-(2**63), -1) == 2**63 - 1  # wraps like C
     state = fast.info(add)
     assert state.name == "add" and state.address == addr(lib, "add")
-    assert state.stencils == ["entry_plain", "conv_i64", "conv_i64", "call_i2", "box_i64"]
+    assert state.stencils == ["entry_plain", "conv_i64_r0", "conv_i64_r1", "call_i2", "box_i64"]
     assert add.__name__ == "add"
     assert "int64(int64, int64)" in (add.__doc__ or "")
     assert fast.wrap(addr(lib, "nothing"), "void()")() is None

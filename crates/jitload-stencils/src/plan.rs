@@ -64,17 +64,20 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
             }
             stack_slot(stack - 1)
         };
+        // Integer-class arguments 1 and 2 travel in the chain's register slots r0/r1.
+        let slot = if ty.is_sse() { 2 } else { [0, 1].into_iter().find(|&r| dest == int_slot(r)).unwrap_or(2) };
+        let pick = |variants: [usize; 3]| variants[slot];
         let stencil = match ty {
-            CType::I64 => id::conv_i64,
-            CType::I8 | CType::I16 | CType::I32 => id::conv_sint,
-            CType::U64 => id::conv_u64,
-            CType::U8 | CType::U16 | CType::U32 => id::conv_uint,
+            CType::I64 => pick([id::conv_i64_r0, id::conv_i64_r1, id::conv_i64_mem]),
+            CType::I8 | CType::I16 | CType::I32 => pick([id::conv_sint_r0, id::conv_sint_r1, id::conv_sint_mem]),
+            CType::U64 => pick([id::conv_u64_r0, id::conv_u64_r1, id::conv_u64_mem]),
+            CType::U8 | CType::U16 | CType::U32 => pick([id::conv_uint_r0, id::conv_uint_r1, id::conv_uint_mem]),
             CType::F64 => id::conv_f64,
             CType::F32 => id::conv_f32,
-            CType::Bool => id::conv_bool,
-            CType::Ptr => id::conv_ptr,
-            CType::Buffer => id::conv_buffer,
-            CType::PyObject => id::conv_pyobject,
+            CType::Bool => pick([id::conv_bool_r0, id::conv_bool_r1, id::conv_bool_mem]),
+            CType::Ptr => pick([id::conv_ptr_r0, id::conv_ptr_r1, id::conv_ptr_mem]),
+            CType::Buffer => pick([id::conv_buffer_r0, id::conv_buffer_r1, id::conv_buffer_mem]),
+            CType::PyObject => pick([id::conv_pyobject_r0, id::conv_pyobject_r1, id::conv_pyobject_mem]),
             CType::Void => return Err(Error::Signature("void is only allowed as the result".into())),
         };
         let mut piece = Piece::new(stencil).with(sym::_JIT_ARG, index as u64).with(sym::_JIT_DEST, dest).with(sym::_JIT_KIND, ty.kind());

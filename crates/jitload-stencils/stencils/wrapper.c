@@ -3,11 +3,18 @@
  *   entry_*   native convention: checks the argument count, sets up a CallFrame on its own
  *             stack, links it for the callback handshake, calls the chain (not a tail call:
  *             it cleans up afterwards, like CPython's JIT trampoline), returns the result.
- *   conv_*    one per argument: Python object args[ARG] -> raw value at frame offset DEST.
- *             Exact int/float/bool/None take the inline path; everything else, and every
- *             error, goes to the host's slow path, which converts generally or raises.
- *   call_*    loads the argument registers from the frame and calls TARGET.
+ *   conv_*    one per argument: Python object args[ARG] -> raw value, in register slot r0
+ *             (`_r0`), r1 (`_r1`) or at frame offset DEST. Ints, exact floats, bools and
+ *             None take the inline path; everything else, and every error, goes to the
+ *             host's slow path, which converts generally or raises.
+ *   call_*    loads the argument registers (r0, r1, the frame) and calls TARGET; passes
+ *             {rax, xmm0} on in r0, r1.
  *   box_*     raw result -> Python object; returns to the entry.
+ *
+ * The chain's state is four values: args, the frame and the register slots r0 and r1.
+ * Under preserve_none they travel in r12-r15, which the C convention preserves, so they
+ * survive every C API call a stencil makes: the first two integer arguments and the result
+ * never touch memory between conversion, call and boxing.
  *
  * Holes: _JIT_NARGS, _JIT_ARG, _JIT_DEST, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TARGET, _JIT_TOP,
  * _JIT_GUARD_{ENTER,EXIT,CTX}, C API functions and host helpers. Continuation: _JIT_CONTINUE.
@@ -26,9 +33,10 @@ HOLE(_JIT_GUARD_ENTER);
 HOLE(_JIT_GUARD_EXIT);
 HOLE(_JIT_GUARD_CTX);
 
-extern PN HIDDEN PyObject *_JIT_CONTINUE(PyObject *const *args, CallFrame *fr);
+#define CHAIN PyObject *const *args, CallFrame *fr, uint64_t r0, uint64_t r1
+extern PN HIDDEN PyObject *_JIT_CONTINUE(CHAIN);
 
-#define NEXT() MUSTTAIL return _JIT_CONTINUE(args, fr)
+#define NEXT() MUSTTAIL return _JIT_CONTINUE(args, fr, r0, r1)
 
 INLINE double as_double(uint64_t bits) {
     union { uint64_t u; double d; } x = {.u = bits};
@@ -68,7 +76,7 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     if (guard) {
         fr.token = ((uintptr_t (*)(void *))_JIT_GUARD_ENTER)(_JIT_GUARD_CTX);
     }
-    PyObject *r = _JIT_CONTINUE(args, &fr);
+    PyObject *r = _JIT_CONTINUE(args, &fr, 0, 0);
     if (guard) {
         if (UNLIKELY(((int (*)(void *, uintptr_t))_JIT_GUARD_EXIT)(_JIT_GUARD_CTX, fr.token) < 0) && r) {
             decref(r);
@@ -108,202 +116,204 @@ PyObject *entry_guard_buffers(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 /* ---- argument conversions ----------------------------------------------------------- */
 
-#define STORE(v) (*(uint64_t *)((char *)fr + VALUE(_JIT_DEST)) = (uint64_t)(v))
 #define ARG() (args[VALUE(_JIT_ARG)])
-#define SLOW(kind)                                                                    \
-    do {                                                                              \
+/* Each conversion comes in three variants: the value goes to r0, to r1, or to the frame. */
+#define TO_mem(v) (*(uint64_t *)((char *)fr + VALUE(_JIT_DEST)) = (uint64_t)(v))
+#define TO_r0(v) (r0 = (uint64_t)(v))
+#define TO_r1(v) (r1 = (uint64_t)(v))
+/* The slow path writes to the frame: DEST, or the (not yet used) ret_i slot for registers. */
+#define SLOW_TO_mem(kind)                                                                 \
+    do {                                                                                  \
         if (jitload_fast_conv_slow(fr, o, VALUE(_JIT_ARG), (kind), VALUE(_JIT_DEST)) < 0) \
-            return NULL;                                                              \
-        NEXT();                                                                       \
+            return NULL;                                                                  \
+        NEXT();                                                                           \
     } while (0)
+#define SLOW_TO_REG(kind, reg)                                                                        \
+    do {                                                                                              \
+        if (jitload_fast_conv_slow(fr, o, VALUE(_JIT_ARG), (kind), offsetof(CallFrame, ret_i)) < 0) \
+            return NULL;                                                                              \
+        reg = fr->ret_i;                                                                              \
+        NEXT();                                                                                       \
+    } while (0)
+#define SLOW_TO_r0(kind) SLOW_TO_REG(kind, r0)
+#define SLOW_TO_r1(kind) SLOW_TO_REG(kind, r1)
 
-PN PyObject *conv_i64(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyLong_Type))) {
-        long long v = PyLong_AsLongLong(o);
-        if (LIKELY(v != -1 || !PyErr_Occurred())) {
-            STORE(v);
-            NEXT();
-        }
+/* CONVERT(v) is a statement block that either sets v and falls through, or jumps to slow. */
+#define CONV_VARIANT(NAME, SUFFIX, KIND, CONVERT)   \
+    PN PyObject *NAME##SUFFIX(CHAIN) {              \
+        PyObject *o = ARG();                        \
+        uint64_t v;                                 \
+        CONVERT                                     \
+        TO##SUFFIX(v);                              \
+        NEXT();                                     \
+    slow:                                           \
+        SLOW_TO##SUFFIX(KIND);                      \
     }
-    SLOW(K_I64);
-}
+#define CONV(NAME, KIND, CONVERT)                 \
+    CONV_VARIANT(NAME, _mem, KIND, CONVERT)       \
+    CONV_VARIANT(NAME, _r0, KIND, CONVERT)        \
+    CONV_VARIANT(NAME, _r1, KIND, CONVERT)
+
+/* PyLong_AsLongLong takes any int or __index__ object; anything else fails into the slow
+ * path, which raises the C-extension-style TypeError. */
+CONV(conv_i64, K_I64, {
+    long long x = PyLong_AsLongLong(o);
+    if (UNLIKELY(x == -1 && PyErr_Occurred())) goto slow;
+    v = (uint64_t)x;
+})
 
 /* Narrower signed integers: the range is patched in (MIN, MAX), the kind names the type. */
-PN PyObject *conv_sint(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyLong_Type))) {
-        long long v = PyLong_AsLongLong(o);
-        if (LIKELY(v >= (long long)VALUE(_JIT_MIN) && v <= (long long)VALUE(_JIT_MAX) && (v != -1 || !PyErr_Occurred()))) {
-            STORE(v);
-            NEXT();
-        }
-    }
-    SLOW(VALUE(_JIT_KIND));
-}
+CONV(conv_sint, VALUE(_JIT_KIND), {
+    long long x = PyLong_AsLongLong(o);
+    if (UNLIKELY(x < (long long)VALUE(_JIT_MIN) || x > (long long)VALUE(_JIT_MAX))) goto slow;
+    if (UNLIKELY(x == -1 && PyErr_Occurred())) goto slow;
+    v = (uint64_t)x;
+})
 
-PN PyObject *conv_u64(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyLong_Type))) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(o);
-        if (LIKELY(v != (unsigned long long)-1 || !PyErr_Occurred())) {
-            STORE(v);
-            NEXT();
-        }
-    }
-    SLOW(K_U64);
-}
+/* PyLong_AsUnsignedLongLong takes ints only (no __index__): the slow path has the rest. */
+CONV(conv_u64, K_U64, {
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (UNLIKELY(x == (unsigned long long)-1 && PyErr_Occurred())) goto slow;
+    v = x;
+})
 
-PN PyObject *conv_uint(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyLong_Type))) {
-        unsigned long long v = PyLong_AsUnsignedLongLong(o);
-        if (LIKELY(v <= (unsigned long long)VALUE(_JIT_MAX))) {
-            STORE(v);
-            NEXT();
-        }
-    }
-    SLOW(VALUE(_JIT_KIND));
-}
+CONV(conv_uint, VALUE(_JIT_KIND), {
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (UNLIKELY(x > (unsigned long long)VALUE(_JIT_MAX))) goto slow; /* includes (ull)-1 on error */
+    v = x;
+})
 
-PN PyObject *conv_f64(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyFloat_Type))) {
-        STORE(double_bits(((PyFloatObject *)o)->ob_fval));
-        NEXT();
-    }
-    SLOW(K_F64);
-}
+CONV(conv_bool, K_BOOL, {
+    if (o == &_Py_TrueStruct) v = 1;
+    else if (o == &_Py_FalseStruct) v = 0;
+    else goto slow;
+})
 
-PN PyObject *conv_f32(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(exact(o, PyFloat_Type))) {
-        STORE(float_bits((float)((PyFloatObject *)o)->ob_fval));
-        NEXT();
-    }
-    SLOW(K_F32);
-}
-
-PN PyObject *conv_bool(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
-    if (LIKELY(o == &_Py_TrueStruct || o == &_Py_FalseStruct)) {
-        STORE(o == &_Py_TrueStruct);
-        NEXT();
-    }
-    SLOW(K_BOOL);
-}
-
-PN PyObject *conv_ptr(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
+CONV(conv_ptr, K_PTR, {
     if (o == &_Py_NoneStruct) {
-        STORE(0);
-        NEXT();
+        v = 0;
+    } else {
+        if (UNLIKELY(!exact(o, PyLong_Type))) goto slow;
+        void *x = PyLong_AsVoidPtr(o);
+        if (UNLIKELY(x == NULL && PyErr_Occurred())) goto slow;
+        v = (uint64_t)x;
     }
-    if (LIKELY(exact(o, PyLong_Type))) {
-        void *v = PyLong_AsVoidPtr(o);
-        if (LIKELY(v != NULL || !PyErr_Occurred())) {
-            STORE(v);
-            NEXT();
-        }
-    }
-    SLOW(K_PTR);
-}
+})
 
 /* A writable buffer is passed in place and released after the call; read-only ones (whose
  * owners do not expect writes) take the slow path, which passes a copy. */
-PN PyObject *conv_buffer(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = ARG();
+CONV(conv_buffer, K_BUFFER, {
     Py_buffer *view = &fr->bufs[fr->nbuf];
-    if (LIKELY(PyObject_GetBuffer(o, view, PyBUF_SIMPLE) == 0)) {
-        if (LIKELY(!view->readonly)) {
-            fr->nbuf++;
-            STORE(view->buf);
-            NEXT();
-        }
+    if (UNLIKELY(PyObject_GetBuffer(o, view, PyBUF_SIMPLE) != 0)) goto slow;
+    if (UNLIKELY(view->readonly)) {
         PyBuffer_Release(view);
+        goto slow;
     }
-    SLOW(K_BUFFER);
-}
+    fr->nbuf++;
+    v = (uint64_t)view->buf;
+})
 
 /* PyObject* arguments are borrowed: the caller's reference outlives the call. */
-PN PyObject *conv_pyobject(PyObject *const *args, CallFrame *fr) {
-    STORE(ARG());
-    NEXT();
+CONV(conv_pyobject, K_PYOBJECT, {
+    v = (uint64_t)o;
+    if (0) goto slow;
+})
+
+/* Floating-point arguments go to SSE registers, loaded from the frame by the call. */
+PN PyObject *conv_f64(CHAIN) {
+    PyObject *o = ARG();
+    if (LIKELY(exact(o, PyFloat_Type))) {
+        TO_mem(double_bits(((PyFloatObject *)o)->ob_fval));
+        NEXT();
+    }
+    SLOW_TO_mem(K_F64);
+}
+
+PN PyObject *conv_f32(CHAIN) {
+    PyObject *o = ARG();
+    if (LIKELY(exact(o, PyFloat_Type))) {
+        TO_mem(float_bits((float)((PyFloatObject *)o)->ob_fval));
+        NEXT();
+    }
+    SLOW_TO_mem(K_F32);
 }
 
 /* ---- calls -------------------------------------------------------------------------- */
 
+#define I0 r0
+#define I1 r1
 #define I(k) fr->i[k]
 #define F(k) as_double(fr->f[k])
 #define S(k) fr->stack[k]
 #define T(...) ((Ret (*)(__VA_ARGS__))_JIT_TARGET)
 #define U uint64_t
 #define D double
-#define CALL(NAME, TYPES, ARGS)                                     \
-    PN PyObject *NAME(PyObject *const *args, CallFrame *fr) {       \
-        Ret r = T TYPES ARGS;                                       \
-        fr->ret_i = r.i;                                            \
-        fr->ret_d = double_bits(r.d);                               \
-        NEXT();                                                     \
-    }                                                               \
-    PN PyObject *NAME##_nogil(PyObject *const *args, CallFrame *fr) { \
-        void *ts = PyEval_SaveThread();                             \
-        Ret r = T TYPES ARGS;                                       \
-        PyEval_RestoreThread(ts);                                   \
-        fr->ret_i = r.i;                                            \
-        fr->ret_d = double_bits(r.d);                               \
-        NEXT();                                                     \
+/* The result goes on in r0 (rax) and r1 (xmm0's bits). */
+#define CALL(NAME, TYPES, ARGS)                                   \
+    PN PyObject *NAME(CHAIN) {                                    \
+        Ret r = T TYPES ARGS;                                     \
+        r0 = r.i;                                                 \
+        r1 = double_bits(r.d);                                    \
+        NEXT();                                                   \
+    }                                                             \
+    PN PyObject *NAME##_nogil(CHAIN) {                            \
+        void *ts = PyEval_SaveThread();                           \
+        Ret r = T TYPES ARGS;                                     \
+        PyEval_RestoreThread(ts);                                 \
+        r0 = r.i;                                                 \
+        r1 = double_bits(r.d);                                    \
+        NEXT();                                                   \
     }
 
 CALL(call_i0, (void), ())
-CALL(call_i1, (U), (I(0)))
-CALL(call_i2, (U, U), (I(0), I(1)))
-CALL(call_i3, (U, U, U), (I(0), I(1), I(2)))
-CALL(call_i4, (U, U, U, U), (I(0), I(1), I(2), I(3)))
-CALL(call_i5, (U, U, U, U, U), (I(0), I(1), I(2), I(3), I(4)))
-CALL(call_i6, (U, U, U, U, U, U), (I(0), I(1), I(2), I(3), I(4), I(5)))
+CALL(call_i1, (U), (I0))
+CALL(call_i2, (U, U), (I0, I1))
+CALL(call_i3, (U, U, U), (I0, I1, I(2)))
+CALL(call_i4, (U, U, U, U), (I0, I1, I(2), I(3)))
+CALL(call_i5, (U, U, U, U, U), (I0, I1, I(2), I(3), I(4)))
+CALL(call_i6, (U, U, U, U, U, U), (I0, I1, I(2), I(3), I(4), I(5)))
 /* Any mix of up to 6 integer-class and 8 SSE arguments: SysV assigns each class its own
  * registers in order, so passing all of them is correct for every such signature. */
 CALL(call_full, (U, U, U, U, U, U, D, D, D, D, D, D, D, D),
-     (I(0), I(1), I(2), I(3), I(4), I(5), F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7)))
+     (I0, I1, I(2), I(3), I(4), I(5), F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7)))
 /* ... and up to 16 more in memory, pushed in argument order (each 8 bytes). */
 CALL(call_stack, (U, U, U, U, U, U, D, D, D, D, D, D, D, D, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U, U),
-     (I(0), I(1), I(2), I(3), I(4), I(5), F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7),
+     (I0, I1, I(2), I(3), I(4), I(5), F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7),
       S(0), S(1), S(2), S(3), S(4), S(5), S(6), S(7), S(8), S(9), S(10), S(11), S(12), S(13), S(14), S(15)))
 
 /* ---- results ------------------------------------------------------------------------ */
 
 /* Only the low bits of a narrow integer result are defined by the ABI: truncate first. */
-PN PyObject *box_i8(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((int8_t)fr->ret_i); }
-PN PyObject *box_i16(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((int16_t)fr->ret_i); }
-PN PyObject *box_i32(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((int32_t)fr->ret_i); }
-PN PyObject *box_i64(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((int64_t)fr->ret_i); }
-PN PyObject *box_u8(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((uint8_t)fr->ret_i); }
-PN PyObject *box_u16(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((uint16_t)fr->ret_i); }
-PN PyObject *box_u32(PyObject *const *args, CallFrame *fr) { return PyLong_FromLongLong((uint32_t)fr->ret_i); }
-PN PyObject *box_u64(PyObject *const *args, CallFrame *fr) { return PyLong_FromUnsignedLongLong(fr->ret_i); }
-PN PyObject *box_bool(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = (uint8_t)fr->ret_i ? &_Py_TrueStruct : &_Py_FalseStruct;
+PN PyObject *box_i8(CHAIN) { return PyLong_FromLongLong((int8_t)r0); }
+PN PyObject *box_i16(CHAIN) { return PyLong_FromLongLong((int16_t)r0); }
+PN PyObject *box_i32(CHAIN) { return PyLong_FromLongLong((int32_t)r0); }
+PN PyObject *box_i64(CHAIN) { return PyLong_FromLongLong((int64_t)r0); }
+PN PyObject *box_u8(CHAIN) { return PyLong_FromLongLong((uint8_t)r0); }
+PN PyObject *box_u16(CHAIN) { return PyLong_FromLongLong((uint16_t)r0); }
+PN PyObject *box_u32(CHAIN) { return PyLong_FromLongLong((uint32_t)r0); }
+PN PyObject *box_u64(CHAIN) { return PyLong_FromUnsignedLongLong(r0); }
+PN PyObject *box_bool(CHAIN) {
+    PyObject *o = (uint8_t)r0 ? &_Py_TrueStruct : &_Py_FalseStruct;
     incref(o);
     return o;
 }
-PN PyObject *box_f32(PyObject *const *args, CallFrame *fr) { return PyFloat_FromDouble((double)bits_float(fr->ret_d)); }
-PN PyObject *box_f64(PyObject *const *args, CallFrame *fr) { return PyFloat_FromDouble(as_double(fr->ret_d)); }
-PN PyObject *box_void(PyObject *const *args, CallFrame *fr) {
+PN PyObject *box_f32(CHAIN) { return PyFloat_FromDouble((double)bits_float(r1)); }
+PN PyObject *box_f64(CHAIN) { return PyFloat_FromDouble(as_double(r1)); }
+PN PyObject *box_void(CHAIN) {
     incref(&_Py_NoneStruct);
     return &_Py_NoneStruct;
 }
-PN PyObject *box_ptr(PyObject *const *args, CallFrame *fr) {
-    if (fr->ret_i == 0) {
+PN PyObject *box_ptr(CHAIN) {
+    if (r0 == 0) {
         incref(&_Py_NoneStruct);
         return &_Py_NoneStruct;
     }
-    return PyLong_FromVoidPtr((void *)fr->ret_i);
+    return PyLong_FromVoidPtr((void *)r0);
 }
 /* A PyObject* result is a new reference (the C API's convention); NULL propagates the
  * exception the function set, or becomes a SystemError. */
-PN PyObject *box_pyobject(PyObject *const *args, CallFrame *fr) {
-    PyObject *o = (PyObject *)fr->ret_i;
+PN PyObject *box_pyobject(CHAIN) {
+    PyObject *o = (PyObject *)r0;
     if (UNLIKELY(o == NULL)) {
         return jitload_fast_null_result(fr);
     }

@@ -237,7 +237,20 @@ fn wrapper_with_every_register_class_and_the_stack() {
     let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
     assert_eq!(
         names,
-        ["entry_plain", "conv_sint", "conv_f64", "conv_uint", "conv_f32", "conv_i64", "conv_i64", "conv_i64", "conv_i64", "conv_i64", "call_stack", "box_i64"]
+        [
+            "entry_plain",
+            "conv_sint_r0",
+            "conv_f64",
+            "conv_uint_r1",
+            "conv_f32",
+            "conv_i64_mem",
+            "conv_i64_mem",
+            "conv_i64_mem",
+            "conv_i64_mem",
+            "conv_i64_mem",
+            "call_stack",
+            "box_i64"
+        ]
     );
     let dest = |i: usize| pieces[i].values.iter().find(|(s, _)| *s == jitload_stencils::sym::_JIT_DEST).unwrap().1;
     // int8 -> rdi, double -> xmm0, uint16 -> rsi, float -> xmm1, 4 x int64 -> rdx rcx r8 r9, the 5th -> stack[0].
