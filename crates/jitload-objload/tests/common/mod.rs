@@ -38,14 +38,23 @@ fn scratch_dir() -> PathBuf {
 /// Compiles `source` (C, or C++ when `cxx`) with `flags` (plus `-c -fPIC`) to object bytes.
 /// `None` when the compiler is missing (the caller skips).
 pub fn compile_with(source: &str, cxx: bool, flags: &[&str]) -> Option<Vec<u8>> {
+    compile_file(source, if cxx { "cpp" } else { "c" }, flags)
+}
+
+/// Assembles x86-64 assembly (clang-22's integrated assembler) with `flags`.
+pub fn assemble(source: &str, flags: &[&str]) -> Option<Vec<u8>> {
+    compile_file(source, "s", flags)
+}
+
+fn compile_file(source: &str, extension: &str, flags: &[&str]) -> Option<Vec<u8>> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tool = if cxx { CLANGXX } else { CLANG };
+    let tool = if extension == "cpp" { CLANGXX } else { CLANG };
     if !have(tool) {
         return None;
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = scratch_dir();
-    let src = dir.join(format!("t{n}.{}", if cxx { "cpp" } else { "c" }));
+    let src = dir.join(format!("t{n}.{extension}"));
     let obj = dir.join(format!("t{n}.o"));
     std::fs::write(&src, source).expect("write source");
     let out = Command::new(tool)
@@ -177,6 +186,7 @@ pub const VARIANTS: &[&[&str]] = &[
     &["-O2", "-fno-plt"],
     &["-O2", "-mcmodel=medium"],
     &["-O2", "-mcmodel=large"],
+    &["-O2", "-g", "-fstack-protector-strong"],
 ];
 
 /// C++ with static initialisers (and destructors through `__cxa_atexit`) and exceptions

@@ -383,3 +383,128 @@ fn gcc_objects_load_too() {
     let loaded = load(&bytes);
     check_basic(&loaded, &["gcc"]);
 }
+
+/// Every relocation kind compilers rarely emit, written out in assembly.
+const RELOCATIONS_S: &str = r#"
+        .text
+        .globl  size32
+size32: movl    $blob@SIZE, %eax                    # R_X86_64_SIZE32
+        ret
+
+        .globl  got_base
+got_base:
+        leaq    _GLOBAL_OFFSET_TABLE_(%rip), %rax   # R_X86_64_GOTPC32
+        ret
+
+        .globl  got32_offset
+got32_offset:
+        movl    $blob@GOT, %eax                     # R_X86_64_GOT32
+        ret
+
+        .globl  blob_gotoff
+blob_gotoff:
+.Lpb:   leaq    .Lpb(%rip), %rax
+        movabsq $_GLOBAL_OFFSET_TABLE_-.Lpb, %rcx   # R_X86_64_GOTPC64
+        addq    %rcx, %rax
+        movabsq $blob@GOTOFF, %rcx                  # R_X86_64_GOTOFF64
+        addq    %rcx, %rax
+        ret
+
+        .globl  blob_got64
+blob_got64:
+.Lpb2:  leaq    .Lpb2(%rip), %rax
+        movabsq $_GLOBAL_OFFSET_TABLE_-.Lpb2, %rcx
+        addq    %rcx, %rax
+        movabsq $blob@GOT, %rcx                     # R_X86_64_GOT64
+        movq    (%rax,%rcx), %rax
+        ret
+
+        .globl  ext_pltoff
+ext_pltoff:
+.Lpb3:  leaq    .Lpb3(%rip), %rax
+        movabsq $_GLOBAL_OFFSET_TABLE_-.Lpb3, %rcx
+        addq    %rcx, %rax
+        movabsq $ext_fn@PLTOFF, %rcx                # R_X86_64_PLTOFF64
+        addq    %rcx, %rax
+        ret
+
+        .globl  blob_gotpcrel
+blob_gotpcrel:
+        movq    blob@GOTPCREL(%rip), %rax           # R_X86_64_GOTPCREL (relaxation off)
+        ret
+
+        .globl  call_ext
+call_ext:
+        jmp     ext_fn@PLT                          # R_X86_64_PLT32 (tail call)
+
+        .section .rodata,"a"
+        .globl  pc64_value
+pc64_value:
+        .quad   blob - .                            # R_X86_64_PC64
+        .globl  size64_value
+size64_value:
+        .quad   blob@SIZE                           # R_X86_64_SIZE64
+        .globl  pc16_value
+pc16_value:
+        .short  size32 - .                          # R_X86_64_PC16
+
+        .data
+        .globl  blob
+        .type   blob,@object
+        .size   blob, 24
+blob:   .quad 1, 2, 3
+"#;
+
+extern "C" fn ext_fn(x: i64) -> i64 {
+    x + 1000
+}
+
+#[test]
+fn rare_relocation_kinds_from_assembly() {
+    let Some(bytes) = assemble(RELOCATIONS_S, &["-Wa,-mrelax-relocations=no"]) else { return };
+    let ext = ext_fn as *const () as u64;
+    let obj = LoadedObject::load(&bytes, &|n: &str| (n == "ext_fn").then_some(ext)).expect("load");
+    let blob = obj.symbol("blob").expect("blob");
+    assert_eq!(call!(obj, "size32", fn() -> u32), 24);
+    let got = call!(obj, "got_base", fn() -> u64);
+    let (base, len) = obj.image();
+    assert!(got >= base && got < base + len as u64);
+    let offset = call!(obj, "got32_offset", fn() -> u32) as u64;
+    // SAFETY: got + offset is blob's GOT slot, inside the image.
+    assert_eq!(unsafe { *((got + offset) as *const u64) }, blob);
+    assert_eq!(call!(obj, "blob_gotoff", fn() -> u64), blob);
+    assert_eq!(call!(obj, "blob_got64", fn() -> u64), blob);
+    assert_eq!(call!(obj, "blob_gotpcrel", fn() -> u64), blob);
+    let target = call!(obj, "ext_pltoff", fn() -> u64);
+    // SAFETY: PLTOFF64 leads to ext_fn (directly or through its stub).
+    let f: extern "C" fn(i64) -> i64 = unsafe { std::mem::transmute(target as usize) };
+    assert_eq!(f(5), 1005);
+    assert_eq!(call!(obj, "call_ext", fn(i64) -> i64, 7), 1007);
+    let read = |name: &str| obj.symbol(name).unwrap_or_else(|| panic!("{name}"));
+    let pc64 = read("pc64_value");
+    // SAFETY: the three values are in the object's read-only data.
+    unsafe {
+        assert_eq!(pc64.wrapping_add(*(pc64 as *const u64)), blob);
+        assert_eq!(*(read("size64_value") as *const u64), 24);
+        let pc16 = read("pc16_value");
+        assert_eq!(pc16.wrapping_add(*(pc16 as *const i16) as i64 as u64), read("size32"));
+    }
+}
+
+#[test]
+fn narrow_relocations_that_do_not_fit_are_errors() {
+    let src = "
+        .section .rodata,\"a\"
+        .byte blob - .
+        .data
+        .globl blob
+blob:   .quad 1
+";
+    let Some(bytes) = assemble(src, &[]) else { return };
+    match LoadedObject::load(&bytes, &|_: &str| None) {
+        Err(LoadError::RelocationOverflow { kind, section, symbol, .. }) => {
+            assert_eq!((kind, section.as_str(), symbol.as_str()), (15, ".rodata", "blob"));
+        }
+        other => panic!("expected an overflow, got {other:?}"),
+    }
+}
