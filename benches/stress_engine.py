@@ -11,17 +11,17 @@ prints the stacks).
 The world
 ---------
 One Session with two shared libraries: ``eager`` (O2) and ``lazy`` (lazy=True, O1). Each
-has SLOTS slots and 2 *anchors*. Slot ``i`` of a library, when present, is one module
-defining
+has SLOTS slots and 2 *anchors* (``anc<sid>_f``). Slot ``i`` of a library, when present,
+is one module defining
 
     s<i>_f0(x) .. s<i>_f3(x)   f0 loops x times to compute ENC(version, i, 0) + x; f<j>
                                calls f<j-1> (a direct call inside the module) and adds 256
-    s<i>_peer(x)               calls anc<k>_f(x) of the same library (through the library:
+    s<i>_peer(x)               calls an anchor of the same library (through the library:
                                another module) and returns its result unchanged
 
 where ``ENC(v, slot, j) = v << 24 | slot << 16 | j << 8`` and ``0 < x < 256``: every result
 says which version of which function of which slot computed it. An anchor is a module
-defining ``anc<k>_f`` the same way; anchors are replaced but never removed.
+defining ``anc<sid>_f`` the same way; anchors are replaced but never removed.
 
 Mutations of one slot are serialised by the slot's lock (different slots change at the same
 time, in the same library). Versions come from one global counter. A slot keeps a log of
@@ -41,7 +41,9 @@ anchor's log. ``lib.address(name)`` must return the same stub address every time
 (or raise as above when absent). A replace must leave the replaced module ``removed``; a
 remove must leave it ``removed``. Private libraries (one per thread at a time, linked to
 the shared eager library) are created, used, and removed whole; calling into one after its
-removal must raise RemovedError. Anything else — a wrong value, an unexpected exception
+removal must raise RemovedError. A ``client`` library, linked to both shared libraries and
+never changed, defines ``c<sid>(x)`` calling anchor ``sid``: calls through it cross a link
+into code being replaced. Anything else — a wrong value, an unexpected exception
 type, a failed add/replace/remove — is counted as wrong.
 """
 
@@ -127,7 +129,7 @@ class Slot:
         self.stub_lock = threading.Lock()
 
     def anchor_name(self) -> str:
-        return f"anc{self.index}_f"
+        return f"anc{self.sid}_f"  # unique across libraries: the client library links to all
 
     def ir(self, version: int) -> str:
         if self.anchor is None:
@@ -176,6 +178,13 @@ class World:
         rng = random.Random(seed)
         for a in self.anchors:
             self.add(a)
+        # A client library linked to every shared library, never changed: its c<sid>(x) calls
+        # anchor <sid> across the link while the anchor is replaced.
+        self.client = self.session.library("client", opt_level=1, link=self.libs)
+        self.client.add_ir("\n\n".join(
+            [f"declare i64 @{a.anchor_name()}(i64)" for a in self.anchors]
+            + [f"define i64 @c{a.sid}(i64 %x) {{\n  %r = call i64 @{a.anchor_name()}(i64 %x)\n  ret i64 %r\n}}"
+               for a in self.anchors]) + "\n")
         for s in self.slots:
             if rng.random() < 0.5:
                 self.add(s)
@@ -189,7 +198,7 @@ class World:
 
 class Worker(threading.Thread):
     WEIGHTS = (
-        ("call", 40), ("call_cached", 15), ("peer", 10), ("lookup", 8), ("symbols", 2),
+        ("call", 35), ("call_cached", 12), ("peer", 10), ("client", 8), ("lookup", 8), ("symbols", 2),
         ("replace", 12), ("remove", 5), ("add", 5), ("private_library", 3),
     )
 
@@ -278,6 +287,23 @@ class Worker(threading.Thread):
             return
         self.check_value(got, anchor, 0, x, alo, ahi, f"{slot.lib.name}:{name}->{anchor.anchor_name()}")
 
+    def op_client(self) -> None:
+        """A call through the client library into a shared library's anchor (across a link)."""
+        anchor = self.rng.choice(self.world.anchors)
+        name = f"c{anchor.sid}"
+        x = self.rng.randrange(1, 256)
+        f = self.functions.get((-1, name))
+        if f is None:
+            f = self.world.client.function(name, SIG)
+            self.functions[(-1, name)] = f
+        lo = anchor.lo
+        try:
+            got = f(x)
+        except Exception as exc:  # noqa: BLE001 - anchors are never absent: any exception is wrong
+            self.check_absent(exc, [(anchor, lo, anchor.hi)], f"client:{name}")
+            return
+        self.check_value(got, anchor, 0, x, lo, anchor.hi, f"client:{name}->{anchor.lib.name}:{anchor.anchor_name()}")
+
     def op_lookup(self) -> None:
         slot = self.pick()
         name = self.rng.choice(slot.names)
@@ -356,9 +382,11 @@ class Worker(threading.Thread):
             got = own(x)
             if got != enc(version, sid, 1) + x:
                 self.wrong(f"{lib.name}:p_own({x}) = {got:#x}, expected {enc(version, sid, 1) + x:#x}")
-            alo = anchor.lo
-            got = lib.function("p_peer", SIG)(x)
-            self.check_value(got, anchor, 0, x, alo, anchor.hi, f"{lib.name}:p_peer->{anchor.anchor_name()}")
+            peer = lib.function("p_peer", SIG)
+            for _ in range(10):  # calls into the shared library through the link, racing its replaces
+                alo = anchor.lo
+                got = peer(x)
+                self.check_value(got, anchor, 0, x, alo, anchor.hi, f"{lib.name}:p_peer->{anchor.anchor_name()}")
         except Exception as exc:  # noqa: BLE001 - a failure here is a bug
             self.wrong(f"private library {lib.name}: {type(exc).__name__}: {exc}")
         finally:
@@ -383,6 +411,8 @@ class Worker(threading.Thread):
                     self.op_call(cached=True)
                 elif op == "peer":
                     self.op_peer()
+                elif op == "client":
+                    self.op_client()
                 elif op == "lookup":
                     self.op_lookup()
                 elif op == "symbols":

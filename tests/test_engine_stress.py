@@ -29,6 +29,6 @@ def test_four_threads_random_operations_all_results_checked(tmp_path: Path) -> N
     assert report["wrong"] == 0, output
     counts = report["counts"]
     # Every kind of operation ran, and calls raced with changes.
-    for op in ("call", "call_cached", "peer", "lookup", "replace", "remove", "add", "private_library"):
+    for op in ("call", "call_cached", "peer", "client", "lookup", "replace", "remove", "add", "private_library"):
         assert counts.get(op, 0) > 0, f"no {op} operations\n" + output
     assert report["outcomes"].get("value ok", 0) > 100, output
