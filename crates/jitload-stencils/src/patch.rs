@@ -10,7 +10,9 @@
 //!   sign-extended 32-bit immediate, else `lea reg, [rip+rel32]` when within reach, else a
 //!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
 //!   immediate form when it fits, else a GOT slot.
-//! Instruction lengths never change, so stencil offsets are those of the object file.
+//! Instruction lengths never change, so stencil offsets are those of the object file. A
+//! stencil whose last instruction jumps to the next one is cut before that jump and the next
+//! stencil placed right after it (execution falls through), as CPython's JIT does.
 
 use crate::memory::{CodeMemory, Writable};
 use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
@@ -75,18 +77,25 @@ impl std::fmt::Debug for CodeBlock {
 pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let stencils: Vec<&'static Stencil> = pieces.iter().map(|p| &STENCILS[p.stencil]).collect();
     let mut offsets = Vec::with_capacity(pieces.len());
+    let mut lens = Vec::with_capacity(pieces.len());
     let mut end = 0usize;
-    for s in &stencils {
-        let start = end.next_multiple_of(ALIGN);
+    let mut fell_through = false;
+    for (i, s) in stencils.iter().enumerate() {
+        // A stencil that ends by jumping to the next one falls into it instead: the jump is
+        // cut and the next stencil follows at once (no alignment padding).
+        let start = if fell_through { end } else { end.next_multiple_of(ALIGN) };
+        fell_through = i + 1 < stencils.len() && ends_with_continue(s);
+        let len = s.code.len() - if fell_through { 5 } else { 0 };
         offsets.push(start);
-        end = start + s.code.len();
+        lens.push(len);
+        end = start + len;
     }
     let code_len = end;
     let got_start = code_len.next_multiple_of(8);
     let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
     loop {
         let mut mem = Writable::new(got_start + 8 * max_got).map_err(Error::Memory)?;
-        let (relaxed, got_slots) = write(runtime, pieces, &stencils, &offsets, got_start, &mut mem)?;
+        let (relaxed, got_slots) = write(runtime, pieces, &stencils, &offsets, &lens, got_start, &mut mem)?;
         match mem.seal() {
             Ok(memory) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
             // The host refused mprotect to executable: the process now dual-maps; again.
@@ -101,6 +110,7 @@ fn write(
     pieces: &[Piece],
     stencils: &[&'static Stencil],
     offsets: &[usize],
+    lens: &[usize],
     got_start: usize,
     mem: &mut Writable,
 ) -> Result<(usize, usize), Error> {
@@ -111,8 +121,9 @@ fn write(
     let mut relaxed = 0;
     for (i, (piece, stencil)) in pieces.iter().zip(stencils).enumerate() {
         let at = offsets[i];
-        buf[at..at + stencil.code.len()].copy_from_slice(stencil.code);
-        for hole in stencil.holes {
+        let len = lens[i];
+        buf[at..at + len].copy_from_slice(&stencil.code[..len]);
+        for hole in stencil.holes.iter().filter(|h| (h.offset as usize) < len) {
             let value = if hole.symbol == sym::_JIT_CONTINUE {
                 match offsets.get(i + 1) {
                     Some(next) => base + *next as u64,
@@ -170,6 +181,14 @@ fn write(
         }
     }
     Ok((relaxed, got.len()))
+}
+
+/// Whether the stencil's last instruction is `jmp rel32` to `_JIT_CONTINUE`.
+fn ends_with_continue(s: &Stencil) -> bool {
+    let n = s.code.len();
+    n >= 5
+        && s.code[n - 5] == 0xE9
+        && s.holes.iter().any(|h| h.kind == HoleKind::Rel32 && h.symbol == sym::_JIT_CONTINUE && h.offset as usize == n - 4)
 }
 
 /// `S + A - P` as a rel32, if it fits.
