@@ -35,6 +35,7 @@
 //! code of the object.
 
 mod ehframe;
+pub mod host;
 mod load;
 mod mem;
 mod reloc;
