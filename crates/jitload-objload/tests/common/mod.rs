@@ -41,6 +41,34 @@ pub fn compile_with(source: &str, cxx: bool, flags: &[&str]) -> Option<Vec<u8>> 
     compile_file(source, if cxx { "cpp" } else { "c" }, flags)
 }
 
+/// What jitload's engine does: C → bitcode (clang-22 -emit-llvm), then code generation for
+/// this host's CPU and features with PIC relocations (llc-22, the same back end as the
+/// engine's TargetMachine). `None` when either tool is missing.
+pub fn compile_via_llc(source: &str, opt: &str) -> Option<Vec<u8>> {
+    if !have("llc-22") {
+        return None;
+    }
+    let bitcode = compile_file(source, "c", &["-emit-llvm", opt])?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = scratch_dir();
+    let bc = dir.join(format!("llc{n}.bc"));
+    let obj = dir.join(format!("llc{n}.o"));
+    std::fs::write(&bc, bitcode).expect("write bitcode");
+    let out = Command::new("llc-22")
+        .args([opt, "-relocation-model=pic", "-code-model=small", "-mcpu=native", "-filetype=obj"])
+        .arg(&bc)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .expect("run llc-22");
+    assert!(out.status.success(), "llc-22 failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&obj).expect("read object");
+    let _ = std::fs::remove_file(&bc);
+    let _ = std::fs::remove_file(&obj);
+    Some(bytes)
+}
+
 /// Assembles x86-64 assembly (clang-22's integrated assembler) with `flags`.
 pub fn assemble(source: &str, flags: &[&str]) -> Option<Vec<u8>> {
     compile_file(source, "s", flags)

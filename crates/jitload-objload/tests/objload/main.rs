@@ -63,6 +63,15 @@ fn c_program_in_every_variant() {
 }
 
 #[test]
+fn objects_from_llvm_code_generation_for_this_host() {
+    for opt in ["-O2", "-O3", "-O0"] {
+        let Some(bytes) = compile_via_llc(BASIC_C, opt) else { return };
+        let obj = load(&bytes);
+        check_basic(&obj, &["llc-22", opt]);
+    }
+}
+
+#[test]
 fn unaligned_input_is_copied() {
     let Some(bytes) = compile_c(BASIC_C, &["-O2"]) else { return };
     let mut shifted = vec![0u8; bytes.len() + 1];
