@@ -32,7 +32,25 @@
 //!
 //! The input is parsed defensively: every offset and size is bounds-checked, and malformed
 //! input yields a [`LoadError`], never a panic or an out-of-bounds write. Loading runs no
-//! code of the object.
+//! code of the object. `.eh_frame` is walked the way libgcc will walk it (record bounds, CIE
+//! links, pointer encodings libgcc handles without aborting, every FDE inside this object's
+//! code) before it is registered, since the unwinder trusts it completely.
+//!
+//! # On jitload's warm import path
+//!
+//! A cache hit gives `Compiled { object, exports, undefined, dependent_libraries, has_ctors,
+//! has_dtors }`. With this crate: `LoadedObject::load(&object, &|n| scope.resolve(n))`
+//! (the module's scope: jitload exports, process, dependent libraries, user libraries,
+//! libgcc_s, the libc_nonshared shims); on `Unresolved` (e.g. a compiler-rt helper that
+//! only the LLVM path's builtins archive provides) or any other error, fall back to the
+//! LLVM path. Then `symbol(required)` is the init function, `symbol("__jitload_ctors")` /
+//! `symbol("__jitload_dtors")` the lowered constructors and destructors when the flags say
+//! so, and `symbol(e)` for each export feeds the shared scope. Keep the `LoadedObject`
+//! where the ORC path keeps its resource tracker; dropping it frees the module.
+//!
+//! For the warm path to avoid libLLVM entirely, the code that runs it must not link libLLVM
+//! (a `.so` that links it pays for loading it when imported), and the cache key must be
+//! computable without LLVM: see [`host::cpu_fingerprint`] for the CPU part.
 
 mod ehframe;
 pub mod host;
