@@ -271,3 +271,12 @@ impl std::fmt::Debug for LoadedObject {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loaded_objects_can_be_shared_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::LoadedObject>();
+    }
+}
