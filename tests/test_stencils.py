@@ -90,7 +90,13 @@ int64_t call2_in_thread(int64_t (*cb)(int64_t, int64_t), int64_t a, int64_t b) {
 }
 
 /* A call guard: counts enters, sums tokens, fails on demand. */
-uintptr_t guard_enter(int64_t *ctx) { ctx[0]++; return 7; }
+uintptr_t guard_enter(int64_t *ctx) {
+    ctx[0]++;
+    if (ctx[3]) { PyErr_SetString(PyExc_RuntimeError, "enter says no"); return UINTPTR_MAX; }
+    return 7;
+}
+int64_t calls_seen;
+int64_t counted_add(int64_t a, int64_t b) { calls_seen++; return a + b; }
 int guard_exit(int64_t *ctx, uintptr_t token) {
     ctx[1] += (int64_t)token;
     if (ctx[2]) { PyErr_SetString(PyExc_RuntimeError, "guard says no"); return -1; }
@@ -370,7 +376,7 @@ def test_owner_is_kept_alive(lib: ctypes.CDLL) -> None:
 
 
 def test_guard_runs_around_every_call(lib: ctypes.CDLL) -> None:
-    ctx = (ctypes.c_int64 * 3)()
+    ctx = (ctypes.c_int64 * 4)()
     guard = (addr(lib, "guard_enter"), addr(lib, "guard_exit"), ctypes.addressof(ctx))
     add = fast.wrap(addr(lib, "add"), "int64(int64, int64)", guard=guard, owner=ctx)
     assert add(1, 2) == 3 and add(3, 4) == 7
@@ -382,6 +388,14 @@ def test_guard_runs_around_every_call(lib: ctypes.CDLL) -> None:
     assert fast.info(s).stencils[0] == "entry_guard_buffers"
     ctx[2] = 0
     assert s(bytearray(b"\x05"), 1) == 5
+    # enter can refuse the call: its exception is raised and the function does not run.
+    counted = fast.wrap(addr(lib, "counted_add"), "int64(int64, int64)", guard=guard, owner=ctx)
+    seen = ctypes.c_int64.in_dll(lib, "calls_seen")
+    assert counted(1, 1) == 2 and seen.value == 1
+    ctx[3] = 1
+    with pytest.raises(RuntimeError, match="enter says no"):
+        counted(1, 1)
+    assert seen.value == 1
 
 
 # ---- callbacks -------------------------------------------------------------------------
@@ -651,6 +665,18 @@ def test_wrapper_on_a_python_wrapped_thunk_roundtrip(lib: ctypes.CDLL) -> None:
     t = fast.callback(lambda a, b: a * b, "int64(int64, int64)")
     mul = fast.wrap(t.address, "int64(int64, int64)", owner=t)
     assert mul(6, 7) == 42 and fast.info(mul).owner is t
+
+
+def test_guide_and_docstring_examples() -> None:
+    import doctest
+    import re
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "fast.md").read_text()
+    namespace: Dict[str, Any] = {"__name__": "docs_fast"}
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", guide, flags=re.S)):
+        exec(compile(block, f"fast.md#block{i + 1}", "exec"), namespace)
+    failures, tried = doctest.testmod(fast)
+    assert tried > 0 and failures == 0
 
 
 # ---- cost of building ------------------------------------------------------------------

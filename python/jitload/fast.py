@@ -127,9 +127,11 @@ def wrap(
 
     The result is a builtin function object (``METH_FASTCALL``) running patched stencils;
     ``info(f)`` gives its details. ``owner`` is kept alive as long as the callable.
-    ``guard=(enter, exit, ctx)`` (addresses) runs ``token = enter(ctx)`` before and
-    ``exit(ctx, token)`` after every call (non-zero: exit set an exception; the result is
-    dropped), e.g. to keep code from being freed while it runs.
+    ``guard=(enter, exit, ctx)`` (addresses of C functions) runs
+    ``uintptr_t token = enter(ctx)`` before every call (``UINTPTR_MAX`` with an exception
+    set refuses the call: the exception is raised) and ``int exit(ctx, token)`` after it
+    (non-zero: exit set an exception; the result is dropped), with the GIL held, e.g. to
+    keep code from being freed while it runs.
     """
     _require()
     sig = _signature(signature)

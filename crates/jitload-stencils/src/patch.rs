@@ -10,6 +10,7 @@
 //!   sign-extended 32-bit immediate, else `lea reg, [rip+rel32]` when within reach, else a
 //!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
 //!   immediate form when it fits, else a GOT slot.
+//!
 //! Instruction lengths never change, so stencil offsets are those of the object file. A
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.

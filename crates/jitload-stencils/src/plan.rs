@@ -6,9 +6,11 @@ use crate::sig::{CType, Signature};
 use crate::table::id;
 use crate::{sym, Error, Runtime};
 
-/// A native function called around by `enter(ctx) -> token` and `exit(ctx, token) -> int`
-/// (non-zero: `exit` set a Python exception, the call's result is dropped). For code that
-/// must not be freed while a call runs (the engine's epochs).
+/// Native functions run around every call of a wrapper, with the GIL held:
+/// `uintptr_t enter(void *ctx)` before (returning `UINTPTR_MAX` with a Python exception set
+/// means "do not call": the wrapper raises it) and `int exit(void *ctx, uintptr_t token)`
+/// after (non-zero: `exit` set an exception; the call's result is dropped). For code that
+/// must not be freed while a call runs (the engine's epochs) or calls that must be refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guard {
     pub enter: u64,

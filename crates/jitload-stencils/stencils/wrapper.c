@@ -73,14 +73,18 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     fr.thread = thread_pointer();
     fr.prev = *top;
     *top = &fr;
+    PyObject *r = NULL;
     if (guard) {
+        /* enter returns a token for exit, or UINTPTR_MAX with an exception set: no call. */
         fr.token = ((uintptr_t (*)(void *))_JIT_GUARD_ENTER)(_JIT_GUARD_CTX);
     }
-    PyObject *r = _JIT_CONTINUE(args, &fr, 0, 0);
-    if (guard) {
-        if (UNLIKELY(((int (*)(void *, uintptr_t))_JIT_GUARD_EXIT)(_JIT_GUARD_CTX, fr.token) < 0) && r) {
-            decref(r);
-            r = NULL;
+    if (!guard || LIKELY(fr.token != UINTPTR_MAX)) {
+        r = _JIT_CONTINUE(args, &fr, 0, 0);
+        if (guard) {
+            if (UNLIKELY(((int (*)(void *, uintptr_t))_JIT_GUARD_EXIT)(_JIT_GUARD_CTX, fr.token) < 0) && r) {
+                decref(r);
+                r = NULL;
+            }
         }
     }
     if (bufs) {

@@ -159,19 +159,19 @@ extern "C" fn unexpected() {
 fn fake_runtime() -> Runtime {
     Runtime::new(&|name| {
         let addr = match name {
-            "PyLong_FromLongLong" | "PyLong_FromUnsignedLongLong" => fake_from_ll as usize,
-            "PyLong_AsLongLong" | "PyLong_AsUnsignedLongLong" => fake_as_ll as usize,
-            "PyErr_Occurred" => fake_occurred as usize,
-            "_Py_Dealloc" => fake_dealloc as usize,
+            "PyLong_FromLongLong" | "PyLong_FromUnsignedLongLong" => fake_from_ll as *const () as usize,
+            "PyLong_AsLongLong" | "PyLong_AsUnsignedLongLong" => fake_as_ll as *const () as usize,
+            "PyErr_Occurred" => fake_occurred as *const () as usize,
+            "_Py_Dealloc" => fake_dealloc as *const () as usize,
             "PyLong_Type" => &LONG_TYPE as *const u8 as usize,
             "PyFloat_Type" => &FLOAT_TYPE as *const u8 as usize,
             // Singletons the stencils may incref: leaked, writable.
             "_Py_NoneStruct" | "_Py_TrueStruct" | "_Py_FalseStruct" => {
                 Box::leak(Box::new(Obj { refcnt: 1 << 40, ty: std::ptr::null(), value: 0 })) as *mut Obj as usize
             }
-            "PyGILState_GetThisThreadState" | "_JIT_TSTATE_GET" => fake_tstate as usize,
-            "PyObject_Vectorcall" => fake_vectorcall as usize,
-            _ => unexpected as usize,
+            "PyGILState_GetThisThreadState" | "_JIT_TSTATE_GET" => fake_tstate as *const () as usize,
+            "PyObject_Vectorcall" => fake_vectorcall as *const () as usize,
+            _ => unexpected as *const () as usize,
         };
         Some(addr as u64)
     })
@@ -207,7 +207,7 @@ fn check_wrapper(strategy: Strategy) {
     let runtime = fake_runtime();
     memory::set_strategy(strategy);
     let sig = Signature::parse("int64(int64, int64)").unwrap();
-    let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as usize as u64, release_gil: false, guard: None }).unwrap();
+    let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
     assert_eq!(block.memory().strategy(), strategy);
     assert_eq!(call(block.entry(), &[2, 3]), 5);
     assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
@@ -233,7 +233,7 @@ fn wrapper_with_every_register_class_and_the_stack() {
     // Only integer conversions run (the fake float type is never exact), so pass the
     // floats as raw bits through int64 slots: check the register assignment instead.
     let sig = Signature::parse("int64(int8, double, uint16, float, int64, int64, int64, int64, int64)").unwrap();
-    let pieces = jitload_stencils::plan::wrapper_pieces(&WrapperSpec { signature: &sig, target: native_mix as usize as u64, release_gil: false, guard: None }).unwrap();
+    let pieces = jitload_stencils::plan::wrapper_pieces(&WrapperSpec { signature: &sig, target: native_mix as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
     let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
     assert_eq!(
         names,
@@ -290,7 +290,7 @@ fn many_blocks_are_freed() {
     let sig = Signature::parse("int64(int64, int64)").unwrap();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
-        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as usize as u64, release_gil: false, guard: None }).unwrap();
+        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
         drop(block);
     }
     let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
@@ -306,7 +306,7 @@ fn signature_errors() {
     let sig = Signature::parse(&many).unwrap();
     let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
     assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
-    let sig = Signature::parse(&format!("int64({})", vec!["int64"; 7].join(", "))).unwrap();
+    let sig = Signature::parse(&format!("int64({})", ["int64"; 7].join(", "))).unwrap();
     assert!(jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).is_err(), "callbacks: registers only");
 }
 
