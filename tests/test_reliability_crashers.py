@@ -13,13 +13,10 @@ import pytest
 
 CRASHERS = Path(__file__).parent / "fixtures" / "crashers"
 
-# Crash in-process: fixed by compiling in a child only (the isolated import survives them).
-IN_PROCESS_CRASHES = {
-    "wrapt-spliced-record-context-dispose.bc": "a spliced record in wrapt's bitcode leaves the LLVMContext corrupt; the "
-    "parse fails inside the guarded region, but the context is disposed after it (session.rs in_guarded_context drops "
-    "Context outside guarded()): ~LLVMContextImpl frees 0xfffffffffffff000 -> SIGSEGV kills the interpreter "
-    "(Library.add_ir/add_bitcode, load_extension(isolate=False))",
-}
+# Inputs that still crash when compiled in-process (the isolated import survives them), with
+# why. Fixed so far: wrapt-spliced-record-context-dispose.bc (the LLVMContext left corrupt by a
+# failed parse is now disposed inside the crash guard).
+IN_PROCESS_CRASHES: dict[str, str] = {}
 
 LOAD = """
 import importlib.machinery, sys, jitload

@@ -70,6 +70,9 @@ pub enum EngineError {
 
     #[error("{what} is not supported: {reason}")]
     Unsupported { what: String, reason: String },
+
+    #[error("{path}: compilation interrupted")]
+    Interrupted { path: String },
 }
 
 fn close_matches(close: &[String]) -> String {
@@ -118,7 +121,8 @@ impl EngineError {
             | EngineError::Link { path, .. }
             | EngineError::LlvmCrash { path, .. }
             | EngineError::Write { path, .. }
-            | EngineError::Duplicate { path, .. } => Some(path),
+            | EngineError::Duplicate { path, .. }
+            | EngineError::Interrupted { path } => Some(path),
             EngineError::Library { .. }
             | EngineError::Jit { .. }
             | EngineError::NotFound { .. }
@@ -162,6 +166,7 @@ impl EngineError {
             Removed { library, what } => w.u8(18).strs(&[library.clone(), what.clone()]),
             Generator { library, symbol, message } => w.u8(19).strs(&[library.clone(), symbol.clone(), message.clone()]),
             Unsupported { what, reason } => w.u8(20).strs(&[what.clone(), reason.clone()]),
+            Interrupted { path } => w.u8(21).strs(std::slice::from_ref(path)),
         };
     }
 
@@ -193,6 +198,7 @@ impl EngineError {
             18 => Removed { library: g(0)?, what: g(1)? },
             19 => Generator { library: g(0)?, symbol: g(1)?, message: g(2)? },
             20 => Unsupported { what: g(0)?, reason: g(1)? },
+            21 => Interrupted { path: g(0)? },
             _ => return None,
         })
     }

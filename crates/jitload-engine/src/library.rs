@@ -777,7 +777,13 @@ impl Library {
             Ok((prepared, module, object))
         };
         let (mut prepared, module, globals_object) = match guarded(work) {
-            Ok(result) => result?,
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                // Dispose under the guard: after a failed parse this can crash (see
+                // `session::in_guarded_context`); if it does, the context is abandoned.
+                let _ = guarded(move || drop(context));
+                return Err(e);
+            }
             Err(reason) => {
                 std::mem::forget(context);
                 return Err(EngineError::LlvmCrash { path: path.to_string(), reason });

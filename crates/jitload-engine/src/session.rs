@@ -251,7 +251,18 @@ impl Session {
             }
             w.0
         })
-        .map_err(|reason| EngineError::LlvmCrash { path: path.to_string(), reason })?;
+        .map_err(|e| match e {
+            isolate::ChildError::Failed(reason) => EngineError::LlvmCrash { path: path.to_string(), reason },
+            isolate::ChildError::TimedOut(limit) => EngineError::Compile {
+                path: path.to_string(),
+                stage: "compilation".into(),
+                message: format!(
+                    "still running after {:.0} s, so the compiler process was stopped (the limit is JITLOAD_COMPILE_TIMEOUT_S)",
+                    limit.as_secs_f64()
+                ),
+            },
+            isolate::ChildError::Interrupted => EngineError::Interrupted { path: path.to_string() },
+        })?;
         Compiled::from_wire(&out).ok_or_else(|| EngineError::LlvmCrash {
             path: path.to_string(),
             reason: "the compiler process returned an unreadable result".into(),
@@ -392,7 +403,9 @@ impl Session {
     /// Optimises `module` for the host at `opt` and emits an object.
     pub(crate) fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
-        tm.emit(module, false).map_err(stage_error(path, "code generation"))
+        let object = tm.emit(module, false).map_err(stage_error(path, "code generation"))?;
+        codegen_diagnostics(module, path)?;
+        Ok(object)
     }
 
     /// Optimises `module` and generates code, in parallel on pieces of the module when it is
@@ -403,7 +416,9 @@ impl Session {
         let tm = self.optimize(module, opt, path)?;
         let threads = codegen_threads();
         if threads < 2 || module.instruction_count() < PARALLEL_CODEGEN_MIN_INSTRUCTIONS || module.has_inline_asm() {
-            return Ok(vec![tm.emit(module, false).map_err(stage_error(path, "code generation"))?]);
+            let object = tm.emit(module, false).map_err(stage_error(path, "code generation"))?;
+            codegen_diagnostics(module, path)?;
+            return Ok(vec![object]);
         }
         drop(tm);
         module.promote_locals(unique);
@@ -420,7 +435,9 @@ impl Session {
                                 .map_err(|message| EngineError::Compile { path: piece.clone(), stage: "splitting".into(), message })?;
                             let tm = self.machine(opt).map_err(stage_error(&piece, "target setup"))?;
                             part.set_data_layout(&tm.data_layout());
-                            tm.emit(&part, false).map_err(stage_error(&piece, "code generation"))
+                            let object = tm.emit(&part, false).map_err(stage_error(&piece, "code generation"))?;
+                            codegen_diagnostics(&part, &piece)?;
+                            Ok(object)
                         })
                     })
                 })
@@ -567,14 +584,28 @@ fn codegen_threads() -> usize {
 /// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is
 /// abandoned (leaked), never disposed: the crash may have left it inconsistent.
 pub(crate) fn in_guarded_context<T>(path: &str, work: impl FnOnce(&Context) -> Result<T, EngineError>) -> Result<T, EngineError> {
-    let ctx = Context::new();
-    match guarded(|| work(&ctx)) {
+    // The context is disposed inside the guard too: after a failed parse of corrupt bitcode,
+    // disposing it can be what crashes (found by the mutation run).
+    let guarded_work = || {
+        let ctx = Context::new();
+        let result = work(&ctx);
+        drop(ctx);
+        result
+    };
+    match guarded(guarded_work) {
         Ok(result) => result,
-        Err(reason) => {
-            std::mem::forget(ctx);
-            Err(EngineError::LlvmCrash { path: path.to_string(), reason })
-        }
+        Err(reason) => Err(EngineError::LlvmCrash { path: path.to_string(), reason }),
     }
+}
+
+/// Errors LLVM reported as diagnostics during code generation (some backends report an
+/// unsupported construct that way and still emit an object).
+fn codegen_diagnostics(module: &Module<'_>, path: &str) -> Result<(), EngineError> {
+    let errors = module.take_context_errors();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Compile { path: path.to_string(), stage: "code generation".into(), message: errors.join("; ") })
 }
 
 /// Wraps an LLVM message from compilation stage `stage` of `path`.

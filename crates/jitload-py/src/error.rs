@@ -30,6 +30,7 @@ fn class_name(err: &EngineError) -> &'static str {
         EngineError::Removed { .. } => "RemovedError",
         EngineError::Generator { .. } => "GeneratorError",
         EngineError::Unsupported { .. } => "JitloadError",
+        EngineError::Interrupted { .. } => "JitloadError",
     }
 }
 
@@ -51,8 +52,31 @@ pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>
     build().unwrap_or_else(|e| e)
 }
 
+thread_local! {
+    /// The KeyboardInterrupt (or other signal handler exception) that stopped a compile on
+    /// this thread, raised in place of the engine's `Interrupted`.
+    static INTERRUPT: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The engine's interrupt check: runs Python's signal handlers (main thread only; elsewhere
+/// they never run) and asks the compile to stop if one raised.
+pub fn interrupt_requested() -> bool {
+    Python::attach(|py| match py.check_signals() {
+        Ok(()) => false,
+        Err(err) => {
+            INTERRUPT.with(|i| *i.borrow_mut() = Some(err));
+            true
+        }
+    })
+}
+
 /// Converts an engine error for module `name` (if any) into its Python exception.
 pub fn engine_error(py: Python<'_>, err: EngineError, name: Option<&str>) -> PyErr {
+    if let EngineError::Interrupted { .. } = err {
+        if let Some(raised) = INTERRUPT.with(|i| i.borrow_mut().take()) {
+            return raised;
+        }
+    }
     let path = err.path().map(str::to_owned);
     make_error(py, class_name(&err), err.to_string(), name, path.as_deref())
 }

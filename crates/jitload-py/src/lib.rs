@@ -230,6 +230,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
     m.add_function(wrap_pyfunction!(free_with_module, m)?)?;
     m.add_function(wrap_pyfunction!(loaded_extension_count, m)?)?;
+    jitload_engine::isolate::set_interrupt_check(error::interrupt_requested);
     cache::register(m)?;
     engine::register(m)?;
     stencils::register(m)?;

@@ -624,6 +624,11 @@ impl<'ctx> Module<'ctx> {
         Module { raw, ctx: self.ctx, _marker: PhantomData }
     }
 
+    /// Error diagnostics reported to this module's context since they were last taken.
+    pub fn take_context_errors(&self) -> Vec<String> {
+        self.ctx.take_errors()
+    }
+
     /// Serialises the module as bitcode.
     pub fn to_bitcode(&self) -> Vec<u8> {
         // SAFETY: raw is live; the returned buffer is owned by us and freed in take_buffer.
