@@ -15,6 +15,8 @@ or ``~/.cache/jitload``); ``JITLOAD_CACHE_MAX_MB`` bounds it (default 2048). See
 backtraces with source lines when the bitcode has debug info, e.g. built with ``-g``).
 ``JITLOAD_PERF_MAP=1`` — append JIT'd functions to ``/tmp/perf-<pid>.map`` so ``perf report`` names them.
 Both are off by default: they cost time and memory per module.
+``JITLOAD_COMPILE_TIMEOUT_S`` — how long an isolated compile may run before it is stopped (default 600).
+``JITLOAD_CODEGEN_THREADS`` — threads for code generation of large modules (default: all cores, at most 8).
 ``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
 """
 
