@@ -28,7 +28,8 @@ pub fn have(tool: &str) -> bool {
 fn scratch_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("jitload-objload-tests-{}", std::process::id()));
+        // One directory for every run (files carry the process id), so runs leave nothing.
+        let dir = std::env::temp_dir().join("jitload-objload-tests");
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         dir
     })
@@ -52,8 +53,9 @@ pub fn compile_via_llc(source: &str, opt: &str) -> Option<Vec<u8>> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = scratch_dir();
-    let bc = dir.join(format!("llc{n}.bc"));
-    let obj = dir.join(format!("llc{n}.o"));
+    let pid = std::process::id();
+    let bc = dir.join(format!("llc{pid}-{n}.bc"));
+    let obj = dir.join(format!("llc{pid}-{n}.o"));
     std::fs::write(&bc, bitcode).expect("write bitcode");
     let out = Command::new("llc-22")
         .args([opt, "-relocation-model=pic", "-code-model=small", "-mcpu=native", "-filetype=obj"])
@@ -82,8 +84,9 @@ fn compile_file(source: &str, extension: &str, flags: &[&str]) -> Option<Vec<u8>
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = scratch_dir();
-    let src = dir.join(format!("t{n}.{extension}"));
-    let obj = dir.join(format!("t{n}.o"));
+    let pid = std::process::id();
+    let src = dir.join(format!("t{pid}-{n}.{extension}"));
+    let obj = dir.join(format!("t{pid}-{n}.o"));
     std::fs::write(&src, source).expect("write source");
     let out = Command::new(tool)
         .args(["-c", "-fPIC"])
