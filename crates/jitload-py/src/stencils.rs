@@ -805,6 +805,7 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_runtime, &m)?)?;
     m.add_function(wrap_pyfunction!(running_wrappers, &m)?)?;
     m.add_function(wrap_pyfunction!(buried_thunks, &m)?)?;
-    parent.add("_stencils", m)?;
+    // An attribute, not in __all__: private (jitload.fast is the API).
+    parent.setattr("_stencils", m)?;
     Ok(())
 }
