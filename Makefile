@@ -26,11 +26,11 @@ demo: build
 	$(PY) examples/demo.py
 
 test-rust: setup
-	cargo test --release -p jitload-engine -p jitload-cache -q
+	cargo test --release -p jitload-engine -p jitload-cache -p jitload-objload -q
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -p jitload-cache -- -D warnings; \
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -p jitload-cache -p jitload-objload -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build

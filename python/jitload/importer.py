@@ -249,18 +249,6 @@ def _track(module: ModuleType, key: object) -> None:
 #: Suffixes of C sources the hook compiles when ``c_source`` is on (after every other kind).
 C_SOURCE_SUFFIXES: List[str] = [".c"]
 
-# Module loaded from C source -> content key of the bitcode it runs, to tell on reload whether
-# anything changed. A WeakKeyDictionary, created on first use (weakref is not needed at start-up).
-_c_module_keys: Any = None
-
-
-def _c_keys() -> Any:
-    global _c_module_keys
-    if _c_module_keys is None:
-        import weakref
-
-        _c_module_keys = weakref.WeakKeyDictionary()
-    return _c_module_keys
 
 
 class CSourceLoader(BitcodeExtensionLoader):

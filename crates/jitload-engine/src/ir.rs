@@ -3,7 +3,7 @@
 
 use crate::error::EngineError;
 use crate::llvm::context::Context;
-use crate::llvm::module::Module;
+use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::target::HostTarget;
 
 const BITCODE_MAGIC: [u8; 4] = [b'B', b'C', 0xC0, 0xDE];
@@ -135,4 +135,14 @@ mod tests {
         assert_eq!(classify(b"BC\xc0\xde rest", "x.bc").unwrap(), InputKind::Bitcode);
         assert_eq!(classify(b"define void @f() { ret void }", "x.ll").unwrap(), InputKind::IrText);
     }
+}
+
+/// The names a module uses without defining them (weak references excluded: those may stay
+/// unresolved), sorted, each once: what must resolve before it is linked.
+pub fn undefined_symbols(symbols: &[ModuleSymbol]) -> Vec<String> {
+    let mut undefined: Vec<String> =
+        symbols.iter().filter(|s| !s.defined && s.used && !s.weak_reference).map(|s| s.name.clone()).collect();
+    undefined.sort();
+    undefined.dedup();
+    undefined
 }

@@ -714,13 +714,7 @@ impl Library {
         let constructors = module.lower_init_array("llvm.global_ctors", &ctors, false).then_some(ctors);
         let destructors = module.lower_init_array("llvm.global_dtors", &dtors, true).then_some(dtors);
         let symbols = module.symbols();
-        let mut undefined: Vec<String> = symbols
-            .iter()
-            .filter(|s| !s.defined && s.used && !s.weak_reference)
-            .map(|s| s.name.clone())
-            .collect();
-        undefined.sort();
-        undefined.dedup();
+        let undefined = ir::undefined_symbols(&symbols);
         let mut functions = Vec::new();
         let mut direct = Vec::new();
         for s in symbols.iter().filter(|s| s.defined && s.exported) {
