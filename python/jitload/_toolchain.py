@@ -130,12 +130,16 @@ def main(argv: List[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     tool, args = argv[0], argv[1:]
-    # setuptools builds a C++ link command from CXX plus LDCXXSHARED minus its "first word",
-    # which leaves LDSHARED's own "-m jitload._toolchain ld" behind: drop it, keep the meaning.
-    while args[:2] == ["-m", "jitload._toolchain"] and len(args) > 2:
-        if args[2] == "ld":
-            return link_main(args[3:], cxx=tool == "c++")
-        args = args[3:]
+    # setuptools builds a C++ link command from CXX (with its flags) plus LDCXXSHARED minus its
+    # "first word", which leaves our own "-m jitload._toolchain ld" in the middle: drop it,
+    # keep the meaning.
+    for i in range(len(args) - 2):
+        if args[i : i + 2] == ["-m", "jitload._toolchain"]:
+            rest = args[:i] + args[i + 3 :]
+            if args[i + 2] == "ld":
+                return link_main(rest, cxx=tool == "c++")
+            args = rest
+            break
     if tool == "cc":
         return compile_main("clang", args)
     if tool == "c++":
