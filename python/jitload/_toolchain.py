@@ -8,9 +8,11 @@ Usage (by setuptools, not by hand): ``python -m jitload._toolchain cc|c++|ld ARG
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from typing import List
+import tempfile
+from typing import List, Optional, Tuple
 
 from . import _clang, elf
 from .errors import JitloadError
@@ -55,8 +57,101 @@ def compile_main(tool: str, args: List[str]) -> int:
     if "-c" in args or "-E" in args or "-S" in args:
         extra = _clang.BITCODE_FLAGS if "-c" in args else []
         return subprocess.call([clang, *extra, *args])
-    # A configure-style probe that links a test program: do a normal native build.
+    # A configure-style probe that links a test program: do a normal native build. Objects
+    # from our compiles are bitcode (CMake's compiler checks link them into executables):
+    # clang links those with LTO through lld.
+    from .build import is_bitcode
+
+    if any(not a.startswith("-") and is_bitcode(a) for a in args):
+        return subprocess.call([clang, "-flto=full", "-fuse-ld=lld", *args])
     return subprocess.call([clang, *args])
+
+
+_AR_MAGIC = b"!<arch>\n"
+_THIN_AR_MAGIC = b"!<thin>\n"
+
+
+def archive_members(path: str) -> Optional[List[Tuple[str, bytes]]]:
+    """The members (name, bytes) of a Unix ``ar`` archive (GNU/BSD names, thin archives), or
+    None if ``path`` is not an archive."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    thin = data.startswith(_THIN_AR_MAGIC)
+    if not (thin or data.startswith(_AR_MAGIC)):
+        return None
+    members: List[Tuple[str, bytes]] = []
+    long_names = b""
+    pos = 8
+    while pos + 60 <= len(data):
+        header = data[pos : pos + 60]
+        name = header[:16].decode("latin-1").rstrip()
+        size = int(header[48:58].decode("latin-1").strip() or 0)
+        pos += 60
+        body_size = 0 if thin and name not in ("/", "//") else size
+        body = data[pos : pos + body_size]
+        pos += body_size + (body_size & 1)
+        if name == "//":
+            long_names = body
+            continue
+        if name in ("/", "/SYM64/", "__.SYMDEF", "__.SYMDEF SORTED"):
+            continue
+        if name.startswith("#1/"):  # BSD: the name precedes the contents
+            n = int(name[3:])
+            name, body = body[:n].rstrip(b"\0").decode("latin-1"), body[n:]
+        elif name.startswith("/") and name[1:].isdigit():  # GNU long name
+            start = int(name[1:])
+            end = long_names.find(b"\n", start)
+            name = long_names[start : end if end >= 0 else None].decode("latin-1").rstrip("/")
+        else:
+            name = name.rstrip("/")
+        if thin:
+            member_path = name if os.path.isabs(name) else os.path.join(os.path.dirname(path), name)
+            with open(member_path, "rb") as f:
+                body = f.read()
+        members.append((name, body))
+    return members
+
+
+def bitcode_inputs(path: str, scratch: str) -> Optional[List[str]]:
+    """Bitcode files standing for link input ``path``: itself if it is bitcode (also a
+    "shared library" our own link made), the bitcode members of an archive (written to
+    ``scratch``), or None if it is native. An archive with native members is native."""
+    from .build import BITCODE_MAGIC, is_bitcode
+
+    if is_bitcode(path):
+        return [path]
+    members = archive_members(path)
+    if members is None:
+        return None
+    if any(body[:4] not in BITCODE_MAGIC for _, body in members):
+        return None
+    out = []
+    for i, (name, body) in enumerate(members):
+        member = os.path.join(scratch, f"{len(os.listdir(scratch))}-{i}-{os.path.basename(name) or 'member'}")
+        with open(member, "wb") as f:
+            f.write(body)
+        out.append(member)
+    return out
+
+
+def _find_static_or_bitcode(name: str, library_dirs: List[str]) -> Optional[str]:
+    """A ``-lname`` that our own builds produced (bitcode .so or bitcode archive) in the
+    project's library directories."""
+    for d in library_dirs:
+        for candidate in (f"lib{name}.so", f"lib{name}.a"):
+            path = os.path.join(d, candidate)
+            if os.path.exists(path) and (path.endswith(".a") or _is_bitcode_file(path)):
+                return path
+    return None
+
+
+def _is_bitcode_file(path: str) -> bool:
+    from .build import is_bitcode
+
+    return is_bitcode(path)
 
 
 def link_main(args: List[str], cxx: bool = False) -> int:
@@ -92,14 +187,24 @@ def link_main(args: List[str], cxx: bool = False) -> int:
     if output is None:
         print("jitload ld: no -o output given", file=sys.stderr)
         return 2
-    from .build import is_bitcode
-
-    objects, native = [], []
+    scratch = tempfile.mkdtemp(prefix="jitload-ld-")
+    objects: List[str] = []
+    native: List[str] = []
+    for lib in list(libraries):
+        # A library the same build made (a bitcode "shared library" or a bitcode archive):
+        # linked into this module, as a static library would be.
+        found = _find_static_or_bitcode(lib, library_dirs) if lib not in _RUNTIME_LIBRARIES else None
+        if found is not None:
+            members = bitcode_inputs(found, scratch)
+            if members is not None:
+                libraries.remove(lib)
+                inputs.append(found)
     for path in inputs:
-        if path.endswith((".so",)) or ".so." in os.path.basename(path):
+        members = bitcode_inputs(path, scratch)
+        if members is not None:
+            objects.extend(members)
+        elif path.endswith((".so",)) or ".so." in os.path.basename(path):
             libraries.append(":" + path)  # an explicit shared library: the JIT loads it by path
-        elif is_bitcode(path):
-            objects.append(path)
         else:
             native.append(path)
     runtime = cxx_runtime(args)
@@ -118,10 +223,12 @@ def link_main(args: List[str], cxx: bool = False) -> int:
         return 1
     try:
         deps = list(dict.fromkeys(elf.resolve_library(lib, library_dirs) for lib in libraries))
-        _native.link_bitcode(objects, output, deps)
+        _native.link_bitcode(list(dict.fromkeys(objects)), output, deps)
     except JitloadError as e:
         print(f"jitload ld: {e}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -95,15 +95,61 @@ def _run(cmd: List[str], what: str, env: Optional[Dict[str, str]] = None, cwd: O
         raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
+def toolchain_dir() -> str:
+    """A directory of executables standing for the compilers and the linker (``cc``, ``c++``,
+    ``ld``; ``llvm-ar``/``llvm-ranlib`` for archives of bitcode), each one word, so build
+    systems that want a compiler *path* (CMake, meson, scikit-build-core) can use them too.
+    Made once per interpreter, in a private temporary directory removed at exit."""
+    global _TOOLCHAIN_DIR
+    if _TOOLCHAIN_DIR is None or not os.path.isdir(_TOOLCHAIN_DIR):
+        import atexit
+        import shlex
+        import shutil
+
+        d = tempfile.mkdtemp(prefix="jitload-toolchain-")
+        atexit.register(shutil.rmtree, d, True)
+        python = shlex.quote(sys.executable)
+        for name, tool in (("cc", "cc"), ("c++", "c++"), ("ld", "ld")):
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write(f'#!/bin/sh\nexec {python} -m jitload._toolchain {tool} "$@"\n')
+            os.chmod(path, 0o755)
+        # Build systems strip release modules (pybind11's CMake does): bitcode has nothing to
+        # strip that the JIT would keep, so stripping is a no-op.
+        path = os.path.join(d, "strip")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\nexit 0\n")
+        os.chmod(path, 0o755)
+        llvm_bin = os.path.dirname(os.path.realpath(_clang.find("clang")))
+        for tool in ("llvm-ar", "llvm-ranlib", "llvm-nm"):
+            target = os.path.join(llvm_bin, tool)
+            if os.path.exists(target):
+                os.symlink(target, os.path.join(d, tool))
+        _TOOLCHAIN_DIR = d
+    return _TOOLCHAIN_DIR
+
+
+_TOOLCHAIN_DIR: Optional[str] = None
+
+
 def toolchain_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment that makes setuptools compile with clang 22 to bitcode and "link" with
-    jitload's bitcode linker (see :mod:`jitload._toolchain`)."""
+    """Environment that makes setuptools (and CMake-based builds such as scikit-build-core's)
+    compile with clang 22 to bitcode and "link" with jitload's bitcode linker (see
+    :mod:`jitload._toolchain`)."""
     env = dict(os.environ if base is None else base)
-    me = f"{sys.executable} -m jitload._toolchain"
-    env["CC"] = f"{me} cc"
-    env["CXX"] = f"{me} c++"
-    env["LDSHARED"] = f"{me} ld"
-    env["LDCXXSHARED"] = f"{me} ld"
+    d = toolchain_dir()
+    env["CC"] = os.path.join(d, "cc")
+    env["CXX"] = os.path.join(d, "c++")
+    env["LDSHARED"] = f"{os.path.join(d, 'ld')} -shared"
+    env["LDCXXSHARED"] = f"{os.path.join(d, 'ld')} -shared"
+    # CMake-based builds (scikit-build-core reads CMAKE_ARGS): LLVM's archiver for archives
+    # of bitcode, and no stripping.
+    if os.path.exists(os.path.join(d, "llvm-ar")):
+        env["AR"] = os.path.join(d, "llvm-ar")
+    cmake_args = [f"-DCMAKE_STRIP={os.path.join(d, 'strip')}"]
+    if os.path.exists(os.path.join(d, "llvm-ar")):
+        cmake_args += [f"-DCMAKE_AR={os.path.join(d, 'llvm-ar')}", f"-DCMAKE_RANLIB={os.path.join(d, 'llvm-ranlib')}"]
+    env["CMAKE_ARGS"] = " ".join([env.get("CMAKE_ARGS", ""), *cmake_args]).strip()
     # setuptools appends CFLAGS/LDFLAGS; keep the user's, add nothing machine-specific.
     env.setdefault("CFLAGS", "")
     return env
