@@ -342,7 +342,12 @@ def measure(peers: Peers, rounds: int, calls: int, callbacks: int, builds: int) 
             xs = [x - overhead for x in xs]
         p25, med, p75 = percentiles(xs)
         section = "calls" if is_call else "callbacks"
-        results[section].setdefault(bench, {})[name] = {"median_ns": med * 1e9, "p25_ns": p25 * 1e9, "p75_ns": p75 * 1e9}
+        results[section].setdefault(bench, {})[name] = {
+            "median_ns": med * 1e9,
+            "p25_ns": p25 * 1e9,
+            "p75_ns": p75 * 1e9,
+            "min_ns": min(xs) * 1e9,
+        }
     fast = peers.fast
     sig = "int64(int64, int64)"
     for kind, make in (
@@ -391,7 +396,8 @@ def markdown(results: Dict[str, Any], meta: Dict[str, Any]) -> str:
     lines = [
         "# Calls and callbacks (benches/bench_calls.py)",
         "",
-        f"{meta['python']} on {meta['machine']}; {meta['rounds']} rounds, medians (p25-p75). "
+        f"{meta['python']} on {meta['machine']}, load average {meta['load']} at the start; {meta['rounds']} rounds, "
+        "medians (p25-p75) and the best round. "
         f"Calls: ns per call from a Python loop minus the empty loop ({results['loop_overhead_ns']:.1f} ns). "
         "Callbacks: ns per call from a native loop.",
         "",
@@ -400,9 +406,13 @@ def markdown(results: Dict[str, Any], meta: Dict[str, Any]) -> str:
         for bench, peers in results[section].items():
             floor = peers[floor_name]["median_ns"]
             title = f"`{bench}`" if section == "calls" else f"callback `{bench}` from a native loop"
-            lines += [f"## {title}", "", "| peer | ns | p25-p75 | vs floor |", "|---|---:|---:|---:|"]
+            best_floor = peers[floor_name]["min_ns"]
+            lines += [f"## {title}", "", "| peer | median ns | p25-p75 | vs floor | best ns | best vs floor |", "|---|---:|---:|---:|---:|---:|"]
             for name, r in sorted(peers.items(), key=lambda kv: kv[1]["median_ns"]):
-                lines.append(f"| {name} | {r['median_ns']:.1f} | {r['p25_ns']:.1f}-{r['p75_ns']:.1f} | {r['median_ns'] / floor:.2f}x |")
+                lines.append(
+                    f"| {name} | {r['median_ns']:.1f} | {r['p25_ns']:.1f}-{r['p75_ns']:.1f} | {r['median_ns'] / floor:.2f}x "
+                    f"| {r['min_ns']:.1f} | {r['min_ns'] / best_floor:.2f}x |"
+                )
             lines.append("")
     lines += ["## Building", "", "| object | median us | p25-p75 |", "|---|---:|---:|"]
     for kind, r in results["build"].items():
@@ -421,7 +431,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=OUT / "calls.json")
     parser.add_argument("--md", type=Path, default=OUT / "calls.md")
     args = parser.parse_args()
-    rounds, calls, callbacks, builds = (7, 50_000, 20_000, 300) if args.quick else (25, 200_000, 100_000, 2000)
+    rounds, calls, callbacks, builds = (7, 50_000, 20_000, 300) if args.quick else (31, 200_000, 100_000, 2000)
+    loadavg = Path("/proc/loadavg")
+    load = " ".join(loadavg.read_text().split()[:3]) if loadavg.exists() else "?"
     with tempfile.TemporaryDirectory(prefix="jitload-callbench-") as tmp:
         peers = Peers(Path(tmp))
         results = measure(peers, rounds, calls, callbacks, builds)
@@ -432,6 +444,7 @@ def main() -> None:
         "calls_per_sample": calls,
         "callbacks_per_sample": callbacks,
         "notes": peers.notes,
+        "load": load,
     }
     text = markdown(results, meta)
     args.json.parent.mkdir(parents=True, exist_ok=True)

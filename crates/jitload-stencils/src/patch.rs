@@ -145,7 +145,7 @@ fn write(
                     buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
                 }
                 HoleKind::GotPcRelX => {
-                    if let Some(rel) = rel32(value, hole.addend, place) {
+                    if let Some(rel) = rel32(value, hole.addend, place).filter(|_| relax_calls()) {
                         match (buf[field - 2], buf[field - 1]) {
                             (0xFF, 0x15) => {
                                 // call [rip+GOT] -> addr32 call rel32 (same length).
@@ -182,6 +182,13 @@ fn write(
         }
     }
     Ok((relaxed, got.len()))
+}
+
+/// Direct calls instead of `call [rip+GOT]` (on unless `JITLOAD_STENCIL_RELAX_CALLS=0`, for
+/// measuring the difference).
+fn relax_calls() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("JITLOAD_STENCIL_RELAX_CALLS").as_deref() != Ok("0"))
 }
 
 /// Whether the stencil's last instruction is `jmp rel32` to `_JIT_CONTINUE`.

@@ -33,6 +33,26 @@ pub struct WrapperSpec<'a> {
 /// The stencils of a wrapper, without emitting them.
 pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     let sig = spec.signature;
+    if sig.args.is_empty() && !spec.release_gil && spec.guard.is_none() {
+        // Nothing to convert: one fused stencil (entry, call, box).
+        let fused = match sig.result {
+            CType::Void => id::entry0_void,
+            CType::Bool => id::entry0_bool,
+            CType::I8 => id::entry0_i8,
+            CType::I16 => id::entry0_i16,
+            CType::I32 => id::entry0_i32,
+            CType::I64 => id::entry0_i64,
+            CType::U8 => id::entry0_u8,
+            CType::U16 => id::entry0_u16,
+            CType::U32 => id::entry0_u32,
+            CType::U64 => id::entry0_u64,
+            CType::F32 => id::entry0_f32,
+            CType::F64 => id::entry0_f64,
+            CType::Ptr | CType::Buffer => id::entry0_ptr,
+            CType::PyObject => id::entry0_pyobject,
+        };
+        return Ok(vec![Piece::new(fused).with(sym::_JIT_TARGET, spec.target)]);
+    }
     let buffers = sig.args.iter().filter(|a| matches!(a, CType::Ptr | CType::Buffer)).count();
     if buffers > MAX_BUFFERS {
         return Err(Error::Signature(format!("at most {MAX_BUFFERS} ptr/buffer arguments, not {buffers}")));

@@ -10,6 +10,7 @@
  *   call_*    loads the argument registers (r0, r1, the frame) and calls TARGET; passes
  *             {rax, xmm0} on in r0, r1.
  *   box_*     raw result -> Python object; returns to the entry.
+ *   entry0_*  for functions without arguments: entry, call and box in one.
  *
  * The chain's state is four values: args, the frame and the register slots r0 and r1.
  * Under preserve_none they travel in r12-r15, which the C convention preserves, so they
@@ -287,39 +288,65 @@ CALL(call_stack, (U, U, U, U, U, U, D, D, D, D, D, D, D, D, U, U, U, U, U, U, U,
 
 /* ---- results ------------------------------------------------------------------------ */
 
-/* Only the low bits of a narrow integer result are defined by the ABI: truncate first. */
-PN PyObject *box_i8(CHAIN) { return PyLong_FromLongLong((int8_t)r0); }
-PN PyObject *box_i16(CHAIN) { return PyLong_FromLongLong((int16_t)r0); }
-PN PyObject *box_i32(CHAIN) { return PyLong_FromLongLong((int32_t)r0); }
-PN PyObject *box_i64(CHAIN) { return PyLong_FromLongLong((int64_t)r0); }
-PN PyObject *box_u8(CHAIN) { return PyLong_FromLongLong((uint8_t)r0); }
-PN PyObject *box_u16(CHAIN) { return PyLong_FromLongLong((uint16_t)r0); }
-PN PyObject *box_u32(CHAIN) { return PyLong_FromLongLong((uint32_t)r0); }
-PN PyObject *box_u64(CHAIN) { return PyLong_FromUnsignedLongLong(r0); }
-PN PyObject *box_bool(CHAIN) {
-    PyObject *o = (uint8_t)r0 ? &_Py_TrueStruct : &_Py_FalseStruct;
+/* {rax, xmm0} of the call (in r0, r1) -> a new reference, or NULL with an exception. Only
+ * the low bits of a narrow integer result are defined by the ABI: truncate first. */
+#define BOXES(X)                                                                     \
+    X(i8, PyLong_FromLongLong((int8_t)r0))                                           \
+    X(i16, PyLong_FromLongLong((int16_t)r0))                                         \
+    X(i32, PyLong_FromLongLong((int32_t)r0))                                         \
+    X(i64, PyLong_FromLongLong((int64_t)r0))                                         \
+    X(u8, PyLong_FromLongLong((uint8_t)r0))                                          \
+    X(u16, PyLong_FromLongLong((uint16_t)r0))                                        \
+    X(u32, PyLong_FromLongLong((uint32_t)r0))                                        \
+    X(u64, PyLong_FromUnsignedLongLong(r0))                                          \
+    X(bool, new_ref((uint8_t)r0 ? &_Py_TrueStruct : &_Py_FalseStruct))               \
+    X(f32, PyFloat_FromDouble((double)bits_float(r1)))                               \
+    X(f64, PyFloat_FromDouble(as_double(r1)))                                        \
+    X(void, new_ref(&_Py_NoneStruct))                                                \
+    X(ptr, r0 ? PyLong_FromVoidPtr((void *)r0) : new_ref(&_Py_NoneStruct))           \
+    /* A PyObject* result is a new reference (the C API's convention); NULL propagates \
+     * the exception the function set, or becomes a SystemError. */                  \
+    X(pyobject, r0 ? (PyObject *)r0 : jitload_fast_null_result(fr))
+
+INLINE PyObject *new_ref(PyObject *o) {
     incref(o);
     return o;
 }
-PN PyObject *box_f32(CHAIN) { return PyFloat_FromDouble((double)bits_float(r1)); }
-PN PyObject *box_f64(CHAIN) { return PyFloat_FromDouble(as_double(r1)); }
-PN PyObject *box_void(CHAIN) {
-    incref(&_Py_NoneStruct);
-    return &_Py_NoneStruct;
-}
-PN PyObject *box_ptr(CHAIN) {
-    if (r0 == 0) {
-        incref(&_Py_NoneStruct);
-        return &_Py_NoneStruct;
+
+/* The last stencil of a chain: returns to the entry. */
+#define BOX_STENCIL(KIND, EXPR) \
+    PN PyObject *box_##KIND(CHAIN) { return EXPR; }
+BOXES(BOX_STENCIL)
+
+/* ---- fused entries for functions without arguments ---------------------------------- */
+
+/* With nothing to convert, the whole chain is "call, box": the entry does both itself, so
+ * it calls no preserve_none code and saves only the registers it uses. Same frame, same
+ * handshake as entry(). */
+#define ENTRY0(KIND, EXPR)                                                               \
+    PyObject *entry0_##KIND(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {   \
+        if (UNLIKELY(nargs != 0)) {                                                      \
+            return jitload_fast_bad_nargs(self, nargs);                                  \
+        }                                                                                \
+        CallFrame frame, *fr = &frame;                                                   \
+        fr->self = self;                                                                 \
+        fr->pending = NULL;                                                              \
+        CallFrame **top = (CallFrame **)_JIT_TOP;                                        \
+        fr->thread = thread_pointer();                                                   \
+        fr->prev = *top;                                                                 \
+        *top = fr;                                                                       \
+        Ret r = ((Ret (*)(void))_JIT_TARGET)();                                          \
+        uint64_t r0 = r.i, r1 = double_bits(r.d);                                        \
+        (void)r0, (void)r1;                                                              \
+        PyObject *result = EXPR;                                                         \
+        if (LIKELY(*top == fr)) {                                                        \
+            *top = fr->prev;                                                             \
+        } else {                                                                         \
+            jitload_fast_unlink(fr);                                                     \
+        }                                                                                \
+        if (UNLIKELY(fr->pending != NULL)) {                                             \
+            return jitload_fast_raise_pending(result, fr);                               \
+        }                                                                                \
+        return result;                                                                   \
     }
-    return PyLong_FromVoidPtr((void *)r0);
-}
-/* A PyObject* result is a new reference (the C API's convention); NULL propagates the
- * exception the function set, or becomes a SystemError. */
-PN PyObject *box_pyobject(CHAIN) {
-    PyObject *o = (PyObject *)r0;
-    if (UNLIKELY(o == NULL)) {
-        return jitload_fast_null_result(fr);
-    }
-    return o;
-}
+BOXES(ENTRY0)
