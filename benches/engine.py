@@ -383,12 +383,11 @@ def bench_compile(reps: int, parallel_reps: int) -> Tuple[List[Dict[str, Any]], 
                 times[k].append(sides[k]())
         label = f"compile/O{opt}/parallel: 2 x {ninst}-instruction modules"
         note = ("two independent modules, wall time until both are callable; jitload: two Python threads into two "
-                "libraries (compiles without the GIL)")
+                "libraries (it compiles without the GIL); llvmlite in two threads serialises on its global lock; "
+                "the jitload-sequential row is jitload's own scaling on this 2-core machine")
         for r in (result(label, f"{llvmlite_desc}, sequential", "jitload, 2 threads", times[0], times[3], note),
-                  result(label, f"{llvmlite_desc}, 2 threads", "jitload, 2 threads", times[1], times[3],
-                         note + "; llvmlite serialises its calls on one global lock"),
-                  result(label, "jitload, sequential", "jitload, 2 threads", times[2], times[3],
-                         note + "; scaling of jitload itself on this 2-core machine")):
+                  result(label, f"{llvmlite_desc}, 2 threads", "jitload, 2 threads", times[1], times[3], note),
+                  result(label, "jitload, sequential", "jitload, 2 threads", times[2], times[3], note)):
             out.append(r)
             print_result(r)
     return out, extra
