@@ -624,7 +624,15 @@ const GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 fn bury(code: CodeBlock, cell: GilCell) {
     let mut graves = GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner());
     graves.push(Grave { since: std::time::Instant::now(), code, cell });
-    sweep(&mut graves);
+    maybe_sweep(&mut graves);
+}
+
+/// Sweeps when the oldest grave's grace period is over (graves are pushed in time order),
+/// so making and dropping thunks costs O(1) most of the time.
+fn maybe_sweep(graves: &mut Vec<Grave>) {
+    if graves.first().is_some_and(|g| g.since.elapsed() >= GRACE) {
+        sweep(graves);
+    }
 }
 
 fn sweep(graves: &mut Vec<Grave>) {
@@ -660,7 +668,7 @@ fn callback(py: Python<'_>, func: Py<PyAny>, result: &str, args: Vec<String>, er
     }
     let signature = parse_signature(result, &args)?;
     let runtime = runtime()?;
-    sweep(&mut GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner()));
+    maybe_sweep(&mut GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner()));
     let (error_i, error_d) = error_bits(py, signature.result, result, error_value.as_ref())?;
     let name = match name {
         Some(n) => n,
