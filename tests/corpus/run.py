@@ -68,7 +68,9 @@ def fetch_sdist(pkg: Dict[str, Any]) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / pkg["sdist"]
     if not path.exists():
-        r = sh([PY, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(dest), f"{pkg['name']}=={pkg['version']}"])
+        # fetch_args: e.g. --no-build-isolation for CMake-based sdists, whose isolated metadata
+        # build would install CMake again (the build deps are installed already, by ensure_pip).
+        r = sh([PY, "-m", "pip", "download", "-q", "--no-deps", *pkg.get("fetch_args", []), "--no-binary", ":all:", "-d", str(dest), f"{pkg['name']}=={pkg['version']}"])
         if r.returncode != 0 or not path.exists():
             raise RuntimeError(f"cannot download {pkg['sdist']}: {r.stderr[-2000:]}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -92,7 +94,9 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
         project = unpack_sdist(sdist, work)
         env_extra = {k: str(v) for k, v in pkg.get("build_env", {}).items()}
         t_build = time.time()
-        built = run_build(project, pkg.get("build_cmd", ["setup.py", "build_ext", "--inplace"]), extra_env=env_extra)
+        # "{corpus}" in build_cmd names this directory (for shared build drivers such as cmake_build.py).
+        build_cmd = [a.replace("{corpus}", str(HERE)) for a in pkg.get("build_cmd", ["setup.py", "build_ext", "--inplace"])]
+        built = run_build(project, build_cmd, extra_env=env_extra)
         result["build_s"] = round(time.time() - t_build, 1)
         result["bitcode_files"] = [str(p.relative_to(project)) for p in built]
         # Nothing native may remain: any .so left (a prebuilt one shipped in the sdist, say)
