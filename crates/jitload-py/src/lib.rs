@@ -126,7 +126,7 @@ fn release_extension(id: u64) {
             let Ok(session) = Session::global() else { return };
             if let Err(kept) = session.release(module) {
                 // Other modules link against it: it stays for the life of the process.
-                LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, kept);
+                LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, *kept);
             }
         });
         0
