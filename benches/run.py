@@ -302,6 +302,11 @@ def markdown(doc: Dict) -> str:
         "",
         f"commit `{doc['commit']}`, LLVM {doc['llvm']}, Python {doc['python']}, CPU {doc['cpu']}, {doc['date']}",
         "",
+    ]
+    if "loadavg_start" in doc:
+        lines += [f"{doc['cores']} cores; load average (1/5/15 min) {'/'.join(map(str, doc['loadavg_start']))} at the start, "
+                  f"{'/'.join(map(str, doc['loadavg_end']))} at the end (other work on the machine widens the intervals).", ""]
+    lines += [
         "Ratio = contender median / baseline median (lower is faster for the contender). Each pair measured interleaved in one run.",
         "",
         "| benchmark | baseline | contender | n | baseline median | contender median | ratio | 95% CI |",
@@ -340,6 +345,7 @@ def main() -> int:
     doc = {
         "schema": 1, "commit": commit, "llvm": jitload.llvm_version(), "python": platform.python_version(),
         "cpu": jitload.host_target()["cpu"], "date": time.strftime("%Y-%m-%d"), "results": [],
+        "cores": os.cpu_count(), "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
     work = Path(tempfile.mkdtemp(prefix="jitload-bench-"))
     try:
@@ -359,6 +365,7 @@ def main() -> int:
             doc["engine"] = {"memory": engine["memory"], "extra": engine["extra"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    doc["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (OUT / "results.md").write_text(markdown(doc))
