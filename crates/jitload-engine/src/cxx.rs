@@ -270,3 +270,43 @@ pub(crate) extern "C" fn emutls_get_address(control: *mut c_void) -> *mut c_void
     // SAFETY: a module's control object, in libgcc's layout.
     unsafe { libgcc_emutls_get_address(control) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's address of libstdc++'s thread-local `std::__once_callable`.
+    fn once_callable_here() -> u64 {
+        let lib = crate::resolve::Library::open("libstdc++.so.6").expect("libstdc++ is installed");
+        lib.symbol("_ZSt15__once_callable").expect("libstdc++ defines it")
+    }
+
+    #[test]
+    fn a_library_thread_local_is_reached_per_thread() {
+        let here = once_callable_here();
+        let control = foreign_tls_control("_ZSt15__once_callable", here).expect("it is a thread-local");
+        assert_eq!(emutls_get_address(control as *mut c_void) as u64, here);
+        let (there, via_control) = std::thread::spawn(move || {
+            (once_callable_here(), emutls_get_address(control as *mut c_void) as u64)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(via_control, there, "the other thread gets its own copy");
+        assert_ne!(there, here);
+    }
+
+    #[test]
+    fn an_ordinary_symbol_is_not_a_thread_local() {
+        let lib = crate::resolve::Library::open("libstdc++.so.6").unwrap();
+        let address = lib.symbol("_ZSt9terminatev").unwrap();
+        assert_eq!(foreign_tls_control("_ZSt9terminatev", address), None);
+    }
+
+    #[test]
+    fn exceptions_are_described() {
+        let e = CxxException { type_name: "std::runtime_error".into(), what: "boom".into() };
+        assert_eq!(e.to_string(), "C++ exception std::runtime_error: boom");
+        let e = CxxException { type_name: "int".into(), what: String::new() };
+        assert_eq!(e.to_string(), "C++ exception int");
+    }
+}
