@@ -218,7 +218,7 @@ fn tls_location(address: u64) -> Option<(usize, usize)> {
         let Some(tls) = phdrs.iter().find(|p| p.p_type == libc::PT_TLS) else { return 0 };
         let start = info.dlpi_tls_data as usize;
         if search.address >= start && search.address < start + tls.p_memsz as usize {
-            search.found = Some((info.dlpi_tls_modid as usize, search.address - start));
+            search.found = Some((info.dlpi_tls_modid, search.address - start));
             return 1;
         }
         0
