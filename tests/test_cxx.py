@@ -268,7 +268,7 @@ def test_destructors_run_when_a_reloaded_module_is_freed(tmp_path):
             jitload.install()
             build(1)
             import {name} as m
-            assert m.version() == 1
+            assert m.version() == 1 and m.throw_catch() == "v1"
             build(2)
             new = importlib.reload(m)
             assert new.version() == 2
@@ -277,6 +277,8 @@ def test_destructors_run_when_a_reloaded_module_is_freed(tmp_path):
             gc.collect()
             for _ in range(1000): pass
             assert native.loaded_extension_count() == before - 1, "old code freed"
+            # Exceptions still unwind in the live module once the old one's eh-frames are gone.
+            assert new.throw_catch() == "v2"
             print("freed", open({str(log)!r}).read().split() if __import__("os").path.exists({str(log)!r}) else [])
             """
         ),
