@@ -20,6 +20,7 @@ import argparse
 import ctypes
 import gc
 import json
+import os
 import statistics
 import sys
 import threading
@@ -283,7 +284,15 @@ def bench_compile(reps: int, parallel_reps: int) -> Tuple[List[Dict[str, Any]], 
     counter = iter(range(1 << 62))
     out: List[Dict[str, Any]] = []
 
-    def jit_once(ir: str, opt: int, fn: str, check: Callable[[int], None]) -> float:
+    def jit_once(ir: str, opt: int, fn: str, check: Callable[[int], None], codegen_threads: Optional[int] = None) -> float:
+        if codegen_threads is not None:  # read by the engine at every compile
+            os.environ["JITLOAD_CODEGEN_THREADS"] = str(codegen_threads)
+        try:
+            return jit_timed(ir, opt, fn, check)
+        finally:
+            os.environ.pop("JITLOAD_CODEGEN_THREADS", None)
+
+    def jit_timed(ir: str, opt: int, fn: str, check: Callable[[int], None]) -> float:
         t0 = time.perf_counter()
         lib = session.library(f"c{next(counter)}", opt_level=opt)
         lib.add_ir(ir)
@@ -322,10 +331,19 @@ def bench_compile(reps: int, parallel_reps: int) -> Tuple[List[Dict[str, Any]], 
             jit_once(ir, opt, fn, check)
             a, b = paired(n, lambda: lite_once(ir, opt, fn, check), lambda: jit_once(ir, opt, fn, check))
             out.append(result(f"compile/O{opt}/{label}", llvmlite_desc, "jitload", a, b,
-                              "IR text to a callable address in a fresh library (jitload: library + add_ir + address) vs "
+                              "IR text to a callable address in a fresh library (jitload: library + add_ir + address; "
+                              "at O1+ it splits modules of >= 4000 instructions and generates code on every core) vs "
                               "parse_assembly + verify + target machine + new-PM default pipeline + create_mcjit_compiler + "
                               "finalize_object + get_function_address; ratio = jitload/llvmlite"))
             print_result(out[-1])
+            if opt == 2 and ir is big_ir:
+                # jitload splits a large module and generates code on every core; llvmlite uses
+                # one. The same comparison with jitload held to one code-generation thread:
+                a, b = paired(n, lambda: lite_once(ir, opt, fn, check), lambda: jit_once(ir, opt, fn, check, 1))
+                out.append(result(f"compile/O{opt}/{label}", llvmlite_desc, "jitload, JITLOAD_CODEGEN_THREADS=1", a, b,
+                                  "jitload's parallel code generation turned off: one code-generation thread, as "
+                                  "llvmlite has"))
+                print_result(out[-1])
 
     # Two independent modules at once: jitload from two threads (it compiles without the GIL)
     # vs llvmlite one after the other, and llvmlite from two threads (its calls are serialised
