@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import final, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
+    "CallGuard",
     "CallTicket",
     "Library",
     "Session",
@@ -119,6 +120,11 @@ class Library:
     def remove_module(self, id: int) -> None: ...
     def remove(self) -> None: ...
     def enter(self) -> CallTicket: ...
+    def call_guard(self, name: str) -> Tuple[int, int, int, CallGuard]: ...
+
+@final
+class CallGuard:
+    """Keeps a fast wrapper's call guard context alive."""
 
 @final
 class CallTicket:

@@ -215,8 +215,15 @@ class Library:
         the :class:`Function` call that led to the callback, or reported through
         :func:`sys.unraisablehook` when the callback came from elsewhere."""
         sig = parse(signature) if isinstance(signature, str) else signature
-        thunk = _make_callback(func, sig, error_value)
-        address = ctypes.cast(thunk, ctypes.c_void_p).value or 0
+        thunk: Any
+        if _fast_available():
+            from . import fast
+
+            thunk = fast.callback(func, sig, error_value=None if sig.result == "void" else error_value, name=name)
+            address = thunk.address
+        else:
+            thunk = _make_callback(func, sig, error_value)
+            address = ctypes.cast(thunk, ctypes.c_void_p).value or 0
         module_id = self._native.define_address(name, address, thunk, replace)
         return Module(self, module_id, f"<python {getattr(func, '__qualname__', func)!s}>")
 
@@ -242,10 +249,23 @@ class Library:
         (with close matches) or RemovedError."""
         return self._native.address(name)
 
-    def function(self, name: str, signature: Union[str, Signature]) -> "Function":
+    def function(self, name: str, signature: Union[str, Signature], *, release_gil: bool = False) -> Callable[..., Any]:
         """A Python callable for the function ``name`` with the C signature given, e.g.
-        ``"int64(int64, int64)"`` (see :mod:`jitload.signature`)."""
+        ``"int64(int64, int64)"`` (see :mod:`jitload.signature`).
+
+        Where :mod:`jitload.fast` is available (x86-64 Linux) this is a copy-and-patch
+        wrapper as fast as a C extension function (``jitload.fast.info(f)`` describes it); it
+        holds the GIL during the call like one, unless ``release_gil=True`` (for code that
+        runs long or waits for other Python threads). Elsewhere it is a :class:`Function`
+        (through ctypes). Either way a call keeps the code it runs alive until it returns,
+        reaches replaced code through the library, and raises RemovedError after removal."""
         sig = parse(signature) if isinstance(signature, str) else signature
+        if _fast_available():
+            from . import fast
+
+            address = self.address(name)
+            enter, exit_, ctx, guard = self._native.call_guard(name)
+            return fast.wrap(address, sig, name=name, owner=(self, guard), release_gil=release_gil, guard=(enter, exit_, ctx))
         return Function(self, name, sig)
 
     def variable(self, name: str, ctype: Type[_C]) -> _C:
@@ -353,6 +373,22 @@ class Function:
 
 
 # -- helpers ---------------------------------------------------------------------------
+
+_fast_state: List[bool] = []
+
+
+def _fast_available() -> bool:
+    """Whether calls and callbacks use :mod:`jitload.fast` (checked once). Both switch
+    together: a fast callback re-raises its exception only through a fast wrapper.
+    ``JITLOAD_FAST=0`` keeps the ctypes path."""
+    if not _fast_state:
+        use = os.environ.get("JITLOAD_FAST", "1").strip().lower() not in ("0", "off", "false", "no")
+        if use:
+            from . import fast
+
+            use = fast.available()
+        _fast_state.append(use)
+    return _fast_state[0]
 
 _depth = threading.local()
 _pending = threading.local()

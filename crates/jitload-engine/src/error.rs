@@ -62,7 +62,7 @@ pub enum EngineError {
     #[error("library '{library}' has no symbol '{symbol}'{}", close_matches(close))]
     NotFound { library: String, symbol: String, close: Vec<String> },
 
-    #[error("{what} was removed{}", if library.is_empty() { String::new() } else { format!(" from library '{library}'") })]
+    #[error("{what} was removed{}", removed_from(library, what))]
     Removed { library: String, what: String },
 
     #[error("generating '{symbol}' for library '{library}' failed: {message}")]
@@ -73,6 +73,14 @@ pub enum EngineError {
 
     #[error("{path}: compilation interrupted")]
     Interrupted { path: String },
+}
+
+fn removed_from(library: &str, what: &str) -> String {
+    if library.is_empty() || what.contains(&format!("library '{library}'")) {
+        String::new()
+    } else {
+        format!(" from library '{library}'")
+    }
 }
 
 fn close_matches(close: &[String]) -> String {

@@ -35,7 +35,7 @@ impl Drop for Epoch {
     }
 }
 
-/// The epochs of one owner (a library).
+/// The epochs of one owner (a session: a call entering one library may run another's code).
 #[derive(Default)]
 pub struct Epochs {
     current: Mutex<Arc<Epoch>>,

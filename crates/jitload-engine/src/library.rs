@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use crate::error::EngineError;
-use crate::grace::{Epoch, Epochs};
+use crate::grace::Epoch;
 use crate::ir;
 use crate::llvm::context::Context;
 use crate::llvm::guard::guarded;
@@ -165,7 +165,6 @@ struct Inner {
     state: Mutex<State>,
     stubs: RwLock<StubTable>,
     resolver: Box<ResolverCtx>,
-    epochs: Epochs,
     removed: AtomicBool,
 }
 
@@ -236,7 +235,6 @@ impl Library {
                         }
                     }),
                 }),
-                epochs: Epochs::default(),
                 removed: AtomicBool::new(false),
             }
         });
@@ -289,9 +287,9 @@ impl Library {
         Ok(())
     }
 
-    /// Marks the start of a call into this library's code; see `grace`.
+    /// Marks the start of a call into JIT code (any library of the session); see `grace`.
     pub fn enter(&self) -> Arc<Epoch> {
-        self.inner.epochs.enter()
+        self.inner.session.epochs().enter()
     }
 
     /// Whether module `id` is still part of the library.
@@ -488,7 +486,7 @@ impl Library {
     /// Frees a module's memory once no call can be running in it.
     fn retire(&self, module: Arc<ModuleCode>) {
         let session = self.inner.session.clone();
-        self.inner.epochs.retire(move || {
+        self.inner.session.epochs().retire(move || {
             if let Some(&dtors) = module.destructors.get() {
                 // SAFETY: the lowered destructor function of this module, `void()`, still
                 // linked: its tracker is removed just below.

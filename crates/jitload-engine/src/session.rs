@@ -112,6 +112,9 @@ pub struct Session {
     scope: Arc<SharedScope>,
     /// Target machines not in use (see [`Machine`]).
     machines: Mutex<Vec<TargetMachine>>,
+    /// Calls in flight and code waiting for them to return (see `grace`). One for the whole
+    /// session: a call entering through one library may run another's code (link order).
+    epochs: crate::grace::Epochs,
     /// The persistent object cache, opened on first use (so the environment can still
     /// change before the first import).
     cache: OnceLock<ObjectCache>,
@@ -154,11 +157,16 @@ impl Session {
             host: HostTarget::detect(),
             scope,
             machines: Mutex::new(Vec::new()),
+            epochs: crate::grace::Epochs::default(),
             cache: OnceLock::new(),
             process,
             next_id: AtomicU64::new(1),
             destructors: Mutex::new(Vec::new()),
         })
+    }
+
+    pub(crate) fn epochs(&self) -> &crate::grace::Epochs {
+        &self.epochs
     }
 
     pub(crate) fn jit(&self) -> &Jit {

@@ -167,11 +167,81 @@ impl PyLibrary {
         py.detach(|| lib.remove()).map_err(|e| engine_error(py, e, None))
     }
 
+    /// The guard a fast wrapper runs around every call of `name` (see `jitload.fast.wrap`):
+    /// `(enter, exit, ctx)` addresses, and the object that keeps `ctx` alive (pass it as the
+    /// wrapper's owner). `enter` holds the library's current epoch for the call (so removed
+    /// code is freed only after it returns) and refuses calls into a removed object-file
+    /// function; `exit` raises the error of a stub call that failed (removed function,
+    /// failing generator).
+    fn call_guard(&self, name: &str) -> PyResult<(usize, usize, usize, CallGuard)> {
+        let direct_module = if self.inner.is_stub(name) { None } else { self.inner.owner_of(name) };
+        let ctx = Box::new(GuardCtx { library: self.inner.clone(), direct_module, name: name.to_string() });
+        let address = &*ctx as *const GuardCtx as usize;
+        Ok((guard_enter as *const () as usize, guard_exit as *const () as usize, address, CallGuard { _ctx: ctx }))
+    }
+
     /// Starts a call into this library's code: code removed meanwhile stays until the
     /// ticket is closed.
     fn enter(&self) -> CallTicket {
         CallTicket { epoch: std::sync::Mutex::new(Some(self.inner.enter())) }
     }
+}
+
+/// What a fast wrapper's guard needs (see `PyLibrary::call_guard`).
+struct GuardCtx {
+    library: Library,
+    /// For a function defined directly (object files): its module, checked before each call.
+    direct_module: Option<u64>,
+    name: String,
+}
+
+/// Keeps a guard's context alive; the fast wrapper holds it as its owner.
+#[pyclass(module = "jitload._native", frozen)]
+pub struct CallGuard {
+    _ctx: Box<GuardCtx>,
+}
+
+/// Runs before each fast call, with the GIL held: returns a token for `guard_exit`, or
+/// `usize::MAX` with an exception set to refuse the call.
+extern "C" fn guard_enter(ctx: usize) -> usize {
+    std::panic::catch_unwind(|| {
+        // SAFETY: ctx is the GuardCtx owned by the CallGuard the wrapper keeps alive.
+        let ctx = unsafe { &*(ctx as *const GuardCtx) };
+        let epoch = ctx.library.enter();
+        if let Some(module) = ctx.direct_module {
+            if !ctx.library.has_module(module) {
+                drop(epoch);
+                // SAFETY: the wrapper calls us with the GIL held.
+                let py = unsafe { Python::assume_attached() };
+                let what = format!("'{}'", ctx.name);
+                engine_error(py, EngineError::Removed { library: ctx.library.name().to_string(), what }, None).restore(py);
+                return usize::MAX;
+            }
+        }
+        Arc::into_raw(epoch) as usize
+    })
+    .unwrap_or(usize::MAX)
+}
+
+/// Runs after each fast call, with the GIL held: ends the call's epoch and raises the error
+/// of a failed stub call, if any (returns -1 with the exception set).
+extern "C" fn guard_exit(_ctx: usize, token: usize) -> std::ffi::c_int {
+    std::panic::catch_unwind(|| {
+        // SAFETY: token came from Arc::into_raw in guard_enter, released exactly once here.
+        let epoch = unsafe { Arc::from_raw(token as *const Epoch) };
+        // SAFETY: the wrapper calls us with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        // Ending the epoch may free retired code (and run module destructors): without the GIL.
+        py.detach(move || drop(epoch));
+        match take_call_error(py) {
+            Some(err) => {
+                err.restore(py);
+                -1
+            }
+            None => 0,
+        }
+    })
+    .unwrap_or(-1)
 }
 
 /// Held by a wrapper for the length of one native call (see `jitload_engine::grace`).
@@ -266,6 +336,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySession>()?;
     m.add_class::<PyLibrary>()?;
     m.add_class::<CallTicket>()?;
+    m.add_class::<CallGuard>()?;
     m.add_function(wrap_pyfunction!(take_call_error, m)?)?;
     m.add_function(wrap_pyfunction!(write_unraisable, m)?)?;
     Ok(())
