@@ -26,11 +26,11 @@ demo: build
 	$(PY) examples/demo.py
 
 test-rust: setup
-	cargo test --release -p jitload-engine -p jitload-cache -p jitload-objload -q
+	cargo test --release -p jitload-engine -p jitload-cache -p jitload-objload -p jitload-stencils -q
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -p jitload-cache -p jitload-objload -- -D warnings; \
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build
@@ -51,6 +51,7 @@ corpus: build
 
 bench: build
 	$(PY) benches/run.py
+	$(PY) benches/bench_calls.py
 
 clean:
 	rm -rf target build .corpus benchmarks/out
