@@ -1,7 +1,9 @@
 """C++ (pybind11) extension modules: import time and run time of the same pybind11 module
 built as a native ``.so`` (clang++-22 -O2) and as bitcode JIT-compiled by jitload.
 
-    python benches/bench_cxx.py [--quick] [--json PATH]
+    python benches/bench_cxx.py [--quick] [--json PATH] [--md PATH]
+
+Writes benchmarks/cxx.json and benchmarks/cxx.md (records also importable: run_all(dir, n)).
 
 Benchmarks (each sample a fresh process; .so and .bc interleaved, medians, ratio .bc/.so with
 a bootstrap 95% interval), in the same record format as benches/run.py:
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "benchmarks"
 SOURCE = HERE / "cxx" / "pbbench.cpp"
 PY = sys.executable
 SO = sysconfig.get_config_var("EXT_SUFFIX")
@@ -141,13 +144,17 @@ def markdown(results: List[Dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 samples instead of 9")
-    ap.add_argument("--json", type=Path, default=None, help="also write the records here")
+    ap.add_argument("--json", type=Path, default=OUT / "cxx.json", help="where to write the records")
+    ap.add_argument("--md", type=Path, default=OUT / "cxx.md", help="where to write the table")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="jitload-bench-cxx-") as tmp:
         results = run_all(Path(tmp), 3 if args.quick else 9)
-    print(markdown(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    args.md.write_text("# C++ (pybind11) module: .bc vs .so\n\n`python benches/bench_cxx.py` — fresh process per sample, "
+                       "medians, ratio .bc/.so with a bootstrap 95% interval.\n\n" + table)
     return 0
 
 
