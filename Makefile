@@ -52,6 +52,7 @@ corpus: build
 bench: build
 	$(PY) benches/run.py
 	$(PY) benches/bench_calls.py
+	$(PY) -m pip install -q pybind11==2.13.6 && $(PY) benches/bench_cxx.py
 
 clean:
 	rm -rf target build .corpus benchmarks/out
