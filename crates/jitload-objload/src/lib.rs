@@ -52,11 +52,14 @@
 //! (a `.so` that links it pays for loading it when imported), and the cache key must be
 //! computable without LLVM: see [`host::cpu_fingerprint`] for the CPU part.
 
+mod bind;
 mod ehframe;
 pub mod host;
+mod link;
 mod load;
 mod mem;
 mod reloc;
+mod relocate;
 
 pub use reloc::relocation_name;
 
@@ -78,6 +81,10 @@ pub enum LoadError {
     /// Undefined symbols that `resolve` did not find (all of them, sorted).
     #[error("undefined symbols: {}", .0.join(", "))]
     Unresolved(Vec<String>),
+    /// Two strong definitions of one global name in a set ([`LoadedObject::load_all`]):
+    /// the indices of the objects that define it (equal if one object defines it twice).
+    #[error("symbol '{name}' is defined in object {first} and in object {second}")]
+    DuplicateSymbol { name: String, first: usize, second: usize },
     /// Mapping or protecting memory failed.
     #[error("cannot map memory for the object: {0}")]
     Memory(String),
@@ -180,23 +187,33 @@ impl LoadedObject {
     /// Links `bytes` (an x86-64 ELF relocatable object) into fresh memory. `resolve` gives
     /// the address of each undefined symbol (`None`: not found; a missing weak symbol is then
     /// 0, any other missing symbol is reported in [`LoadError::Unresolved`]). It is called
-    /// once per undefined symbol, before any memory is mapped.
+    /// once per undefined name, before any memory is mapped. The same as
+    /// [`LoadedObject::load_all`] with a set of one.
     pub fn load(bytes: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<LoadedObject, LoadError> {
+        LoadedObject::load_all(&[bytes], resolve)
+    }
+
+    /// Links a set of objects as one image, the way a static link of them (in this order)
+    /// would: see the crate documentation for the rules. Errors about one object of a set of
+    /// several name it by its index (`object 1: ...`).
+    pub fn load_all(objects: &[&[u8]], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<LoadedObject, LoadError> {
         if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
             return Err(LoadError::Unsupported("loading objects is implemented for x86-64 Linux only".into()));
         }
-        // The ELF structures are read in place and need 8-byte alignment.
-        if bytes.as_ptr() as usize % 8 == 0 {
-            load::load(bytes, resolve)
-        } else {
-            let mut words = vec![0u64; bytes.len().div_ceil(8)];
-            // SAFETY: `words` owns at least bytes.len() initialised bytes; u64 has no invalid
-            // bit patterns and the two buffers do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
-            // SAFETY: the first bytes.len() bytes of `words` are initialised (just copied).
-            let aligned = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) };
-            load::load(aligned, resolve)
-        }
+        // The ELF structures are read in place and need 8-byte alignment: misaligned
+        // objects are copied.
+        let copies: Vec<Option<Vec<u64>>> = objects.iter().map(|bytes| aligned_copy(bytes)).collect();
+        let views: Vec<&[u8]> = objects
+            .iter()
+            .zip(&copies)
+            .map(|(&bytes, copy)| match copy {
+                None => bytes,
+                // SAFETY: the copy owns at least bytes.len() initialised bytes (u64 words have
+                // no invalid bit patterns) and lives until the end of this function.
+                Some(words) => unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) },
+            })
+            .collect();
+        link::load_all(&views, resolve)
     }
 
     /// Address of a defined global (or weak) symbol.
@@ -238,6 +255,18 @@ impl LoadedObject {
     pub fn stats(&self) -> LoadStats {
         self.stats
     }
+}
+
+/// A copy of `bytes` in 8-byte aligned memory, when they are not aligned.
+fn aligned_copy(bytes: &[u8]) -> Option<Vec<u64>> {
+    if bytes.as_ptr() as usize % 8 == 0 {
+        return None;
+    }
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: `words` owns at least bytes.len() bytes; u64 has no invalid bit patterns and
+    // the two buffers do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    Some(words)
 }
 
 extern "C" {
