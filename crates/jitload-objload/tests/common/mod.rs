@@ -71,6 +71,51 @@ pub fn compile_via_llc(source: &str, opt: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// What jitload's engine does above -O0 for a large module: C → bitcode (clang-22
+/// `-emit-llvm -O2`), split into `parts` modules with LLVM's SplitModule (`llvm-split-22
+/// -j parts` plus `split_flags`, e.g. `--round-robin` as the engine does, or
+/// `--preserve-locals`), each piece compiled by llc-22 (`opt`, PIC). The objects in piece
+/// order; `None` when a tool is missing.
+pub fn compile_split(source: &str, parts: usize, split_flags: &[&str], opt: &str) -> Option<Vec<Vec<u8>>> {
+    if !have("llc-22") || !have("llvm-split-22") {
+        return None;
+    }
+    let bitcode = compile_file(source, "c", &["-emit-llvm", "-O2"])?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let prefix = scratch_dir().join(format!("split{}-{n}", std::process::id()));
+    let bc = prefix.with_extension("bc");
+    std::fs::write(&bc, bitcode).expect("write bitcode");
+    let out = Command::new("llvm-split-22")
+        .arg(format!("-j={parts}"))
+        .args(split_flags)
+        .arg("-o")
+        .arg(&prefix)
+        .arg(&bc)
+        .output()
+        .expect("run llvm-split-22");
+    assert!(out.status.success(), "llvm-split-22 failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&bc);
+    let mut objects = Vec::new();
+    for i in 0..parts {
+        // llvm-split names the pieces <prefix>0, <prefix>1, ...
+        let piece = PathBuf::from(format!("{}{i}", prefix.display()));
+        let obj = piece.with_extension("o");
+        let out = Command::new("llc-22")
+            .args([opt, "-relocation-model=pic", "-mcpu=native", "-filetype=obj"])
+            .arg(&piece)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .expect("run llc-22");
+        assert!(out.status.success(), "llc-22 failed on piece {i}:\n{}", String::from_utf8_lossy(&out.stderr));
+        objects.push(std::fs::read(&obj).expect("read object"));
+        let _ = std::fs::remove_file(&piece);
+        let _ = std::fs::remove_file(&obj);
+    }
+    Some(objects)
+}
+
 /// Assembles x86-64 assembly (clang-22's integrated assembler) with `flags`.
 pub fn assemble(source: &str, flags: &[&str]) -> Option<Vec<u8>> {
     compile_file(source, "s", flags)
