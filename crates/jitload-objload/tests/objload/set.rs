@@ -8,61 +8,6 @@ use super::common::*;
 use crate::call;
 use jitload_objload::{LoadError, LoadedObject, SymbolKind};
 
-/// Three translation units that call each other circularly (`is_odd` ↔ `is_even`), share
-/// hidden data, override a weak function with a strong one (`policy`: weak in A and C,
-/// strong in B), define one weak variable twice (`tunable`: the first object's wins), keep
-/// a function-pointer table in B that points into A, B and C, and each have a constructor
-/// (calling B's `record`, so that the compiler cannot evaluate it at compile time).
-const SET_A: &str = r#"
-__attribute__((visibility("hidden"))) int shared_counter = 10;
-__attribute__((visibility("hidden"))) int hidden_log[8];
-__attribute__((visibility("hidden"))) int hidden_log_len;
-int is_even(unsigned n);
-int is_odd(unsigned n) { return n == 0 ? 0 : is_even(n - 1); }
-__attribute__((weak)) int policy(void) { return 1; }
-int use_policy(void) { return policy() * 100; }
-__attribute__((weak)) int tunable = 5;
-extern int (*const op_table[3])(int, int);
-int apply_op(int i, int a, int b) { return op_table[i](a, b); }
-int add_a(int a, int b) { return a + b; }
-int bump_shared(int by) { shared_counter += by; return shared_counter; }
-void record(int v);
-__attribute__((constructor(200))) static void init_a(void) { record(200); }
-extern void *__dso_handle;
-void *dso_a(void) { return &__dso_handle; }
-"#;
-
-const SET_B: &str = r#"
-extern __attribute__((visibility("hidden"))) int shared_counter;
-extern __attribute__((visibility("hidden"))) int hidden_log[8];
-extern __attribute__((visibility("hidden"))) int hidden_log_len;
-int is_odd(unsigned n);
-int is_even(unsigned n) { return n == 0 ? 1 : is_odd(n - 1); }
-int policy(void) { return 7; }
-int add_a(int, int);
-int sub_c(int, int);
-__attribute__((noinline)) static int mul_b(int a, int b) { return a * b; }
-int (*const op_table[3])(int, int) = { add_a, mul_b, sub_c };
-int read_shared(void) { return shared_counter; }
-int log_entry(int i) { return i < hidden_log_len ? hidden_log[i] : -1; }
-void record(int v) { hidden_log[hidden_log_len++] = v; }
-__attribute__((constructor(101))) static void init_b(void) { record(101); }
-extern void *__dso_handle;
-void *dso_b(void) { return &__dso_handle; }
-"#;
-
-const SET_C: &str = r#"
-void record(int v);
-int sub_c(int a, int b) { return a - b; }
-__attribute__((weak)) int policy(void) { return 3; }
-__attribute__((weak)) int tunable = 9;
-int read_tunable(void) { return tunable; }
-int policy_from_c(void) { return policy(); }
-extern int (*const op_table[3])(int, int);
-int (*get_op(int i))(int, int) { return op_table[i]; }
-__attribute__((constructor)) static void init_c(void) { record(65535); }
-"#;
-
 /// PIC, PIE (clang's default without -fPIC), sections per function and variable, non-PIC
 /// (large code model: 64-bit absolute addresses), and unoptimised.
 const SET_VARIANTS: &[&[&str]] = &[
