@@ -103,66 +103,84 @@ fn undefined_name<'d>(linker: &Linker<'d>, index: usize) -> Result<&'d str, Load
     std::str::from_utf8(name).map_err(|_| malformed(format!("undefined symbol {index} has a name that is not UTF-8")))
 }
 
+/// The state of binding: the set's definitions and what `resolve` said about each name.
+struct Binder<'r, 'd> {
+    table: HashMap<&'d str, Definition>,
+    resolve: &'r dyn Fn(&str) -> Option<u64>,
+    resolved: HashMap<&'d str, Option<u64>>,
+    missing: Vec<String>,
+    dso_handle: bool,
+}
+
+impl<'d> Binder<'_, 'd> {
+    /// What an undefined symbol named `name` binds to (`None`: found nowhere, recorded).
+    fn undefined(&mut self, set: &[Object<'d>], name: &'d str, weak: bool) -> Option<Def> {
+        if name == "_GLOBAL_OFFSET_TABLE_" {
+            return Some(Def::GotBase);
+        }
+        if let Some(d) = self.table.get(name) {
+            return Some(bound_to(set, d));
+        }
+        let resolve = self.resolve;
+        match *self.resolved.entry(name).or_insert_with(|| resolve(name)) {
+            Some(address) => Some(Def::Resolved(address)),
+            None if weak => Some(Def::Resolved(0)),
+            None if name == "__dso_handle" => {
+                self.dso_handle = true;
+                Some(Def::DsoHandle)
+            }
+            None => {
+                self.missing.push(name.to_string());
+                None
+            }
+        }
+    }
+
+    /// The new bindings of object `object`'s symbols: (symbol, binding).
+    fn object(&mut self, set: &[Object<'d>], object: usize) -> Result<Vec<(usize, Def)>, LoadError> {
+        let o = &set[object];
+        let mut bindings = Vec::new();
+        for (index, def) in o.defs.iter().enumerate() {
+            let binding = match *def {
+                Def::Undefined { weak } => self.undefined(set, undefined_name(&o.linker, index)?, weak),
+                // A definition that another one overrides.
+                Def::Section { .. } | Def::Absolute(_) | Def::Common { .. } => global_name(&o.linker, index)
+                    .and_then(|name| self.table.get(name))
+                    .filter(|d| (d.object, d.symbol) != (object, index))
+                    .map(|d| bound_to(set, d)),
+                _ => None,
+            };
+            if let Some(binding) = binding {
+                bindings.push((index, binding));
+            }
+        }
+        Ok(bindings)
+    }
+}
+
 /// Binds every undefined symbol of the set and every definition that another one
 /// overrides: to the set's definition of the name, else to what `resolve` gives (called
 /// once per name), else 0 for a weak reference or the loader's `__dso_handle`. All names
 /// found nowhere are reported together.
 pub(crate) fn bind<'d>(set: &mut [Object<'d>], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Bound<'d>, LoadError> {
     let table = definitions(set)?;
-    let mut resolved: HashMap<&'d str, Option<u64>> = HashMap::new();
-    let mut missing = Vec::new();
-    let mut dso_handle = false;
+    let mut binder = Binder { table, resolve, resolved: HashMap::new(), missing: Vec::new(), dso_handle: false };
     for object in 0..set.len() {
-        let mut bindings = Vec::new();
-        let o = &set[object];
-        for (index, def) in o.defs.iter().enumerate() {
-            let binding = match *def {
-                Def::Undefined { weak } => {
-                    let name = undefined_name(&o.linker, index)?;
-                    if name == "_GLOBAL_OFFSET_TABLE_" {
-                        Def::GotBase
-                    } else if let Some(d) = table.get(name) {
-                        bound_to(set, d)
-                    } else {
-                        match *resolved.entry(name).or_insert_with(|| resolve(name)) {
-                            Some(address) => Def::Resolved(address),
-                            None if weak => Def::Resolved(0),
-                            None if name == "__dso_handle" => {
-                                dso_handle = true;
-                                Def::DsoHandle
-                            }
-                            None => {
-                                missing.push(name.to_string());
-                                continue;
-                            }
-                        }
-                    }
-                }
-                Def::Section { .. } | Def::Absolute(_) | Def::Common { .. } => {
-                    let Some(d) = global_name(&o.linker, index).and_then(|name| table.get(name)) else { continue };
-                    if (d.object, d.symbol) == (object, index) {
-                        continue;
-                    }
-                    bound_to(set, d)
-                }
-                _ => continue,
-            };
-            bindings.push((index, binding));
-        }
+        let bindings = binder.object(set, object)?;
         let o = &mut set[object];
         for (index, binding) in bindings {
             o.defs[index] = binding;
         }
         // COMMON symbols that lost are not allocated; the winners get the merged size.
-        let linker = &o.linker;
-        let defs = &o.defs;
+        let (linker, defs) = (&o.linker, &o.defs);
         o.commons.retain(|c| matches!(defs.get(c.0), Some(Def::Common { .. })));
         for c in &mut o.commons {
-            if let Some((size, align)) = global_name(linker, c.0).and_then(|n| table.get(n)).and_then(|d| d.common) {
+            if let Some((size, align)) = global_name(linker, c.0).and_then(|n| binder.table.get(n)).and_then(|d| d.common) {
                 (c.1, c.2) = (size, align);
             }
         }
     }
+    let Binder { table, mut missing, dso_handle, .. } = binder;
     if !missing.is_empty() {
         missing.sort();
         missing.dedup();

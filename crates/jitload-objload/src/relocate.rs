@@ -19,13 +19,17 @@ pub(crate) struct Context<'a, 'd> {
 }
 
 impl Context<'_, '_> {
-    /// Size of symbol `sym` of the object (of the definition it is bound to).
+    /// Size of symbol `sym` of the object (of the definition it is bound to; COMMON
+    /// symbols have their merged size).
     fn symbol_size(&self, sym: usize) -> u64 {
         let (object, sym) = match self.object.defs.get(sym) {
             Some(Def::Null) | None => return 0,
             Some(&Def::Elsewhere { object, symbol }) => (self.set.get(object).unwrap_or(self.object), symbol),
             Some(_) => (self.object, sym),
         };
+        if let Some(&(_, size, _)) = object.commons.iter().find(|c| c.0 == sym) {
+            return size;
+        }
         object.linker.symtab.symbol(SymbolIndex(sym)).map(|s| s.st_size(LE)).unwrap_or(0)
     }
 

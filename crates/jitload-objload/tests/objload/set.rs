@@ -298,6 +298,13 @@ fn common_symbols_merge_across_the_set() {
     assert_eq!(obj.symbol_info("common_buf").map(|s| s.size), Some(256), "the largest size wins");
     let (base, len) = obj.image();
     assert!(address + 256 <= base + len as u64);
+    // R_X86_64_SIZE32 against a COMMON symbol that a larger one in another object absorbs.
+    let small = assemble(".comm blob, 16, 8\n.text\n.globl blob_size\nblob_size: movl $blob@SIZE, %eax\nret\n", &[]);
+    let large = assemble(".comm blob, 64, 32\n", &[]);
+    let (Some(small), Some(large)) = (small, large) else { return };
+    let obj = load_set(&[&small, &large]);
+    assert_eq!(call!(obj, "blob_size", fn() -> u32), 64);
+    assert_eq!(obj.symbol("blob").map(|a| a % 32), Some(0), "the largest alignment wins");
 }
 
 #[test]
