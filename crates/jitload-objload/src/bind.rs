@@ -6,6 +6,7 @@
 //! the set does not define go to the caller's `resolve`.
 
 use std::collections::hash_map::{Entry, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use object::elf;
 use object::read::elf::Sym;
@@ -13,6 +14,41 @@ use object::{LittleEndian as LE, SymbolIndex};
 
 use crate::load::{malformed, Def, Linker, Object, STB_GNU_UNIQUE};
 use crate::LoadError;
+
+/// The Fx hash (rustc's): symbol names hash several times faster than with SipHash, which
+/// matters on the warm path (a module has thousands of names); the names come from our
+/// own cache, so flooding is not a concern.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ rest.len() as u64);
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Strength {
@@ -49,9 +85,20 @@ fn global_name<'d>(linker: &Linker<'d>, index: usize) -> Option<&'d str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// The set's global definitions: each name with the definition that wins.
+struct Definitions<'d> {
+    table: Map<&'d str, Definition>,
+    /// The definitions that lost: (object, symbol, name).
+    losers: Vec<(usize, usize, &'d str)>,
+    /// Names with several COMMON symbols.
+    merged: Vec<&'d str>,
+}
+
 /// Every global name the set defines, with the definition that wins.
-fn definitions<'d>(set: &[Object<'d>]) -> Result<HashMap<&'d str, Definition>, LoadError> {
-    let mut table: HashMap<&'d str, Definition> = HashMap::new();
+fn definitions<'d>(set: &[Object<'d>]) -> Result<Definitions<'d>, LoadError> {
+    let symbols = set.iter().map(|o| o.defs.len()).sum();
+    let mut table = Map::with_capacity_and_hasher(symbols, Default::default());
+    let (mut losers, mut merged) = (Vec::new(), Vec::new());
     for (object, o) in set.iter().enumerate() {
         for (symbol, def) in o.defs.iter().enumerate() {
             if !matches!(def, Def::Section { .. } | Def::Absolute(_) | Def::Common { .. }) {
@@ -78,14 +125,19 @@ fn definitions<'d>(set: &[Object<'d>]) -> Result<HashMap<&'d str, Definition>, L
                     }
                     if let (Some(a), Some(b)) = (old.common, new.common) {
                         old.common = Some((a.0.max(b.0), a.1.max(b.1)));
+                        merged.push(name);
+                        losers.push((object, symbol, name));
                     } else if strength > old.strength {
+                        losers.push((old.object, old.symbol, name));
                         *old = new;
+                    } else {
+                        losers.push((object, symbol, name));
                     }
                 }
             }
         }
     }
-    Ok(table)
+    Ok(Definitions { table, losers, merged })
 }
 
 /// What a reference to `d` becomes.
@@ -105,9 +157,9 @@ fn undefined_name<'d>(linker: &Linker<'d>, index: usize) -> Result<&'d str, Load
 
 /// The state of binding: the set's definitions and what `resolve` said about each name.
 struct Binder<'r, 'd> {
-    table: HashMap<&'d str, Definition>,
+    table: Map<&'d str, Definition>,
     resolve: &'r dyn Fn(&str) -> Option<u64>,
-    resolved: HashMap<&'d str, Option<u64>>,
+    resolved: Map<&'d str, Option<u64>>,
     missing: Vec<String>,
     dso_handle: bool,
 }
@@ -136,22 +188,15 @@ impl<'d> Binder<'_, 'd> {
         }
     }
 
-    /// The new bindings of object `object`'s symbols: (symbol, binding).
+    /// The bindings of object `object`'s undefined symbols: (symbol, binding).
     fn object(&mut self, set: &[Object<'d>], object: usize) -> Result<Vec<(usize, Def)>, LoadError> {
         let o = &set[object];
         let mut bindings = Vec::new();
         for (index, def) in o.defs.iter().enumerate() {
-            let binding = match *def {
-                Def::Undefined { weak } => self.undefined(set, undefined_name(&o.linker, index)?, weak),
-                // A definition that another one overrides.
-                Def::Section { .. } | Def::Absolute(_) | Def::Common { .. } => global_name(&o.linker, index)
-                    .and_then(|name| self.table.get(name))
-                    .filter(|d| (d.object, d.symbol) != (object, index))
-                    .map(|d| bound_to(set, d)),
-                _ => None,
-            };
-            if let Some(binding) = binding {
-                bindings.push((index, binding));
+            if let Def::Undefined { weak } = *def {
+                if let Some(binding) = self.undefined(set, undefined_name(&o.linker, index)?, weak) {
+                    bindings.push((index, binding));
+                }
             }
         }
         Ok(bindings)
@@ -163,21 +208,29 @@ impl<'d> Binder<'_, 'd> {
 /// once per name), else 0 for a weak reference or the loader's `__dso_handle`. All names
 /// found nowhere are reported together.
 pub(crate) fn bind<'d>(set: &mut [Object<'d>], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Bound<'d>, LoadError> {
-    let table = definitions(set)?;
-    let mut binder = Binder { table, resolve, resolved: HashMap::new(), missing: Vec::new(), dso_handle: false };
+    let Definitions { table, losers, merged } = definitions(set)?;
+    // Definitions that lost bind to the winner.
+    for (object, symbol, name) in losers {
+        if let Some(binding) = table.get(name).map(|d| bound_to(set, d)) {
+            set[object].defs[symbol] = binding;
+        }
+    }
+    // COMMON symbols that lost are not allocated; the winners get the merged size.
+    for o in set.iter_mut() {
+        let defs = &o.defs;
+        o.commons.retain(|c| matches!(defs.get(c.0), Some(Def::Common { .. })));
+    }
+    for name in merged {
+        let Some(&Definition { object, symbol, common: Some((size, align)), .. }) = table.get(name) else { continue };
+        if let Some(c) = set[object].commons.iter_mut().find(|c| c.0 == symbol) {
+            (c.1, c.2) = (size, align);
+        }
+    }
+    let mut binder = Binder { table, resolve, resolved: Map::default(), missing: Vec::new(), dso_handle: false };
     for object in 0..set.len() {
         let bindings = binder.object(set, object)?;
-        let o = &mut set[object];
         for (index, binding) in bindings {
-            o.defs[index] = binding;
-        }
-        // COMMON symbols that lost are not allocated; the winners get the merged size.
-        let (linker, defs) = (&o.linker, &o.defs);
-        o.commons.retain(|c| matches!(defs.get(c.0), Some(Def::Common { .. })));
-        for c in &mut o.commons {
-            if let Some((size, align)) = global_name(linker, c.0).and_then(|n| binder.table.get(n)).and_then(|d| d.common) {
-                (c.1, c.2) = (size, align);
-            }
+            set[object].defs[index] = binding;
         }
     }
     let Binder { table, mut missing, dso_handle, .. } = binder;
