@@ -9,6 +9,13 @@
 //! GOT and call stubs where needed, registers `.eh_frame` with the unwinder and hands back
 //! the addresses of the defined global symbols plus the constructors to run.
 //!
+//! [`LoadedObject::load_all`] links several objects as one image, as a static link of them
+//! in that order would; this is how the cache's split modules load (above -O0 the engine
+//! splits a large module with LLVM's SplitModule and compiles the pieces in parallel; the
+//! pieces reference each other's symbols, locals promoted to hidden globals, circularly and
+//! with 32-bit PC-relative relocations, which one mapping keeps in reach).
+//! [`LoadedObject::load`] is `load_all` of one object.
+//!
 //! ```no_run
 //! # let bytes: Vec<u8> = Vec::new();
 //! let resolve = |name: &str| -> Option<u64> { None /* dlsym, jitload's scope, ... */ };
@@ -19,6 +26,9 @@
 //!     f();
 //! }
 //! let init = object.symbol("PyInit_spam");
+//! // The pieces of a split module, linked as one image:
+//! # let (piece0, piece1): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+//! let module = jitload_objload::LoadedObject::load_all(&[&piece0, &piece1], &resolve)?;
 //! # Ok::<(), jitload_objload::LoadError>(())
 //! ```
 //!
@@ -30,6 +40,31 @@
 //! crate's `reloc` module and [`relocation_name`]). x86-64 only: elsewhere [`LoadedObject::load`] returns
 //! [`LoadError::Unsupported`].
 //!
+//! # Linking a set
+//!
+//! - **Definitions.** Each global name binds to one definition in the set: a strong
+//!   (`STB_GLOBAL`) definition beats COMMON symbols, which beat weak (`STB_WEAK`,
+//!   `STB_GNU_UNIQUE`) definitions; among weak definitions the first (in object order, then
+//!   symbol-table order) wins; COMMON symbols of one name are one symbol with the largest
+//!   size and alignment. Two strong definitions of a name are [`LoadError::DuplicateSymbol`]
+//!   (with both object indices). References to a name, including those through a weak or
+//!   COMMON definition that lost, go to the winner. Local symbols never bind across objects.
+//! - **Undefined symbols** bind to the set's definition, else to `resolve` (called once per
+//!   remaining name, before anything is mapped), else a weak reference is 0 and
+//!   `__dso_handle` is the loader's own (one for the set); `_GLOBAL_OFFSET_TABLE_` is the
+//!   image's single GOT. Every name found nowhere is reported at once in
+//!   [`LoadError::Unresolved`].
+//! - **Exports** ([`LoadedObject::symbol`], [`LoadedObject::symbols`],
+//!   [`LoadedObject::symbol_info`]) are the winning definitions of the whole set.
+//! - **Constructors** ([`LoadedObject::init_functions`]): the `.preinit_array` entries, then
+//!   the `.init_array` ones, each sorted by priority across the whole set (the order of a
+//!   static link: a piece's priority-101 constructor runs before another piece's
+//!   priority-200 one, as in the unsplit module); at equal priority, and for the
+//!   unprioritised `.init_array` (after every priority), object order then section order.
+//!   Destructors: the `.fini_array` entries in that order, reversed.
+//! - **Unwind information**: every object's `.eh_frame` is checked and registered.
+//! - **Errors** about one object of a set of several name its index (`object 1: ...`).
+//!
 //! The input is parsed defensively: every offset and size is bounds-checked, and malformed
 //! input yields a [`LoadError`], never a panic or an out-of-bounds write. Loading runs no
 //! code of the object. `.eh_frame` is walked the way libgcc will walk it (record bounds, CIE
@@ -39,7 +74,8 @@
 //! # On jitload's warm import path
 //!
 //! A cache hit gives `Compiled { object, exports, undefined, dependent_libraries, has_ctors,
-//! has_dtors }`. With this crate: `LoadedObject::load(&object, &|n| scope.resolve(n))`
+//! has_dtors }` (a split module: several objects). With this crate:
+//! `LoadedObject::load_all(&objects, &|n| scope.resolve(n))`
 //! (the module's scope: jitload exports, process, dependent libraries, user libraries,
 //! libgcc_s, the libc_nonshared shims); on `Unresolved` (e.g. a compiler-rt helper that
 //! only the LLVM path's builtins archive provides) or any other error, fall back to the
@@ -52,11 +88,14 @@
 //! (a `.so` that links it pays for loading it when imported), and the cache key must be
 //! computable without LLVM: see [`host::cpu_fingerprint`] for the CPU part.
 
+mod bind;
 mod ehframe;
 pub mod host;
+mod link;
 mod load;
 mod mem;
 mod reloc;
+mod relocate;
 
 pub use reloc::relocation_name;
 
@@ -78,6 +117,10 @@ pub enum LoadError {
     /// Undefined symbols that `resolve` did not find (all of them, sorted).
     #[error("undefined symbols: {}", .0.join(", "))]
     Unresolved(Vec<String>),
+    /// Two strong definitions of one global name in a set ([`LoadedObject::load_all`]):
+    /// the indices of the objects that define it (equal if one object defines it twice).
+    #[error("symbol '{name}' is defined in object {first} and in object {second}")]
+    DuplicateSymbol { name: String, first: usize, second: usize },
     /// Mapping or protecting memory failed.
     #[error("cannot map memory for the object: {0}")]
     Memory(String),
@@ -156,7 +199,7 @@ pub struct LoadStats {
     pub frames_registered: usize,
 }
 
-/// A linked object in memory. Dropping it runs the handlers its code registered with
+/// A linked object (or set of objects, one image) in memory. Dropping it runs the handlers its code registered with
 /// `__cxa_atexit` against the object's own `__dso_handle` (C++ static destructors, as
 /// `dlclose` does), deregisters its unwind information and unmaps its memory: the owner must
 /// make sure that no code or data of the object is in use then (and run
@@ -180,23 +223,33 @@ impl LoadedObject {
     /// Links `bytes` (an x86-64 ELF relocatable object) into fresh memory. `resolve` gives
     /// the address of each undefined symbol (`None`: not found; a missing weak symbol is then
     /// 0, any other missing symbol is reported in [`LoadError::Unresolved`]). It is called
-    /// once per undefined symbol, before any memory is mapped.
+    /// once per undefined name, before any memory is mapped. The same as
+    /// [`LoadedObject::load_all`] with a set of one.
     pub fn load(bytes: &[u8], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<LoadedObject, LoadError> {
+        LoadedObject::load_all(&[bytes], resolve)
+    }
+
+    /// Links a set of objects as one image, the way a static link of them (in this order)
+    /// would: see the crate documentation for the rules. Errors about one object of a set of
+    /// several name it by its index (`object 1: ...`).
+    pub fn load_all(objects: &[&[u8]], resolve: &dyn Fn(&str) -> Option<u64>) -> Result<LoadedObject, LoadError> {
         if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
             return Err(LoadError::Unsupported("loading objects is implemented for x86-64 Linux only".into()));
         }
-        // The ELF structures are read in place and need 8-byte alignment.
-        if bytes.as_ptr() as usize % 8 == 0 {
-            load::load(bytes, resolve)
-        } else {
-            let mut words = vec![0u64; bytes.len().div_ceil(8)];
-            // SAFETY: `words` owns at least bytes.len() initialised bytes; u64 has no invalid
-            // bit patterns and the two buffers do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
-            // SAFETY: the first bytes.len() bytes of `words` are initialised (just copied).
-            let aligned = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) };
-            load::load(aligned, resolve)
-        }
+        // The ELF structures are read in place and need 8-byte alignment: misaligned
+        // objects are copied.
+        let copies: Vec<Option<Vec<u64>>> = objects.iter().map(|bytes| aligned_copy(bytes)).collect();
+        let views: Vec<&[u8]> = objects
+            .iter()
+            .zip(&copies)
+            .map(|(&bytes, copy)| match copy {
+                None => bytes,
+                // SAFETY: the copy owns at least bytes.len() initialised bytes (u64 words have
+                // no invalid bit patterns) and lives until the end of this function.
+                Some(words) => unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) },
+            })
+            .collect();
+        link::load_all(&views, resolve)
     }
 
     /// Address of a defined global (or weak) symbol.
@@ -204,23 +257,24 @@ impl LoadedObject {
         self.symbols.get(name).map(|s| s.address)
     }
 
-    /// Address, size and kind of a defined global symbol.
+    /// Address, size and kind of a defined global symbol (of the whole set).
     pub fn symbol_info(&self, name: &str) -> Option<SymbolInfo> {
         self.symbols.get(name)
     }
 
-    /// Every defined global symbol, in no particular order.
+    /// Every defined global symbol of the set (each name once), in no particular order.
     pub fn symbols(&self) -> impl Iterator<Item = (&str, SymbolInfo)> + '_ {
         self.symbols.iter()
     }
 
-    /// The object's constructors (`.preinit_array`, `.init_array` by priority), in the order
-    /// to call them (`extern "C" fn()`). Loading does not run them.
+    /// The constructors (`.preinit_array`, `.init_array` by priority across the set: see the
+    /// crate documentation), in the order to call them (`extern "C" fn()`). Loading does not
+    /// run them.
     pub fn init_functions(&self) -> &[u64] {
         &self.init
     }
 
-    /// The object's destructors (`.fini_array`), in the order to call them.
+    /// The destructors (`.fini_array`), in the order to call them.
     pub fn fini_functions(&self) -> &[u64] {
         &self.fini
     }
@@ -238,6 +292,18 @@ impl LoadedObject {
     pub fn stats(&self) -> LoadStats {
         self.stats
     }
+}
+
+/// A copy of `bytes` in 8-byte aligned memory, when they are not aligned.
+fn aligned_copy(bytes: &[u8]) -> Option<Vec<u64>> {
+    if bytes.as_ptr() as usize % 8 == 0 {
+        return None;
+    }
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: `words` owns at least bytes.len() bytes; u64 has no invalid bit patterns and
+    // the two buffers do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    Some(words)
 }
 
 extern "C" {

@@ -1,10 +1,11 @@
-//! Mutation fuzzing of `LoadedObject::load`: ~10,000 mutants of real clang-22 objects
+//! Mutation fuzzing of `LoadedObject::load` and `load_all`: ~10,000 mutants of real clang-22 objects
 //! (random bit flips, bytes, interesting integers in headers, symbols and relocations,
 //! truncation) must each load or fail with an error — never panic or crash. Loading runs
 //! no code of the object, so a crash would be a bug in the loader, or in the unwinder
 //! reading a registered `.eh_frame` we failed to validate (each loaded mutant makes libgcc
 //! parse its frames with `_Unwind_Find_FDE`); batches run in forked children so that a
-//! crash is reported with the mutant that caused it.
+//! crash is reported with the mutant that caused it. A second run feeds `load_all` pairs of
+//! objects that reference each other, one or both mutated.
 //!
 //! `JITLOAD_FUZZ_ITERATIONS` (default 10000) and `JITLOAD_FUZZ_SEED` change the run.
 #![allow(clippy::print_stderr)]
@@ -12,7 +13,7 @@
 mod common;
 
 use common::*;
-use jitload_objload::LoadedObject;
+use jitload_objload::{LoadError, LoadedObject};
 use object::read::elf::{FileHeader, SectionHeader};
 
 struct Rng(u64);
@@ -151,23 +152,11 @@ fn fake_resolve(name: &str) -> Option<u64> {
     }
 }
 
-#[test]
-fn mutated_objects_never_panic_or_crash() {
-    let mut seeds = Vec::new();
-    for flags in [&["-O2"][..], &["-O2", "-ffunction-sections", "-fdata-sections"], &["-O0"], &["-O2", "-mcmodel=large"]] {
-        let Some(bytes) = compile_c(BASIC_C, flags) else { return };
-        seeds.push(seed(bytes));
-    }
-    if let Some(bytes) = compile_with(THROW_CPP, true, &["-O2"]) {
-        seeds.push(seed(bytes));
-    }
-    for s in &seeds {
-        LoadedObject::load(&s.bytes, &fake_resolve).expect("the unmutated seeds load");
-    }
-    let iterations: usize = std::env::var("JITLOAD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let base_seed: u64 = std::env::var("JITLOAD_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0b1e);
+/// Loads the object or set made by `load` for mutants `0..iterations`, in forked children
+/// (batches of 1000): each must load or fail with an error — never panic or crash. Every
+/// loaded image makes the unwinder read its registered frames. Returns (loaded, refused).
+fn run_mutants(iterations: usize, base_seed: u64, load: &dyn Fn(usize, &mut Rng) -> Result<LoadedObject, LoadError>) -> (u64, u64) {
     const BATCH: usize = 1000;
-
     // Shared with the children: [next mutant index, loaded ok, refused].
     // SAFETY: an anonymous shared mapping of three words, unmapped at the end of the test.
     let shared = unsafe {
@@ -189,10 +178,8 @@ fn mutated_objects_never_panic_or_crash() {
                 // SAFETY: words points to the shared page (3 words); only this child writes.
                 unsafe { words.write_volatile(i as u64) };
                 let mut rng = Rng(base_seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-                let s = &seeds[i % seeds.len()];
-                let mutant = mutate(s, &mut rng);
                 let load_and_unwind = || {
-                    LoadedObject::load(&mutant, &fake_resolve).map(|obj| {
+                    load(i, &mut rng).map(|obj| {
                         // Make the unwinder read the registered .eh_frame now, as any
                         // exception or panic in the process would (GCC 12 parses lazily).
                         let code = obj.code_range();
@@ -201,7 +188,7 @@ fn mutated_objects_never_panic_or_crash() {
                         fde_for(fde_for as *const () as u64);
                     })
                 };
-                match std::panic::catch_unwind(load_and_unwind) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load_and_unwind)) {
                     // SAFETY: as above.
                     Ok(Ok(())) => unsafe { *words.add(1) += 1 },
                     // SAFETY: as above.
@@ -237,10 +224,63 @@ fn mutated_objects_never_panic_or_crash() {
     }
     // SAFETY: the mapping created above; no child uses it any more.
     unsafe { libc::munmap(shared, 4096) };
-    eprintln!("{iterations} mutants: {loaded} loaded, {refused} refused");
+    (loaded, refused)
+}
+
+fn settings() -> (usize, u64) {
+    let iterations: usize = std::env::var("JITLOAD_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let base_seed: u64 = std::env::var("JITLOAD_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_0b1e);
+    (iterations, base_seed)
+}
+
+fn check_counts(what: &str, iterations: usize, (loaded, refused): (u64, u64)) {
+    eprintln!("{iterations} {what}: {loaded} loaded, {refused} refused");
     assert_eq!(loaded + refused, iterations as u64);
     if iterations >= 1000 {
         assert!(loaded > iterations as u64 / 20, "mutations too destructive to exercise loading: {loaded}");
         assert!(refused > iterations as u64 / 20, "mutations too mild to exercise validation: {refused}");
     }
+}
+
+#[test]
+fn mutated_objects_never_panic_or_crash() {
+    let mut seeds = Vec::new();
+    for flags in [&["-O2"][..], &["-O2", "-ffunction-sections", "-fdata-sections"], &["-O0"], &["-O2", "-mcmodel=large"]] {
+        let Some(bytes) = compile_c(BASIC_C, flags) else { return };
+        seeds.push(seed(bytes));
+    }
+    if let Some(bytes) = compile_with(THROW_CPP, true, &["-O2"]) {
+        seeds.push(seed(bytes));
+    }
+    for s in &seeds {
+        LoadedObject::load(&s.bytes, &fake_resolve).expect("the unmutated seeds load");
+    }
+    let (iterations, base_seed) = settings();
+    let counts = run_mutants(iterations, base_seed, &|i, rng| LoadedObject::load(&mutate(&seeds[i % seeds.len()], rng), &fake_resolve));
+    check_counts("mutants", iterations, counts);
+}
+
+/// `load_all` of two objects that reference each other (a set from the functional tests),
+/// both mutated, or one of them (a third of the time each).
+#[test]
+fn mutated_sets_never_panic_or_crash() {
+    let mut pairs = Vec::new();
+    for flags in [&["-O2"][..], &["-O2", "-ffunction-sections", "-fdata-sections"], &["-O0"]] {
+        let (Some(a), Some(b)) = (compile_c(SET_A, flags), compile_c(SET_B, flags)) else { return };
+        pairs.push((seed(a), seed(b)));
+    }
+    for (a, b) in &pairs {
+        LoadedObject::load_all(&[&a.bytes, &b.bytes], &fake_resolve).expect("the unmutated sets load");
+    }
+    let (iterations, base_seed) = settings();
+    let counts = run_mutants(iterations, base_seed ^ 0x5e75, &|i, rng| {
+        let (a, b) = &pairs[i % pairs.len()];
+        let (a, b) = match rng.below(3) {
+            0 => (mutate(a, rng), b.bytes.clone()),
+            1 => (a.bytes.clone(), mutate(b, rng)),
+            _ => (mutate(a, rng), mutate(b, rng)),
+        };
+        LoadedObject::load_all(&[&a, &b], &fake_resolve)
+    });
+    check_counts("mutated sets", iterations, counts);
 }

@@ -71,6 +71,51 @@ pub fn compile_via_llc(source: &str, opt: &str) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// What jitload's engine does above -O0 for a large module: C → bitcode (clang-22
+/// `-emit-llvm -O2`), split into `parts` modules with LLVM's SplitModule (`llvm-split-22
+/// -j parts` plus `split_flags`, e.g. `--round-robin` as the engine does, or
+/// `--preserve-locals`), each piece compiled by llc-22 (`opt`, PIC). The objects in piece
+/// order; `None` when a tool is missing.
+pub fn compile_split(source: &str, parts: usize, split_flags: &[&str], opt: &str) -> Option<Vec<Vec<u8>>> {
+    if !have("llc-22") || !have("llvm-split-22") {
+        return None;
+    }
+    let bitcode = compile_file(source, "c", &["-emit-llvm", "-O2"])?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let prefix = scratch_dir().join(format!("split{}-{n}", std::process::id()));
+    let bc = prefix.with_extension("bc");
+    std::fs::write(&bc, bitcode).expect("write bitcode");
+    let out = Command::new("llvm-split-22")
+        .arg(format!("-j={parts}"))
+        .args(split_flags)
+        .arg("-o")
+        .arg(&prefix)
+        .arg(&bc)
+        .output()
+        .expect("run llvm-split-22");
+    assert!(out.status.success(), "llvm-split-22 failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_file(&bc);
+    let mut objects = Vec::new();
+    for i in 0..parts {
+        // llvm-split names the pieces <prefix>0, <prefix>1, ...
+        let piece = PathBuf::from(format!("{}{i}", prefix.display()));
+        let obj = piece.with_extension("o");
+        let out = Command::new("llc-22")
+            .args([opt, "-relocation-model=pic", "-mcpu=native", "-filetype=obj"])
+            .arg(&piece)
+            .arg("-o")
+            .arg(&obj)
+            .output()
+            .expect("run llc-22");
+        assert!(out.status.success(), "llc-22 failed on piece {i}:\n{}", String::from_utf8_lossy(&out.stderr));
+        objects.push(std::fs::read(&obj).expect("read object"));
+        let _ = std::fs::remove_file(&piece);
+        let _ = std::fs::remove_file(&obj);
+    }
+    Some(objects)
+}
+
 /// Assembles x86-64 assembly (clang-22's integrated assembler) with `flags`.
 pub fn assemble(source: &str, flags: &[&str]) -> Option<Vec<u8>> {
     compile_file(source, "s", flags)
@@ -254,4 +299,59 @@ extern "C" int thrower(int x) {
 
 extern "C" int registry_sum() { int s = 0; for (int v : *registry) s += v; return s; }
 extern "C" int name_length() { return static_cast<int>(name.size()); }
+"#;
+
+/// Three translation units that call each other circularly (`is_odd` ↔ `is_even`), share
+/// hidden data, override a weak function with a strong one (`policy`: weak in A and C,
+/// strong in B), define one weak variable twice (`tunable`: the first object's wins), keep
+/// a function-pointer table in B that points into A, B and C, and each have a constructor
+/// (calling B's `record`, so that the compiler cannot evaluate it at compile time).
+pub const SET_A: &str = r#"
+__attribute__((visibility("hidden"))) int shared_counter = 10;
+__attribute__((visibility("hidden"))) int hidden_log[8];
+__attribute__((visibility("hidden"))) int hidden_log_len;
+int is_even(unsigned n);
+int is_odd(unsigned n) { return n == 0 ? 0 : is_even(n - 1); }
+__attribute__((weak)) int policy(void) { return 1; }
+int use_policy(void) { return policy() * 100; }
+__attribute__((weak)) int tunable = 5;
+extern int (*const op_table[3])(int, int);
+int apply_op(int i, int a, int b) { return op_table[i](a, b); }
+int add_a(int a, int b) { return a + b; }
+int bump_shared(int by) { shared_counter += by; return shared_counter; }
+void record(int v);
+__attribute__((constructor(200))) static void init_a(void) { record(200); }
+extern void *__dso_handle;
+void *dso_a(void) { return &__dso_handle; }
+"#;
+
+pub const SET_B: &str = r#"
+extern __attribute__((visibility("hidden"))) int shared_counter;
+extern __attribute__((visibility("hidden"))) int hidden_log[8];
+extern __attribute__((visibility("hidden"))) int hidden_log_len;
+int is_odd(unsigned n);
+int is_even(unsigned n) { return n == 0 ? 1 : is_odd(n - 1); }
+int policy(void) { return 7; }
+int add_a(int, int);
+int sub_c(int, int);
+__attribute__((noinline)) static int mul_b(int a, int b) { return a * b; }
+int (*const op_table[3])(int, int) = { add_a, mul_b, sub_c };
+int read_shared(void) { return shared_counter; }
+int log_entry(int i) { return i < hidden_log_len ? hidden_log[i] : -1; }
+void record(int v) { hidden_log[hidden_log_len++] = v; }
+__attribute__((constructor(101))) static void init_b(void) { record(101); }
+extern void *__dso_handle;
+void *dso_b(void) { return &__dso_handle; }
+"#;
+
+pub const SET_C: &str = r#"
+void record(int v);
+int sub_c(int a, int b) { return a - b; }
+__attribute__((weak)) int policy(void) { return 3; }
+__attribute__((weak)) int tunable = 9;
+int read_tunable(void) { return tunable; }
+int policy_from_c(void) { return policy(); }
+extern int (*const op_table[3])(int, int);
+int (*get_op(int i))(int, int) { return op_table[i]; }
+__attribute__((constructor)) static void init_c(void) { record(65535); }
 "#;

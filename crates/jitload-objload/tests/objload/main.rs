@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod set;
 
 use common::*;
 use jitload_objload::{LoadError, LoadedObject, SymbolKind};
