@@ -15,7 +15,11 @@ setup:
 $(WHEEL_STAMP): $(SOURCES) | setup
 	@mkdir -p target
 	@# One build at a time: parallel `make build`s would delete each other's wheels.
+	@# _fastload (no LLVM) is a second extension module: cargo builds it, maturin ships it
+	@# from the package directory next to _native, which maturin builds.
 	flock target/.build.lock bash -c 'rm -rf target/wheels && \
+	  cargo build --release -q -p jitload-fastload && \
+	  cp target/release/lib_fastload.so python/jitload/_fastload.abi3.so && \
 	  $(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q && \
 	  $(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl'
 	@touch $@
@@ -26,11 +30,11 @@ demo: build
 	$(PY) examples/demo.py
 
 test-rust: setup
-	cargo test --release -p jitload-engine -p jitload-cache -p jitload-objload -p jitload-stencils -q
+	cargo test --release -p jitload-engine -p jitload-runtime -p jitload-cache -p jitload-objload -p jitload-stencils -q
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build
@@ -39,7 +43,7 @@ test-python: build
 # The Python package type-checks strictly, and the stub matches the built native module.
 typecheck: build
 	$(PY) -m mypy --strict python/jitload
-	$(PY) -m mypy.stubtest jitload._native
+	$(PY) -m mypy.stubtest jitload._native jitload._fastload
 
 test: lint typecheck test-rust test-python corpus-fast
 

@@ -6,8 +6,11 @@ benchmarks/results.md.
 
 Benchmarks:
   import/fresh-process/<mod>  `python -c "import mod"` wall time: .so vs .bc (cold JIT compile)
-  import/warm-process/<mod>   importing one more module in a process where jitload's JIT is
-                              already running (fresh copies with distinct names): .so vs .bc
+  import/fresh-process-cached/<mod>  the same with the object cache warm (no LLVM loaded)
+  import/warm-process[-cached]/<mod>  importing one more module in a process that already
+                              imported one (fresh copies with distinct names): .so vs .bc,
+                              cache off and warm
+  startup/python -c pass      start-up with jitload installed vs a venv without it
   run/<pkg>:<function>        a compute-heavy function, .so built by clang-22 -O2 vs the same
                               sources as bitcode JIT-compiled by jitload (fresh process each)
   engine (benches/engine.py, each part in its own process):
@@ -121,10 +124,37 @@ def bench_import_fresh(work: Path, n: int) -> Dict:
     build_so(src, d_so / f"fastmath{SO}")
     build_bc(src, d_bc / f"fastmath{BC}")
     code = [PY, "-c", "import fastmath; fastmath.prime_sum(10)"]
-    env = env_with()
+    env = env_with(JITLOAD_CACHE="0")
     a, b = paired(n, lambda: time_process(code, d_so, env), lambda: time_process(code, d_bc, env))
     return result("import/fresh-process/fastmath", ".so", ".bc (cold JIT)", a, b,
-                  "whole `python -c 'import fastmath'`: interpreter start + import; .bc includes loading LLVM and compiling")
+                  "whole `python -c 'import fastmath'`: interpreter start + import; .bc includes loading LLVM and compiling (cache off)")
+
+
+def bench_import_fresh_cached(work: Path, n: int) -> Dict:
+    """The issue-8 target row: a warm cache, a fresh process (jitload's start-up included)."""
+    d_so, d_bc = work / "fresh_so", work / "fresh_bc"
+    code = [PY, "-c", "import fastmath; fastmath.prime_sum(10)"]
+    env = env_with(JITLOAD_CACHE_DIR=str(work / "cache-fresh"))
+    check = [PY, "-c", "import fastmath, jitload, sys; s = jitload.cache_stats(); "
+             "assert s['without_llvm'] == 1 and 'jitload._native' not in sys.modules, s"]
+    time_process(code, d_bc, env)  # fills the cache
+    subprocess.run(check, cwd=d_bc, env=env, check=True)  # the timed runs take the LLVM-free path
+    a, b = paired(n, lambda: time_process(code, d_so, env), lambda: time_process(code, d_bc, env))
+    return result("import/fresh-process-cached/fastmath", ".so", ".bc (warm cache)", a, b,
+                  "whole `python -c 'import fastmath'` with the object cache warm: jitload links the cached object "
+                  "without loading LLVM (target <= 1.3x)")
+
+
+def bench_startup(work: Path, n: int) -> Dict:
+    """Python start-up with jitload installed but unused vs a venv without jitload."""
+    bare = work / "venv-without-jitload"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    code = ["-c", "pass"]
+    env = env_with()
+    a, b = paired(n, lambda: time_process([str(bare / "bin" / "python"), *code], work, env),
+                  lambda: time_process([PY, *code], work, env))
+    return result("startup/python -c pass", "venv without jitload", "with jitload (.pth hook)", a, b,
+                  "interpreter start-up; jitload's .pth installs the import hook without loading native code (target <= 1.05x)")
 
 
 WARM_SCRIPT = r"""
@@ -132,7 +162,7 @@ import importlib, json, sys, time
 sys.path.insert(0, sys.argv[1])
 names = sys.argv[2].split(",")
 import jitload
-importlib.import_module(names[0])  # first import: LLVM loaded, JIT session created
+importlib.import_module(names[0])  # first import: the loader's native module is loaded
 times = []
 for n in names[1:]:
     t0 = time.perf_counter(); importlib.import_module(n); times.append(time.perf_counter() - t0)
@@ -140,7 +170,7 @@ print(json.dumps(times))
 """
 
 
-def bench_import_warm(work: Path, n: int) -> Dict:
+def bench_import_warm(work: Path, n: int) -> List[Dict]:
     d_so, d_bc = work / "warm_so", work / "warm_bc"
     d_so.mkdir(); d_bc.mkdir()
     names = [f"fastmath_w{i}" for i in range(n + 1)]
@@ -150,10 +180,22 @@ def bench_import_warm(work: Path, n: int) -> Dict:
         build_bc(src, d_bc / f"{name}{BC}")
     script = work / "warm.py"
     script.write_text(WARM_SCRIPT)
-    run = lambda d: json.loads(subprocess.run([PY, str(script), str(d), ",".join(names)], check=True, capture_output=True, text=True).stdout)
-    a, b = run(d_so), run(d_bc)
-    return result("import/warm-process/fastmath", ".so", ".bc (JIT running)", a, b,
-                  "one more module imported in a process that already imported one; .bc time is JIT compile + link + init")
+
+    def run(d: Path, **extra: str) -> List[float]:
+        out = subprocess.run([PY, str(script), str(d), ",".join(names)], check=True, capture_output=True, text=True, env=env_with(**extra))
+        return json.loads(out.stdout)
+
+    so = run(d_so)
+    cold = run(d_bc, JITLOAD_CACHE="0")
+    cache = str(work / "cache-warm")
+    run(d_bc, JITLOAD_CACHE_DIR=cache)  # fills the cache
+    cached = run(d_bc, JITLOAD_CACHE_DIR=cache)
+    return [
+        result("import/warm-process/fastmath", ".so", ".bc (JIT running)", so, cold,
+               "one more module imported in a process that already imported one; .bc time is JIT compile + link + init (cache off)"),
+        result("import/warm-process-cached/fastmath", ".so", ".bc (warm cache)", so, cached,
+               "one more module in a process that already imported one, the object cache warm (target <= 2x)"),
+    ]
 
 
 RUN_SCRIPT = r"""
@@ -351,13 +393,14 @@ def main() -> int:
     try:
         benches = []
         if "import" in groups or "run" in groups:  # run/fastmath uses the import benches' builds
-            benches += [bench_import_fresh, bench_import_warm]
+            benches += [bench_import_fresh, bench_import_fresh_cached, bench_import_warm, bench_startup]
         if "run" in groups:
             benches += [bench_run_fastmath, bench_run_regex]
         for bench in benches:
-            r = bench(work, n)
-            doc["results"].append(r)
-            print(f"{r['bench']:40s} {r['baseline']:>18s} {r['baseline_median_s']*1000:10.3f} ms   "
+            rows = bench(work, n)
+            for r in rows if isinstance(rows, list) else [rows]:
+                doc["results"].append(r)
+                print(f"{r['bench']:40s} {r['baseline']:>18s} {r['baseline_median_s']*1000:10.3f} ms   "
                   f"{r['contender']:>18s} {r['contender_median_s']*1000:10.3f} ms   ratio {r['ratio']:.3f}", flush=True)
         if "engine" in groups:
             engine = engine_benches(work, args.quick)

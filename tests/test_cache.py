@@ -29,8 +29,8 @@ warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import {name}
     result = {name}.add(2, 3)
-import jitload._native as n
-print(json.dumps({{"result": result, "stats": n.cache_stats(),
+import jitload
+print(json.dumps({{"result": result, "stats": jitload.cache_stats(), "llvm_loaded": "jitload._native" in sys.modules,
                   "warnings": [str(w.message) for w in caught]}}))
 """
 
@@ -66,8 +66,21 @@ def test_second_process_loads_from_the_cache(mods: Path, tmp_path: Path) -> None
     assert cold["result"] == 5 and cold["stats"]["misses"] == 1 and cold["stats"]["stores"] == 1
     assert len(entries(cache)) == 1
     assert (cache.stat().st_mode & 0o777) == 0o700
+    assert cold["llvm_loaded"]
     warm = run(mods, name, cache)
     assert warm["result"] == 5 and warm["stats"]["hits"] == 1 and warm["stats"]["misses"] == 0
+    # Linked from the cache by _fastload: libLLVM was never loaded.
+    assert warm["stats"]["without_llvm"] == 1 and not warm["llvm_loaded"]
+
+
+def test_a_warm_import_through_the_engine_gives_the_same_module(mods: Path, tmp_path: Path) -> None:
+    """With the LLVM-free path off (JITLOAD_FASTLOAD=0) the engine links the same entry."""
+    cache = tmp_path / "cache"
+    name = make_module(mods)
+    run(mods, name, cache)
+    warm = run(mods, name, cache, JITLOAD_FASTLOAD="0")
+    assert warm["result"] == 5 and warm["stats"]["hits"] == 1 and warm["stats"]["without_llvm"] == 0
+    assert warm["llvm_loaded"]
 
 
 def test_a_changed_module_is_a_miss(mods: Path, tmp_path: Path) -> None:
@@ -135,7 +148,8 @@ def test_cache_can_be_disabled(mods: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     name = make_module(mods)
     out = run(mods, name, cache, JITLOAD_CACHE="0")
-    assert out["result"] == 5 and out["stats"] == {"hits": 0, "misses": 0, "stores": 0, "store_failures": 0}
+    assert out["result"] == 5
+    assert out["stats"] == {"hits": 0, "without_llvm": 0, "fallbacks": 0, "misses": 0, "stores": 0, "store_failures": 0}
     assert entries(cache) == []
 
 

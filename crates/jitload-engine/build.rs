@@ -1,13 +1,11 @@
 //! Builds the small C++ shim for what LLVM's C API lacks (crash recovery, link order,
-//! module splitting, emulated TLS) and the guards around calls into JIT'd C++, against the
-//! same LLVM 22 that llvm-sys links.
+//! module splitting, emulated TLS), against the same LLVM 22 that llvm-sys links.
 
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/guard.cpp");
     println!("cargo:rerun-if-changed=shim/orc.cpp");
-    println!("cargo:rerun-if-changed=shim/cxx.cpp");
     println!("cargo:rerun-if-env-changed=LLVM_SYS_221_PREFIX");
     let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
     let config = format!("{prefix}/bin/llvm-config");
@@ -25,13 +23,4 @@ fn main() {
         build.flag(flag);
     }
     build.compile("jitload_shim");
-
-    // The C++-exception guards: exceptions and RTTI on, so no LLVM flags (-fno-exceptions).
-    cc::Build::new()
-        .cpp(true)
-        .file("shim/cxx.cpp")
-        .flag("-std=c++17")
-        .flag("-fexceptions")
-        .warnings(false)
-        .compile("jitload_cxx_shim");
 }

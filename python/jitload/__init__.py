@@ -89,6 +89,7 @@ __all__ = [
     "LibraryError",
     "LinkError",
     "ToolchainError",
+    "cache_stats",
     "host_target",
     "inspect",
     "install",
@@ -175,6 +176,29 @@ def loaded_libraries() -> List[str]:
     from . import _native
 
     return list(_native.user_libraries())
+
+
+def cache_stats() -> Dict[str, int]:
+    """This process's object-cache counts: ``hits`` (imports served from the cache),
+    ``without_llvm`` (of those, linked without loading LLVM), ``fallbacks`` (cached but left
+    to the engine: e.g. a helper only compiler-rt's archive provides), ``misses`` (compiled),
+    ``stores`` and ``store_failures``. Does not load LLVM."""
+    import sys
+
+    from .importer import _fastload
+
+    fast = _fastload()
+    warm = dict(fast.stats()) if fast is not None else {}
+    native = sys.modules.get("jitload._native")
+    engine = dict(native.cache_stats()) if native is not None else {}
+    return {
+        "hits": warm.get("hits", 0) + engine.get("hits", 0),
+        "without_llvm": warm.get("hits", 0),
+        "fallbacks": warm.get("fallbacks", 0),
+        "misses": engine.get("misses", 0),
+        "stores": engine.get("stores", 0),
+        "store_failures": engine.get("store_failures", 0),
+    }
 
 
 def dependent_libraries(path: str) -> List[str]:

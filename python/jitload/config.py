@@ -11,6 +11,8 @@ to bitcode (cached, see :mod:`jitload.csource`) and loads that (default: off).
 reused by later processes). ``JITLOAD_CACHE_DIR`` moves it (default ``$XDG_CACHE_HOME/jitload``
 or ``~/.cache/jitload``); ``JITLOAD_CACHE_MAX_MB`` bounds it (default 2048). See
 ``python -m jitload cache``.
+``JITLOAD_FASTLOAD=0`` — link cached objects through the engine (LLVM's ORC) rather than jitload's own
+LLVM-free loader, which imports a cached module without loading libLLVM (default: on).
 ``JITLOAD_DEBUGGER=1`` — register JIT'd code with gdb (GDB JIT interface: breakpoints by function name,
 backtraces with source lines when the bitcode has debug info, e.g. built with ``-g``).
 ``JITLOAD_PERF_MAP=1`` — append JIT'd functions to ``/tmp/perf-<pid>.map`` so ``perf report`` names them.

@@ -122,6 +122,47 @@ def _native() -> Any:
 
 
 _native_module: Any = None
+_fastload_module: Any = None
+
+
+def _fastload() -> Any:
+    """``jitload._fastload`` (warm imports from the object cache without LLVM), or None where
+    it cannot load (not built, a subinterpreter)."""
+    global _fastload_module
+    if _fastload_module is None:
+        fast: Any = False
+        if os.environ.get("JITLOAD_FASTLOAD", "1").strip().lower() not in ("0", "off", "false", "no"):
+            try:
+                from . import _fastload as fast
+            except ImportError:
+                pass
+        _fastload_module = fast
+    return _fastload_module or None
+
+
+def _runtime() -> Any:
+    """A native module for what both do alike (running exec slots): the LLVM-free one if it
+    loads, so that a warm import never loads LLVM."""
+    return _fastload() or _native()
+
+
+def load_extension(path: str, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
+    """Loads the extension module ``spec.name`` from bitcode/IR ``path`` with the current
+    options: from the object cache without loading LLVM when it can, else through the
+    engine (which compiles, or links a cached object ORC's way). Returns the module and the
+    native module that holds its code."""
+    options = config.options
+    symbol = init_symbol(spec.name)
+    fast = _fastload() if options.cache else None
+    if fast is not None:
+        module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level)
+        if module is not None:
+            return module, fast
+    native = _native()
+    module = native.load_extension(
+        path, spec.name, symbol, spec, opt_level=options.opt_level, isolate=options.isolate, use_cache=options.cache
+    )
+    return module, native
 
 
 class BitcodeExtensionLoader(ExtensionFileLoader):
@@ -138,22 +179,16 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
     """
 
     _pending: Optional[ModuleType] = None
+    # The native module holding the pending module's code (frees it with the module).
+    _pending_owner: Any = None
 
     def create_module(self, spec: ModuleSpec) -> ModuleType:
-        module = self._load(spec)
+        module, self._pending_owner = self._load(spec)
         self._pending = module
         return module
 
-    def _load(self, spec: ModuleSpec) -> ModuleType:
-        return _native().load_extension(  # type: ignore[no-any-return]
-            self.path,
-            spec.name,
-            init_symbol(spec.name),
-            spec,
-            opt_level=config.options.opt_level,
-            isolate=config.options.isolate,
-            use_cache=config.options.cache,
-        )
+    def _load(self, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
+        return load_extension(self.path, spec)
 
     def _content_key(self, fullname: str, fresh: bool = False) -> object:
         """What identifies the code this loader would load now (changes when the file does);
@@ -163,14 +198,14 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
 
     def exec_module(self, module: ModuleType) -> None:
         if self._pending is module:  # the module create_module just made
-            self._pending = None
-            _native().exec_extension(module)
-            _track(module, self._content_key(module.__name__, fresh=True))
+            owner, self._pending, self._pending_owner = self._pending_owner, None, None
+            owner.exec_extension(module)
+            _track(module, self._content_key(module.__name__, fresh=True), owner)
             return
         # importlib.reload: the module was made earlier (by this file, or another loader).
         key = self._content_key(module.__name__)
         if _keys().get(module, _NO_KEY) == key:
-            _native().exec_extension(module)
+            _runtime().exec_extension(module)
             return
         import importlib.util
 
@@ -235,13 +270,14 @@ def _releasable(module: ModuleType) -> bool:
         return False
 
 
-def _track(module: ModuleType, key: object) -> None:
-    """Remember what code ``module`` runs and, when safe, free that code after the module."""
+def _track(module: ModuleType, key: object, owner: Any) -> None:
+    """Remember what code ``module`` runs and, when safe, have ``owner`` (the native module
+    holding that code) free it after the module."""
     try:
         _keys()[module] = key
     except TypeError:  # a module type without weak references: every reload loads anew
         return
-    free_with_module = getattr(_native(), "free_with_module", None)
+    free_with_module = getattr(owner, "free_with_module", None)
     if free_with_module is not None:
         free_with_module(module, _releasable(module))
 
@@ -282,13 +318,13 @@ class CSourceLoader(BitcodeExtensionLoader):
         self._compiled = compiled  # a reload's _load uses it instead of compiling again
         return compiled.key
 
-    def _load(self, spec: ModuleSpec) -> ModuleType:
+    def _load(self, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
         compiled, self._compiled = self._compiled, None
         if compiled is None:
             compiled = self._compile(spec.name)
         self._compiled = compiled  # exec_module's _content_key(fresh=True) takes it
         if compiled.path is not None:
-            module = self._load_bitcode(spec, compiled.path)
+            module, owner = self._load_bitcode(spec, compiled.path)
         else:  # the cache is unusable: load from a temporary file
             import tempfile
 
@@ -296,27 +332,19 @@ class CSourceLoader(BitcodeExtensionLoader):
                 path = os.path.join(tmp, spec.name.rpartition(".")[2] + ".bc")
                 with open(path, "wb") as f:
                     f.write(compiled.bitcode)
-                module = self._load_bitcode(spec, path)
+                module, owner = self._load_bitcode(spec, path)
         if getattr(module, "__file__", None) != self.path:
             try:
                 module.__file__ = self.path  # single-phase init set it to the bitcode file
             except AttributeError:
                 pass
-        return module
+        return module, owner
 
-    def _load_bitcode(self, spec: ModuleSpec, bitcode_path: str) -> ModuleType:
+    def _load_bitcode(self, spec: ModuleSpec, bitcode_path: str) -> Tuple[ModuleType, Any]:
         from .errors import JitloadError
 
         try:
-            return _native().load_extension(  # type: ignore[no-any-return]
-                bitcode_path,
-                spec.name,
-                init_symbol(spec.name),
-                spec,
-                opt_level=config.options.opt_level,
-                isolate=config.options.isolate,
-            use_cache=config.options.cache,
-            )
+            return load_extension(bitcode_path, spec)
         except JitloadError as e:
             # Name the C file the user knows; keep the class and the cause chain.
             detail = str(e)

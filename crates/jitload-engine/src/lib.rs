@@ -2,8 +2,6 @@
 //! Pure Rust with no Python dependency; `jitload-py` exposes it to Python.
 
 pub mod bitstream;
-pub mod cxx;
-pub mod debug;
 pub mod error;
 pub mod grace;
 pub mod ir;
@@ -11,11 +9,11 @@ pub mod isolate;
 pub mod library;
 pub mod link;
 pub mod llvm;
-pub mod objcache;
 pub mod objfile;
-pub mod resolve;
 pub mod session;
 pub mod stubs;
+
+pub use jitload_runtime::{cxx, debug, objcache, resolve};
 
 pub use error::EngineError;
 pub use llvm::target::{HostTarget, OptLevel};

@@ -2,7 +2,6 @@
 //! check done before LLVM's linker sees the module, and keeps what it loaded.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::EngineError;
@@ -15,6 +14,7 @@ use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::resolve::{builtins_archive, Library, ModuleScope, SharedScope};
+use jitload_runtime::compiled::{self, Compiled, CTORS, DTORS};
 
 /// How to load one module.
 #[derive(Debug, Clone)]
@@ -51,59 +51,27 @@ pub struct LoadedModule {
     tracker: Tracker,
 }
 
-/// A module compiled to an object, with what linking it needs.
-struct Compiled {
-    /// One object, or several when code generation ran in parallel on pieces of the module.
-    objects: Vec<Vec<u8>>,
-    /// Symbols other modules may link against.
-    exports: Vec<String>,
-    /// Symbols the module uses but does not define (must resolve before linking).
-    undefined: Vec<String>,
-    dependent_libraries: Vec<String>,
-    has_ctors: bool,
-    has_dtors: bool,
+/// The error form of a compiled result crossing the pipe from the isolated compiler.
+const ERR_TAG: u8 = 1;
+
+fn write_result(result: &Result<Compiled, EngineError>) -> Vec<u8> {
+    let mut w = isolate::Writer::default();
+    match result {
+        Ok(c) => c.write(w.u8(compiled::OK_TAG)),
+        Err(e) => e.to_wire(w.u8(ERR_TAG)),
+    }
+    w.0
 }
 
-impl Compiled {
-    fn to_wire(&self, w: &mut isolate::Writer) {
-        w.u32(self.objects.len() as u32);
-        for object in &self.objects {
-            w.bytes(object);
-        }
-        w.strs(&self.exports).strs(&self.undefined).strs(&self.dependent_libraries);
-        w.u8(self.has_ctors as u8).u8(self.has_dtors as u8);
-    }
-
-    /// `Some(Ok)` / `Some(Err)` for a well-formed result, `None` for garbage.
-    fn from_wire(data: &[u8]) -> Option<Result<Compiled, EngineError>> {
-        let mut r = isolate::Reader::new(data);
-        match r.u8()? {
-            0 => Some(Ok(Compiled {
-                objects: {
-                    let n = r.u32()?;
-                    (0..n).map(|_| r.bytes()).collect::<Option<Vec<_>>>()?
-                },
-                exports: r.strs()?,
-                undefined: r.strs()?,
-                dependent_libraries: r.strs()?,
-                has_ctors: r.u8()? != 0,
-                has_dtors: r.u8()? != 0,
-            })),
-            1 => Some(Err(EngineError::from_wire(&mut r)?)),
-            _ => None,
-        }
+/// `Some(Ok)` / `Some(Err)` for a well-formed result, `None` for garbage.
+fn read_result(data: &[u8]) -> Option<Result<Compiled, EngineError>> {
+    let mut r = isolate::Reader::new(data);
+    match r.u8()? {
+        compiled::OK_TAG => Compiled::read(&mut r).map(Ok),
+        ERR_TAG => Some(Err(EngineError::from_wire(&mut r)?)),
+        _ => None,
     }
 }
-
-/// Names of the functions that run a module's static constructors and destructors. The
-/// same in every module (each module has its own JITDylib), so a cached object is valid
-/// whatever id the module gets.
-struct InitNames {
-    ctors: &'static str,
-    dtors: &'static str,
-}
-
-const INIT_NAMES: InitNames = InitNames { ctors: "__jitload_ctors", dtors: "__jitload_dtors" };
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
 pub struct Session {
@@ -121,8 +89,6 @@ pub struct Session {
     /// Searched last by every library: jitload exports, the process, user libraries and the
     /// compiler-rt builtins.
     process: Dylib,
-    next_id: AtomicU64,
-    destructors: Mutex<Vec<u64>>,
 }
 
 
@@ -131,19 +97,24 @@ impl Session {
     pub fn global() -> Result<Arc<Session>, EngineError> {
         static GLOBAL: OnceLock<Result<Arc<Session>, String>> = OnceLock::new();
         GLOBAL
-            .get_or_init(|| Session::new().map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| Session::with_scope(SharedScope::Process).map(Arc::new).map_err(|e| e.to_string()))
             .clone()
             .map_err(|message| EngineError::Jit { message })
     }
 
+    /// An independent session: its own JIT, and a scope of its own (imports never see it).
     pub fn new() -> Result<Session, EngineError> {
+        Session::with_scope(SharedScope::Private(Default::default()))
+    }
+
+    fn with_scope(scope: SharedScope) -> Result<Session, EngineError> {
         let jit = Jit::new().map_err(|message| EngineError::Jit { message })?;
         if crate::debug::debugger_enabled() {
             if let Err(e) = jit.enable_debugger_support() {
                 log::warn!("jitload: cannot register JIT'd code with debuggers: {e}");
             }
         }
-        let scope = Arc::new(SharedScope::default());
+        let scope = Arc::new(scope);
         let process = jit.create_dylib("jitload.process");
         let process_scope = ModuleScope { shared: scope.clone(), dependencies: Vec::new() };
         jit.add_resolver(process, Arc::new(move |name: &str| process_scope.resolve(name)));
@@ -160,8 +131,6 @@ impl Session {
             epochs: crate::grace::Epochs::default(),
             cache: OnceLock::new(),
             process,
-            next_id: AtomicU64::new(1),
-            destructors: Mutex::new(Vec::new()),
         })
     }
 
@@ -177,9 +146,9 @@ impl Session {
         self.process
     }
 
-    /// A fresh id for a module or library (unique in this session).
+    /// A fresh id for a module or library (unique in the process).
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        jitload_runtime::scope_table::next_id()
     }
 
     /// What the process dylib would resolve `symbol` to.
@@ -219,11 +188,9 @@ impl Session {
     /// A valid cached object for the same input and host skips everything up to linking.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
         let id = self.next_id();
-        let key = options.use_cache.then(|| ObjectCache::key(bytes, &self.host, options.opt_level));
-        let cached = key.as_ref().and_then(|k| self.object_cache().get(k)).and_then(|payload| match Compiled::from_wire(&payload) {
-            Some(Ok(compiled)) => Some(compiled),
-            _ => None, // checksummed but not ours to read (a format change): compile anew
-        });
+        let key = options.use_cache.then(|| ObjectCache::key(bytes, options.opt_level.number()));
+        // A payload that is checksummed but not ours to read (a format change): compile anew.
+        let cached = key.as_ref().and_then(|k| self.object_cache().get(k)).and_then(|payload| Compiled::from_payload(&payload));
         let compiled = match cached {
             Some(compiled) => {
                 if let Some(required) = &options.required_symbol {
@@ -234,31 +201,22 @@ impl Session {
             None => {
                 let compiled = self.compile_input(bytes, path, options)?;
                 if let Some(k) = &key {
-                    let mut w = isolate::Writer::default();
-                    compiled.to_wire(w.u8(0));
-                    self.object_cache().put(k, &w.0);
+                    self.object_cache().put(k, &compiled.to_payload());
                 }
                 compiled
             }
         };
         let scope = self.module_scope(&compiled.dependent_libraries, path)?;
         check_resolvable(&compiled.undefined, &scope, path)?;
-        self.link(id, compiled, scope, path, options, &INIT_NAMES)
+        self.link(id, compiled, scope, path, options)
     }
 
     /// Compiles `bytes` in a forked child (`options.isolate`) or here.
     fn compile_input(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
         if !options.isolate {
-            return self.compile_guarded(bytes, path, options, &INIT_NAMES);
+            return self.compile_guarded(bytes, path, options);
         }
-        let out = isolate::in_child(|| {
-            let mut w = isolate::Writer::default();
-            match self.compile_guarded(bytes, path, options, &INIT_NAMES) {
-                Ok(c) => c.to_wire(w.u8(0)),
-                Err(e) => e.to_wire(w.u8(1)),
-            }
-            w.0
-        })
+        let out = isolate::in_child(|| write_result(&self.compile_guarded(bytes, path, options)))
         .map_err(|e| match e {
             isolate::ChildError::Failed(reason) => EngineError::LlvmCrash { path: path.to_string(), reason },
             isolate::ChildError::TimedOut(limit) => EngineError::Compile {
@@ -271,15 +229,15 @@ impl Session {
             },
             isolate::ChildError::Interrupted => EngineError::Interrupted { path: path.to_string() },
         })?;
-        Compiled::from_wire(&out).ok_or_else(|| EngineError::LlvmCrash {
+        read_result(&out).ok_or_else(|| EngineError::LlvmCrash {
             path: path.to_string(),
             reason: "the compiler process returned an unreadable result".into(),
         })?
     }
 
     /// Runs [`Session::compile_module`] in a private context under crash recovery.
-    fn compile_guarded(&self, bytes: &[u8], path: &str, options: &LoadOptions, names: &InitNames) -> Result<Compiled, EngineError> {
-        in_guarded_context(path, |ctx| self.compile_module(ctx, bytes, path, options, names))
+    fn compile_guarded(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
+        in_guarded_context(path, |ctx| self.compile_module(ctx, bytes, path, options))
     }
 
     /// Parse, verify, retarget, check the init symbol, lower constructors, optimise and
@@ -291,7 +249,6 @@ impl Session {
         bytes: &[u8],
         path: &str,
         options: &LoadOptions,
-        names: &InitNames,
     ) -> Result<Compiled, EngineError> {
         let mut module = ir::parse(ctx, bytes, path)?;
         ir::retarget(&mut module, &self.host, path)?;
@@ -302,8 +259,8 @@ impl Session {
         }
         let undefined = ir::undefined_symbols(&symbols);
         let dependent_libraries = module.dependent_libraries();
-        let has_ctors = module.lower_init_array("llvm.global_ctors", names.ctors, false);
-        let has_dtors = module.lower_init_array("llvm.global_dtors", names.dtors, true);
+        let has_ctors = module.lower_init_array("llvm.global_ctors", CTORS, false);
+        let has_dtors = module.lower_init_array("llvm.global_dtors", DTORS, true);
         // Locals made external by a parallel split only need to be unique in this module's own
         // JITDylib, and a fixed suffix keeps the object the same for the cache.
         let objects = self.compile_objects(&mut module, options.opt_level, path, "jlp")?;
@@ -325,7 +282,6 @@ impl Session {
         scope: ModuleScope,
         path: &str,
         options: &LoadOptions,
-        names: &InitNames,
     ) -> Result<LoadedModule, EngineError> {
         let Compiled { objects, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
         let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
@@ -347,10 +303,10 @@ impl Session {
         let mut wanted: Vec<&str> = Vec::new();
         wanted.extend(options.required_symbol.as_deref());
         if has_ctors {
-            wanted.push(names.ctors);
+            wanted.push(CTORS);
         }
         if has_dtors {
-            wanted.push(names.dtors);
+            wanted.push(DTORS);
         }
         wanted.extend(exports.iter().map(String::as_str));
         let found = self.jit.lookup_with_weakness(dylib, &wanted).map_err(|message| link_error(path, message))?;
@@ -367,11 +323,11 @@ impl Session {
         let constructors = if has_ctors { it.next() } else { None };
         let destructors = if has_dtors { it.next() } else { None };
         if let Some(d) = destructors {
-            self.register_destructor(d);
+            jitload_runtime::exit::at_exit(d);
         }
         let dso_handle = self.jit.lookup_optional(dylib, "__dso_handle");
         let weak: Vec<&str> = weak.iter().map(String::as_str).collect();
-        self.scope.add_exports(id, path, &weak, exports.into_iter().zip(it));
+        self.scope.add_exports(id, path, &weak, exports.into_iter().zip(it).collect());
         log::debug!("loaded {path} as jitload.{id}");
         Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, dso_handle, tracker })
     }
@@ -499,9 +455,7 @@ impl Session {
             }
         }
         if let Some(d) = module.destructors {
-            let mut list = self.destructors.lock().unwrap_or_else(|e| e.into_inner());
-            list.retain(|&a| a != d);
-            drop(list);
+            jitload_runtime::exit::forget(d);
             // SAFETY: the module's lowered `void()` destructor function, still linked.
             let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
             if let Err(e) = crate::cxx::call_void(f) {
@@ -519,30 +473,6 @@ impl Session {
         self.jit.clear_dead_symbols();
         Ok(())
     }
-
-    fn register_destructor(&self, address: u64) {
-        static REGISTERED: std::sync::Once = std::sync::Once::new();
-        self.destructors.lock().unwrap_or_else(|e| e.into_inner()).push(address);
-        REGISTERED.call_once(|| {
-            // SAFETY: run_destructors is a plain extern "C" fn valid for the process lifetime.
-            unsafe { libc::atexit(run_destructors) };
-        });
-    }
-}
-
-/// Runs loaded modules' static destructors at process exit, newest module first, as the
-/// dynamic loader does for shared libraries (after the interpreter has finalised).
-extern "C" fn run_destructors() {
-    let _ = std::panic::catch_unwind(|| {
-        let Ok(session) = Session::global() else { return };
-        let list = std::mem::take(&mut *session.destructors.lock().unwrap_or_else(|e| e.into_inner()));
-        for address in list.into_iter().rev() {
-            // SAFETY: address is the lowered `void()` destructor function of a module whose
-            // code is never freed before exit.
-            let f: extern "C" fn() = unsafe { std::mem::transmute(address as usize) };
-            let _ = crate::cxx::call_void(f);
-        }
-    });
 }
 
 /// A target machine borrowed from the session's pool; returned when dropped. Creating one

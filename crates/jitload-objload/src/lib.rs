@@ -180,6 +180,9 @@ pub struct SymbolInfo {
     pub address: u64,
     pub size: u64,
     pub kind: SymbolKind,
+    /// A weak (or `STB_GNU_UNIQUE`) definition: another module may define the name too
+    /// (C++ inline functions and templates), so that is not a clash.
+    pub weak: bool,
 }
 
 /// Counters describing one load (for tests and diagnostics).

@@ -309,7 +309,7 @@ fn exports(set: &[Object<'_>], bound: Bound<'_>) -> Exports {
             _ => SymbolKind::Other,
         };
         let size = common_size.unwrap_or_else(|| sym.st_size(LE));
-        exported.push((name, SymbolInfo { address: o.addresses.get(symbol).copied().unwrap_or(0), size, kind }));
+        exported.push((name, SymbolInfo { address: o.addresses.get(symbol).copied().unwrap_or(0), size, kind, weak: sym.st_bind() != elf::STB_GLOBAL }));
     }
     Exports::new(exported)
 }

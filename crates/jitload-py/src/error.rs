@@ -3,7 +3,6 @@
 
 use jitload_engine::EngineError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 /// The `jitload.errors` class for each engine failure. No `_` arm: a new variant must
 /// choose its exception before this compiles.
@@ -34,23 +33,7 @@ fn class_name(err: &EngineError) -> &'static str {
     }
 }
 
-/// Builds `jitload.errors.<cls>(message, name=..., path=...)`.
-pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
-    let build = || -> PyResult<PyErr> {
-        let module = py.import("jitload.errors")?;
-        let class = module.getattr(cls)?;
-        let kwargs = PyDict::new(py);
-        if let Some(n) = name {
-            kwargs.set_item("name", n)?;
-        }
-        if let Some(p) = path {
-            kwargs.set_item("path", p)?;
-        }
-        let instance = class.call((message.clone(),), Some(&kwargs))?;
-        Ok(PyErr::from_value(instance))
-    };
-    build().unwrap_or_else(|e| e)
-}
+pub use jitload_pyinit::make_error;
 
 thread_local! {
     /// The KeyboardInterrupt (or other signal handler exception) that stopped a compile on

@@ -4,13 +4,10 @@
 mod cache;
 mod engine;
 mod error;
-mod init;
 mod stencils;
 mod subinterp;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use jitload_engine::{link, LoadOptions, LoadedModule, OptLevel, Session};
 use pyo3::exceptions::PyValueError;
@@ -18,14 +15,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::engine_error;
-
-/// Modules loaded so far, by id. A module's code stays here until `release_extension` (after
-/// a hot reload, once the old module object is gone); CPython never unloads a `.so`.
-static LOADED: Mutex<BTreeMap<u64, LoadedModule>> = Mutex::new(BTreeMap::new());
-
-/// The id of the code behind each module object `load_extension` returned, until the
-/// importer asks for it (by object address, right after creating the module).
-static MODULE_IDS: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
 
 fn session(py: Python<'_>) -> PyResult<std::sync::Arc<Session>> {
     py.detach(Session::global).map_err(|e| engine_error(py, e, None))
@@ -59,95 +48,17 @@ fn load_extension<'py>(
     let init_address = loaded.required_address.expect("required symbol was looked up");
     let constructors = loaded.constructors;
     let id = loaded.id;
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, loaded);
-    let module = init::run_init(py, init_address, constructors, fullname, &path.display().to_string(), spec)?;
-    MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).insert(module.as_ptr() as usize, id);
-    Ok(module)
+    jitload_pyinit::keep_and_init(py, id, Box::new(EngineModule(loaded)), init_address, constructors, fullname, &path.display().to_string(), spec)
 }
 
-/// With `allowed`, arranges for `module`'s code to be freed right after the module object
-/// is destroyed; `module` must be one `load_extension` just returned (called once per
-/// module, allowed or not). Returns whether the hook was installed.
-///
-/// The hook is the module's own `m_free`: CPython calls it from the module's deallocation
-/// after the last use of the module's C definition, whereas weakref callbacks run earlier
-/// (and the garbage collector may still traverse the module after them).
-#[pyfunction]
-fn free_with_module(module: &Bound<'_, PyAny>, allowed: bool) -> bool {
-    let Some(id) = MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(module.as_ptr() as usize)) else {
-        return false;
-    };
-    if !allowed {
-        return false;
-    }
-    // SAFETY: type check under the GIL.
-    if unsafe { pyo3::ffi::PyModule_Check(module.as_ptr()) } == 0 {
-        return false;
-    }
-    // SAFETY: module is a module object; NULL means it has no definition.
-    let def = unsafe { pyo3::ffi::PyModule_GetDef(module.as_ptr()) };
-    if def.is_null() {
-        return false;
-    }
-    let mut hooked = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
-    if hooked.contains_key(&(def as usize)) {
-        return false;
-    }
-    // SAFETY: def is the module's PyModuleDef, in the JIT'd module's writable data; we hold
-    // the GIL, and CPython reads m_free only when the module is deallocated.
-    let original = unsafe { std::ptr::replace(&mut (*def).m_free, Some(module_freed)) };
-    hooked.insert(def as usize, (original, id));
-    true
-}
+/// An extension module the engine linked (kept in [`jitload_pyinit`]'s registry).
+struct EngineModule(LoadedModule);
 
-/// Module definitions whose `m_free` jitload wrapped: def -> (original m_free, extension id).
-static FREE_HOOKS: Mutex<BTreeMap<usize, (Option<pyo3::ffi::freefunc>, u64)>> = Mutex::new(BTreeMap::new());
-
-unsafe extern "C" fn module_freed(module: *mut std::ffi::c_void) {
-    // SAFETY: CPython passes the module being deallocated; its definition is still valid.
-    let def = unsafe { pyo3::ffi::PyModule_GetDef(module.cast()) };
-    let Some((original, id)) = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(def as usize)) else {
-        return;
-    };
-    if let Some(f) = original {
-        // SAFETY: the module's own m_free, called as CPython would have.
-        unsafe { f(module) };
+impl jitload_pyinit::Loaded for EngineModule {
+    fn release(self: Box<Self>) -> Result<(), Box<dyn jitload_pyinit::Loaded>> {
+        let Ok(session) = Session::global() else { return Err(self) };
+        session.release(self.0).map_err(|kept| Box::new(EngineModule(*kept)) as Box<dyn jitload_pyinit::Loaded>)
     }
-    release_extension(id);
-}
-
-/// Frees the code of extension `id` at the interpreter's next safe point (a CPython pending
-/// call: the deallocation that requested it has finished by then).
-fn release_extension(id: u64) {
-    extern "C" fn release_now(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
-        let id = arg as usize as u64;
-        let _ = std::panic::catch_unwind(|| {
-            let Some(module) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { return };
-            let Ok(session) = Session::global() else { return };
-            if let Err(kept) = session.release(module) {
-                // Other modules link against it: it stays for the life of the process.
-                LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, *kept);
-            }
-        });
-        0
-    }
-    // SAFETY: release_now is a plain extern "C" fn; the argument is the id, not a pointer.
-    // Py_AddPendingCall may be called without the GIL and fails only when its queue is full.
-    if unsafe { pyo3::ffi::Py_AddPendingCall(Some(release_now), id as usize as *mut std::ffi::c_void) } != 0 {
-        log::debug!("jitload: could not schedule freeing extension {id}; it stays loaded");
-    }
-}
-
-/// How many extension modules' code is loaded now.
-#[pyfunction]
-fn loaded_extension_count() -> usize {
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).len()
-}
-
-/// Runs a multi-phase module's exec slots (a no-op for single-phase modules).
-#[pyfunction]
-fn exec_extension(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
-    init::exec_module(py, module)
 }
 
 /// Makes a shared library's symbols available to modules loaded afterwards; returns the
@@ -216,10 +127,22 @@ fn llvm_version() -> String {
     jitload_engine::llvm::llvm_version()
 }
 
+/// Connects this module to `_fastload`'s process scope (see `jitload_runtime::scope_table`),
+/// before anything here resolves a symbol.
+fn share_process_scope(py: Python<'_>) -> PyResult<()> {
+    let fastload = py.import("jitload._fastload")?;
+    let capsule = fastload.getattr("_PROCESS_SCOPE")?;
+    let capsule = capsule.cast::<pyo3::types::PyCapsule>()?;
+    let table = capsule.pointer_checked(Some(jitload_runtime::scope_table::CAPSULE_NAME))?;
+    // SAFETY: the capsule holds `own_table()` of `_fastload`, a module never unloaded.
+    unsafe { jitload_runtime::scope_table::install(table.as_ptr()) }.map_err(pyo3::exceptions::PyImportError::new_err)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    share_process_scope(m.py())?;
+    jitload_pyinit::register(m)?;
     m.add_function(wrap_pyfunction!(load_extension, m)?)?;
-    m.add_function(wrap_pyfunction!(exec_extension, m)?)?;
     m.add_function(wrap_pyfunction!(load_library, m)?)?;
     m.add_function(wrap_pyfunction!(user_libraries, m)?)?;
     m.add_function(wrap_pyfunction!(link_bitcode, m)?)?;
@@ -228,8 +151,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(host_target, m)?)?;
     m.add_function(wrap_pyfunction!(llvm_version, m)?)?;
     m.add_function(wrap_pyfunction!(library_dirs, m)?)?;
-    m.add_function(wrap_pyfunction!(free_with_module, m)?)?;
-    m.add_function(wrap_pyfunction!(loaded_extension_count, m)?)?;
     jitload_engine::isolate::set_interrupt_check(error::interrupt_requested);
     cache::register(m)?;
     engine::register(m)?;

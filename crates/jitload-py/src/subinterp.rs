@@ -80,7 +80,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_exec(module: *mut ffi::PyObject)
         with_current_interpreter(-1, |py| {
             // SAFETY: a borrowed reference alive for the call.
             let module = Bound::from_borrowed_ptr(py, module);
-            crate::init::exec_module(py, &module)?;
+            jitload_pyinit::init::exec_module(py, &module)?;
             Ok(0)
         })
     }

@@ -8,7 +8,7 @@ use pyo3::exceptions::PySystemError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::error::make_error;
+use crate::make_error;
 
 type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
@@ -80,21 +80,21 @@ pub fn run_init<'py>(
     let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
     // A C++ exception escaping the module's code is caught in the engine's C++ shim (it must
     // not unwind into these frames) and becomes an InitError naming its type and what().
-    let cxx_error = |stage: &str, e: jitload_engine::cxx::CxxException| {
+    let cxx_error = |stage: &str, e: jitload_runtime::cxx::CxxException| {
         let _ = PyErr::take(py); // whatever the module had half-raised when it threw
         init_error(format!("{path}: {stage} of {fullname} threw {e}"))
     };
     if let Some(ctor) = constructors {
         // SAFETY: the engine lowered llvm.global_ctors into this `void()` function.
         let ctor: extern "C" fn() = unsafe { std::mem::transmute(ctor as usize) };
-        jitload_engine::cxx::call_void(ctor).map_err(|e| cxx_error("a static constructor", e))?;
+        jitload_runtime::cxx::call_void(ctor).map_err(|e| cxx_error("a static constructor", e))?;
     }
     // SAFETY: the engine checked the module defines this PyInit function before linking.
     let init: InitFn = unsafe { std::mem::transmute(init_address as usize) };
     let raw = {
         let _context = PackageContext::enter(fullname);
         // SAFETY: we hold the GIL, as PyInit functions require.
-        unsafe { jitload_engine::cxx::call_ptr(std::mem::transmute::<InitFn, unsafe extern "C" fn() -> *mut std::ffi::c_void>(init)) }
+        unsafe { jitload_runtime::cxx::call_ptr(std::mem::transmute::<InitFn, unsafe extern "C" fn() -> *mut std::ffi::c_void>(init)) }
             .map_err(|e| cxx_error("initialization", e))?
             .cast::<ffi::PyObject>()
     };
@@ -173,7 +173,7 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
     let exec_def: ExecDef = unsafe { std::mem::transmute(ffi::PyModule_ExecDef as unsafe extern "C" fn(_, _) -> _) };
     // SAFETY: def belongs to module; we hold the GIL. A C++ exception from an exec slot is
     // caught in the shim (it unwinds through CPython's frames, as it would from a .so).
-    let status = unsafe { jitload_engine::cxx::call_int2(exec_def, module.as_ptr().cast(), def.cast()) };
+    let status = unsafe { jitload_runtime::cxx::call_int2(exec_def, module.as_ptr().cast(), def.cast()) };
     let status = match status {
         Ok(status) => status,
         Err(e) => {

@@ -7,7 +7,7 @@ use std::ffi::{c_void, CStr};
 use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::llvm::cstr;
+use crate::cstr;
 
 /// A shared library opened with `dlopen`. Never closed: JIT'd code may hold its addresses.
 #[derive(Debug)]
@@ -29,6 +29,15 @@ impl Library {
             }
         }
         Err(errors.pop().unwrap_or_else(|| format!("no file found for '{spec}'")))
+    }
+
+    /// A library another copy of this crate opened (see [`crate::scope_table`]).
+    pub(crate) fn from_raw(name: String, path: String, handle: usize) -> Library {
+        Library { name, path, handle }
+    }
+
+    pub(crate) fn handle(&self) -> usize {
+        self.handle
     }
 
     /// The address of `symbol` in this library (or the libraries it depends on).
@@ -124,9 +133,11 @@ pub fn builtins_archive() -> Option<&'static str> {
         .as_deref()
 }
 
-/// The session-wide part of resolution: jitload exports and user libraries.
+/// The session-wide part of resolution: jitload exports and user libraries. The process's
+/// scope (what imports use) may live in another copy of this crate, in the other native
+/// module: see [`crate::scope_table`].
 #[derive(Default)]
-pub struct SharedScope {
+pub struct ScopeState {
     /// Symbols loaded modules export: name -> (address, id of the module).
     exports: RwLock<HashMap<String, (u64, u64)>>,
     /// Exports that a later module defined again (name -> those modules' ids), and the file
@@ -141,7 +152,7 @@ pub struct SharedScope {
     user_libraries: RwLock<Vec<Arc<Library>>>,
 }
 
-impl SharedScope {
+impl ScopeState {
     /// Records what module `owner` exports (the first definition of a name wins; later ones
     /// from another file are remembered as duplicates, see [`SharedScope::clash`]).
     /// `weak` names definitions the linker may merge (inline functions, templates): those
@@ -217,6 +228,77 @@ impl SharedScope {
     pub fn user_libraries(&self) -> Vec<String> {
         self.user_libraries.read().unwrap_or_else(|e| e.into_inner()).iter().map(|l| l.path.clone()).collect()
     }
+
+    /// The address of an export of a loaded module; a module that resolves against it can
+    /// never be freed before this one, so the exporter is marked as used.
+    pub fn lookup_export(&self, symbol: &str) -> Option<u64> {
+        let &(a, owner) = self.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol)?;
+        self.exports_used.write().unwrap_or_else(|e| e.into_inner()).insert(owner);
+        Some(a)
+    }
+
+    /// `symbol` in the libraries the user added, first added first.
+    pub fn lookup_user_library(&self, symbol: &str) -> Option<u64> {
+        self.user_libraries.read().unwrap_or_else(|e| e.into_inner()).iter().find_map(|l| l.symbol(symbol))
+    }
+}
+
+/// A session's shared scope: its own (an independent session) or the process's, which every
+/// import and the default session use.
+pub enum SharedScope {
+    Private(Box<ScopeState>),
+    Process,
+}
+
+impl SharedScope {
+    pub fn add_exports(&self, owner: u64, path: &str, weak: &[&str], symbols: Vec<(String, u64)>) {
+        match self {
+            SharedScope::Private(s) => s.add_exports(owner, path, weak, symbols),
+            SharedScope::Process => crate::scope_table::add_exports(owner, path, weak, &symbols),
+        }
+    }
+
+    pub fn clash(&self, symbol: &str) -> Option<Vec<String>> {
+        match self {
+            SharedScope::Private(s) => s.clash(symbol),
+            SharedScope::Process => crate::scope_table::clash(symbol),
+        }
+    }
+
+    pub fn remove_exports(&self, owner: u64) -> bool {
+        match self {
+            SharedScope::Private(s) => s.remove_exports(owner),
+            SharedScope::Process => crate::scope_table::remove_exports(owner),
+        }
+    }
+
+    pub fn add_user_library(&self, library: Arc<Library>) {
+        match self {
+            SharedScope::Private(s) => s.add_user_library(library),
+            SharedScope::Process => crate::scope_table::add_user_library(&library),
+        }
+    }
+
+    pub fn user_libraries(&self) -> Vec<String> {
+        match self {
+            SharedScope::Private(s) => s.user_libraries(),
+            SharedScope::Process => crate::scope_table::user_libraries(),
+        }
+    }
+
+    fn lookup_export(&self, symbol: &str) -> Option<u64> {
+        match self {
+            SharedScope::Private(s) => s.lookup_export(symbol),
+            SharedScope::Process => crate::scope_table::lookup_export(symbol),
+        }
+    }
+
+    fn lookup_user_library(&self, symbol: &str) -> Option<u64> {
+        match self {
+            SharedScope::Private(s) => s.lookup_user_library(symbol),
+            SharedScope::Process => crate::scope_table::lookup_user_library(symbol),
+        }
+    }
 }
 
 /// Resolution for one module: the shared scope plus the module's own dependent libraries.
@@ -234,8 +316,7 @@ impl ModuleScope {
             "__cxa_thread_atexit" => return Some(crate::cxx::cxa_thread_atexit as *const () as usize as u64),
             _ => {}
         }
-        if let Some(&(a, owner)) = self.shared.exports.read().unwrap_or_else(|e| e.into_inner()).get(symbol) {
-            self.shared.exports_used.write().unwrap_or_else(|e| e.into_inner()).insert(owner);
+        if let Some(a) = self.shared.lookup_export(symbol) {
             return Some(a);
         }
         if let Some(name) = symbol.strip_prefix("__emutls_v.") {
@@ -247,9 +328,7 @@ impl ModuleScope {
             return Some(a);
         }
         // A thread-local another loaded module defines is exported as its control object.
-        let emulated = format!("__emutls_v.{symbol}");
-        let exports = self.shared.exports.read().unwrap_or_else(|e| e.into_inner());
-        exports.get(&emulated).map(|&(a, _)| a)
+        self.shared.lookup_export(&format!("__emutls_v.{symbol}"))
     }
 
     /// Resolution outside jitload's own modules: the process, dependent libraries, user
@@ -261,8 +340,7 @@ impl ModuleScope {
         if let Some(a) = self.dependencies.iter().find_map(|l| l.symbol(symbol)) {
             return Some(a);
         }
-        let user = self.shared.user_libraries.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = user.iter().find_map(|l| l.symbol(symbol)) {
+        if let Some(a) = self.shared.lookup_user_library(symbol) {
             return Some(a);
         }
         runtime_libraries().iter().find_map(|l| l.symbol(symbol)).or_else(|| libc_nonshared(symbol))

@@ -152,13 +152,13 @@ pub(crate) extern "C" fn cxa_thread_atexit(dtor: unsafe extern "C" fn(*mut c_voi
 }
 
 /// Whether the module whose `__dso_handle` is `dso` registered thread-exit destructors.
-pub(crate) fn has_thread_destructors(dso: u64) -> bool {
+pub fn has_thread_destructors(dso: u64) -> bool {
     THREAD_DTOR_OWNERS.lock().unwrap_or_else(|e| e.into_inner()).contains(&(dso as usize))
 }
 
 /// Runs the `__cxa_atexit` destructors the module with `__dso_handle` at `dso` registered
 /// (its static objects', newest first), as the dynamic loader does on `dlclose`.
-pub(crate) fn finalize(dso: u64) -> Result<(), CxxException> {
+pub fn finalize(dso: u64) -> Result<(), CxxException> {
     extern "C" fn finalize_current() {
         let dso = FINALIZING.with(|d| d.get());
         // SAFETY: dso is the handle of a module whose code is still linked; glibc runs and
@@ -233,7 +233,7 @@ fn tls_location(address: u64) -> Option<(usize, usize)> {
 /// The emulated-TLS control object for thread-local `name`, defined by a shared library, given
 /// the symbol's address as `dlsym` returned it in this thread (this thread's copy); `None` if
 /// that is not a thread-local.
-pub(crate) fn foreign_tls_control(name: &str, address: u64) -> Option<u64> {
+pub fn foreign_tls_control(name: &str, address: u64) -> Option<u64> {
     let mut guard = FOREIGN_TLS.lock().unwrap_or_else(|e| e.into_inner());
     let map = guard.get_or_insert_with(HashMap::new);
     if let Some(&c) = map.get(name) {

@@ -1,6 +1,10 @@
-//! The import path's persistent object cache: what `Session::load_bytes` compiles is stored
-//! (in `jitload-cache`) under a key covering everything that changes the code, and a later
-//! process with the same input and host skips parsing, optimising and code generation.
+//! The import path's persistent object cache: what the engine compiles is stored (in
+//! `jitload-cache`) under a key covering everything that changes the code, and a later
+//! process with the same input and host skips parsing, optimising and code generation — and,
+//! through `_fastload`, even loading LLVM. So the key is computed without LLVM: the LLVM
+//! version and host triple the engine was built against (one build ships both modules), and
+//! the CPU as the raw CPUID/XCR0 values LLVM derives its host CPU name and features from
+//! (`jitload_objload::host::cpu_fingerprint`).
 //!
 //! Configuration (read when the session first needs the cache):
 //! - `JITLOAD_CACHE=0` (or `off`, `false`, `no`) disables it;
@@ -15,10 +19,10 @@ use std::sync::Mutex;
 
 use jitload_cache::{Cache, CacheError, CacheInfo, CacheKey, KeyBuilder, PruneStats};
 
-use crate::llvm::target::{HostTarget, OptLevel};
+use std::sync::OnceLock;
 
 /// Bump when the payload format (`Compiled`'s wire form) or what is compiled changes.
-const FORMAT: &str = "jitload-object-v2";
+const FORMAT: &str = "jitload-object-v3";
 const DEFAULT_MAX_MB: u64 = 2048;
 
 /// Hits, misses and stores since the session started.
@@ -82,15 +86,15 @@ impl ObjectCache {
         self.cache.is_some()
     }
 
-    /// The key of the object jitload would compile from `input` for `host` at `opt`.
-    pub fn key(input: &[u8], host: &HostTarget, opt: OptLevel) -> CacheKey {
+    /// The key of the object jitload would compile from `input` for this host at `opt_level`.
+    pub fn key(input: &[u8], opt_level: u8) -> CacheKey {
+        static CPU: OnceLock<Vec<u8>> = OnceLock::new();
         KeyBuilder::new(FORMAT)
             .field("input", input)
-            .field("llvm", crate::llvm::llvm_version().as_bytes())
-            .field("triple", host.triple.as_bytes())
-            .field("cpu", host.cpu.as_bytes())
-            .field("features", host.features.as_bytes())
-            .field("opt", &[opt.number()])
+            .field("llvm", crate::LLVM_VERSION.as_bytes())
+            .field("triple", crate::LLVM_HOST_TRIPLE.as_bytes())
+            .field("cpu", CPU.get_or_init(jitload_objload::host::cpu_fingerprint))
+            .field("opt", &[opt_level])
             .field("jitload", env!("CARGO_PKG_VERSION").as_bytes())
             .finish()
     }

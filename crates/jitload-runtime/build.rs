@@ -1,0 +1,27 @@
+//! Builds the C++-exception guards around calls into JIT'd code, and records the LLVM version
+//! and host triple the engine is built against (for cache keys computed without LLVM).
+
+use std::process::Command;
+
+fn llvm_config(prefix: &str, arg: &str) -> String {
+    let config = format!("{prefix}/bin/llvm-config");
+    let out = Command::new(&config).arg(arg).output().unwrap_or_else(|e| panic!("cannot run {config} (install llvm-22-dev): {e}"));
+    assert!(out.status.success(), "{config} {arg} failed");
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=shim/cxx.cpp");
+    println!("cargo:rerun-if-env-changed=LLVM_SYS_221_PREFIX");
+    let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
+    println!("cargo:rustc-env=JITLOAD_LLVM_VERSION={}", llvm_config(&prefix, "--version"));
+    println!("cargo:rustc-env=JITLOAD_LLVM_HOST_TRIPLE={}", llvm_config(&prefix, "--host-target"));
+    // Exceptions and RTTI on (these guards catch C++ exceptions), so no LLVM flags.
+    cc::Build::new()
+        .cpp(true)
+        .file("shim/cxx.cpp")
+        .flag("-std=c++17")
+        .flag("-fexceptions")
+        .warnings(false)
+        .compile("jitload_cxx_shim");
+}

@@ -1,0 +1,211 @@
+"""Warm imports without LLVM (`jitload._fastload`): a module whose compiled object is in the
+cache is linked by jitload's own loader, in a fresh process that never loads libLLVM, and
+behaves exactly as when the engine links it; whatever that path cannot serve goes to the
+engine. Each case runs in fresh interpreters with a private cache directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import build, single_phase, unique
+
+REPORT = """
+import json, sys
+import jitload
+print(json.dumps({"result": result, "stats": jitload.cache_stats(), "llvm": "jitload._native" in sys.modules}))
+"""
+
+
+def run(directory: Path, cache: Path, code: str, **env: str) -> dict:
+    full = dict(os.environ, JITLOAD_CACHE_DIR=str(cache), PYTHONPATH=str(directory), **env)
+    out = subprocess.run([sys.executable, "-c", code + REPORT], env=full, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cold_then_warm(directory: Path, cache: Path, code: str) -> tuple[dict, dict]:
+    cold = run(directory, cache, code)
+    warm = run(directory, cache, code)
+    assert cold["llvm"] and cold["stats"]["stores"] >= 1
+    return cold, warm
+
+
+def test_a_module_of_several_objects(tmp_path: Path) -> None:
+    """Above -O0 a large module is code-generated in pieces (one object each), which
+    reference each other: the warm path links them as one image."""
+    name = unique("pieces")
+    functions = "\n".join(
+        f"static long f{i}(long x) {{ long s = 0; for (long k = 0; k < x; k++) s += (k * {i + 3}) % {i + 7} + (x ^ k); return s; }}\n"
+        f"long g{i}(long x) {{ return f{i}(x) + {'g%d(x - 1)' % (i - 1) if i else '0'}; }}"
+        for i in range(400)
+    )
+    method = """
+    static PyObject *total(PyObject *self, PyObject *arg) { return PyLong_FromLong(g399(PyLong_AsLong(arg))); }
+    """
+    build(tmp_path, name, single_phase(name, functions + method, method_table='{"total", total, METH_O, NULL},'))
+    code = f"import {name}; result = {name}.total(50)"
+    cold, warm = cold_then_warm(tmp_path, tmp_path / "cache", code)
+    assert warm["result"] == cold["result"]
+    assert warm["stats"]["without_llvm"] == 1 and not warm["llvm"], warm
+
+
+CXX = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+struct Registry {
+    std::vector<std::string> names;
+    Registry() { names.push_back("constructed"); }
+};
+static Registry registry;  // a static constructor
+
+static long checked(long x) {
+    if (x < 0) throw std::invalid_argument("negative: " + std::to_string(x));
+    return x * 2;
+}
+
+static PyObject *twice(PyObject *, PyObject *arg) {
+    try {
+        return PyLong_FromLong(checked(PyLong_AsLong(arg)));
+    } catch (const std::exception &e) {  // thrown and caught inside JIT'd code
+        PyErr_SetString(PyExc_ValueError, e.what());
+        return nullptr;
+    }
+}
+
+static PyObject *state(PyObject *, PyObject *) { return PyUnicode_FromString(registry.names.at(0).c_str()); }
+
+static PyMethodDef methods[] = {
+    {"twice", twice, METH_O, nullptr},
+    {"state", state, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "NAME", nullptr, -1, methods};
+extern "C" PyMODINIT_FUNC PyInit_NAME(void) { return PyModule_Create(&def); }
+"""
+
+
+def test_a_cxx_module_with_static_constructors_and_exceptions(tmp_path: Path) -> None:
+    from jitload.build import compile as jl_compile
+
+    name = unique("warmcxx")
+    src = tmp_path / f"{name}.cpp"
+    src.write_text(CXX.replace("NAME", name))
+    jl_compile([str(src)], str(tmp_path / f"{name}.bc"))
+    code = (
+        f"import {name}\n"
+        f"try:\n    {name}.twice(-3)\nexcept ValueError as e:\n    err = str(e)\n"
+        f"result = [{name}.twice(21), {name}.state(), err]"
+    )
+    cold, warm = cold_then_warm(tmp_path, tmp_path / "cache", code)
+    assert cold["result"] == [42, "constructed", "negative: -3"]
+    assert warm["result"] == cold["result"]
+    assert warm["stats"]["without_llvm"] == 1 and not warm["llvm"], warm
+
+
+DUPLICATE = """
+long shared_dup(long x) { return x + OFFSET; }
+"""
+USER = """
+long shared_dup(long x);
+static PyObject *use(PyObject *self, PyObject *arg) { return PyLong_FromLong(shared_dup(PyLong_AsLong(arg))); }
+"""
+
+
+def test_what_the_warm_path_cannot_decide_goes_to_the_engine(tmp_path: Path) -> None:
+    """A cached module needing a symbol two loaded modules define: the warm path does not pick
+    one, it hands the module to the engine, which reports the clash naming both files."""
+    first, second, user = unique("dupa"), unique("dupb"), unique("dupuser")
+    build(tmp_path, first, single_phase(first, DUPLICATE), defines=["OFFSET=1"])
+    build(tmp_path, second, single_phase(second, DUPLICATE), defines=["OFFSET=2"])
+    build(tmp_path, user, single_phase(user, USER, method_table='{"use", use, METH_O, NULL},'))
+    cache = tmp_path / "cache"
+    assert run(tmp_path, cache, f"import {first}, {user}; result = {user}.use(10)")["result"] == 11
+    code = f"""
+import {first}, {second}
+try:
+    import {user}
+    result = "imported"
+except ImportError as e:
+    result = [type(e).__name__, str(e)]
+"""
+    out = run(tmp_path, cache, code)
+    assert out["result"][0] == "LinkError", out
+    assert f"{first}" in out["result"][1] and f"{second}" in out["result"][1], out["result"][1]
+    # first: from the cache without LLVM; second: compiled; user: cached, left to the engine.
+    assert out["stats"]["fallbacks"] == 1 and out["stats"]["without_llvm"] == 1 and out["llvm"], out
+
+
+PROVIDER = """
+long provided_value(long x) { return x * 7 + 1; }
+"""
+CONSUMER = """
+long provided_value(long x);
+static PyObject *use(PyObject *self, PyObject *arg) { return PyLong_FromLong(provided_value(PyLong_AsLong(arg))); }
+"""
+
+
+def test_modules_from_both_paths_share_one_scope(tmp_path: Path) -> None:
+    """A module linked by the warm path exports its symbols to modules the engine links later
+    in the same process (one process scope, owned by _fastload, shared with _native)."""
+    provider, consumer = unique("provider"), unique("consumer")
+    build(tmp_path, provider, single_phase(provider, PROVIDER))
+    build(tmp_path, consumer, single_phase(consumer, CONSUMER, method_table='{"use", use, METH_O, NULL},'))
+    run(tmp_path, tmp_path / "cache", f"import {provider}; result = 0")  # caches the provider only
+    code = f"import {provider}, {consumer}; result = {consumer}.use(6)"
+    out = run(tmp_path, tmp_path / "cache", code)
+    assert out["result"] == 43
+    # The provider came from the cache without LLVM; the consumer was compiled by the engine.
+    assert out["stats"]["without_llvm"] == 1 and out["stats"]["misses"] == 1 and out["llvm"], out
+
+
+def test_code_is_freed_with_the_module_on_reload(tmp_path: Path) -> None:
+    name = unique("warmreload")
+    version = """
+    static PyObject *version(PyObject *self, PyObject *args) { return PyLong_FromLong(VERSION); }
+    """
+    for v in (1, 2):
+        (tmp_path / f"v{v}").mkdir()
+        table = '{"version", version, METH_NOARGS, NULL},'
+        build(tmp_path / f"v{v}", name, single_phase(name, version, method_table=table), defines=[f"VERSION={v}"])
+    cache = tmp_path / "cache"
+    for v in (1, 2):  # both versions cached
+        run(tmp_path / f"v{v}", cache, f"import {name}; result = {name}.version()")
+    code = f"""
+import gc, importlib, shutil, sys, os
+from jitload import _fastload
+import {name}
+first = {name}.version()
+count = _fastload.loaded_extension_count()
+src = os.path.join({str(tmp_path)!r}, "v2", os.path.basename({name}.__file__))
+shutil.copy(src, {name}.__file__)
+st = os.stat({name}.__file__); os.utime({name}.__file__, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+new = importlib.reload({name})
+second = new.version()
+del new, {name}; sys.modules.pop({name!r}, None); gc.collect()
+for _ in range(1000): pass
+result = [first, second, count, _fastload.loaded_extension_count()]
+"""
+    out = run(tmp_path / "v1", cache, code)
+    first, second, count, after = out["result"]
+    assert (first, second) == (1, 2)
+    assert out["stats"]["without_llvm"] == 2 and not out["llvm"], out
+    assert after == count - 1, "both modules' code was freed once gone, the new one's too"
+
+
+@pytest.mark.parametrize("flag", ["JITLOAD_FASTLOAD", "JITLOAD_DEBUGGER"])
+def test_the_warm_path_can_be_bypassed(tmp_path: Path, flag: str) -> None:
+    name = unique("bypass")
+    build(tmp_path, name, single_phase(name))
+    run(tmp_path, tmp_path / "cache", f"import {name}; result = 0")
+    out = run(tmp_path, tmp_path / "cache", f"import {name}; result = 0", **{flag: "0" if flag == "JITLOAD_FASTLOAD" else "1"})
+    assert out["stats"]["hits"] == 1 and out["stats"]["without_llvm"] == 0 and out["llvm"], out
