@@ -407,6 +407,24 @@ def test_concurrent_imports_from_threads(modules_dir):
 
 def test_startup_hook_is_light():
     """jitload.pth runs in every interpreter of the environment: it installs the hook without
-    loading LLVM (jitload._native), ctypes, typing or dataclasses."""
-    out = run_python("import sys; print(sorted(m for m in ('jitload', 'jitload._native', 'ctypes', 'typing', 'dataclasses') if m in sys.modules))")
-    assert out.stdout.strip() == "['jitload']", out.stdout + out.stderr
+    importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses."""
+    names = "('_jitload_hook', 'jitload', 'jitload._native', 'jitload._fastload', 'ctypes', 'typing', 'dataclasses')"
+    out = run_python(f"import sys; print(sorted(m for m in {names} if m in sys.modules))")
+    assert out.stdout.strip() == "['_jitload_hook']", out.stdout + out.stderr
+
+
+def test_the_startup_hook_and_install_agree(tmp_path):
+    """The start-up hook finds bitcode modules by itself, jitload.install() replaces it with
+    the same suffixes, and uninstall() gives back the interpreter's own hook."""
+    code = """
+import sys, importlib.machinery as m
+start = [h for h in sys.path_hooks if getattr(h, "_jitload", False)]
+import jitload
+jitload.install()
+after = [h for h in sys.path_hooks if getattr(h, "_jitload", False)]
+jitload.uninstall()
+restored = [h.__name__ for h in sys.path_hooks if not getattr(h, "_jitload", False)]
+print(len(start), len(after), start[0] is not after[0], jitload.is_installed(), "path_hook_for_FileFinder" in restored)
+"""
+    out = run_python(code)
+    assert out.stdout.split() == ["1", "1", "True", "False", "True"], out.stdout + out.stderr

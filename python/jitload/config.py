@@ -27,8 +27,7 @@ from __future__ import annotations
 import os
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+from _jitload_hook import env_flag as _env_flag
 
 
 def _env_opt_level() -> int:

@@ -10,52 +10,29 @@ from __future__ import annotations
 import os
 import sys
 
+import _jitload_hook as _hook
+
 from . import config
 
-# Imported at every interpreter start (jitload.pth), so it imports nothing that is not loaded
-# already: `typing` alone would cost ~12 ms, `importlib.machinery` ~0.6 ms (it pulls in
+# Imported by the first bitcode import of a process (the start-up hook is `_jitload_hook`),
+# so it imports nothing that is not loaded already: `typing` alone would cost ~12 ms, `importlib.machinery` ~0.6 ms (it pulls in
 # `warnings`) and `types` ~0.3 ms. The machinery classes are the same objects, taken from the
 # frozen bootstrap modules every interpreter has loaded before site runs.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from importlib.machinery import (
-        BYTECODE_SUFFIXES,
-        EXTENSION_SUFFIXES,
-        SOURCE_SUFFIXES,
-        ExtensionFileLoader,
-        FileFinder,
-        ModuleSpec,
-        SourceFileLoader,
-        SourcelessFileLoader,
-    )
+    from importlib.machinery import ExtensionFileLoader, ModuleSpec
     from types import ModuleType
-    from typing import Any, Callable, List, Optional, Tuple
-
-    _Details = Tuple[Any, List[str]]
+    from typing import Any, Dict, List, Optional, Tuple
 else:
     from _frozen_importlib import ModuleSpec
-    from _frozen_importlib_external import (
-        BYTECODE_SUFFIXES,
-        EXTENSION_SUFFIXES,
-        SOURCE_SUFFIXES,
-        ExtensionFileLoader,
-        FileFinder,
-        SourceFileLoader,
-        SourcelessFileLoader,
-    )
+    from _frozen_importlib_external import ExtensionFileLoader
 
     ModuleType = type(sys)
 
 
-def _bitcode_suffixes() -> List[str]:
-    suffixes = [s[: -len(".so")] + ".bc" for s in EXTENSION_SUFFIXES if s.endswith(".so")]
-    suffixes += [".abi3.bc", ".bc", ".ll"]
-    return list(dict.fromkeys(suffixes))
-
-
 #: Suffixes the hook looks for, most specific first: the interpreter's own extension
 #: suffixes with ``.so`` turned into ``.bc``, then ``.abi3.bc``, ``.bc`` and textual ``.ll``.
-BITCODE_SUFFIXES: List[str] = _bitcode_suffixes()
+BITCODE_SUFFIXES: List[str] = _hook.BITCODE_SUFFIXES
 
 
 def init_symbol(fullname: str) -> str:
@@ -224,17 +201,38 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
 
 
 _NO_KEY = object()
-# Module -> content key of the code it runs (a WeakKeyDictionary made on first use: weakref
-# is not needed at start-up).
-_module_keys: Any = None
 
 
-def _keys() -> Any:
-    global _module_keys
-    if _module_keys is None:
-        import weakref
+class _ModuleKeys:
+    """Module -> content key of the code it runs, forgotten when the module dies. Built on
+    the builtin ``_weakref`` module: ``weakref.WeakKeyDictionary`` would import ``weakref``,
+    ``_weakrefset``, ``types`` and ``itertools`` (about a millisecond) on the first import."""
 
-        _module_keys = weakref.WeakKeyDictionary()
+    def __init__(self) -> None:
+        self._entries: Dict[int, Tuple[Any, object]] = {}
+
+    def get(self, module: ModuleType, default: object) -> object:
+        entry = self._entries.get(id(module))
+        return entry[1] if entry is not None and entry[0]() is module else default
+
+    def __setitem__(self, module: ModuleType, key: object) -> None:
+        import _weakref
+
+        ident = id(module)
+        entries = self._entries
+
+        def forget(_: object) -> None:
+            entry = entries.get(ident)
+            if entry is not None and entry[0]() is None:
+                del entries[ident]
+
+        entries[ident] = (_weakref.ref(module, forget), key)  # TypeError: no weak references
+
+
+_module_keys = _ModuleKeys()
+
+
+def _keys() -> _ModuleKeys:
     return _module_keys
 
 
@@ -283,7 +281,7 @@ def _track(module: ModuleType, key: object, owner: Any) -> None:
 
 
 #: Suffixes of C sources the hook compiles when ``c_source`` is on (after every other kind).
-C_SOURCE_SUFFIXES: List[str] = [".c"]
+C_SOURCE_SUFFIXES: List[str] = _hook.C_SOURCE_SUFFIXES
 
 
 
@@ -357,29 +355,6 @@ class CSourceLoader(BitcodeExtensionLoader):
             raise
 
 
-def _loader_details(prefer_bitcode: bool, c_source: bool = False) -> List[_Details]:
-    native: _Details = (ExtensionFileLoader, EXTENSION_SUFFIXES)
-    bitcode: _Details = (BitcodeExtensionLoader, BITCODE_SUFFIXES)
-    source: _Details = (SourceFileLoader, SOURCE_SUFFIXES)
-    compiled: _Details = (SourcelessFileLoader, BYTECODE_SUFFIXES)
-    first = [bitcode, native] if prefer_bitcode else [native, bitcode]
-    c: List[_Details] = [(CSourceLoader, C_SOURCE_SUFFIXES)] if c_source else []
-    return first + [source, compiled] + c
-
-
-def _is_file_finder_hook(hook: Callable[..., Any]) -> bool:
-    return getattr(hook, "__name__", "") == "path_hook_for_FileFinder" or getattr(hook, "_jitload", False)
-
-
-_replaced: Optional[Callable[..., Any]] = None
-
-
-def _invalidate_finders() -> None:
-    for key, finder in list(sys.path_importer_cache.items()):
-        if finder is None or isinstance(finder, FileFinder):
-            del sys.path_importer_cache[key]
-
-
 def install(
     prefer_bitcode: Optional[bool] = None,
     opt_level: Optional[int] = None,
@@ -389,7 +364,6 @@ def install(
 ) -> None:
     """Make ``import`` find bitcode extension modules (and, with ``c_source``, C sources).
     Idempotent; later calls update options."""
-    global _replaced
     if cache is not None:
         config.options.cache = bool(cache)
     if c_source is not None:
@@ -402,31 +376,21 @@ def install(
         if opt_level not in (0, 1, 2, 3):
             raise ValueError(f"opt_level must be 0, 1, 2 or 3, not {opt_level!r}")
         config.options.opt_level = opt_level
-    hook = FileFinder.path_hook(*_loader_details(config.options.prefer_bitcode, config.options.c_source))
-    hook._jitload = True  # type: ignore[attr-defined]
-    for i, existing in enumerate(sys.path_hooks):
-        if _is_file_finder_hook(existing):
-            if not getattr(existing, "_jitload", False):
-                _replaced = existing
-            sys.path_hooks[i] = hook
-            break
-    else:
-        sys.path_hooks.append(hook)
-    _invalidate_finders()
+    options = config.options
+    _hook.put(_hook.loader_details(options.prefer_bitcode, options.c_source, BitcodeExtensionLoader, CSourceLoader))
 
 
 def uninstall() -> None:
     """Restore the interpreter's own FileFinder hook. Modules already imported stay usable."""
-    global _replaced
     for i, existing in enumerate(sys.path_hooks):
         if getattr(existing, "_jitload", False):
-            if _replaced is not None:
-                sys.path_hooks[i] = _replaced
+            if _hook.replaced is not None:
+                sys.path_hooks[i] = _hook.replaced
             else:
                 del sys.path_hooks[i]
             break
-    _replaced = None
-    _invalidate_finders()
+    _hook.replaced = None
+    _hook.refresh(None)
 
 
 def is_installed() -> bool:
