@@ -12,6 +12,9 @@ SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o
 setup:
 	@bash scripts/bootstrap.sh
 
+# _fastload's C++ exception guards, a library of their own (loaded only with libstdc++).
+CXX_GUARD_BUILD := c++ -shared -fPIC -O2 -std=c++17 -fexceptions -o python/jitload/libjitload_cxxguard.so crates/jitload-runtime/shim/cxx.cpp
+
 $(WHEEL_STAMP): $(SOURCES) | setup
 	@mkdir -p target
 	@# One build at a time: parallel `make build`s would delete each other's wheels.
@@ -20,6 +23,7 @@ $(WHEEL_STAMP): $(SOURCES) | setup
 	flock target/.build.lock bash -c 'rm -rf target/wheels && \
 	  cargo build --release -q -p jitload-fastload && \
 	  cp target/release/lib_fastload.so python/jitload/_fastload.abi3.so && \
+	  $(CXX_GUARD_BUILD) && \
 	  $(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q && \
 	  $(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl'
 	@touch $@

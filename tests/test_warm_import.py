@@ -209,3 +209,33 @@ def test_the_warm_path_can_be_bypassed(tmp_path: Path, flag: str) -> None:
     run(tmp_path, tmp_path / "cache", f"import {name}; result = 0")
     out = run(tmp_path, tmp_path / "cache", f"import {name}; result = 0", **{flag: "0" if flag == "JITLOAD_FASTLOAD" else "1"})
     assert out["stats"]["hits"] == 1 and out["stats"]["without_llvm"] == 0 and out["llvm"], out
+
+
+THROWING_INIT = r"""
+#include <Python.h>
+#include <stdexcept>
+extern "C" PyMODINIT_FUNC PyInit_NAME(void) { throw std::runtime_error("init refuses"); }
+"""
+
+
+def test_a_cxx_exception_escaping_init_is_an_import_error(tmp_path: Path) -> None:
+    """The warm path loads no libstdc++ of its own; with a C++ module (which brings it) it
+    loads its exception guards, so a throwing init is an InitError, as from the engine."""
+    from jitload.build import compile as jl_compile
+
+    name = unique("warmthrow")
+    src = tmp_path / f"{name}.cpp"
+    src.write_text(THROWING_INIT.replace("NAME", name))
+    jl_compile([str(src)], str(tmp_path / f"{name}.bc"))
+    code = f"""
+try:
+    import {name}
+    result = "imported"
+except ImportError as e:
+    result = [type(e).__name__, str(e)]
+"""
+    cold, warm = cold_then_warm(tmp_path, tmp_path / "cache", code)
+    for out in (cold, warm):
+        kind, message = out["result"]
+        assert kind == "InitError" and "std::runtime_error" in message and "init refuses" in message, out
+    assert warm["stats"]["without_llvm"] == 1 and not warm["llvm"], warm

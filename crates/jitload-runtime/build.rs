@@ -16,6 +16,11 @@ fn main() {
     let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
     println!("cargo:rustc-env=JITLOAD_LLVM_VERSION={}", llvm_config(&prefix, "--version"));
     println!("cargo:rustc-env=JITLOAD_LLVM_HOST_TRIPLE={}", llvm_config(&prefix, "--host-target"));
+    // With lazy-cxx-guards the shim is a shared library of its own, built beside the module
+    // that loads it (see `cxx::guards`), so nothing here links libstdc++.
+    if std::env::var_os("CARGO_FEATURE_LAZY_CXX_GUARDS").is_some() {
+        return;
+    }
     // Exceptions and RTTI on (these guards catch C++ exceptions), so no LLVM flags.
     cc::Build::new()
         .cpp(true)

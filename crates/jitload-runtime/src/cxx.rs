@@ -39,26 +39,104 @@ impl std::fmt::Display for CxxException {
     }
 }
 
-extern "C" {
-    fn jitload_cxx_call_void(f: extern "C" fn(), t: *mut c_char, ts: usize, w: *mut c_char, ws: usize) -> c_int;
-    fn jitload_cxx_call_ptr(
-        f: unsafe extern "C" fn() -> *mut c_void,
-        result: *mut *mut c_void,
-        t: *mut c_char,
-        ts: usize,
-        w: *mut c_char,
-        ws: usize,
-    ) -> c_int;
-    fn jitload_cxx_call_int2(
-        f: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
-        a: *mut c_void,
-        b: *mut c_void,
-        result: *mut c_int,
-        t: *mut c_char,
-        ts: usize,
-        w: *mut c_char,
-        ws: usize,
-    ) -> c_int;
+type CallVoid = unsafe extern "C" fn(extern "C" fn(), *mut c_char, usize, *mut c_char, usize) -> c_int;
+type CallPtr =
+    unsafe extern "C" fn(unsafe extern "C" fn() -> *mut c_void, *mut *mut c_void, *mut c_char, usize, *mut c_char, usize) -> c_int;
+type CallInt2 = unsafe extern "C" fn(
+    unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+    *mut c_void,
+    *mut c_void,
+    *mut c_int,
+    *mut c_char,
+    usize,
+    *mut c_char,
+    usize,
+) -> c_int;
+
+/// The C++ shim's guarded calls (`shim/cxx.cpp`).
+struct Guards {
+    void: CallVoid,
+    ptr: CallPtr,
+    int2: CallInt2,
+}
+
+#[cfg(not(feature = "lazy-cxx-guards"))]
+fn guards() -> Option<&'static Guards> {
+    extern "C" {
+        fn jitload_cxx_call_void(f: extern "C" fn(), t: *mut c_char, ts: usize, w: *mut c_char, ws: usize) -> c_int;
+        fn jitload_cxx_call_ptr(
+            f: unsafe extern "C" fn() -> *mut c_void,
+            result: *mut *mut c_void,
+            t: *mut c_char,
+            ts: usize,
+            w: *mut c_char,
+            ws: usize,
+        ) -> c_int;
+        fn jitload_cxx_call_int2(
+            f: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+            a: *mut c_void,
+            b: *mut c_void,
+            result: *mut c_int,
+            t: *mut c_char,
+            ts: usize,
+            w: *mut c_char,
+            ws: usize,
+        ) -> c_int;
+    }
+    static GUARDS: Guards = Guards { void: jitload_cxx_call_void, ptr: jitload_cxx_call_ptr, int2: jitload_cxx_call_int2 };
+    Some(&GUARDS)
+}
+
+/// With `lazy-cxx-guards` (jitload's LLVM-free module), the shim is a separate shared
+/// library, `libjitload_cxxguard.so` beside this one, loaded the first time a guarded call is
+/// made while libstdc++ is in the process: linking the shim in would load libstdc++ into
+/// every process that imports a cached module (0.8 ms, most of that module's own load time).
+/// Without libstdc++ loaded nothing can throw a C++ exception, so calls are made directly.
+/// (A C module whose init itself dlopens a C++ library that throws through it is the one
+/// case this misses; the engine's module always guards.)
+#[cfg(feature = "lazy-cxx-guards")]
+fn guards() -> Option<&'static Guards> {
+    static GUARDS: std::sync::OnceLock<Option<Guards>> = std::sync::OnceLock::new();
+    if let Some(loaded) = GUARDS.get() {
+        return loaded.as_ref();
+    }
+    // SAFETY: RTLD_NOLOAD only reports whether the library is loaded; the name is static.
+    let stdcxx = unsafe { libc::dlopen(c"libstdc++.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if stdcxx.is_null() {
+        return None;
+    }
+    GUARDS.get_or_init(load_guard_library).as_ref()
+}
+
+#[cfg(feature = "lazy-cxx-guards")]
+fn load_guard_library() -> Option<Guards> {
+    // SAFETY: Dl_info is plain C data (pointers and integers), valid when zeroed.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr fills `info` for an address inside a loaded object (this function).
+    if unsafe { libc::dladdr(load_guard_library as *const c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        log::warn!("jitload: cannot locate this module; C++ exceptions from module code are not caught");
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader.
+    let here = std::path::PathBuf::from(unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned());
+    let path = here.with_file_name("libjitload_cxxguard.so");
+    let c = crate::cstr(&path.to_string_lossy());
+    // SAFETY: c is NUL-terminated; the library only defines the three guard functions.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let symbol = |name: &std::ffi::CStr| {
+        // SAFETY: handle is checked non-null before this is called; name is NUL-terminated.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    };
+    let found = (!handle.is_null())
+        .then(|| Some((symbol(c"jitload_cxx_call_void")?, symbol(c"jitload_cxx_call_ptr")?, symbol(c"jitload_cxx_call_int2")?)))
+        .flatten();
+    let Some((void, ptr, int2)) = found else {
+        log::warn!("jitload: cannot load {}; C++ exceptions from module code are not caught", path.display());
+        return None;
+    };
+    // SAFETY: the shim defines these three functions with exactly these signatures.
+    Some(unsafe { Guards { void: std::mem::transmute(void), ptr: std::mem::transmute(ptr), int2: std::mem::transmute(int2) } })
 }
 
 struct Buffers {
@@ -79,9 +157,13 @@ impl Buffers {
 
 /// Calls a `void()` function of JIT'd code (e.g. a module's lowered constructors).
 pub fn call_void(f: extern "C" fn()) -> Result<(), CxxException> {
+    let Some(guards) = guards() else {
+        f();
+        return Ok(());
+    };
     let mut b = Buffers::new();
     // SAFETY: f is a valid function; the buffers outlive the call and their sizes are right.
-    let threw = unsafe { jitload_cxx_call_void(f, b.type_name.as_mut_ptr(), 256, b.what.as_mut_ptr(), 1024) };
+    let threw = unsafe { (guards.void)(f, b.type_name.as_mut_ptr(), 256, b.what.as_mut_ptr(), 1024) };
     if threw != 0 {
         return Err(b.exception());
     }
@@ -94,10 +176,14 @@ pub fn call_void(f: extern "C" fn()) -> Result<(), CxxException> {
 /// `f` must be safe to call with no arguments (any preconditions, such as holding the GIL,
 /// are the caller's).
 pub unsafe fn call_ptr(f: unsafe extern "C" fn() -> *mut c_void) -> Result<*mut c_void, CxxException> {
+    let Some(guards) = guards() else {
+        // SAFETY: the caller vouches for f.
+        return Ok(unsafe { f() });
+    };
     let mut b = Buffers::new();
     let mut result = std::ptr::null_mut();
     // SAFETY: the caller vouches for f; result and the buffers outlive the call.
-    let threw = unsafe { jitload_cxx_call_ptr(f, &mut result, b.type_name.as_mut_ptr(), 256, b.what.as_mut_ptr(), 1024) };
+    let threw = unsafe { (guards.ptr)(f, &mut result, b.type_name.as_mut_ptr(), 256, b.what.as_mut_ptr(), 1024) };
     if threw != 0 {
         return Err(b.exception());
     }
@@ -113,12 +199,14 @@ pub unsafe fn call_int2(
     a: *mut c_void,
     b: *mut c_void,
 ) -> Result<c_int, CxxException> {
+    let Some(guards) = guards() else {
+        // SAFETY: the caller vouches for f(a, b).
+        return Ok(unsafe { f(a, b) });
+    };
     let mut bufs = Buffers::new();
     let mut result = 0;
     // SAFETY: the caller vouches for f(a, b); result and the buffers outlive the call.
-    let threw = unsafe {
-        jitload_cxx_call_int2(f, a, b, &mut result, bufs.type_name.as_mut_ptr(), 256, bufs.what.as_mut_ptr(), 1024)
-    };
+    let threw = unsafe { (guards.int2)(f, a, b, &mut result, bufs.type_name.as_mut_ptr(), 256, bufs.what.as_mut_ptr(), 1024) };
     if threw != 0 {
         return Err(bufs.exception());
     }
