@@ -136,7 +136,13 @@ fn load_guard_library() -> Option<Guards> {
         return None;
     };
     // SAFETY: the shim defines these three functions with exactly these signatures.
-    Some(unsafe { Guards { void: std::mem::transmute(void), ptr: std::mem::transmute(ptr), int2: std::mem::transmute(int2) } })
+    Some(unsafe {
+        Guards {
+            void: std::mem::transmute::<*mut c_void, CallVoid>(void),
+            ptr: std::mem::transmute::<*mut c_void, CallPtr>(ptr),
+            int2: std::mem::transmute::<*mut c_void, CallInt2>(int2),
+        }
+    })
 }
 
 struct Buffers {
