@@ -10,6 +10,7 @@ Benchmarks:
   import/warm-process[-cached]/<mod>  importing one more module in a process that already
                               imported one (fresh copies with distinct names): .so vs .bc,
                               cache off and warm
+  import/fresh-process/<mod> vs llvmlite  the same bitcode through a minimal llvmlite MCJIT loader
   startup/python -c pass      start-up with jitload installed vs a venv without it
   run/<pkg>:<function>        a compute-heavy function, .so built by clang-22 -O2 vs the same
                               sources as bitcode JIT-compiled by jitload (fresh process each)
@@ -128,6 +129,55 @@ def bench_import_fresh(work: Path, n: int) -> Dict:
     a, b = paired(n, lambda: time_process(code, d_so, env), lambda: time_process(code, d_bc, env))
     return result("import/fresh-process/fastmath", ".so", ".bc (cold JIT)", a, b,
                   "whole `python -c 'import fastmath'`: interpreter start + import; .bc includes loading LLVM and compiling (cache off)")
+
+
+LLVMLITE_LOADER = r"""
+import ctypes, sys
+import llvmlite.binding as llvm
+llvm.initialize_native_target(); llvm.initialize_native_asmprinter()
+path, name = sys.argv[1], sys.argv[2]
+mod = llvm.parse_bitcode(open(path, "rb").read())
+mod.verify()
+target = llvm.Target.from_default_triple()
+tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                  opt=2, codemodel="jitdefault", reloc="pic")
+pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=2))
+pb.getModulePassManager().run(mod, pb)
+ee = llvm.create_mcjit_compiler(mod, tm)
+ee.finalize_object()
+ee.run_static_constructors()
+import importlib.machinery
+api = ctypes.pythonapi
+raw = ctypes.PYFUNCTYPE(ctypes.c_void_p)(ee.get_function_address("PyInit_" + name))()
+def_type = ctypes.addressof(ctypes.c_char.in_dll(api, "PyModuleDef_Type"))
+if ctypes.c_void_p.from_address(raw + 8).value == def_type:  # multi-phase: PyInit returned its PyModuleDef
+    api.PyModule_FromDefAndSpec2.restype = ctypes.py_object
+    api.PyModule_FromDefAndSpec2.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.c_int]
+    api.PyModule_ExecDef.argtypes = [ctypes.py_object, ctypes.c_void_p]
+    module = api.PyModule_FromDefAndSpec2(raw, importlib.machinery.ModuleSpec(name, None, origin=path), 1013)
+    assert api.PyModule_ExecDef(module, raw) == 0
+else:  # single-phase: a new reference to the module
+    module = ctypes.cast(raw, ctypes.py_object).value
+sys.modules[name] = module
+engines = [ee]  # the code stays while the process lives
+import fastmath; fastmath.prime_sum(10)
+"""
+
+
+def bench_import_llvmlite(work: Path, n: int) -> Dict:
+    """A peer: the same bitcode imported by a minimal llvmlite (MCJIT) loader, the way the
+    seed CPython patch loads bitcode, vs jitload with the cache off (both compile at -O2)."""
+    ensure_llvmlite()
+    d_bc = work / "fresh_bc"
+    script = work / "llvmlite_loader.py"
+    script.write_text(LLVMLITE_LOADER)
+    lite = [PY, str(script), str(d_bc / f"fastmath{BC}"), "fastmath"]
+    code = [PY, "-c", "import fastmath; fastmath.prime_sum(10)"]
+    env = env_with(JITLOAD_CACHE="0", JITLOAD_DISABLE="1")
+    a, b = paired(n, lambda: time_process(lite, d_bc, env), lambda: time_process(code, d_bc, env_with(JITLOAD_CACHE="0")))
+    return result("import/fresh-process/fastmath vs llvmlite", "llvmlite MCJIT loader", ".bc (cold JIT)", a, b,
+                  "whole process: a minimal llvmlite loader (parse_bitcode, O2 pipeline, MCJIT, PyInit through ctypes; no "
+                  "checks, no cache) vs jitload compiling the same bitcode with the cache off")
 
 
 def bench_import_fresh_cached(work: Path, n: int) -> Dict:
@@ -408,7 +458,7 @@ def main() -> int:
     try:
         benches = []
         if "import" in groups or "run" in groups:  # run/fastmath uses the import benches' builds
-            benches += [bench_import_fresh, bench_import_fresh_cached, bench_import_warm, bench_startup]
+            benches += [bench_import_fresh, bench_import_llvmlite, bench_import_fresh_cached, bench_import_warm, bench_startup]
         if "run" in groups:
             benches += [bench_run_fastmath, bench_run_regex]
         for bench in benches:
