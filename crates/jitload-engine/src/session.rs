@@ -448,20 +448,7 @@ impl Session {
         if !self.scope.remove_exports(module.id) {
             return Err(Box::new(module));
         }
-        if let Some(dso) = module.dso_handle {
-            // Its static objects' destructors (registered with `__cxa_atexit`), as on dlclose.
-            if let Err(e) = crate::cxx::finalize(dso) {
-                log::warn!("jitload: a destructor of {} threw {e}", module.path);
-            }
-        }
-        if let Some(d) = module.destructors {
-            jitload_runtime::exit::forget(d);
-            // SAFETY: the module's lowered `void()` destructor function, still linked.
-            let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
-            if let Err(e) = crate::cxx::call_void(f) {
-                log::warn!("jitload: a destructor of {} threw {e}", module.path);
-            }
-        }
+        jitload_runtime::exit::run_before_free(&module.path, module.dso_handle, module.destructors);
         if let Err(e) = module.tracker.remove() {
             log::warn!("jitload: freeing {} failed: {e}", module.path);
         }

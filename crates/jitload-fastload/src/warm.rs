@@ -118,19 +118,7 @@ impl jitload_pyinit::Loaded for WarmModule {
         if self.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) || !self.shared.remove_exports(self.id) {
             return Err(self);
         }
-        if let Some(dso) = self.dso_handle {
-            if let Err(e) = jitload_runtime::cxx::finalize(dso) {
-                log::warn!("jitload: a destructor of {} threw {e}", self.path);
-            }
-        }
-        if let Some(d) = self.destructors {
-            jitload_runtime::exit::forget(d);
-            // SAFETY: the module's lowered `void()` destructor function, still mapped.
-            let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
-            if let Err(e) = jitload_runtime::cxx::call_void(f) {
-                log::warn!("jitload: a destructor of {} threw {e}", self.path);
-            }
-        }
+        jitload_runtime::exit::run_before_free(&self.path, self.dso_handle, self.destructors);
         drop(self.object);
         Ok(())
     }

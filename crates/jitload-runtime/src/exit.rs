@@ -20,6 +20,25 @@ pub fn forget(address: u64) {
     DESTRUCTORS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&a| a != address);
 }
 
+/// What a module being freed runs first, as `dlclose` does: the destructors its static
+/// objects registered with `__cxa_atexit` against its `__dso_handle`, then its lowered
+/// destructors (which then no longer run at exit). A C++ exception from one is logged.
+pub fn run_before_free(path: &str, dso_handle: Option<u64>, destructors: Option<u64>) {
+    if let Some(dso) = dso_handle {
+        if let Err(e) = crate::cxx::finalize(dso) {
+            log::warn!("jitload: a destructor of {path} threw {e}");
+        }
+    }
+    if let Some(d) = destructors {
+        forget(d);
+        // SAFETY: the module's lowered `void()` destructor function, still mapped.
+        let f: extern "C" fn() = unsafe { std::mem::transmute(d as usize) };
+        if let Err(e) = crate::cxx::call_void(f) {
+            log::warn!("jitload: a destructor of {path} threw {e}");
+        }
+    }
+}
+
 extern "C" fn run_all() {
     let _ = std::panic::catch_unwind(|| {
         let list = std::mem::take(&mut *DESTRUCTORS.lock().unwrap_or_else(|e| e.into_inner()));

@@ -355,3 +355,28 @@ extern int (*const op_table[3])(int, int);
 int (*get_op(int i))(int, int) { return op_table[i]; }
 __attribute__((constructor)) static void init_c(void) { record(65535); }
 "#;
+
+/// One entry of an object's symbol table, as the tests inspect it.
+pub struct ElfSymbol {
+    pub name: String,
+    pub bind: u8,
+    pub shndx: u16,
+}
+
+/// Every symbol of an ELF relocatable object (test input, so parse errors panic).
+pub fn elf_symbols(bytes: &[u8]) -> Vec<ElfSymbol> {
+    use object::read::elf::{FileHeader, Sym};
+    type Elf = object::elf::FileHeader64<object::LittleEndian>;
+    let le = object::LittleEndian;
+    let header = Elf::parse(bytes).expect("elf");
+    let sections = header.sections(le, bytes).expect("sections");
+    let symbols = sections.symbols(le, bytes, object::elf::SHT_SYMTAB).expect("symtab");
+    symbols
+        .iter()
+        .map(|s| ElfSymbol {
+            name: String::from_utf8_lossy(symbols.symbol_name(le, s).unwrap_or_default()).into_owned(),
+            bind: s.st_bind(),
+            shndx: s.st_shndx(le),
+        })
+        .collect()
+}

@@ -191,7 +191,7 @@ fn common_symbols_live_in_bss() {
         void set_common(int v) { common_var = v; common_array[99] = v; }
     "#;
     let Some(bytes) = compile_c(src, &["-O2", "-fcommon"]) else { return };
-    let has_common = object_symbols(&bytes).iter().any(|(name, shndx)| name == "common_var" && *shndx == object::elf::SHN_COMMON);
+    let has_common = elf_symbols(&bytes).iter().any(|s| s.name == "common_var" && s.shndx == object::elf::SHN_COMMON);
     assert!(has_common, "clang did not emit a COMMON symbol");
     let obj = load(&bytes);
     assert_eq!(call!(obj, "get_common", fn() -> i32), 0);
@@ -204,18 +204,6 @@ fn common_symbols_live_in_bss() {
     assert_eq!(obj.symbol("common_array").map(|a| a % 8), Some(0));
 }
 
-fn object_symbols(bytes: &[u8]) -> Vec<(String, u16)> {
-    use object::read::elf::{FileHeader, Sym};
-    type Elf = object::elf::FileHeader64<object::LittleEndian>;
-    let le = object::LittleEndian;
-    let header = Elf::parse(bytes).expect("elf");
-    let sections = header.sections(le, bytes).expect("sections");
-    let symbols = sections.symbols(le, bytes, object::elf::SHT_SYMTAB).expect("symtab");
-    symbols
-        .iter()
-        .map(|s| (String::from_utf8_lossy(symbols.symbol_name(le, s).unwrap_or_default()).into_owned(), s.st_shndx(le)))
-        .collect()
-}
 
 #[test]
 fn large_bss_is_not_touched() {

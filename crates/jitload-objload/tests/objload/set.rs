@@ -134,17 +134,7 @@ __attribute__((noinline)) const char *name_of(int i) { return names[i & 3]; }
 
 /// (name, defined) for every global symbol of an object.
 fn globals(bytes: &[u8]) -> Vec<(String, bool)> {
-    use object::read::elf::{FileHeader, Sym};
-    type Elf = object::elf::FileHeader64<object::LittleEndian>;
-    let le = object::LittleEndian;
-    let header = Elf::parse(bytes).expect("elf");
-    let sections = header.sections(le, bytes).expect("sections");
-    let symbols = sections.symbols(le, bytes, object::elf::SHT_SYMTAB).expect("symtab");
-    symbols
-        .iter()
-        .filter(|s| s.st_bind() != object::elf::STB_LOCAL)
-        .map(|s| (String::from_utf8_lossy(symbols.symbol_name(le, s).unwrap_or_default()).into_owned(), !s.is_undefined(le)))
-        .collect()
+    elf_symbols(bytes).into_iter().filter(|s| s.bind != object::elf::STB_LOCAL).map(|s| (s.name, s.shndx != object::elf::SHN_UNDEF)).collect()
 }
 
 /// How many (piece, other piece) pairs have the first referencing a definition of the other.
