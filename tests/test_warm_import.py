@@ -239,3 +239,22 @@ except ImportError as e:
         kind, message = out["result"]
         assert kind == "InitError" and "std::runtime_error" in message and "init refuses" in message, out
     assert warm["stats"]["without_llvm"] == 1 and not warm["llvm"], warm
+
+
+ZLIB_USER = """
+const char *zlibVersion(void);
+static PyObject *version(PyObject *self, PyObject *args) { return PyUnicode_FromString(zlibVersion()); }
+"""
+
+
+def test_user_libraries_reach_the_warm_path(tmp_path: Path) -> None:
+    """jitload.load_library() (in _native) adds to the one process scope, which the warm path
+    (in _fastload) resolves against."""
+    import zlib
+
+    name = unique("warmzlib")
+    build(tmp_path, name, single_phase(name, ZLIB_USER, method_table='{"version", version, METH_NOARGS, NULL},'))
+    code = f"import jitload; jitload.load_library('z'); import {name}; result = {name}.version()"
+    cold, warm = cold_then_warm(tmp_path, tmp_path / "cache", code)
+    assert warm["result"] == cold["result"] == zlib.ZLIB_RUNTIME_VERSION
+    assert warm["stats"]["without_llvm"] == 1, warm
