@@ -3,7 +3,9 @@ modules came from: each must have been imported from a ``.bc`` file by jitload.
 
     python harness.py --extensions a._x,b._y --check EXPR -- pytest tests -q
 
-Prints one line ``JITLOAD-CORPUS {json}`` at the end and exits with the test command's
+Prints one line ``JITLOAD-CORPUS {json}`` at the end (with this process's object-cache
+counts: how many bitcode modules were linked from the cache, and how many of those without
+loading LLVM) and exits with the test command's
 status, or 3 if an extension was not loaded from bitcode.
 """
 
@@ -51,7 +53,8 @@ def main() -> int:
     except Exception as e:
         check = False
         print(f"check expression failed: {type(e).__name__}: {e}", file=sys.stderr)
-    print("JITLOAD-CORPUS " + json.dumps({"status": status, "files": files, "from_bitcode": from_bitcode, "check": check}), flush=True)
+    report = {"status": status, "files": files, "from_bitcode": from_bitcode, "check": check, "cache": jitload.cache_stats()}
+    print("JITLOAD-CORPUS " + json.dumps(report), flush=True)
     if status == 0 and not (from_bitcode and check):
         return 3
     return status

@@ -171,12 +171,14 @@ def main() -> int:
     WORK.mkdir(exist_ok=True)
     (WORK / "results.json").write_text(json.dumps(results, indent=2))
     print()
-    print("| package | version | tags | extensions from .bc | .so removed | build s | tests s | test result | pass |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| package | version | tags | extensions from .bc | from the cache (without LLVM) / compiled | .so removed | build s | tests s | test result | pass |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         files = r.get("files") or {}
         nbc = sum(1 for f in files.values() if isinstance(f, str) and f.endswith(".bc"))
-        print(f"| {r['name']} | {r['version']} | {', '.join(r['tags'])} | {nbc}/{len(files)} | {r.get('so_removed', '-')} | "
+        cache = r.get("cache") or {}
+        cached = f"{cache.get('hits', '-')} ({cache.get('without_llvm', '-')}) / {cache.get('misses', '-')}"
+        print(f"| {r['name']} | {r['version']} | {', '.join(r['tags'])} | {nbc}/{len(files)} | {cached} | {r.get('so_removed', '-')} | "
               f"{r.get('build_s', '-')} | {r.get('test_s', '-')} | {r.get('summary', '')} | {'yes' if r['passed'] else 'NO'} |")
     passed = sum(r["passed"] for r in results)
     print(f"\n{passed}/{len(results)} packages pass")
