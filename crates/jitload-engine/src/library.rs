@@ -311,10 +311,17 @@ impl Library {
 
     /// Adds IR text or bitcode. With `replace`, functions the library already defines are
     /// redirected to the new bodies; without it they are an error.
+    ///
+    /// The compile runs on a compiler thread while this one waits for it, so Ctrl-C (the
+    /// interrupt check) and `JITLOAD_COMPILE_TIMEOUT_S` end the wait at once; the compile
+    /// itself cannot be stopped and is abandoned: it finishes in the background and nothing
+    /// of it is linked (see `background`). Linking and constructors run on this thread.
     pub fn add_ir(&self, bytes: &[u8], path: &str, replace: bool) -> Result<u64, EngineError> {
         self.check_live()?;
         let id = self.session().next_id();
-        let prepared = self.prepare(bytes, path, id)?;
+        let (library, owned, label) = (self.clone(), bytes.to_vec(), path.to_string());
+        let prepared = crate::background::run(path, move || library.prepare(&owned, &label, id))?;
+        self.check_live()?;
         self.install(id, path, prepared, replace, None)
     }
 
