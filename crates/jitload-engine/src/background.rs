@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use crate::error::EngineError;
 
 /// Stack of a compiler thread: LLVM recurses deeply on some inputs (nested constant
-/// expressions, long use chains), and a Python thread's default stack (8 MiB) is what those
-/// compiles had before they moved here. Address space only; untouched pages cost nothing.
-const STACK_BYTES: usize = 64 << 20;
+/// expressions, long use chains), so twice the 8 MiB these compiles had on a Python thread
+/// or the main thread. Address space only; untouched pages cost nothing.
+const STACK_BYTES: usize = 16 << 20;
 
 /// How often the waiter runs the interrupt check.
 const POLL: Duration = Duration::from_millis(50);
