@@ -14,6 +14,7 @@
 //! itself must not publish anything (it prepares; the caller links), so nothing an abandoned
 //! compile produced can become visible.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +54,74 @@ enum Stop {
     TimedOut(Duration),
 }
 
+/// A compile for a pooled compiler thread; returns whether the thread may run another.
+type Job = Box<dyn FnOnce() -> bool + Send + 'static>;
+
+/// Idle compiler threads, kept so that a small compile does not pay for starting a thread
+/// (about 0.1 ms, a fifth of a tiny -O0 add). One lock guards the queue and the count of
+/// waiting threads; every queued job has either a waiting thread woken for it or a new one.
+struct Pool {
+    jobs: VecDeque<Job>,
+    /// Threads blocked waiting for a job (or woken and not yet running).
+    waiting: usize,
+    /// The process the threads belong to: a forked child has none of its parent's.
+    pid: u32,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { jobs: VecDeque::new(), waiting: 0, pid: 0 });
+static POOL_WAKE: Condvar = Condvar::new();
+
+/// An idle compiler thread ends after this long without work.
+const IDLE_EXIT: Duration = Duration::from_secs(30);
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn submit(job: Job) -> std::io::Result<()> {
+    let mut pool = pool();
+    let pid = std::process::id();
+    if pool.pid != pid {
+        // First use, or a child forked from a process with compiler threads: none run here,
+        // and jobs queued at the fork belong to the parent's callers (never run or dropped).
+        std::mem::forget(std::mem::take(&mut pool.jobs));
+        pool.waiting = 0;
+        pool.pid = pid;
+    }
+    pool.jobs.push_back(job);
+    if pool.waiting >= pool.jobs.len() {
+        POOL_WAKE.notify_one();
+        return Ok(());
+    }
+    let spawned = std::thread::Builder::new().name("jitload-compile".into()).stack_size(STACK_BYTES).spawn(worker);
+    if let Err(e) = spawned {
+        pool.jobs.pop_back(); // ours: nobody took a job while we held the lock
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn worker() {
+    let mut pool = pool();
+    loop {
+        if let Some(job) = pool.jobs.pop_front() {
+            drop(pool);
+            if !job() {
+                return;
+            }
+            pool = self::pool();
+            continue;
+        }
+        pool.waiting += 1;
+        let (guard, wait) = POOL_WAKE.wait_timeout(pool, IDLE_EXIT).unwrap_or_else(|e| e.into_inner());
+        pool = guard;
+        pool.waiting -= 1;
+        if wait.timed_out() && pool.jobs.is_empty() {
+            return;
+        }
+    }
+}
+
 /// Runs `work` on a compiler thread and waits for it with the engine's interrupt check and
 /// time limit (see the module docs). `path` labels the errors. `work` must only prepare: its
 /// result may be dropped unseen.
@@ -72,29 +141,30 @@ fn run_with<T: Send + 'static>(
     let handoff = Arc::new(Handoff { slot: Mutex::new(Slot::Waiting), ready: Condvar::new() });
     let theirs = handoff.clone();
     let label = path.to_string();
-    std::thread::Builder::new()
-        .name("jitload-compile".into())
-        .stack_size(STACK_BYTES)
-        .spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
-                Err(EngineError::LlvmCrash { path: label, reason: "the compiler thread panicked".into() })
-            });
-            let mut slot = theirs.slot.lock().unwrap_or_else(|e| e.into_inner());
-            if let Slot::Abandoned = *slot {
-                drop(slot);
-                // Nobody waits any more: the result (objects, a lazy module) is dropped here.
-                drop(result);
-                ABANDONED_RUNNING.fetch_sub(1, Ordering::AcqRel);
-            } else {
-                *slot = Slot::Done(result);
-                theirs.ready.notify_all();
-            }
-        })
-        .map_err(|e| EngineError::Compile {
-            path: path.to_string(),
-            stage: "compilation".into(),
-            message: format!("cannot start a compiler thread: {e}"),
-        })?;
+    submit(Box::new(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+            Err(EngineError::LlvmCrash { path: label, reason: "the compiler thread panicked".into() })
+        });
+        // After a crash LLVM recovered from, the thread's own state (LLVM's thread-locals, a
+        // stack it jumped over) is not trusted again: the thread ends after this job.
+        let reuse = !matches!(result, Err(EngineError::LlvmCrash { .. }));
+        let mut slot = theirs.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Slot::Abandoned = *slot {
+            drop(slot);
+            // Nobody waits any more: the result (objects, a lazy module) is dropped here.
+            drop(result);
+            ABANDONED_RUNNING.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            *slot = Slot::Done(result);
+            theirs.ready.notify_all();
+        }
+        reuse
+    }))
+    .map_err(|e| EngineError::Compile {
+        path: path.to_string(),
+        stage: "compilation".into(),
+        message: format!("cannot start a compiler thread: {e}"),
+    })?;
     let deadline = Instant::now() + limit;
     let stop = loop {
         {
@@ -177,6 +247,35 @@ mod tests {
     fn a_panicking_compile_is_an_error() {
         let err = run_with::<()>("p", || panic!("boom"), None, Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, EngineError::LlvmCrash { .. }), "{err}");
+    }
+
+    #[test]
+    fn many_callers_at_once_each_get_their_own_result() {
+        let callers: Vec<_> = (0..12u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..60u64 {
+                        let want = t * 1000 + i;
+                        let got = run_with(
+                            "many",
+                            move || {
+                                if i % 7 == 0 {
+                                    std::thread::sleep(Duration::from_millis(2));
+                                }
+                                Ok(want)
+                            },
+                            None,
+                            Duration::from_secs(60),
+                        )
+                        .unwrap();
+                        assert_eq!(got, want);
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().unwrap();
+        }
     }
 
     static STOP_NOW: AtomicBool = AtomicBool::new(false);
