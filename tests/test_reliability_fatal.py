@@ -249,3 +249,36 @@ except ImportError as e:
         proc.communicate()
         pytest.fail("the isolated import of a bitcode file that hangs LLVM did not return within 30 s")
     assert proc.returncode == 0 and "Error" in stdout, stdout
+
+
+
+def test_bitcode_that_hangs_llvm_bounds_the_wait_of_an_engine_api_compile():
+    """The same input through the engine API (compiled in-process, on a compiler thread): after
+    JITLOAD_COMPILE_TIMEOUT_S the caller gets CompileError, the library stays usable, and the
+    abandoned compile (which never ends: LLVM cannot be stopped) does not keep the process
+    from exiting cleanly."""
+    path = FIXTURES / "hangs" / "cyclic-debug-scope.bc"
+    code = f"""
+import time, jitload
+from jitload import _native
+lib = jitload.Session().library("hang", opt_level=0)
+t0 = time.monotonic()
+try:
+    lib.add_bitcode({str(path)!r})
+    print("loaded")
+except jitload.errors.CompileError as e:
+    print("CompileError", "JITLOAD_COMPILE_TIMEOUT_S" in str(e))
+print(round(time.monotonic() - t0, 1) < 10, _native.abandoned_compiles())
+lib.add_ir("define i32 @ok() {{ ret i32 1 }}")
+print(lib.function("ok", "int()")(), lib.symbols())
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "JITLOAD_CACHE": "0", "JITLOAD_COMPILE_TIMEOUT_S": "3"})
+    try:
+        stdout, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("add_bitcode of a bitcode file that hangs LLVM, or the exit after it, did not end within 60 s")
+    assert proc.returncode == 0, stderr[-2000:]
+    assert stdout.splitlines() == ["CompileError True", "True 1", "1 ['ok']"], stdout + stderr[-2000:]

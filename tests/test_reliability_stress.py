@@ -48,10 +48,7 @@ print(old.removed)
     assert out.stdout.split() == ["1001", "2001", "True"], out.stdout + out.stderr[-2000:]
 
 
-LONG_COMPILE = """
-import os, signal, sys, threading, time, tempfile, importlib.machinery, jitload
-from jitload import _native
-
+BIG_IR = """
 def big_ir(funcs, n):
     out = []
     for f in range(funcs):
@@ -67,7 +64,12 @@ def big_ir(funcs, n):
         lines.append("}")
         out.append("\\n".join(lines))
     return "\\n".join(out)
+"""
 
+LONG_COMPILE = """
+import os, signal, sys, threading, time, tempfile, importlib.machinery, jitload
+from jitload import _native
+""" + BIG_IR + """
 ir = big_ir(3, 3000)
 mode = sys.argv[1]
 lib = jitload.Session().library("x", opt_level=2)
@@ -112,15 +114,64 @@ def test_sigint_during_a_long_compile_gives_keyboardinterrupt_and_a_usable_sessi
     assert got == "KeyboardInterrupt" and usable, (got, latency, usable)
 
 
-@pytest.mark.parametrize("mode", [
-    "isolated",
-    pytest.param("library", marks=pytest.mark.xfail(strict=True, reason=(
-        "an in-process compile (the engine API) cannot be interrupted: LLVM has no cancellation point, so Ctrl-C "
-        "is raised when the compile finishes. Isolated compiles (imports) poll for signals and kill the child."))),
-])
+@pytest.mark.parametrize("mode", ["isolated", "library"])
 def test_sigint_during_a_long_compile_is_prompt(mode):
     got, latency, _ = run_interrupted(mode)
     assert got == "KeyboardInterrupt" and latency < 1.0, (got, latency)
+
+
+ABANDONED = """
+import json, os, signal, sys, threading, time, jitload
+from jitload import _native
+""" + BIG_IR + """
+ir = big_ir(3, 3000)
+lib = jitload.Session().library("x", opt_level=2)
+lib.add_ir("define i64 @keep() {\\n  ret i64 7\\n}\\n")
+if sys.argv[1] == "interrupt":
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t0 = time.monotonic()
+try:
+    lib.add_ir(ir, name="big")
+    got = "finished"
+except KeyboardInterrupt:
+    got = "KeyboardInterrupt"
+except jitload.errors.CompileError as e:
+    got = "CompileError: " + str(e)
+waited = time.monotonic() - t0
+running = _native.abandoned_compiles()
+deadline = time.monotonic() + 200
+while _native.abandoned_compiles() and time.monotonic() < deadline:
+    time.sleep(0.05)   # the abandoned compile ends in the background
+after = {"symbols": lib.symbols(), "modules": [n for _, n in lib._native.modules()]}
+# The same names can be added again (nothing of the abandoned compile holds them) and work.
+lib.add_ir("".join(f"define i64 @slow{f}(ptr %p, i64 %s) {{\\n  %r = add i64 %s, {f}\\n  ret i64 %r\\n}}\\n"
+                   for f in range(3)))
+calls = [lib.function(f"slow{f}", "int64(void*, int64)")(None, 10) for f in range(3)] + [lib.function("keep", "int64()")()]
+print(json.dumps({"got": got, "waited": waited, "running": running, "still_running": _native.abandoned_compiles(),
+                  "after": after, "calls": calls, "symbols": lib.symbols()}))
+"""
+
+
+@pytest.mark.parametrize("how", ["interrupt", "timeout"])
+def test_an_abandoned_library_compile_is_dropped_and_its_names_stay_free(how):
+    """Ctrl-C or the time limit ends the wait for an engine-API compile at once; the compile
+    (which LLVM cannot stop) finishes in the background and nothing of it is added."""
+    env = {**os.environ, "JITLOAD_CACHE": "0"}
+    if how == "timeout":
+        env["JITLOAD_COMPILE_TIMEOUT_S"] = "0.5"
+    out = subprocess.run([sys.executable, "-c", ABANDONED, how], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout)
+    if how == "interrupt":
+        assert r["got"] == "KeyboardInterrupt" and r["waited"] < 1.3, r
+    else:
+        assert r["got"].startswith("CompileError") and "JITLOAD_COMPILE_TIMEOUT_S" in r["got"] and r["waited"] < 1.5, r
+    assert r["running"] == 1, r  # still compiling when the caller got its exception
+    assert r["still_running"] == 0, r
+    # Nothing of the abandoned module became visible, before or after it finished.
+    assert r["after"] == {"symbols": ["keep"], "modules": ["<ir>"]}, r
+    assert r["calls"] == [10, 11, 12, 7], r
+    assert r["symbols"] == ["keep", "slow0", "slow1", "slow2"], r
 
 
 FORK = """

@@ -4,9 +4,10 @@
 //! input must end in `Ok` or an `EngineError`; anything else (a crash, an abort, a panic)
 //! is reported by libFuzzer and counted by the driver.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use jitload_engine::{Library, LibraryOptions, OptLevel, Session};
+use jitload_engine::{Library, LibraryOptions, LoadOptions, OptLevel, Session};
 
 /// The process's session, created once.
 pub fn session() -> Arc<Session> {
@@ -63,4 +64,31 @@ pub fn add_and_remove(add: impl FnOnce(&Library) -> Result<u64, jitload_engine::
             let _ = e.to_string();
         }
     }
+}
+
+/// Loads `data` through the import path, `Session::load_bytes` (object cache off, -O0),
+/// compiling in a forked child (`isolate`) or in-process. Loaded code is only freed with its
+/// session, so a fresh session is used every 256 inputs.
+pub fn load_bytes(data: &[u8], isolate: bool) {
+    thread_local! {
+        static STATE: RefCell<(Option<Session>, u32)> = const { RefCell::new((None, 0)) };
+    }
+    let bitcode = data.starts_with(b"BC\xc0\xde") || data.starts_with(&[0xde, 0xc0, 0x17, 0x0b]);
+    let path = if bitcode { "fuzz.bc" } else { "fuzz.ll" };
+    let options = LoadOptions { opt_level: OptLevel::O0, required_symbol: None, isolate, use_cache: false };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0.is_none() || s.1 >= 256 {
+            s.0 = None;
+            s.0 = Some(fresh_session());
+            s.1 = 0;
+        }
+        s.1 += 1;
+        let session = s.0.as_ref().expect("session");
+        match session.load_bytes(data, path, &options) {
+            Ok(loaded) => drop(loaded),
+            // Every error must be describable (Display walks every variant's fields).
+            Err(e) => drop(e.to_string()),
+        }
+    });
 }

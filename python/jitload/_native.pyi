@@ -13,6 +13,7 @@ __all__ = [
     "Session",
     "take_call_error",
     "write_unraisable",
+    "abandoned_compiles",
     "dependent_libraries",
     "cache_clear",
     "cache_info",
@@ -137,6 +138,10 @@ def take_call_error() -> Optional[BaseException]:
 
 def write_unraisable(exc: BaseException, obj: Optional[Any]) -> None:
     """Report an exception through sys.unraisablehook."""
+
+def abandoned_compiles() -> int:
+    """Engine-API compiles whose wait Ctrl-C or the time limit ended and that are still
+    running (each finishes in the background; its result is dropped)."""
 
 def free_with_module(module: ModuleType, allowed: bool) -> bool:
     """With ``allowed``, free a loaded module's code right after the module object is

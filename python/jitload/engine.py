@@ -245,7 +245,8 @@ class Library:
 
     def address(self, name: str) -> int:
         """The address of ``name``: for a function, its stable entry point (replace and lazy
-        compilation redirect it); for a variable, its storage. Raises SymbolNotFoundError
+        compilation redirect it); for a variable, its storage (for a ``thread_local`` one, the
+        calling thread's copy). Raises SymbolNotFoundError
         (with close matches) or RemovedError."""
         return self._native.address(name)
 
@@ -270,7 +271,8 @@ class Library:
 
     def variable(self, name: str, ctype: Type[_C]) -> _C:
         """The global variable ``name`` as a ctypes object of type ``ctype`` (e.g.
-        ``ctypes.c_int64`` or an array type); it keeps the library alive."""
+        ``ctypes.c_int64`` or an array type); it keeps the library alive. A ``thread_local``
+        variable gives the calling thread's copy: ask again from each thread."""
         address = self.address(name)
         holder = _keepalive_subclass(ctype)
         value = holder.from_address(address)

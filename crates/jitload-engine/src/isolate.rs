@@ -19,19 +19,25 @@ fn extra_memory_bytes() -> u64 {
 
 /// How long a compile may take before the child is killed (`JITLOAD_COMPILE_TIMEOUT_S`,
 /// default 600 s): some corrupt bitcode makes LLVM loop forever (found by the mutation run).
-fn timeout() -> Duration {
+pub(crate) fn timeout() -> Duration {
     let secs = std::env::var("JITLOAD_COMPILE_TIMEOUT_S").ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(600.0);
     Duration::from_secs_f64(secs.max(0.1))
 }
 
-/// Asked every 50 ms while waiting for the child: true cancels the compile (the embedding
-/// layer checks for Ctrl-C here, so a long compile is interrupted promptly).
+/// Asked every 50 ms while waiting for the child (and for an in-process compile's thread,
+/// see `background`): true cancels the compile (the embedding layer checks for Ctrl-C here,
+/// so a long compile is interrupted promptly).
 pub type InterruptCheck = fn() -> bool;
 static INTERRUPT_CHECK: RwLock<Option<InterruptCheck>> = RwLock::new(None);
 
 /// Installs the check (see [`InterruptCheck`]).
 pub fn set_interrupt_check(check: InterruptCheck) {
     *INTERRUPT_CHECK.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
+}
+
+/// The installed check, if any.
+pub(crate) fn interrupt_check() -> Option<InterruptCheck> {
+    *INTERRUPT_CHECK.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why the compiler child produced no result.
@@ -152,7 +158,7 @@ fn run_child(work: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, Stop> {
 /// interrupt check are honoured; on either, kills the child (the caller reaps it).
 fn collect_output(fd: i32, pid: libc::pid_t) -> Result<Vec<u8>, Stop> {
     let deadline = Instant::now() + timeout();
-    let check = *INTERRUPT_CHECK.read().unwrap_or_else(|e| e.into_inner());
+    let check = interrupt_check();
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

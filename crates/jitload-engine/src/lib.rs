@@ -1,6 +1,7 @@
 //! jitload's engine: LLVM bitcode and IR in, linked native code out, through LLVM 22's ORC.
 //! Pure Rust with no Python dependency; `jitload-py` exposes it to Python.
 
+pub mod background;
 pub mod bitstream;
 pub mod error;
 pub mod grace;

@@ -208,6 +208,23 @@ impl Drop for LazyModule {
 // in LazySource).
 unsafe impl Send for LazyModule {}
 
+/// Prefix of an emulated-TLS control object: thread-local `x` is linked as `__emutls_v.x`.
+const EMUTLS_CONTROL: &str = "__emutls_v.";
+
+fn emutls_name(name: &str) -> String {
+    format!("{EMUTLS_CONTROL}{name}")
+}
+
+/// The name users know a linked name by (a thread-local's control object by its variable).
+fn user_name(linked: &str) -> &str {
+    linked.strip_prefix(EMUTLS_CONTROL).unwrap_or(linked)
+}
+
+/// Names users never see: lowered init functions and emulated-TLS initial-value templates.
+fn internal_name(name: &str) -> bool {
+    name.starts_with("__jitload_") || name.starts_with("__emutls_t.")
+}
+
 fn body_name(name: &str, module: u64) -> String {
     format!("{name}.jitload.{module}")
 }
@@ -306,15 +323,22 @@ impl Library {
     pub fn module_symbols(&self, id: u64) -> Option<Vec<String>> {
         let state = self.state();
         let m = state.modules.get(&id)?;
-        Some(m.functions.iter().chain(&m.direct).cloned().collect())
+        Some(m.functions.iter().chain(&m.direct).filter(|n| !n.starts_with("__emutls_t.")).map(|n| user_name(n).to_string()).collect())
     }
 
     /// Adds IR text or bitcode. With `replace`, functions the library already defines are
     /// redirected to the new bodies; without it they are an error.
+    ///
+    /// The compile runs on a compiler thread while this one waits for it, so Ctrl-C (the
+    /// interrupt check) and `JITLOAD_COMPILE_TIMEOUT_S` end the wait at once; the compile
+    /// itself cannot be stopped and is abandoned: it finishes in the background and nothing
+    /// of it is linked (see `background`). Linking and constructors run on this thread.
     pub fn add_ir(&self, bytes: &[u8], path: &str, replace: bool) -> Result<u64, EngineError> {
         self.check_live()?;
         let id = self.session().next_id();
-        let prepared = self.prepare(bytes, path, id)?;
+        let (library, owned, label) = (self.clone(), bytes.to_vec(), path.to_string());
+        let prepared = crate::background::run(path, move || library.prepare(&owned, &label, id))?;
+        self.check_live()?;
         self.install(id, path, prepared, replace, None)
     }
 
@@ -326,6 +350,15 @@ impl Library {
             path: path.to_string(),
             detail: format!("not a relocatable object file for this machine: {detail}"),
         })?;
+        if let Some(cause) = crate::objfile::thread_local_use(bytes) {
+            return Err(EngineError::Link {
+                path: path.to_string(),
+                message: format!(
+                    "{cause}, which the JIT linker cannot give per-thread storage without a TLS runtime; \
+                     compile it with -femulated-tls, or add it as bitcode (add_bitcode/add_c use emulated TLS)"
+                ),
+            });
+        }
         let prepared = Prepared {
             objects: vec![bytes.to_vec()],
             functions: Vec::new(),
@@ -393,6 +426,11 @@ impl Library {
         if let Some(&(address, _)) = self.state().direct.get(symbol) {
             return Ok(address);
         }
+        let control = self.state().direct.get(&emutls_name(symbol)).map(|&(a, _)| a);
+        if let Some(control) = control {
+            // A thread-local: this thread's copy (each thread that asks gets its own).
+            return Ok(crate::cxx::emutls_get_address(control as *mut std::ffi::c_void) as u64);
+        }
         Err(EngineError::NotFound { library: self.inner.name.clone(), symbol: symbol.to_string(), close: self.close_names(symbol) })
     }
 
@@ -408,7 +446,8 @@ impl Library {
             let owner = stub.owner.load(Ordering::Acquire);
             return (owner != 0).then_some(owner);
         }
-        self.state().direct.get(symbol).map(|&(_, m)| m)
+        let state = self.state();
+        state.direct.get(symbol).or_else(|| state.direct.get(&emutls_name(symbol))).map(|&(_, m)| m)
     }
 
     /// Every name the library defines now, sorted.
@@ -420,8 +459,8 @@ impl Library {
             .filter(|s| s.live.load(Ordering::Acquire))
             .map(|s| s.name.clone())
             .collect();
-        names.extend(self.state().direct.keys().cloned());
-        names.retain(|n| !n.starts_with("__jitload_"));
+        names.extend(self.state().direct.keys().filter(|n| !internal_name(n)).map(|n| user_name(n).to_string()));
+        names.retain(|n| !internal_name(n));
         names.sort();
         names
     }
@@ -712,13 +751,20 @@ impl Library {
         let constructors = module.lower_init_array("llvm.global_ctors", &ctors, false).then_some(ctors);
         let destructors = module.lower_init_array("llvm.global_dtors", &dtors, true).then_some(dtors);
         let symbols = module.symbols();
-        let undefined = ir::undefined_symbols(&symbols);
+        // The target machine emits every thread-local as its emulated-TLS control object
+        // (see `cxx`): that is the name the module defines or needs.
+        let tls: std::collections::HashSet<&str> =
+            symbols.iter().filter(|s| s.thread_local).map(|s| s.name.as_str()).collect();
+        let undefined =
+            ir::undefined_symbols(&symbols).into_iter().map(|n| if tls.contains(n.as_str()) { emutls_name(&n) } else { n }).collect();
         let mut functions = Vec::new();
         let mut direct = Vec::new();
         for s in symbols.iter().filter(|s| s.defined && s.exported) {
             // Constructors and destructors stay direct: they must run even while (or after)
             // the module's names are unbound.
-            if s.kind == SymbolKind::Function && !s.weak_definition && !s.name.starts_with("__jitload_") {
+            if s.thread_local {
+                direct.push(emutls_name(&s.name));
+            } else if s.kind == SymbolKind::Function && !s.weak_definition && !s.name.starts_with("__jitload_") {
                 functions.push(s.name.clone());
             } else {
                 direct.push(s.name.clone());
@@ -837,8 +883,10 @@ impl Library {
         }
         let state = self.state();
         for d in direct {
-            if state.direct.contains_key(d) {
-                clashes.push(d.clone());
+            // A thread-local and a plain variable of the same name clash too.
+            let plain = user_name(d);
+            if state.direct.contains_key(d) || state.direct.contains_key(plain) || state.direct.contains_key(&emutls_name(plain)) {
+                clashes.push(plain.to_string());
             }
         }
         drop(state);

@@ -47,8 +47,10 @@ impl PySession {
     #[pyo3(signature = (data, name, opt_level=2))]
     fn inspect(&self, py: Python<'_>, data: &[u8], name: &str, opt_level: u8) -> PyResult<(String, String)> {
         let level = crate::opt_level(opt_level)?;
-        let session = self.inner.clone();
-        py.detach(|| session.inspect(data, name, level)).map_err(|e| engine_error(py, e, None))
+        let (session, data, label) = (self.inner.clone(), data.to_vec(), name.to_string());
+        // On a compiler thread, so Ctrl-C and the time limit end the wait (see `background`).
+        py.detach(|| jitload_engine::background::run(name, move || session.inspect(&data, &label, level)))
+            .map_err(|e| engine_error(py, e, None))
     }
 }
 
@@ -311,6 +313,14 @@ pub fn write_unraisable(py: Python<'_>, exc: Bound<'_, PyAny>, obj: Option<Bound
     PyErr::from_value(exc).write_unraisable(py, obj.as_ref());
 }
 
+/// How many engine-API compiles were abandoned (Ctrl-C or the time limit ended their wait)
+/// and are still running: LLVM cannot stop a compile, so each finishes in the background and
+/// its result is dropped.
+#[pyfunction]
+pub fn abandoned_compiles() -> usize {
+    jitload_engine::background::abandoned_running()
+}
+
 /// Releases the GIL around a wait inside a stub resolution, if this thread holds it: the
 /// thread it waits for may need the GIL to run a generator.
 fn wait_without_gil(wait: &mut dyn FnMut()) {
@@ -339,5 +349,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CallGuard>()?;
     m.add_function(wrap_pyfunction!(take_call_error, m)?)?;
     m.add_function(wrap_pyfunction!(write_unraisable, m)?)?;
+    m.add_function(wrap_pyfunction!(abandoned_compiles, m)?)?;
     Ok(())
 }
