@@ -429,7 +429,8 @@ impl Library {
         let control = self.state().direct.get(&emutls_name(symbol)).map(|&(a, _)| a);
         if let Some(control) = control {
             // A thread-local: this thread's copy (each thread that asks gets its own).
-            return Ok(crate::cxx::emutls_get_address(control as *mut std::ffi::c_void) as u64);
+            // SAFETY: `control` is the module's own control object, linked and alive.
+            return Ok(unsafe { crate::cxx::thread_local_address(control) });
         }
         Err(EngineError::NotFound { library: self.inner.name.clone(), symbol: symbol.to_string(), close: self.close_names(symbol) })
     }

@@ -351,6 +351,15 @@ extern "C" {
     fn libgcc_emutls_get_address(control: *mut c_void) -> *mut c_void;
 }
 
+/// This thread's copy of the thread-local whose emulated-TLS control object (a module's
+/// `__emutls_v.<name>`, or one jitload made) is at `control`.
+///
+/// # Safety
+/// `control` must be the address of such a control object, alive for the call.
+pub unsafe fn thread_local_address(control: u64) -> u64 {
+    emutls_get_address(control as usize as *mut c_void) as usize as u64
+}
+
 /// What JIT'd code gets for `__emutls_get_address`: libgcc's, except for the control
 /// objects jitload made for shared libraries' thread-locals.
 pub(crate) extern "C" fn emutls_get_address(control: *mut c_void) -> *mut c_void {
