@@ -32,8 +32,8 @@ import common  # noqa: E402
 
 FUZZ = common.ROOT / "fuzz"
 TARGET_DIR = FUZZ / "target" / "x86_64-unknown-linux-gnu" / "release"
-RUST_TARGETS = ["bitcode", "ir_text", "object", "load_bytes", "load_bytes_isolated", "cache_entry"]
-MAX_LEN = {"bitcode": 131072, "load_bytes": 131072, "load_bytes_isolated": 131072, "ir_text": 32768, "object": 65536, "cache_entry": 4096}
+RUST_TARGETS = ["bitcode", "ir_text", "object", "objload", "load_bytes", "load_bytes_isolated", "cache_entry"]
+MAX_LEN = {"bitcode": 131072, "load_bytes": 131072, "load_bytes_isolated": 131072, "ir_text": 32768, "object": 65536, "objload": 131072, "cache_entry": 4096}
 STATUS = re.compile(r"^#(\d+): cov: (\d+) ft: (\d+) corp: (\d+) exec/s: (\d+) oom/timeout/crash: (\d+)/(\d+)/(\d+) time: (\d+)s")
 
 
@@ -67,6 +67,10 @@ def seed(target: str, corpus: Path, modules: Dict[str, List[Path]]) -> None:
         files = [p for p in modules["ll"] if p.stat().st_size <= MAX_LEN[target]]
     elif target == "object":
         files = modules["o"]
+    elif target == "objload":  # a leading 0 byte: the whole object as a set of one
+        for f in modules["o"]:
+            if f.stat().st_size < MAX_LEN[target]:
+                (corpus / f.name).write_bytes(b"\x00" + f.read_bytes())
     elif target == "cache_entry":
         (corpus / "raw").write_bytes(b"\x00jlcache\x00" + bytes(100))
         (corpus / "valid").write_bytes(b"\x01" + bytes(range(200)))
