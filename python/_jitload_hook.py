@@ -97,13 +97,12 @@ def put(details: "List[Details]") -> None:
 
 
 def refresh(details: "Optional[List[Details]]") -> None:
-    """Gives the FileFinders already made the loaders of ``details`` (None: the interpreter's
-    own, by dropping them) and forgets paths no hook could handle."""
+    """Gives the FileFinders already made the loaders of ``details`` (None: drops them, so
+    the interpreter's own hook makes new ones). Paths no hook could handle (None entries)
+    stay: a jitload hook accepts exactly the directories FileFinder's own hook accepts."""
     loaders = [(suffix, loader) for loader, suffixes in details for suffix in suffixes] if details is not None else None
     for key, finder in list(sys.path_importer_cache.items()):
-        if finder is None:
-            del sys.path_importer_cache[key]
-        elif isinstance(finder, FileFinder):
+        if isinstance(finder, FileFinder):
             if loaders is not None and isinstance(getattr(finder, "_loaders", None), list):
                 finder._loaders = list(loaders)  # type: ignore[attr-defined]
             else:
@@ -112,5 +111,9 @@ def refresh(details: "Optional[List[Details]]") -> None:
 
 def install() -> None:
     """Installs the start-up hook with the options of the environment
-    (``JITLOAD_PREFER_BITCODE``, ``JITLOAD_C_SOURCE``)."""
+    (``JITLOAD_PREFER_BITCODE``, ``JITLOAD_C_SOURCE``), unless ``JITLOAD_DISABLE`` is set or a
+    jitload hook is already in place (a venv's ``lib64`` link makes site read ``jitload.pth``
+    twice)."""
+    if env_flag("JITLOAD_DISABLE") or any(getattr(h, "_jitload", False) for h in sys.path_hooks):
+        return
     put(loader_details(env_flag("JITLOAD_PREFER_BITCODE"), env_flag("JITLOAD_C_SOURCE"), _bitcode_loader, _c_source_loader))
