@@ -95,12 +95,13 @@ INLINE void decref(PyObject *o) {
 }
 INLINE int exact(PyObject *o, char *type) { return o->ob_type == (void *)type; }
 
-/* The thread pointer (%fs:0 on x86-64 Linux): a per-thread identity in one load. */
-INLINE uintptr_t thread_pointer(void) {
-    uintptr_t t;
-    __asm__("movq %%fs:0, %0" : "=r"(t));
-    return t;
-}
+/* The callback handshake's slot (docs in src/frames.rs): one word of the host's
+ * initial-exec TLS, at offset _JIT_TLS from the thread pointer in every thread. __seg_fs
+ * makes the accesses `mov reg, %fs:(offset)`. Holds the newest running wrapper frame of
+ * this thread, tagged with | 1 once a callback stored an exception in it. */
+HOLE(_JIT_TLS);
+typedef uintptr_t __seg_fs *TlsSlot;
+#define HANDSHAKE_SLOT() ((TlsSlot)VALUE(_JIT_TLS))
 
 /* ---- kinds: the C types of a signature (mirrored in src/sig.rs) --------------------- */
 enum {
@@ -123,9 +124,8 @@ typedef struct CallFrame {
     uint64_t ret_i;         /* rax after the call */
     uint64_t ret_d;         /* xmm0 after the call */
     PyObject *self;         /* the wrapper's state object (for error messages) */
-    struct CallFrame *prev; /* the callback handshake: frames of running wrappers, newest first */
-    uintptr_t thread;       /* thread_pointer() of the thread running this wrapper */
-    PyObject *pending;      /* an exception a callback raised during the call, or NULL */
+    uintptr_t prev;         /* the handshake slot before this frame was pushed */
+    PyObject *pending;      /* an exception a callback raised (valid once the slot is tagged) */
     uintptr_t token;        /* what the call guard's enter returned */
     Py_buffer *bufs;        /* MAX_BUFFERS slots (entries with buffers only) */
     int64_t nbuf;           /* slots in use */
@@ -133,10 +133,9 @@ typedef struct CallFrame {
 _Static_assert(offsetof(CallFrame, ret_i) == 240, "frames.rs");
 _Static_assert(offsetof(CallFrame, self) == 256, "frames.rs");
 _Static_assert(offsetof(CallFrame, prev) == 264, "frames.rs");
-_Static_assert(offsetof(CallFrame, thread) == 272, "frames.rs");
-_Static_assert(offsetof(CallFrame, pending) == 280, "frames.rs");
-_Static_assert(offsetof(CallFrame, bufs) == 296, "frames.rs");
-_Static_assert(sizeof(CallFrame) == 312, "frames.rs");
+_Static_assert(offsetof(CallFrame, pending) == 272, "frames.rs");
+_Static_assert(offsetof(CallFrame, bufs) == 288, "frames.rs");
+_Static_assert(sizeof(CallFrame) == 304, "frames.rs");
 
 /* ---- callback thunks: native -> Python (mirrored in src/frames.rs) ------------------ */
 #define MAX_CALLBACK_ARGS 14
@@ -146,11 +145,10 @@ typedef struct CbFrame {
     PyObject *argv[1 + MAX_CALLBACK_ARGS]; /* argv[0] is scratch (PY_VECTORCALL_ARGUMENTS_OFFSET) */
     int64_t nboxed;                        /* argv[1..=nboxed] hold references */
     PyObject *result;                      /* what the callable returned (a reference) */
-    uintptr_t thread;
 } CbFrame;
 _Static_assert(offsetof(CbFrame, argv) == 112, "frames.rs");
 _Static_assert(offsetof(CbFrame, nboxed) == 232, "frames.rs");
-_Static_assert(sizeof(CbFrame) == 256, "frames.rs");
+_Static_assert(sizeof(CbFrame) == 248, "frames.rs");
 
 /* The mutable part of a thunk, owned by the host's Thunk object (the code is read-only). */
 typedef struct ThunkCell {
@@ -163,8 +161,7 @@ typedef struct ThunkCell {
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
 extern PyObject *jitload_fast_bad_nargs(PyObject *self, Py_ssize_t nargs);
 extern int jitload_fast_conv_slow(CallFrame *fr, PyObject *o, uintptr_t arg, uintptr_t kind, uintptr_t dest);
-extern void jitload_fast_unlink(CallFrame *fr);
-extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
+extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr, uintptr_t seen);
 extern PyObject *jitload_fast_null_result(CallFrame *fr);
 extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
 extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);

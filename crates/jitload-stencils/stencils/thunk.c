@@ -52,7 +52,6 @@ INLINE Ret ret_bits(uint64_t bits) { return (Ret){.i = 0, .d = as_double(bits)};
 INLINE Ret cb_entry(CbFrame *fr) {
     fr->nboxed = 0;
     fr->result = NULL;
-    fr->thread = thread_pointer();
     /* Does this thread hold the GIL? Its own thread state is the attached / current one. */
     void *mine = PyGILState_GetThisThreadState();
     int ensured = 0, state = 0;
