@@ -11,6 +11,8 @@
 //!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
 //!   immediate form when it fits, else a GOT slot.
 //!
+//! * `Abs32S` (inline-asm displacements, `%fs:_JIT_TLS`): the value, which must fit.
+//!
 //! Instruction lengths never change, so stencil offsets are those of the object file. A
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.
@@ -170,6 +172,12 @@ fn write(
                         }
                     }
                     got_slot(buf, &mut got, got_start, base, field, place, value, hole.addend);
+                }
+                HoleKind::Abs32S => {
+                    let imm = i32::try_from((value as i64).wrapping_add(hole.addend))
+                        .map_err(|_| Error::Plan(format!("{}: {} = {value:#x} does not fit 32 bits", stencil.name, SYMBOL_NAMES[hole.symbol as usize])))?;
+                    buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
+                    relaxed += 1;
                 }
                 HoleKind::RexGotPcRelX => {
                     if relax_rex(buf, field, place, value, hole.addend) {

@@ -96,12 +96,17 @@ INLINE void decref(PyObject *o) {
 INLINE int exact(PyObject *o, char *type) { return o->ob_type == (void *)type; }
 
 /* The callback handshake's slot (docs in src/frames.rs): one word of the host's
- * initial-exec TLS, at offset _JIT_TLS from the thread pointer in every thread. __seg_fs
- * makes the accesses `mov reg, %fs:(offset)`. Holds the newest running wrapper frame of
- * this thread, tagged with | 1 once a callback stored an exception in it. */
-HOLE(_JIT_TLS);
-typedef uintptr_t __seg_fs *TlsSlot;
-#define HANDSHAKE_SLOT() ((TlsSlot)VALUE(_JIT_TLS))
+ * initial-exec TLS, at offset _JIT_TLS from the thread pointer in every thread. It holds the
+ * newest running wrapper frame of this thread, tagged with | 1 once a callback stored an
+ * exception in it. The offset is an absolute 32-bit displacement (`mov %fs:_JIT_TLS, reg`,
+ * R_X86_64_32S), so the slot costs no register and no load of its address. The "memory"
+ * clobbers order the accesses with the frame's stores: a callback reads the frame. */
+INLINE uintptr_t slot_get(void) {
+    uintptr_t v;
+    __asm__ volatile("movq %%fs:_JIT_TLS, %0" : "=r"(v) : : "memory");
+    return v;
+}
+INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : : "r"(v) : "memory"); }
 
 /* ---- kinds: the C types of a signature (mirrored in src/sig.rs) --------------------- */
 enum {

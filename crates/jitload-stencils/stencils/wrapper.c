@@ -68,9 +68,8 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
         fr.nbuf = 0;
     }
     /* The handshake (docs in src/frames.rs): callbacks on this thread find this frame. */
-    TlsSlot slot = HANDSHAKE_SLOT();
-    fr.prev = *slot;
-    *slot = (uintptr_t)&fr;
+    fr.prev = slot_get();
+    slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
     if (guard) {
         /* enter returns a token for exit, or UINTPTR_MAX with an exception set: no call. */
@@ -90,8 +89,8 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
             PyBuffer_Release(&bufs[k]);
         }
     }
-    uintptr_t seen = *slot;
-    *slot = fr.prev;
+    uintptr_t seen = slot_get();
+    slot_set(fr.prev);
     if (UNLIKELY(seen != (uintptr_t)&fr)) {
         /* Tagged: a callback stored an exception in fr.pending. */
         return jitload_fast_raise_pending(r, &fr, seen);
@@ -327,15 +326,14 @@ BOXES(BOX_STENCIL)
         if (__builtin_strcmp(#KIND, "pyobject") == 0) { /* folded at compile time */     \
             fr->self = self; /* only the NULL-result slow path reads it */               \
         }                                                                                \
-        TlsSlot slot = HANDSHAKE_SLOT();                                                 \
-        fr->prev = *slot;                                                                \
-        *slot = (uintptr_t)fr;                                                           \
+        fr->prev = slot_get();                                                           \
+        slot_set((uintptr_t)fr);                                                         \
         Ret r = ((Ret (*)(void))_JIT_TARGET)();                                          \
         uint64_t r0 = r.i, r1 = double_bits(r.d);                                        \
         (void)r0, (void)r1;                                                              \
         PyObject *result = EXPR;                                                         \
-        uintptr_t seen = *slot;                                                          \
-        *slot = fr->prev;                                                                \
+        uintptr_t seen = slot_get();                                                     \
+        slot_set(fr->prev);                                                              \
         if (UNLIKELY(seen != (uintptr_t)fr)) {                                           \
             return jitload_fast_raise_pending(result, fr, seen);                         \
         }                                                                                \
