@@ -29,7 +29,7 @@
 pub struct CallFrame {
     pub i: [u64; 6],
     pub f: [u64; 8],
-    pub stack: [u64; 16],
+    pub stack: [u64; MAX_STACK_ARGS],
     pub ret_i: u64,
     pub ret_d: u64,
     pub self_: *mut libc::c_void,
@@ -48,6 +48,7 @@ pub struct CallFrame {
 pub struct CbFrame {
     pub i: [u64; 6],
     pub f: [u64; 8],
+    pub stack: [u64; MAX_STACK_ARGS],
     pub argv: [*mut libc::c_void; 1 + MAX_CALLBACK_ARGS],
     pub nboxed: i64,
     pub result: *mut libc::c_void,
@@ -77,7 +78,9 @@ pub struct Ret {
 /// Buffer slots in a wrapper frame (ptr and buffer arguments).
 pub const MAX_BUFFERS: usize = 16;
 /// Arguments of a callback.
-pub const MAX_CALLBACK_ARGS: usize = 14;
+pub const MAX_CALLBACK_ARGS: usize = 6 + 8 + MAX_STACK_ARGS;
+/// Memory-class (stack) arguments of a wrapper or a callback.
+pub const MAX_STACK_ARGS: usize = 16;
 /// `sizeof(Py_buffer)` on 64-bit CPython.
 pub const PY_BUFFER_SIZE: usize = 80;
 
@@ -88,9 +91,10 @@ const _: () = {
     assert!(std::mem::offset_of!(CallFrame, pending) == 272);
     assert!(std::mem::offset_of!(CallFrame, bufs) == 288);
     assert!(std::mem::size_of::<CallFrame>() == 304);
-    assert!(std::mem::offset_of!(CbFrame, argv) == 112);
-    assert!(std::mem::offset_of!(CbFrame, nboxed) == 232);
-    assert!(std::mem::size_of::<CbFrame>() == 248);
+    assert!(std::mem::offset_of!(CbFrame, stack) == 112);
+    assert!(std::mem::offset_of!(CbFrame, argv) == 240);
+    assert!(std::mem::offset_of!(CbFrame, nboxed) == 488);
+    assert!(std::mem::size_of::<CbFrame>() == 504);
     assert!(std::mem::size_of::<ThunkCell>() == 32);
 };
 
@@ -102,7 +106,7 @@ pub const fn int_slot(k: usize) -> u64 {
 pub const fn sse_slot(k: usize) -> u64 {
     (48 + 8 * k) as u64
 }
-/// Byte offset of memory argument `k` in a [`CallFrame`].
+/// Byte offset of memory argument `k` in a [`CallFrame`] / [`CbFrame`].
 pub const fn stack_slot(k: usize) -> u64 {
     (112 + 8 * k) as u64
 }

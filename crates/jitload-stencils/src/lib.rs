@@ -62,6 +62,7 @@ impl std::error::Error for Error {}
 pub const PER_PIECE: &[&str] = &[
     "_JIT_CONTINUE",
     "_JIT_NARGS",
+    "_JIT_NSTACK",
     "_JIT_ARG",
     "_JIT_DEST",
     "_JIT_KIND",

@@ -125,7 +125,7 @@ typedef struct {
 typedef struct CallFrame {
     uint64_t i[6];          /* integer-class register arguments (rdi, rsi, rdx, rcx, r8, r9) */
     uint64_t f[8];          /* SSE arguments (xmm0-7): a double, or a float in the low half */
-    uint64_t stack[16];     /* memory-class arguments, in order */
+    uint64_t stack[16];     /* memory-class arguments, in order (MAX_STACK_ARGS) */
     uint64_t ret_i;         /* rax after the call */
     uint64_t ret_d;         /* xmm0 after the call */
     PyObject *self;         /* the wrapper's state object (for error messages) */
@@ -143,17 +143,20 @@ _Static_assert(offsetof(CallFrame, bufs) == 288, "frames.rs");
 _Static_assert(sizeof(CallFrame) == 304, "frames.rs");
 
 /* ---- callback thunks: native -> Python (mirrored in src/frames.rs) ------------------ */
-#define MAX_CALLBACK_ARGS 14
+#define MAX_CALLBACK_ARGS 30
+#define MAX_STACK_ARGS 16
 typedef struct CbFrame {
     uint64_t i[6];
     uint64_t f[8];
+    uint64_t stack[MAX_STACK_ARGS]; /* memory-class arguments, copied from the caller's frame */
     PyObject *argv[1 + MAX_CALLBACK_ARGS]; /* argv[0] is scratch (PY_VECTORCALL_ARGUMENTS_OFFSET) */
     int64_t nboxed;                        /* argv[1..=nboxed] hold references */
     PyObject *result;                      /* what the callable returned (a reference) */
 } CbFrame;
-_Static_assert(offsetof(CbFrame, argv) == 112, "frames.rs");
-_Static_assert(offsetof(CbFrame, nboxed) == 232, "frames.rs");
-_Static_assert(sizeof(CbFrame) == 248, "frames.rs");
+_Static_assert(offsetof(CbFrame, stack) == 112, "frames.rs");
+_Static_assert(offsetof(CbFrame, argv) == 240, "frames.rs");
+_Static_assert(offsetof(CbFrame, nboxed) == 488, "frames.rs");
+_Static_assert(sizeof(CbFrame) == 504, "frames.rs");
 
 /* The mutable part of a thunk, owned by the host's Thunk object (the code is read-only). */
 typedef struct ThunkCell {

@@ -1,5 +1,6 @@
 /* Callback thunks: a native call (any C signature of up to 6 integer-class and 8 SSE
- * arguments) into a Python callable, as a chain of stencils.
+ * arguments in registers and 16 more in memory) into a Python callable, as a chain of
+ * stencils.
  *
  *   cb_entry_*  native convention: stores the argument registers in a CbFrame on its own
  *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
@@ -11,7 +12,7 @@
  * jitload wrapper running on this thread, or sys.unraisablehook) and returns the cell's
  * error value.
  *
- * Holes: _JIT_SRC, _JIT_CELL, _JIT_NARGS, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TSTATE_GET,
+ * Holes: _JIT_SRC, _JIT_CELL, _JIT_NARGS, _JIT_NSTACK, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TSTATE_GET,
  * C API functions and host helpers. Continuation: _JIT_CONTINUE.
  */
 #include "stencils.h"
@@ -19,6 +20,7 @@
 HOLE(_JIT_SRC);
 HOLE(_JIT_CELL);
 HOLE(_JIT_NARGS);
+HOLE(_JIT_NSTACK);
 HOLE(_JIT_KIND);
 HOLE(_JIT_MIN);
 HOLE(_JIT_MAX);
@@ -112,6 +114,25 @@ Ret cb_entry_full(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D 
     fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
     fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
     fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
+    return cb_entry(&fr);
+}
+
+/* ... and up to MAX_STACK_ARGS (_JIT_NSTACK of them) more in memory: SysV passes each in an
+ * 8-byte slot, in argument order, starting just above the return address. Only the slots
+ * the signature has are read (never past the caller's arguments). */
+Ret cb_entry_stack(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
+    fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
+    fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
+    /* The frame address is where the frame pointer was saved: the return address is above
+     * it, the first memory argument above that. */
+    const uint64_t *in = (const uint64_t *)__builtin_frame_address(0) + 2;
+    /* A few words: a plain loop is smaller than the vectorized and unrolled one. */
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (uintptr_t k = 0; k < VALUE(_JIT_NSTACK); k++) {
+        fr.stack[k] = in[k];
+    }
     return cb_entry(&fr);
 }
 
