@@ -306,8 +306,14 @@ fn signature_errors() {
     let sig = Signature::parse(&many).unwrap();
     let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
     assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
-    let sig = Signature::parse(&format!("int64({})", ["int64"; 7].join(", "))).unwrap();
-    assert!(jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).is_err(), "callbacks: registers only");
+    let sig = Signature::parse(&format!("int64({})", ["int64"; 22].join(", "))).unwrap();
+    let pieces = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap();
+    assert_eq!(STENCILS[pieces[0].stencil].name, "cb_entry_stack");
+    let nstack = pieces[0].values.iter().find(|(s, _)| *s == jitload_stencils::sym::_JIT_NSTACK).unwrap().1;
+    assert_eq!(nstack, 16, "6 in registers, 16 on the stack");
+    let sig = Signature::parse(&many).unwrap();
+    let err = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap_err().to_string();
+    assert!(err.contains("16 more on the stack") && err.contains("int64(int64"), "{err}");
 }
 
 /// The mapping holding `address` is r-x (private: mprotect; shared: the memfd's view), and
