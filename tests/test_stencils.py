@@ -814,6 +814,30 @@ def test_no_writable_and_executable_memory(lib: ctypes.CDLL) -> None:
             assert parts[1].startswith("r-x"), line
 
 
+def test_wrappers_and_thunks_share_code_pages(lib: ctypes.CDLL) -> None:
+    """Small blocks are pooled: many per page, each still right after later blocks were
+    appended to its page, no writable+executable mapping, pages unmapped when emptied."""
+    from jitload import _native
+
+    pages_before, live_before = _native._stencils.code_pages()
+    adds = [fast.wrap(addr(lib, "add"), "int64(int64, int64)") for _ in range(60)]
+    thunks = [fast.callback(lambda a, b, k=k: a * b + k, "int64(int64, int64)") for k in range(20)]
+    pages = {fast.info(f).code[0] & ~4095 for f in adds} | {t.address & ~4095 for t in thunks}
+    assert len(pages) * 3 <= len(adds) + len(thunks), len(pages)
+    assert _native._stencils.code_pages()[1] == live_before + 80
+    call2 = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+    for k, (f, t) in enumerate(zip(adds, thunks)):
+        assert f(k, -(2**62)) == k - 2**62
+        assert call2(t.address, 6, k) == 6 * k + k
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    for line in maps:
+        assert not ("w" in line.split()[1] and "x" in line.split()[1]), line
+    del adds, thunks, f, t, call2
+    gc.collect()
+    # Thunks are freed after a grace period (see Thunk); the wrappers' blocks at once.
+    assert _native._stencils.code_pages()[1] <= live_before + 20
+
+
 def test_dual_mapping_fallback(lib: ctypes.CDLL, tmp_path: Path) -> None:
     script = (
         "import ctypes, sys, jitload.fast as fast\n"

@@ -787,6 +787,12 @@ fn memory_strategy() -> &'static str {
     }
 }
 
+/// Pooled code pages mapped now and the live blocks (wrappers, thunks) in them.
+#[pyfunction]
+fn code_pages() -> (usize, usize) {
+    jitload_stencils::memory::pool_stats()
+}
+
 /// How many wrapper calls are running on this thread now (0 outside any: for tests).
 #[pyfunction]
 fn running_wrappers(_py: Python<'_>) -> usize {
@@ -810,6 +816,7 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_strategy, &m)?)?;
     m.add_function(wrap_pyfunction!(check_runtime, &m)?)?;
     m.add_function(wrap_pyfunction!(running_wrappers, &m)?)?;
+    m.add_function(wrap_pyfunction!(code_pages, &m)?)?;
     m.add_function(wrap_pyfunction!(buried_thunks, &m)?)?;
     // An attribute, not in __all__: private (jitload.fast is the API).
     parent.setattr("_stencils", m)?;

@@ -17,7 +17,7 @@
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.
 
-use crate::memory::{CodeMemory, Writable};
+use crate::memory::{self, CodeMemory, PlaceError};
 use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
 use crate::{sym, Error, Runtime};
 
@@ -96,14 +96,15 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let code_len = end;
     let got_start = code_len.next_multiple_of(8);
     let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
+    let len = got_start + 8 * max_got;
     loop {
-        let mut mem = Writable::new(got_start + 8 * max_got).map_err(Error::Memory)?;
-        let (relaxed, got_slots) = write(runtime, pieces, &stencils, &offsets, &lens, got_start, &mut mem)?;
-        match mem.seal() {
-            Ok(memory) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
+        let placed = memory::place(len, |base, buf| write(runtime, pieces, &stencils, &offsets, &lens, got_start, base, buf));
+        match placed {
+            Ok((memory, (relaxed, got_slots))) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
             // The host refused mprotect to executable: the process now dual-maps; again.
-            Err(None) => continue,
-            Err(Some(e)) => return Err(Error::Memory(e)),
+            Err(PlaceError::Retry) => continue,
+            Err(PlaceError::Fill(e)) => return Err(e),
+            Err(PlaceError::Memory(e)) => return Err(Error::Memory(e)),
         }
     }
 }
@@ -115,10 +116,9 @@ fn write(
     offsets: &[usize],
     lens: &[usize],
     got_start: usize,
-    mem: &mut Writable,
+    base: u64,
+    buf: &mut [u8],
 ) -> Result<(usize, usize), Error> {
-    let base = mem.address();
-    let buf = mem.bytes();
     buf[..got_start].fill(INT3);
     let mut got: Vec<u64> = Vec::new();
     let mut relaxed = 0;

@@ -298,6 +298,47 @@ fn many_blocks_are_freed() {
 }
 
 #[test]
+fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    let runtime = fake_runtime();
+    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
+    let (_, live_before) = memory::pool_stats();
+    let first = build_wrapper(&runtime, &spec).unwrap();
+    let entry = first.entry();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let blocks = std::thread::scope(|s| {
+        // Another thread runs the first block all along, while later blocks are appended
+        // to its page (each append replaces the page under it).
+        let runner = s.spawn(|| {
+            let mut n = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(call(entry, &[n, 1]), n + 1);
+                n += 1;
+            }
+            n
+        });
+        let blocks: Vec<_> = (0..2000).map(|_| build_wrapper(&runtime, &spec).unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(runner.join().unwrap() > 0, "the runner ran");
+        blocks
+    });
+    for (k, b) in blocks.iter().enumerate() {
+        assert_eq!(call(b.entry(), &[k as i64, -2]), k as i64 - 2);
+    }
+    assert_no_writable_exec(entry);
+    let pages: std::collections::BTreeSet<u64> = blocks.iter().map(|b| b.entry() & !4095).collect();
+    assert!(pages.len() * 3 <= blocks.len(), "{} blocks in {} pages", blocks.len(), pages.len());
+    assert_eq!(memory::pool_stats().1, live_before + 2001);
+    drop(blocks);
+    drop(first);
+    let (pages, live) = memory::pool_stats();
+    assert_eq!(live, live_before);
+    assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
+}
+
+#[test]
 fn signature_errors() {
     for bad in ["int64", "int64(int64", "nope(int64)", "int64(void, int64)", "int64(int64))"] {
         assert!(Signature::parse(bad).is_err(), "{bad}");
