@@ -76,6 +76,13 @@ impl std::fmt::Debug for CodeBlock {
     }
 }
 
+/// Where each piece goes in a block, and where its GOT starts.
+struct Layout {
+    offsets: Vec<usize>,
+    lens: Vec<usize>,
+    got_start: usize,
+}
+
 /// Emits `pieces` into one sealed block; piece `i`'s `_JIT_CONTINUE` is piece `i + 1`.
 pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let stencils: Vec<&'static Stencil> = pieces.iter().map(|p| &STENCILS[p.stencil]).collect();
@@ -97,10 +104,11 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let got_start = code_len.next_multiple_of(8);
     let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
     let len = got_start + 8 * max_got;
+    let layout = Layout { offsets, lens, got_start };
     loop {
-        let placed = memory::place(len, |base, buf| write(runtime, pieces, &stencils, &offsets, &lens, got_start, base, buf));
+        let placed = memory::place(len, |base, buf| write(runtime, pieces, &stencils, &layout, base, buf));
         match placed {
-            Ok((memory, (relaxed, got_slots))) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
+            Ok((memory, (relaxed, got_slots))) => return Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots }),
             // The host refused mprotect to executable: the process now dual-maps; again.
             Err(PlaceError::Retry) => continue,
             Err(PlaceError::Fill(e)) => return Err(e),
@@ -113,12 +121,11 @@ fn write(
     runtime: &Runtime,
     pieces: &[Piece],
     stencils: &[&'static Stencil],
-    offsets: &[usize],
-    lens: &[usize],
-    got_start: usize,
+    layout: &Layout,
     base: u64,
     buf: &mut [u8],
 ) -> Result<(usize, usize), Error> {
+    let (offsets, lens, got_start) = (&layout.offsets, &layout.lens, layout.got_start);
     buf[..got_start].fill(INT3);
     let mut got: Vec<u64> = Vec::new();
     let mut relaxed = 0;
