@@ -58,50 +58,37 @@ EXT_SOURCE = r"""
 int64_t add_native(int64_t a, int64_t b) { return a + b; }
 void f_native(void) {}
 
-/* The floor: what a hand-written extension does for add(a, b) and f(). */
-static PyObject *ext_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add() takes 2 arguments");
-        return NULL;
+/* The floor: what a hand-written extension does for add(a, b) and f(), calling CALLEE. */
+#define EXT_ADD(NAME, CALLEE)                                                             \
+    static PyObject *NAME(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
+        if (nargs != 2) {                                                                 \
+            PyErr_SetString(PyExc_TypeError, "add() takes 2 arguments");                  \
+            return NULL;                                                                  \
+        }                                                                                 \
+        long long a = PyLong_AsLongLong(args[0]);                                         \
+        if (a == -1 && PyErr_Occurred()) return NULL;                                     \
+        long long b = PyLong_AsLongLong(args[1]);                                         \
+        if (b == -1 && PyErr_Occurred()) return NULL;                                     \
+        return PyLong_FromLongLong(CALLEE(a, b));                                         \
     }
-    long long a = PyLong_AsLongLong(args[0]);
-    if (a == -1 && PyErr_Occurred()) return NULL;
-    long long b = PyLong_AsLongLong(args[1]);
-    if (b == -1 && PyErr_Occurred()) return NULL;
-    return PyLong_FromLongLong(add_native(a, b));
-}
-static PyObject *ext_f(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError, "f() takes no arguments");
-        return NULL;
+#define EXT_F(NAME, CALLEE)                                                               \
+    static PyObject *NAME(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
+        if (nargs != 0) {                                                                 \
+            PyErr_SetString(PyExc_TypeError, "f() takes no arguments");                   \
+            return NULL;                                                                  \
+        }                                                                                 \
+        CALLEE();                                                                         \
+        Py_RETURN_NONE;                                                                   \
     }
-    f_native();
-    Py_RETURN_NONE;
-}
+EXT_ADD(ext_add, add_native)
+EXT_F(ext_f, f_native)
 
 /* The same, calling the functions for real (not inlined): what an extension wrapping a
  * function of another library (through the PLT) or a JIT'd function does. */
 static int64_t (*volatile add_ptr)(int64_t, int64_t) = add_native;
 static void (*volatile f_ptr)(void) = f_native;
-static PyObject *ext_add_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add() takes 2 arguments");
-        return NULL;
-    }
-    long long a = PyLong_AsLongLong(args[0]);
-    if (a == -1 && PyErr_Occurred()) return NULL;
-    long long b = PyLong_AsLongLong(args[1]);
-    if (b == -1 && PyErr_Occurred()) return NULL;
-    return PyLong_FromLongLong(add_ptr(a, b));
-}
-static PyObject *ext_f_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError, "f() takes no arguments");
-        return NULL;
-    }
-    f_ptr();
-    Py_RETURN_NONE;
-}
+EXT_ADD(ext_add_call, add_ptr)
+EXT_F(ext_f_call, f_ptr)
 
 /* Native loops calling a C function pointer: cb(i, 1) or cb(), n times. */
 static PyObject *loop_ptr2(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -282,12 +282,16 @@ fn thunk_runs_and_frees_what_it_boxes() {
     let _ = std::mem::size_of::<CbFrame>() + std::mem::size_of::<Ret>();
 }
 
+/// The setting of the tests that build `int64(int64, int64)` blocks with mprotect.
+fn serial_mprotect_add() -> (std::sync::MutexGuard<'static, ()>, Runtime, Signature) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    (serial, fake_runtime(), Signature::parse("int64(int64, int64)").unwrap())
+}
+
 #[test]
 fn many_blocks_are_freed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
-    let runtime = fake_runtime();
-    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let (_serial, runtime, sig) = serial_mprotect_add();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
         let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
@@ -299,10 +303,7 @@ fn many_blocks_are_freed() {
 
 #[test]
 fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
-    let runtime = fake_runtime();
-    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let (_serial, runtime, sig) = serial_mprotect_add();
     let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
     let (_, live_before) = memory::pool_stats();
     let first = build_wrapper(&runtime, &spec).unwrap();
