@@ -766,6 +766,40 @@ def test_wrapper_on_a_python_wrapped_thunk_roundtrip(lib: ctypes.CDLL) -> None:
     assert mul(6, 7) == 42 and fast.info(mul).owner is t
 
 
+@pytest.mark.parametrize(
+    "result, value, bad",
+    [
+        ("double", -0.0, "x"),
+        ("float", 0.5, None),
+        ("bool", True, None),
+        ("int8", -128, 128),
+        ("uint16", 65535, -1),
+        ("uint64", 2**64 - 1, 2**64),
+        ("int64", -(2**63), 2**63),
+        ("ptr", 0x1234, "p"),
+        ("void", None, None),
+    ],
+)
+def test_zero_argument_callbacks(result: str, value: Any, bad: Any) -> None:
+    """Callbacks without arguments use one fused stencil per result type: results convert
+    like the chained ones, and a result that does not convert reaches the calling wrapper."""
+    box = [value]
+    t = fast.callback(lambda: box[0], f"{result}()")
+    f = fast.wrap(t.address, f"{result}()", owner=t)
+    got = f()
+    assert got == value and type(got) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1.0, got) == math.copysign(1.0, value)
+    if bad is not None:
+        box[0] = bad
+        with pytest.raises((OverflowError, TypeError), match=f"{result}|int|float"):
+            f()
+    box[0] = value
+    t.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        f()
+
+
 def test_guide_and_docstring_examples() -> None:
     import doctest
     import re

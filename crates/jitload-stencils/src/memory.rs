@@ -267,8 +267,10 @@ struct Pool {
 
 static POOL: Mutex<Pool> = Mutex::new(Pool { open: 0, used: 0, live: BTreeMap::new(), spare: 0, spare_pages: 0 });
 
-/// Alignment of a block inside a pooled page (entries like 16).
-const BLOCK_ALIGN: usize = 16;
+/// Alignment of a block inside a pooled page: a cache line, so that a block's instructions
+/// fall on cache-line and 32-byte fetch boundaries the same way wherever it is placed (with
+/// 16, the same wrapper measured up to 10 % slower or faster depending on its offset).
+const BLOCK_ALIGN: usize = 64;
 /// Fresh pages mapped at once.
 const SPARE_PAGES: usize = 32;
 

@@ -201,6 +201,31 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
         };
         boxes.push(Piece::new(stencil).with(sym::_JIT_SRC, src).with(sym::_JIT_CELL, cell as u64));
     }
+    let ret = sig.result;
+    // (the final stencil, the fused entry for callbacks without arguments)
+    let (last, fused) = match ret {
+        CType::Void => (id::cret_void, id::cb0_void),
+        CType::Bool => (id::cret_bool, id::cb0_bool),
+        CType::I64 => (id::cret_i64, id::cb0_i64),
+        CType::I8 | CType::I16 | CType::I32 => (id::cret_sint, id::cb0_sint),
+        CType::U64 => (id::cret_u64, id::cb0_u64),
+        CType::U8 | CType::U16 | CType::U32 => (id::cret_uint, id::cb0_uint),
+        CType::F32 => (id::cret_f32, id::cb0_f32),
+        CType::F64 => (id::cret_f64, id::cb0_f64),
+        CType::Ptr | CType::Buffer => (id::cret_ptr, id::cb0_ptr),
+        CType::PyObject => (id::cret_pyobject, id::cb0_pyobject),
+    };
+    let with_result = |stencil: usize| {
+        let mut piece = Piece::new(stencil).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_KIND, ret.kind());
+        if let Some((min, max)) = ret.int_range() {
+            piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
+        }
+        piece
+    };
+    if sig.args.is_empty() {
+        // Nothing to box: one fused stencil (entry, call, result).
+        return Ok(vec![with_result(fused)]);
+    }
     let entry = if placement.stack > 0 {
         id::cb_entry_stack
     } else if placement.sses > 0 {
@@ -211,24 +236,7 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
     let mut pieces = vec![Piece::new(entry).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NSTACK, placement.stack as u64)];
     pieces.extend(boxes);
     pieces.push(Piece::new(id::cb_call).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NARGS, sig.args.len() as u64));
-    let ret = sig.result;
-    let stencil = match ret {
-        CType::Void => id::cret_void,
-        CType::Bool => id::cret_bool,
-        CType::I64 => id::cret_i64,
-        CType::I8 | CType::I16 | CType::I32 => id::cret_sint,
-        CType::U64 => id::cret_u64,
-        CType::U8 | CType::U16 | CType::U32 => id::cret_uint,
-        CType::F32 => id::cret_f32,
-        CType::F64 => id::cret_f64,
-        CType::Ptr | CType::Buffer => id::cret_ptr,
-        CType::PyObject => id::cret_pyobject,
-    };
-    let mut piece = Piece::new(stencil).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_KIND, ret.kind());
-    if let Some((min, max)) = ret.int_range() {
-        piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
-    }
-    pieces.push(piece);
+    pieces.push(with_result(last));
     Ok(pieces)
 }
 
