@@ -279,7 +279,7 @@ impl Pool {
     fn fresh_page(&mut self, page: usize) -> io::Result<Writable> {
         if self.spare_pages == 0 {
             // SAFETY: an anonymous private mapping with no address hint; checked. Populated
-            // at once: faulting the pages in one by one costs more.
+            // in this one call rather than by a page fault per page.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
