@@ -795,6 +795,16 @@ def test_zero_argument_callbacks(result: str, value: Any, bad: Any) -> None:
         with pytest.raises((OverflowError, TypeError), match=f"{result}|int|float"):
             f()
     box[0] = value
+    if result == "int64":
+        # From threads that do not hold the GIL (ctypes releases it): the fused entry takes it.
+        proto = ctypes.CFUNCTYPE(ctypes.c_int64)(t.address)
+        results: List[int] = []
+        workers = [threading.Thread(target=lambda: results.extend(proto() for _ in range(50))) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert results == [value] * 200
     t.close()
     with pytest.raises(RuntimeError, match="closed"):
         f()
