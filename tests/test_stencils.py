@@ -863,23 +863,32 @@ def test_wrappers_and_thunks_share_code_pages(lib: ctypes.CDLL) -> None:
     appended to its page, no writable+executable mapping, pages unmapped when emptied."""
     from jitload import _native
 
-    pages_before, live_before = _native._stencils.code_pages()
-    adds = [fast.wrap(addr(lib, "add"), "int64(int64, int64)") for _ in range(60)]
+    gc.collect()
+    gc.disable()  # no collection of other tests' objects while counting blocks
+    try:
+        live_before = _native._stencils.code_pages()[1]
+        adds = [fast.wrap(addr(lib, "add"), "int64(int64, int64)") for _ in range(60)]
+        assert _native._stencils.code_pages()[1] == live_before + 60
+    finally:
+        gc.enable()
     thunks = [fast.callback(lambda a, b, k=k: a * b + k, "int64(int64, int64)") for k in range(20)]
     pages = {fast.info(f).code[0] & ~4095 for f in adds} | {t.address & ~4095 for t in thunks}
     assert len(pages) * 3 <= len(adds) + len(thunks), len(pages)
-    assert _native._stencils.code_pages()[1] == live_before + 80
     call2 = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
     for k, (f, t) in enumerate(zip(adds, thunks)):
         assert f(k, -(2**62)) == k - 2**62
         assert call2(t.address, 6, k) == 6 * k + k
-    maps = Path("/proc/self/maps").read_text().splitlines()
-    for line in maps:
-        assert not ("w" in line.split()[1] and "x" in line.split()[1]), line
-    del adds, thunks, f, t, call2
-    gc.collect()
-    # Thunks are freed after a grace period (see Thunk); the wrappers' blocks at once.
-    assert _native._stencils.code_pages()[1] <= live_before + 20
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        perms = line.split()[1]
+        assert not ("w" in perms and "x" in perms), line
+    # Wrappers' blocks go with them (thunks' after a grace period, see Thunk).
+    gc.disable()
+    try:
+        live = _native._stencils.code_pages()[1]
+        del adds, f
+        assert _native._stencils.code_pages()[1] == live - 60
+    finally:
+        gc.enable()
 
 
 def test_dual_mapping_fallback(lib: ctypes.CDLL, tmp_path: Path) -> None:
