@@ -4,7 +4,12 @@
 
 Calls, from a Python loop (``timeit``'s loop; its empty-loop cost is subtracted):
   add(int64, int64) -> int64 and f() -> void, through
-  * floor        a METH_FASTCALL C extension function built for this benchmark (clang-22 -O2)
+  * floor        a METH_FASTCALL C extension function built for this benchmark (clang-22 -O2);
+                 add_native/f_native are in the same file, so clang inlines them (f() is then
+                 4 instructions: no call at all)
+  * C ext calling the function  the same extension code, calling add_native/f_native through
+                 a pointer (not inlined), as an extension wrapping another library's function
+                 (a PLT call) or a JIT'd function must
   * jitload.fast a wrapper from jitload.fast.wrap (copy-and-patch stencils)
   * ctypes       CDLL function with argtypes/restype
   * cffi-api     a compiled cffi module (API mode)
@@ -53,26 +58,37 @@ EXT_SOURCE = r"""
 int64_t add_native(int64_t a, int64_t b) { return a + b; }
 void f_native(void) {}
 
-/* The floor: what a hand-written extension does for add(a, b) and f(). */
-static PyObject *ext_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "add() takes 2 arguments");
-        return NULL;
+/* The floor: what a hand-written extension does for add(a, b) and f(), calling CALLEE. */
+#define EXT_ADD(NAME, CALLEE)                                                             \
+    static PyObject *NAME(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
+        if (nargs != 2) {                                                                 \
+            PyErr_SetString(PyExc_TypeError, "add() takes 2 arguments");                  \
+            return NULL;                                                                  \
+        }                                                                                 \
+        long long a = PyLong_AsLongLong(args[0]);                                         \
+        if (a == -1 && PyErr_Occurred()) return NULL;                                     \
+        long long b = PyLong_AsLongLong(args[1]);                                         \
+        if (b == -1 && PyErr_Occurred()) return NULL;                                     \
+        return PyLong_FromLongLong(CALLEE(a, b));                                         \
     }
-    long long a = PyLong_AsLongLong(args[0]);
-    if (a == -1 && PyErr_Occurred()) return NULL;
-    long long b = PyLong_AsLongLong(args[1]);
-    if (b == -1 && PyErr_Occurred()) return NULL;
-    return PyLong_FromLongLong(add_native(a, b));
-}
-static PyObject *ext_f(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 0) {
-        PyErr_SetString(PyExc_TypeError, "f() takes no arguments");
-        return NULL;
+#define EXT_F(NAME, CALLEE)                                                               \
+    static PyObject *NAME(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {      \
+        if (nargs != 0) {                                                                 \
+            PyErr_SetString(PyExc_TypeError, "f() takes no arguments");                   \
+            return NULL;                                                                  \
+        }                                                                                 \
+        CALLEE();                                                                         \
+        Py_RETURN_NONE;                                                                   \
     }
-    f_native();
-    Py_RETURN_NONE;
-}
+EXT_ADD(ext_add, add_native)
+EXT_F(ext_f, f_native)
+
+/* The same, calling the functions for real (not inlined): what an extension wrapping a
+ * function of another library (through the PLT) or a JIT'd function does. */
+static int64_t (*volatile add_ptr)(int64_t, int64_t) = add_native;
+static void (*volatile f_ptr)(void) = f_native;
+EXT_ADD(ext_add_call, add_ptr)
+EXT_F(ext_f_call, f_ptr)
 
 /* Native loops calling a C function pointer: cb(i, 1) or cb(), n times. */
 static PyObject *loop_ptr2(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -127,6 +143,8 @@ static PyObject *loop_direct0(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyMethodDef methods[] = {
     {"add", (PyCFunction)(void (*)(void))ext_add, METH_FASTCALL, NULL},
     {"f", (PyCFunction)(void (*)(void))ext_f, METH_FASTCALL, NULL},
+    {"add_call", (PyCFunction)(void (*)(void))ext_add_call, METH_FASTCALL, NULL},
+    {"f_call", (PyCFunction)(void (*)(void))ext_f_call, METH_FASTCALL, NULL},
     {"loop_ptr2", (PyCFunction)(void (*)(void))loop_ptr2, METH_FASTCALL, NULL},
     {"loop_ptr0", (PyCFunction)(void (*)(void))loop_ptr0, METH_FASTCALL, NULL},
     {"loop_direct2", (PyCFunction)(void (*)(void))loop_direct2, METH_FASTCALL, NULL},
@@ -148,6 +166,9 @@ CFFI_SOURCE = """
 int64_t add_native(int64_t a, int64_t b) { return a + b; }
 void f_native(void) {}
 """
+
+
+CALLING_FLOOR = "C ext calling the function (not inlined)"
 
 
 def load_module(name: str, path: Path) -> Any:
@@ -214,6 +235,8 @@ class Peers:
         add, f = self.calls["add(int64, int64)"], self.calls["f()"]
         add["floor (METH_FASTCALL ext)"] = self.ext.add
         f["floor (METH_FASTCALL ext)"] = self.ext.f
+        add[CALLING_FLOOR] = self.ext.add_call
+        f[CALLING_FLOOR] = self.ext.f_call
         add["jitload.fast"] = fast.wrap(add_addr, "int64(int64, int64)", name="add")
         f["jitload.fast"] = fast.wrap(f_addr, "void()", name="f")
         c_add = self.lib.add_native
@@ -375,6 +398,9 @@ def verdicts(results: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
         mine = peers["jitload.fast"]["median_ns"]
         ratio = mine / floor
         out.append((f"{bench}: jitload.fast <= 1.2x the C extension floor", ratio <= 1.2, f"{ratio:.2f}x"))
+        if CALLING_FLOOR in peers:
+            calling = mine / peers[CALLING_FLOOR]["median_ns"]
+            out.append((f"{bench}: (for reference) <= 1.2x a C extension that calls the function", calling <= 1.2, f"{calling:.2f}x"))
         speedup = peers["ctypes"]["median_ns"] / mine
         out.append((f"{bench}: >= 10x faster than ctypes", speedup >= 10, f"{speedup:.1f}x"))
         for other in ("cffi API mode", "numba @njit"):
@@ -387,6 +413,9 @@ def verdicts(results: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
         out.append((f"callback {bench}: <= 1.3x a direct PyObject_Vectorcall", mine / floor <= 1.3, f"{mine / floor:.2f}x"))
         speedup = peers["ctypes CFUNCTYPE"]["median_ns"] / mine
         out.append((f"callback {bench}: >= 2.5x faster than ctypes", speedup >= 2.5, f"{speedup:.1f}x"))
+        # What any callback can reach at best: the floor (no conversion layer at all).
+        bound = peers["ctypes CFUNCTYPE"]["median_ns"] / floor
+        out.append((f"callback {bench}: (for reference) the direct PyObject_Vectorcall floor itself is >= 2.5x faster than ctypes", bound >= 2.5, f"{bound:.1f}x"))
     for kind, r in results["build"].items():
         out.append((f"building a {kind} < 20 us", r["median_us"] < 20, f"{r['median_us']:.1f} us"))
     return out

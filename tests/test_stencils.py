@@ -63,6 +63,28 @@ double many(int64_t i0, double f0, int64_t i1, double f1, int64_t i2, double f2,
     return i0 + 2*i1 + 3*i2 + 4*i3 + 5*i4 + 6*i5 + 7*i6 + 8*i7 + 9*i8 + 10*i9 + 11*i10 + 12*i11
          + f0 + f1*2 + f2*3 + f3*4 + f4*5 + f5*6 + f6*7 + f7*8 + f8*9 + f9*10 + f10*11 + f11*12;
 }
+/* 10 int64 and 10 double interleaved, then a float and an int8 (both on the stack): each
+ * argument is stored as it arrived, so every bit can be checked. */
+static int64_t seen_i[11];
+static double seen_d[11];
+void record20(int64_t i0, double d0, int64_t i1, double d1, int64_t i2, double d2, int64_t i3, double d3,
+              int64_t i4, double d4, int64_t i5, double d5, int64_t i6, double d6, int64_t i7, double d7,
+              int64_t i8, double d8, int64_t i9, double d9, float f, int8_t b) {
+    int64_t is[] = {i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, b};
+    double ds[] = {d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, f};
+    for (int k = 0; k < 11; k++) { seen_i[k] = is[k]; seen_d[k] = ds[k]; }
+}
+int64_t seen_int(int k) { return seen_i[k]; }
+double seen_double(int k) { return seen_d[k]; }
+typedef int64_t (*cb20_t)(int64_t, double, int64_t, double, int64_t, double, int64_t, double, int64_t, double,
+                          int64_t, double, int64_t, double, int64_t, double, int64_t, double, int64_t, double,
+                          float, int8_t);
+/* Calls cb with the arguments recorded by record20 (so both directions share the values). */
+int64_t replay20(cb20_t cb) {
+    return cb(seen_i[0], seen_d[0], seen_i[1], seen_d[1], seen_i[2], seen_d[2], seen_i[3], seen_d[3],
+              seen_i[4], seen_d[4], seen_i[5], seen_d[5], seen_i[6], seen_d[6], seen_i[7], seen_d[7],
+              seen_i[8], seen_d[8], seen_i[9], seen_d[9], (float)seen_d[10], (int8_t)seen_i[10]);
+}
 uint64_t sum_bytes(const uint8_t *p, size_t n) { uint64_t s = 0; for (size_t i = 0; i < n; i++) s += p[i]; return s; }
 uint8_t byte_at(const uint8_t *p, size_t i) { return p[i]; }
 void fill(uint8_t *p, size_t n, uint8_t v) { for (size_t i = 0; i < n; i++) p[i] = v; }
@@ -257,6 +279,83 @@ def test_mixed_registers_and_stack(lib: ctypes.CDLL) -> None:
     assert g(*args) == pytest.approx(expected)
 
 
+SIG20 = ", ".join(["int64", "double"] * 10 + ["float", "int8"])
+EDGE_INTS = [-(2**63), 2**63 - 1, 0, -1, 1, 2**62, -(2**62) + 7, 123456789012345, -98765, 2**31]
+EDGE_DOUBLES = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, -2.5, 1 / 3, 0.0, -1e-300]
+
+
+def interleave20() -> List[Any]:
+    args: List[Any] = []
+    for i, d in zip(EDGE_INTS, EDGE_DOUBLES):
+        args += [i, d]
+    return args + [-0.5, -128]
+
+
+def same_double(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+def test_stack_arguments_with_edge_values(lib: ctypes.CDLL) -> None:
+    """10 int64 and 10 double interleaved plus a float and an int8: 4 integer and 2 SSE
+    arguments (and the last two) go on the stack; every one arrives bit for bit."""
+    record = fast.wrap(addr(lib, "record20"), f"void({SIG20})")
+    assert fast.info(record).stencils[-2] == "call_stack"
+    seen_int = fast.wrap(addr(lib, "seen_int"), "int64(int32)")
+    seen_double = fast.wrap(addr(lib, "seen_double"), "double(int32)")
+    args = interleave20()
+    assert record(*args) is None
+    assert [seen_int(k) for k in range(10)] == EDGE_INTS
+    assert seen_int(10) == -128
+    for k, d in enumerate(EDGE_DOUBLES):
+        assert same_double(seen_double(k), d), (k, seen_double(k), d)
+    assert seen_double(10) == -0.5
+    # Reversed values, so a swapped pair of slots cannot pass unnoticed.
+    rev: List[Any] = []
+    for i, d in zip(EDGE_INTS[::-1], EDGE_DOUBLES[::-1]):
+        rev += [i, d]
+    record(*rev, 0.25, 127)
+    assert [seen_int(k) for k in range(11)] == EDGE_INTS[::-1] + [127]
+    assert all(same_double(seen_double(k), d) for k, d in enumerate(EDGE_DOUBLES[::-1] + [0.25]))
+
+
+def test_callback_stack_arguments_with_edge_values(lib: ctypes.CDLL) -> None:
+    got: List[Any] = []
+
+    def cb(*a: Any) -> int:
+        got.append(a)
+        return len(a)
+
+    t = fast.callback(cb, f"int64({SIG20})")
+    fast.wrap(addr(lib, "record20"), f"void({SIG20})")(*interleave20())
+    replay = via_wrapper(lib, "replay20", "int64(ptr)")
+    assert replay(t.address) == 22
+    (a,) = got
+    assert list(a[0:20:2]) == EDGE_INTS
+    for k, d in enumerate(EDGE_DOUBLES):
+        assert same_double(a[2 * k + 1], d), (k, a[2 * k + 1], d)
+    assert a[20] == -0.5 and a[21] == -128
+    # Plain C callers too (ctypes pushes the same stack arguments).
+    proto = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_int64, ctypes.c_double] * 10 + [ctypes.c_float, ctypes.c_int8]))
+    assert proto(t.address)(*interleave20()) == 22
+    assert got[1][:20:2] == tuple(EDGE_INTS) and got[1][21] == -128
+
+
+def test_argument_limits_name_the_signature(lib: ctypes.CDLL) -> None:
+    """6 integer + 8 SSE registers and 16 stack slots: the 17th memory argument is refused
+    with a message naming the signature and the limit; up to it, both directions work."""
+    most = "int64(" + ", ".join(["int64"] * 22) + ")"
+    t = fast.callback(lambda *a: sum(a), most)
+    proto = ctypes.CFUNCTYPE(ctypes.c_int64, *([ctypes.c_int64] * 22))
+    assert proto(t.address)(*range(-11, 11)) == sum(range(-11, 11))
+    too_many = "int64(" + ", ".join(["int64"] * 23) + ")"
+    for make in (lambda: fast.wrap(addr(lib, "add"), too_many), lambda: fast.callback(lambda *a: 0, too_many)):
+        with pytest.raises(ValueError, match=r"too many arguments .*int64\(int64, .*16 more on the stack"):
+            make()
+    doubles = "double(" + ", ".join(["double"] * 25) + ")"
+    with pytest.raises(ValueError, match="8 floating-point"):
+        fast.callback(lambda *a: 0.0, doubles)
+
+
 def test_pointers(lib: ctypes.CDLL) -> None:
     f = fast.wrap(addr(lib, "id_ptr"), "ptr(ptr)", name="idp")
     assert f(None) is None and f(0) is None
@@ -356,8 +455,8 @@ def test_bad_wrap_arguments(lib: ctypes.CDLL) -> None:
         fast.wrap(addr(lib, "add"), "int64(" + ", ".join(["int64"] * 23) + ")")
     with pytest.raises(TypeError, match="callable"):
         fast.callback(42, "int64()")
-    with pytest.raises(ValueError, match="registers"):
-        fast.callback(lambda *a: 0, "int64(" + ", ".join(["int64"] * 7) + ")")
+    with pytest.raises(ValueError, match="too many arguments"):
+        fast.callback(lambda *a: 0, "int64(" + ", ".join(["int64"] * 23) + ")")
 
 
 def test_owner_is_kept_alive(lib: ctypes.CDLL) -> None:
@@ -667,6 +766,50 @@ def test_wrapper_on_a_python_wrapped_thunk_roundtrip(lib: ctypes.CDLL) -> None:
     assert mul(6, 7) == 42 and fast.info(mul).owner is t
 
 
+@pytest.mark.parametrize(
+    "result, value, bad",
+    [
+        ("double", -0.0, "x"),
+        ("float", 0.5, None),
+        ("bool", True, None),
+        ("int8", -128, 128),
+        ("uint16", 65535, -1),
+        ("uint64", 2**64 - 1, 2**64),
+        ("int64", -(2**63), 2**63),
+        ("ptr", 0x1234, "p"),
+        ("void", None, None),
+    ],
+)
+def test_zero_argument_callbacks(result: str, value: Any, bad: Any) -> None:
+    """Callbacks without arguments use one fused stencil per result type: results convert
+    like the chained ones, and a result that does not convert reaches the calling wrapper."""
+    box = [value]
+    t = fast.callback(lambda: box[0], f"{result}()")
+    f = fast.wrap(t.address, f"{result}()", owner=t)
+    got = f()
+    assert got == value and type(got) is type(value)
+    if isinstance(value, float):
+        assert math.copysign(1.0, got) == math.copysign(1.0, value)
+    if bad is not None:
+        box[0] = bad
+        with pytest.raises((OverflowError, TypeError), match=f"{result}|int|float"):
+            f()
+    box[0] = value
+    if result == "int64":
+        # From threads that do not hold the GIL (ctypes releases it): the fused entry takes it.
+        proto = ctypes.CFUNCTYPE(ctypes.c_int64)(t.address)
+        results: List[int] = []
+        workers = [threading.Thread(target=lambda: results.extend(proto() for _ in range(50))) for _ in range(4)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert results == [value] * 200
+    t.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        f()
+
+
 def test_guide_and_docstring_examples() -> None:
     import doctest
     import re
@@ -713,6 +856,39 @@ def test_no_writable_and_executable_memory(lib: ctypes.CDLL) -> None:
         lo, hi = (int(x, 16) for x in parts[0].split("-"))
         if lo <= code < hi or lo <= t.address < hi:
             assert parts[1].startswith("r-x"), line
+
+
+def test_wrappers_and_thunks_share_code_pages(lib: ctypes.CDLL) -> None:
+    """Small blocks are pooled: many per page, each still right after later blocks were
+    appended to its page, no writable+executable mapping, pages unmapped when emptied."""
+    from jitload import _native
+
+    gc.collect()
+    gc.disable()  # no collection of other tests' objects while counting blocks
+    try:
+        live_before = _native._stencils.code_pages()[1]
+        adds = [fast.wrap(addr(lib, "add"), "int64(int64, int64)") for _ in range(60)]
+        assert _native._stencils.code_pages()[1] == live_before + 60
+    finally:
+        gc.enable()
+    thunks = [fast.callback(lambda a, b, k=k: a * b + k, "int64(int64, int64)") for k in range(20)]
+    pages = {fast.info(f).code[0] & ~4095 for f in adds} | {t.address & ~4095 for t in thunks}
+    assert len(pages) * 3 <= len(adds) + len(thunks), len(pages)
+    call2 = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+    for k, (f, t) in enumerate(zip(adds, thunks)):
+        assert f(k, -(2**62)) == k - 2**62
+        assert call2(t.address, 6, k) == 6 * k + k
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        perms = line.split()[1]
+        assert not ("w" in perms and "x" in perms), line
+    # Wrappers' blocks go with them (thunks' after a grace period, see Thunk).
+    gc.disable()
+    try:
+        live = _native._stencils.code_pages()[1]
+        del adds, f
+        assert _native._stencils.code_pages()[1] == live - 60
+    finally:
+        gc.enable()
 
 
 def test_dual_mapping_fallback(lib: ctypes.CDLL, tmp_path: Path) -> None:

@@ -176,12 +176,16 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
                 elf::R_X86_64_GOTPCRELX => "GotPcRelX",
                 // mov/cmp/test/... reg, [rip+GOT] (REX prefix): an immediate when it fits.
                 elf::R_X86_64_REX_GOTPCRELX => "RexGotPcRelX",
+                // An absolute, sign-extended 32-bit field (inline asm displacements such as
+                // the handshake slot's `%fs:_JIT_TLS`): the value itself, which must fit.
+                elf::R_X86_64_32S => "Abs32S",
                 other => panic!(
                     "{}: {name}+{offset:#x}: relocation type {other} against {symbol} is not one the patcher implements",
                     path.display()
                 ),
             };
-            assert_eq!(reloc.addend(), -4, "{}: {name}+{offset:#x}: addend {}", path.display(), reloc.addend());
+            let addend = if kind == "Abs32S" { 0 } else { -4 };
+            assert_eq!(reloc.addend(), addend, "{}: {name}+{offset:#x}: addend {}", path.display(), reloc.addend());
             assert!(!reloc.has_implicit_addend(), "RELA expected");
             holes.push(Hole { offset, kind, symbol, addend: reloc.addend() });
         }

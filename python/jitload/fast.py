@@ -48,8 +48,8 @@ including ones Python never saw). Calling a closed thunk gives ``error_value`` a
 dangling-pointer bug, as with ctypes: keep the object as long as native code may call it.
 
 Limits: x86-64 Linux, GIL builds of CPython (not debug or free-threaded builds); wrappers
-take up to 6 integer-class and 8 floating-point arguments in registers plus 16 more; thunks
-up to 6 integer-class and 8 floating-point arguments.
+and thunks take up to 6 integer-class and 8 floating-point arguments in registers plus 16
+more on the stack (a longer signature raises ``ValueError`` naming it and the limit).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ use std::cell::UnsafeCell;
 use std::ffi::{c_int, c_void, CString};
 use std::sync::OnceLock;
 
-use jitload_stencils::frames::{frame_for_thread, CallFrame, CbFrame, Ret, ThunkCell, MAX_BUFFERS, PY_BUFFER_SIZE};
+use jitload_stencils::frames::{report_pending, running_frames, CallFrame, CbFrame, Pending, Ret, ThunkCell, MAX_BUFFERS, PY_BUFFER_SIZE};
 use jitload_stencils::{build_thunk, build_wrapper, CType, CodeBlock, Guard, Runtime, Signature, WrapperSpec};
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PySystemError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -453,13 +453,19 @@ fn acquire_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>, frame: &mut CallFrame,
     Ok(unsafe { *(view as *const u64) })
 }
 
-extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame) -> *mut ffi::PyObject {
+extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame, seen: usize) -> *mut ffi::PyObject {
+    if seen != (fr as usize | 1) {
+        // The slot held neither this frame nor it tagged: a native caller jumped out of
+        // wrapper calls nested in this one (longjmp). Nothing is pending here.
+        return result;
+    }
     guarded(std::ptr::null_mut(), |py| {
         if !result.is_null() {
             // SAFETY: the call's result, a reference we own and drop.
             unsafe { ffi::Py_DECREF(result) };
         }
-        // SAFETY: the live frame; pending holds a reference stored by jitload_fast_cb_error.
+        // SAFETY: the live frame, tagged: pending holds a reference stored by
+        // jitload_fast_cb_error (report_pending).
         let pending = unsafe { std::mem::replace(&mut (*fr).pending, std::ptr::null_mut()) } as *mut ffi::PyObject;
         // SAFETY: as above: we take over that reference.
         let exc = unsafe { Bound::from_owned_ptr(py, pending) };
@@ -719,18 +725,17 @@ extern "C" fn jitload_fast_cb_error(fr: *mut CbFrame, cell: *mut ThunkCell) -> R
                 PySystemError::new_err(format!("callback {} failed without an exception", ext.name))
             }
         });
-        // SAFETY: with the GIL held every frame on the handshake list is live.
-        match unsafe { frame_for_thread(frame.thread) } {
-            Some(wrapper) => {
-                // SAFETY: a live frame of a wrapper running on this thread.
-                let wrapper = unsafe { &mut *wrapper };
-                if wrapper.pending.is_null() {
-                    wrapper.pending = err.into_value(py).into_ptr().cast();
-                }
+        let exc = err.into_value(py);
+        // SAFETY: called on the callback's thread, outside any wrapper's entry or exit.
+        match unsafe { report_pending(exc.as_ptr().cast()) } {
+            Pending::Stored => {
+                // The wrapper's frame took over this reference.
+                let _ = exc.into_ptr();
             }
-            None => {
+            Pending::Dropped => {}
+            Pending::NoWrapper => {
                 let obj = ext.callable.as_ref().map(|c| c.bind(py).clone());
-                err.write_unraisable(py, obj.as_ref());
+                PyErr::from_value(exc.into_bound(py).into_any()).write_unraisable(py, obj.as_ref());
             }
         }
         error
@@ -782,18 +787,17 @@ fn memory_strategy() -> &'static str {
     }
 }
 
-/// How many wrapper frames are on the callback handshake list now (0 when no wrapper call
-/// is running: for tests).
+/// Pooled code pages mapped now and the live blocks (wrappers, thunks) in them.
+#[pyfunction]
+fn code_pages() -> (usize, usize) {
+    jitload_stencils::memory::pool_stats()
+}
+
+/// How many wrapper calls are running on this thread now (0 outside any: for tests).
 #[pyfunction]
 fn running_wrappers(_py: Python<'_>) -> usize {
-    let mut n = 0;
-    let mut p = jitload_stencils::frames::CALL_TOP.load(std::sync::atomic::Ordering::Relaxed);
-    while !p.is_null() {
-        n += 1;
-        // SAFETY: with the GIL held (the Python token) every frame on the list is live.
-        p = unsafe { (*p).prev };
-    }
-    n
+    // SAFETY: outside the stencils every frame reachable from the slot is live.
+    unsafe { running_frames() }
 }
 
 /// Checks that every symbol the stencils need resolves in this interpreter.
@@ -812,6 +816,7 @@ pub fn register(parent: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_strategy, &m)?)?;
     m.add_function(wrap_pyfunction!(check_runtime, &m)?)?;
     m.add_function(wrap_pyfunction!(running_wrappers, &m)?)?;
+    m.add_function(wrap_pyfunction!(code_pages, &m)?)?;
     m.add_function(wrap_pyfunction!(buried_thunks, &m)?)?;
     // An attribute, not in __all__: private (jitload.fast is the API).
     parent.setattr("_stencils", m)?;

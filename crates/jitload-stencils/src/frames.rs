@@ -5,39 +5,36 @@
 //!
 //! A callback thunk whose Python callable raises must hand the exception to the jitload
 //! wrapper whose call led to the callback, on the same thread, so that the wrapper re-raises
-//! it; with no such wrapper the exception goes to `sys.unraisablehook`. The handshake is a
-//! per-thread association kept in one list, protected by the GIL:
+//! it; with no such wrapper the exception goes to `sys.unraisablehook`. Each thread has one
+//! word of static (initial-exec) thread-local storage, the *handshake slot*, at a fixed
+//! offset from the thread pointer ([`tls_offset`], patched into the stencils):
 //!
-//! * every wrapper entry, holding the GIL, pushes its [`CallFrame`] (on its own stack) on
-//!   the list at [`CALL_TOP`], recording the thread's identity (the thread pointer, `%fs:0`,
-//!   one load), and unlinks it before returning (still holding the GIL: a wrapper that
-//!   releases the GIL around the call takes it back first). The common case is "it is on
-//!   top" (a compare and a store); frames of other threads can interleave when the GIL
-//!   changes hands during a call, and are then unlinked from the middle ([`unlink`]).
-//! * a thunk that fails (holding the GIL, its own or one it took with `PyGILState_Ensure`)
-//!   looks for the newest frame of its own thread ([`frame_for_thread`]). If there is one,
-//!   the first exception is stored in its `pending` slot (later ones while it is pending are
-//!   dropped, like the first error of a C loop) and the native code gets the declared error
-//!   value; the wrapper raises the pending exception when the native call returns, whatever
-//!   the call returned. Otherwise the exception goes to `sys.unraisablehook`.
+//! * every wrapper entry saves the slot in its [`CallFrame`]'s `prev`, stores the frame's
+//!   address in it, and on return restores `prev` and compares what it read with its own
+//!   frame: one load and two stores before the call, one load, one store and one compare
+//!   after. No lock, no list shared between threads, no thread identity to record.
+//! * a thunk that fails (on any thread) reads its own thread's slot ([`report_pending`]): a
+//!   frame address means a wrapper of this thread is running; the exception is stored in the
+//!   frame's `pending` and the slot is tagged (`| 1`), which sends the wrapper to its slow
+//!   path when it returns, where it raises the exception whatever the native call returned.
+//!   A slot already tagged keeps its first exception (later ones are dropped, like the first
+//!   error of a C loop); an empty slot sends the exception to `sys.unraisablehook`.
 //!
-//! Every frame on the list is live (pushed and unlinked by its own, running, entry), so the
-//! search never touches a dead stack. The cost on the call path is four loads/stores.
+//! Frames nest like the calls: a wrapper called from a callback pushes above the frame of
+//! the wrapper that led to the callback (saving its tag, if any) and restores it on return.
 
-use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Python -> native wrapper frame (C `CallFrame`).
 #[repr(C)]
 pub struct CallFrame {
     pub i: [u64; 6],
     pub f: [u64; 8],
-    pub stack: [u64; 16],
+    pub stack: [u64; MAX_STACK_ARGS],
     pub ret_i: u64,
     pub ret_d: u64,
     pub self_: *mut libc::c_void,
+    /// The handshake slot before this frame was pushed (possibly tagged).
     pub prev: *mut CallFrame,
-    pub thread: usize,
     /// A normalized exception (a reference) raised by a callback during the call.
     pub pending: *mut libc::c_void,
     pub token: usize,
@@ -51,10 +48,10 @@ pub struct CallFrame {
 pub struct CbFrame {
     pub i: [u64; 6],
     pub f: [u64; 8],
+    pub stack: [u64; MAX_STACK_ARGS],
     pub argv: [*mut libc::c_void; 1 + MAX_CALLBACK_ARGS],
     pub nboxed: i64,
     pub result: *mut libc::c_void,
-    pub thread: usize,
 }
 
 /// The mutable part of a thunk (C `ThunkCell`): the host owns it, at a stable address.
@@ -81,7 +78,9 @@ pub struct Ret {
 /// Buffer slots in a wrapper frame (ptr and buffer arguments).
 pub const MAX_BUFFERS: usize = 16;
 /// Arguments of a callback.
-pub const MAX_CALLBACK_ARGS: usize = 14;
+pub const MAX_CALLBACK_ARGS: usize = 6 + 8 + MAX_STACK_ARGS;
+/// Memory-class (stack) arguments of a wrapper or a callback.
+pub const MAX_STACK_ARGS: usize = 16;
 /// `sizeof(Py_buffer)` on 64-bit CPython.
 pub const PY_BUFFER_SIZE: usize = 80;
 
@@ -89,13 +88,13 @@ const _: () = {
     assert!(std::mem::offset_of!(CallFrame, ret_i) == 240);
     assert!(std::mem::offset_of!(CallFrame, self_) == 256);
     assert!(std::mem::offset_of!(CallFrame, prev) == 264);
-    assert!(std::mem::offset_of!(CallFrame, thread) == 272);
-    assert!(std::mem::offset_of!(CallFrame, pending) == 280);
-    assert!(std::mem::offset_of!(CallFrame, bufs) == 296);
-    assert!(std::mem::size_of::<CallFrame>() == 312);
-    assert!(std::mem::offset_of!(CbFrame, argv) == 112);
-    assert!(std::mem::offset_of!(CbFrame, nboxed) == 232);
-    assert!(std::mem::size_of::<CbFrame>() == 256);
+    assert!(std::mem::offset_of!(CallFrame, pending) == 272);
+    assert!(std::mem::offset_of!(CallFrame, bufs) == 288);
+    assert!(std::mem::size_of::<CallFrame>() == 304);
+    assert!(std::mem::offset_of!(CbFrame, stack) == 112);
+    assert!(std::mem::offset_of!(CbFrame, argv) == 240);
+    assert!(std::mem::offset_of!(CbFrame, nboxed) == 488);
+    assert!(std::mem::size_of::<CbFrame>() == 504);
     assert!(std::mem::size_of::<ThunkCell>() == 32);
 };
 
@@ -107,16 +106,62 @@ pub const fn int_slot(k: usize) -> u64 {
 pub const fn sse_slot(k: usize) -> u64 {
     (48 + 8 * k) as u64
 }
-/// Byte offset of memory argument `k` in a [`CallFrame`].
+/// Byte offset of memory argument `k` in a [`CallFrame`] / [`CbFrame`].
 pub const fn stack_slot(k: usize) -> u64 {
     (112 + 8 * k) as u64
 }
 
-/// The newest running wrapper frame (see the module docs). Touched only with the GIL held.
-pub static CALL_TOP: AtomicPtr<CallFrame> = AtomicPtr::new(ptr::null_mut());
+// The handshake slot: one word of initial-exec TLS (a fixed offset from the thread pointer
+// in every thread, which is what lets patched code reach it with `mov reg, fs:[offset]`).
+// Rust has no stable initial-exec thread-locals, hence the assembly.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+std::arch::global_asm!(
+    ".pushsection .tbss.jitload_stencils_slot,\"awT\",@nobits",
+    ".p2align 3",
+    ".type jitload_stencils_slot, @object",
+    ".size jitload_stencils_slot, 8",
+    "jitload_stencils_slot:",
+    ".zero 8",
+    ".popsection",
+    ".pushsection .text.jitload_stencils_tls_offset,\"ax\",@progbits",
+    ".globl jitload_stencils_tls_offset",
+    ".hidden jitload_stencils_tls_offset",
+    ".type jitload_stencils_tls_offset, @function",
+    ".p2align 4",
+    "jitload_stencils_tls_offset:",
+    "movq jitload_stencils_slot@GOTTPOFF(%rip), %rax",
+    "ret",
+    ".size jitload_stencils_tls_offset, .-jitload_stencils_tls_offset",
+    ".popsection",
+    options(att_syntax)
+);
 
-/// This thread's identity as the stencils record it: the thread pointer.
-#[inline]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+extern "C" {
+    /// The handshake slot's offset from the thread pointer (the same in every thread).
+    fn jitload_stencils_tls_offset() -> isize;
+}
+
+/// The handshake slot's offset from the thread pointer: the value of the `_JIT_TLS` hole.
+pub fn tls_offset() -> isize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        // SAFETY: a leaf function returning a constant (the offset the dynamic linker
+        // resolved for this module's static TLS); it reads only its GOT entry.
+        unsafe { jitload_stencils_tls_offset() }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        0
+    }
+}
+
+/// The calling thread's handshake slot.
+fn slot() -> *mut usize {
+    (thread_pointer() as isize).wrapping_add(tls_offset()) as *mut usize
+}
+
+/// This thread's thread pointer (`%fs:0`, the TCB's self-pointer).
 pub fn thread_pointer() -> usize {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
@@ -131,43 +176,53 @@ pub fn thread_pointer() -> usize {
     }
 }
 
-/// Removes `frame` from the list wherever it is (the entry's slow path, when frames of other
-/// threads were pushed after it).
-///
-/// # Safety
-/// The GIL is held and every frame on the list is live.
-pub unsafe extern "C" fn unlink(frame: *mut CallFrame) {
-    let mut p = CALL_TOP.load(Ordering::Relaxed);
-    if p == frame {
-        // SAFETY: frame is live (the caller's own).
-        CALL_TOP.store(unsafe { (*frame).prev }, Ordering::Relaxed);
-        return;
-    }
-    while !p.is_null() {
-        // SAFETY: every frame on the list is live (caller's contract).
-        let next = unsafe { (*p).prev };
-        if next == frame {
-            // SAFETY: as above.
-            unsafe { (*p).prev = (*frame).prev };
-            return;
-        }
-        p = next;
-    }
+/// Where a failing callback's exception went (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Stored in the newest running wrapper frame of this thread, which raises it on return.
+    Stored,
+    /// That wrapper already has an exception: the caller drops this one.
+    Dropped,
+    /// No wrapper is running on this thread: the caller reports it (`sys.unraisablehook`).
+    NoWrapper,
 }
 
-/// The newest running wrapper frame of the thread `thread`, if any.
+/// Hands `exception` (a reference: taken over only when the result is `Stored`) to the
+/// newest running wrapper frame of the calling thread.
 ///
 /// # Safety
-/// The GIL is held and every frame on the list is live.
-pub unsafe fn frame_for_thread(thread: usize) -> Option<*mut CallFrame> {
-    let mut p = CALL_TOP.load(Ordering::Relaxed);
-    while !p.is_null() {
-        // SAFETY: every frame on the list is live (caller's contract).
-        let frame = unsafe { &*p };
-        if frame.thread == thread {
-            return Some(p);
-        }
-        p = frame.prev;
+/// Every frame reachable from this thread's slot is live (true whenever no wrapper is
+/// between its push and its pop, i.e. always outside the stencils).
+pub unsafe fn report_pending(exception: *mut libc::c_void) -> Pending {
+    let slot = slot();
+    // SAFETY: this thread's slot (static TLS, mapped for the thread's whole life).
+    let top = unsafe { *slot };
+    if top == 0 {
+        return Pending::NoWrapper;
     }
-    None
+    if top & 1 != 0 {
+        return Pending::Dropped;
+    }
+    // SAFETY: the slot holds the live frame of a wrapper running on this thread (contract).
+    unsafe {
+        (*(top as *mut CallFrame)).pending = exception;
+        *slot = top | 1;
+    }
+    Pending::Stored
+}
+
+/// Wrapper calls running on the calling thread now (frames reachable from its slot).
+///
+/// # Safety
+/// As for [`report_pending`].
+pub unsafe fn running_frames() -> usize {
+    // SAFETY: this thread's slot.
+    let mut p = unsafe { *slot() } & !1;
+    let mut n = 0;
+    while p != 0 {
+        n += 1;
+        // SAFETY: every frame reachable from the slot is live (the caller's contract).
+        p = unsafe { (*(p as *mut CallFrame)).prev } as usize & !1;
+    }
+    n
 }

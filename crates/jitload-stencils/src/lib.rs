@@ -62,6 +62,7 @@ impl std::error::Error for Error {}
 pub const PER_PIECE: &[&str] = &[
     "_JIT_CONTINUE",
     "_JIT_NARGS",
+    "_JIT_NSTACK",
     "_JIT_ARG",
     "_JIT_DEST",
     "_JIT_KIND",
@@ -75,8 +76,8 @@ pub const PER_PIECE: &[&str] = &[
     "_JIT_CELL",
 ];
 
-/// The process-wide hole values: C API functions and types, host helpers, the handshake's
-/// list head. Resolve once, share (it is plain data).
+/// The process-wide hole values: C API functions and types, host helpers, the handshake
+/// slot's offset. Resolve once, share (it is plain data).
 #[derive(Debug, Clone)]
 pub struct Runtime {
     values: Vec<Option<u64>>,
@@ -84,7 +85,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// Resolves every process-wide hole with `resolve(name)`, except those this crate
-    /// provides itself (`_JIT_TOP`, `jitload_fast_unlink`). `_JIT_TSTATE_GET` must resolve to
+    /// provides itself (`_JIT_TLS`, the handshake slot's offset). `_JIT_TSTATE_GET` must resolve to
     /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`. Fails listing
     /// every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
@@ -95,8 +96,7 @@ impl Runtime {
                 continue;
             }
             let value = match *name {
-                "_JIT_TOP" => Some(&frames::CALL_TOP as *const _ as u64),
-                "jitload_fast_unlink" => Some(frames::unlink as *const () as u64),
+                "_JIT_TLS" => Some(frames::tls_offset() as u64),
                 _ => resolve(name),
             };
             match value {
@@ -120,7 +120,7 @@ impl Runtime {
         SYMBOL_NAMES
             .iter()
             .copied()
-            .filter(|n| !PER_PIECE.contains(n) && *n != "_JIT_TOP" && *n != "jitload_fast_unlink")
+            .filter(|n| !PER_PIECE.contains(n) && *n != "_JIT_TLS")
             .collect()
     }
 }

@@ -11,11 +11,13 @@
 //!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
 //!   immediate form when it fits, else a GOT slot.
 //!
+//! * `Abs32S` (inline-asm displacements, `%fs:_JIT_TLS`): the value, which must fit.
+//!
 //! Instruction lengths never change, so stencil offsets are those of the object file. A
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.
 
-use crate::memory::{CodeMemory, Writable};
+use crate::memory::{self, CodeMemory, PlaceError};
 use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
 use crate::{sym, Error, Runtime};
 
@@ -74,6 +76,13 @@ impl std::fmt::Debug for CodeBlock {
     }
 }
 
+/// Where each piece goes in a block, and where its GOT starts.
+struct Layout {
+    offsets: Vec<usize>,
+    lens: Vec<usize>,
+    got_start: usize,
+}
+
 /// Emits `pieces` into one sealed block; piece `i`'s `_JIT_CONTINUE` is piece `i + 1`.
 pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let stencils: Vec<&'static Stencil> = pieces.iter().map(|p| &STENCILS[p.stencil]).collect();
@@ -94,14 +103,16 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let code_len = end;
     let got_start = code_len.next_multiple_of(8);
     let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
+    let len = got_start + 8 * max_got;
+    let layout = Layout { offsets, lens, got_start };
     loop {
-        let mut mem = Writable::new(got_start + 8 * max_got).map_err(Error::Memory)?;
-        let (relaxed, got_slots) = write(runtime, pieces, &stencils, &offsets, &lens, got_start, &mut mem)?;
-        match mem.seal() {
-            Ok(memory) => return Ok(CodeBlock { memory, code_len, offsets, relaxed, got_slots }),
+        let placed = memory::place(len, |base, buf| write(runtime, pieces, &stencils, &layout, base, buf));
+        match placed {
+            Ok((memory, (relaxed, got_slots))) => return Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots }),
             // The host refused mprotect to executable: the process now dual-maps; again.
-            Err(None) => continue,
-            Err(Some(e)) => return Err(Error::Memory(e)),
+            Err(PlaceError::Retry) => continue,
+            Err(PlaceError::Fill(e)) => return Err(e),
+            Err(PlaceError::Memory(e)) => return Err(Error::Memory(e)),
         }
     }
 }
@@ -110,13 +121,11 @@ fn write(
     runtime: &Runtime,
     pieces: &[Piece],
     stencils: &[&'static Stencil],
-    offsets: &[usize],
-    lens: &[usize],
-    got_start: usize,
-    mem: &mut Writable,
+    layout: &Layout,
+    base: u64,
+    buf: &mut [u8],
 ) -> Result<(usize, usize), Error> {
-    let base = mem.address();
-    let buf = mem.bytes();
+    let (offsets, lens, got_start) = (&layout.offsets, &layout.lens, layout.got_start);
     buf[..got_start].fill(INT3);
     let mut got: Vec<u64> = Vec::new();
     let mut relaxed = 0;
@@ -170,6 +179,12 @@ fn write(
                         }
                     }
                     got_slot(buf, &mut got, got_start, base, field, place, value, hole.addend);
+                }
+                HoleKind::Abs32S => {
+                    let imm = i32::try_from((value as i64).wrapping_add(hole.addend))
+                        .map_err(|_| Error::Plan(format!("{}: {} = {value:#x} does not fit 32 bits", stencil.name, SYMBOL_NAMES[hole.symbol as usize])))?;
+                    buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
+                    relaxed += 1;
                 }
                 HoleKind::RexGotPcRelX => {
                     if relax_rex(buf, field, place, value, hole.addend) {

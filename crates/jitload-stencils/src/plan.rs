@@ -1,6 +1,6 @@
 //! Signature -> the list of stencils (and their hole values) for a wrapper or a thunk.
 
-use crate::frames::{int_slot, sse_slot, stack_slot, ThunkCell, MAX_BUFFERS, MAX_CALLBACK_ARGS};
+use crate::frames::{int_slot, sse_slot, stack_slot, ThunkCell, MAX_BUFFERS, MAX_STACK_ARGS};
 use crate::patch::{emit, CodeBlock, Piece};
 use crate::sig::{CType, Signature};
 use crate::table::id;
@@ -28,6 +28,39 @@ pub struct WrapperSpec<'a> {
     /// threads that call back into Python).
     pub release_gil: bool,
     pub guard: Option<Guard>,
+}
+
+/// Where each argument of `sig` travels under the x86-64 SysV ABI: its frame offset (an
+/// integer or SSE register slot, or the next memory slot), and how many of each class.
+struct Placement {
+    slots: Vec<u64>,
+    ints: usize,
+    sses: usize,
+    stack: usize,
+}
+
+fn place(sig: &Signature, what: &str) -> Result<Placement, Error> {
+    let (mut ints, mut sses, mut stack) = (0usize, 0usize, 0usize);
+    let mut slots = Vec::with_capacity(sig.args.len());
+    for &ty in &sig.args {
+        let slot = if ty.is_sse() && sses < 8 {
+            sses += 1;
+            sse_slot(sses - 1)
+        } else if !ty.is_sse() && ints < 6 {
+            ints += 1;
+            int_slot(ints - 1)
+        } else {
+            stack += 1;
+            if stack > MAX_STACK_ARGS {
+                return Err(Error::Signature(format!(
+                    "too many arguments for {what} {sig}: at most 6 integer and 8 floating-point ones in registers and {MAX_STACK_ARGS} more on the stack"
+                )));
+            }
+            stack_slot(stack - 1)
+        };
+        slots.push(slot);
+    }
+    Ok(Placement { slots, ints, sses, stack })
 }
 
 /// The stencils of a wrapper, without emitting them.
@@ -68,24 +101,9 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
         entry = entry.with(sym::_JIT_GUARD_ENTER, g.enter).with(sym::_JIT_GUARD_EXIT, g.exit).with(sym::_JIT_GUARD_CTX, g.ctx);
     }
     let mut pieces = vec![entry];
-    let (mut ints, mut sses, mut stack) = (0usize, 0usize, 0usize);
-    for (index, &ty) in sig.args.iter().enumerate() {
-        let dest = if ty.is_sse() && sses < 8 {
-            sses += 1;
-            sse_slot(sses - 1)
-        } else if !ty.is_sse() && ints < 6 {
-            ints += 1;
-            int_slot(ints - 1)
-        } else {
-            stack += 1;
-            if stack > 16 {
-                return Err(Error::Signature(format!(
-                    "too many arguments: at most 6 integer and 8 floating-point ones in registers and 16 more ({})",
-                    sig
-                )));
-            }
-            stack_slot(stack - 1)
-        };
+    let placement = place(sig, "a wrapper")?;
+    let (ints, sses, stack) = (placement.ints, placement.sses, placement.stack);
+    for (index, (&ty, &dest)) in sig.args.iter().zip(&placement.slots).enumerate() {
         // Integer-class arguments 1 and 2 travel in the chain's register slots r0/r1.
         let slot = if ty.is_sse() { 2 } else { [0, 1].into_iter().find(|&r| dest == int_slot(r)).unwrap_or(2) };
         let pick = |variants: [usize; 3]| variants[slot];
@@ -162,24 +180,9 @@ pub fn build_wrapper(runtime: &Runtime, spec: &WrapperSpec<'_>) -> Result<CodeBl
 /// The stencils of a thunk, without emitting them.
 pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec<Piece>, Error> {
     let sig = signature;
-    if sig.args.len() > MAX_CALLBACK_ARGS {
-        return Err(Error::Signature(format!("a callback takes at most {MAX_CALLBACK_ARGS} arguments ({sig})")));
-    }
-    let (mut ints, mut sses) = (0usize, 0usize);
+    let placement = place(sig, "a callback")?;
     let mut boxes = Vec::new();
-    for &ty in &sig.args {
-        let src = if ty.is_sse() {
-            sses += 1;
-            sse_slot(sses - 1)
-        } else {
-            ints += 1;
-            int_slot(ints - 1)
-        };
-        if ints > 6 || sses > 8 {
-            return Err(Error::Signature(format!(
-                "a callback's arguments must all be in registers: at most 6 integer and 8 floating-point ones ({sig})"
-            )));
-        }
+    for (&ty, &src) in sig.args.iter().zip(&placement.slots) {
         let stencil = match ty {
             CType::I8 => id::cbox_i8,
             CType::I16 => id::cbox_i16,
@@ -198,32 +201,42 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
         };
         boxes.push(Piece::new(stencil).with(sym::_JIT_SRC, src).with(sym::_JIT_CELL, cell as u64));
     }
-    let entry = if sses > 0 {
+    let ret = sig.result;
+    // (the final stencil, the fused entry for callbacks without arguments)
+    let (last, fused) = match ret {
+        CType::Void => (id::cret_void, id::cb0_void),
+        CType::Bool => (id::cret_bool, id::cb0_bool),
+        CType::I64 => (id::cret_i64, id::cb0_i64),
+        CType::I8 | CType::I16 | CType::I32 => (id::cret_sint, id::cb0_sint),
+        CType::U64 => (id::cret_u64, id::cb0_u64),
+        CType::U8 | CType::U16 | CType::U32 => (id::cret_uint, id::cb0_uint),
+        CType::F32 => (id::cret_f32, id::cb0_f32),
+        CType::F64 => (id::cret_f64, id::cb0_f64),
+        CType::Ptr | CType::Buffer => (id::cret_ptr, id::cb0_ptr),
+        CType::PyObject => (id::cret_pyobject, id::cb0_pyobject),
+    };
+    let with_result = |stencil: usize| {
+        let mut piece = Piece::new(stencil).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_KIND, ret.kind());
+        if let Some((min, max)) = ret.int_range() {
+            piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
+        }
+        piece
+    };
+    if sig.args.is_empty() {
+        // Nothing to box: one fused stencil (entry, call, result).
+        return Ok(vec![with_result(fused)]);
+    }
+    let entry = if placement.stack > 0 {
+        id::cb_entry_stack
+    } else if placement.sses > 0 {
         id::cb_entry_full
     } else {
-        [id::cb_entry_i0, id::cb_entry_i1, id::cb_entry_i2, id::cb_entry_i3, id::cb_entry_i4, id::cb_entry_i5, id::cb_entry_i6][ints]
+        [id::cb_entry_i0, id::cb_entry_i1, id::cb_entry_i2, id::cb_entry_i3, id::cb_entry_i4, id::cb_entry_i5, id::cb_entry_i6][placement.ints]
     };
-    let mut pieces = vec![Piece::new(entry).with(sym::_JIT_CELL, cell as u64)];
+    let mut pieces = vec![Piece::new(entry).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NSTACK, placement.stack as u64)];
     pieces.extend(boxes);
     pieces.push(Piece::new(id::cb_call).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_NARGS, sig.args.len() as u64));
-    let ret = sig.result;
-    let stencil = match ret {
-        CType::Void => id::cret_void,
-        CType::Bool => id::cret_bool,
-        CType::I64 => id::cret_i64,
-        CType::I8 | CType::I16 | CType::I32 => id::cret_sint,
-        CType::U64 => id::cret_u64,
-        CType::U8 | CType::U16 | CType::U32 => id::cret_uint,
-        CType::F32 => id::cret_f32,
-        CType::F64 => id::cret_f64,
-        CType::Ptr | CType::Buffer => id::cret_ptr,
-        CType::PyObject => id::cret_pyobject,
-    };
-    let mut piece = Piece::new(stencil).with(sym::_JIT_CELL, cell as u64).with(sym::_JIT_KIND, ret.kind());
-    if let Some((min, max)) = ret.int_range() {
-        piece = piece.with(sym::_JIT_MIN, min as i64 as u64).with(sym::_JIT_MAX, max as u64);
-    }
-    pieces.push(piece);
+    pieces.push(with_result(last));
     Ok(pieces)
 }
 

@@ -10,6 +10,9 @@ pub enum HoleKind {
     /// `R_X86_64_REX_GOTPCRELX`: `op reg64, [rip+GOT]`; relaxed to an immediate (or `lea`)
     /// when the value allows, else a GOT slot in the block.
     RexGotPcRelX,
+    /// `R_X86_64_32S`: an absolute 32-bit field (an inline-asm displacement), the value
+    /// itself, which must fit a sign-extended 32-bit integer.
+    Abs32S,
 }
 
 /// One relocation of a stencil.

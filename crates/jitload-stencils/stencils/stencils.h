@@ -95,12 +95,18 @@ INLINE void decref(PyObject *o) {
 }
 INLINE int exact(PyObject *o, char *type) { return o->ob_type == (void *)type; }
 
-/* The thread pointer (%fs:0 on x86-64 Linux): a per-thread identity in one load. */
-INLINE uintptr_t thread_pointer(void) {
-    uintptr_t t;
-    __asm__("movq %%fs:0, %0" : "=r"(t));
-    return t;
+/* The callback handshake's slot (docs in src/frames.rs): one word of the host's
+ * initial-exec TLS, at offset _JIT_TLS from the thread pointer in every thread. It holds the
+ * newest running wrapper frame of this thread, tagged with | 1 once a callback stored an
+ * exception in it. The offset is an absolute 32-bit displacement (`mov %fs:_JIT_TLS, reg`,
+ * R_X86_64_32S), so the slot costs no register and no load of its address. The "memory"
+ * clobbers order the accesses with the frame's stores: a callback reads the frame. */
+INLINE uintptr_t slot_get(void) {
+    uintptr_t v;
+    __asm__ volatile("movq %%fs:_JIT_TLS, %0" : "=r"(v) : : "memory");
+    return v;
 }
+INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : : "r"(v) : "memory"); }
 
 /* ---- kinds: the C types of a signature (mirrored in src/sig.rs) --------------------- */
 enum {
@@ -119,13 +125,12 @@ typedef struct {
 typedef struct CallFrame {
     uint64_t i[6];          /* integer-class register arguments (rdi, rsi, rdx, rcx, r8, r9) */
     uint64_t f[8];          /* SSE arguments (xmm0-7): a double, or a float in the low half */
-    uint64_t stack[16];     /* memory-class arguments, in order */
+    uint64_t stack[16];     /* memory-class arguments, in order (MAX_STACK_ARGS) */
     uint64_t ret_i;         /* rax after the call */
     uint64_t ret_d;         /* xmm0 after the call */
     PyObject *self;         /* the wrapper's state object (for error messages) */
-    struct CallFrame *prev; /* the callback handshake: frames of running wrappers, newest first */
-    uintptr_t thread;       /* thread_pointer() of the thread running this wrapper */
-    PyObject *pending;      /* an exception a callback raised during the call, or NULL */
+    uintptr_t prev;         /* the handshake slot before this frame was pushed */
+    PyObject *pending;      /* an exception a callback raised (valid once the slot is tagged) */
     uintptr_t token;        /* what the call guard's enter returned */
     Py_buffer *bufs;        /* MAX_BUFFERS slots (entries with buffers only) */
     int64_t nbuf;           /* slots in use */
@@ -133,24 +138,25 @@ typedef struct CallFrame {
 _Static_assert(offsetof(CallFrame, ret_i) == 240, "frames.rs");
 _Static_assert(offsetof(CallFrame, self) == 256, "frames.rs");
 _Static_assert(offsetof(CallFrame, prev) == 264, "frames.rs");
-_Static_assert(offsetof(CallFrame, thread) == 272, "frames.rs");
-_Static_assert(offsetof(CallFrame, pending) == 280, "frames.rs");
-_Static_assert(offsetof(CallFrame, bufs) == 296, "frames.rs");
-_Static_assert(sizeof(CallFrame) == 312, "frames.rs");
+_Static_assert(offsetof(CallFrame, pending) == 272, "frames.rs");
+_Static_assert(offsetof(CallFrame, bufs) == 288, "frames.rs");
+_Static_assert(sizeof(CallFrame) == 304, "frames.rs");
 
 /* ---- callback thunks: native -> Python (mirrored in src/frames.rs) ------------------ */
-#define MAX_CALLBACK_ARGS 14
+#define MAX_CALLBACK_ARGS 30
+#define MAX_STACK_ARGS 16
 typedef struct CbFrame {
     uint64_t i[6];
     uint64_t f[8];
+    uint64_t stack[MAX_STACK_ARGS]; /* memory-class arguments, copied from the caller's frame */
     PyObject *argv[1 + MAX_CALLBACK_ARGS]; /* argv[0] is scratch (PY_VECTORCALL_ARGUMENTS_OFFSET) */
     int64_t nboxed;                        /* argv[1..=nboxed] hold references */
     PyObject *result;                      /* what the callable returned (a reference) */
-    uintptr_t thread;
 } CbFrame;
-_Static_assert(offsetof(CbFrame, argv) == 112, "frames.rs");
-_Static_assert(offsetof(CbFrame, nboxed) == 232, "frames.rs");
-_Static_assert(sizeof(CbFrame) == 256, "frames.rs");
+_Static_assert(offsetof(CbFrame, stack) == 112, "frames.rs");
+_Static_assert(offsetof(CbFrame, argv) == 240, "frames.rs");
+_Static_assert(offsetof(CbFrame, nboxed) == 488, "frames.rs");
+_Static_assert(sizeof(CbFrame) == 504, "frames.rs");
 
 /* The mutable part of a thunk, owned by the host's Thunk object (the code is read-only). */
 typedef struct ThunkCell {
@@ -163,8 +169,7 @@ typedef struct ThunkCell {
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
 extern PyObject *jitload_fast_bad_nargs(PyObject *self, Py_ssize_t nargs);
 extern int jitload_fast_conv_slow(CallFrame *fr, PyObject *o, uintptr_t arg, uintptr_t kind, uintptr_t dest);
-extern void jitload_fast_unlink(CallFrame *fr);
-extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
+extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr, uintptr_t seen);
 extern PyObject *jitload_fast_null_result(CallFrame *fr);
 extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
 extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);

@@ -1,5 +1,6 @@
 /* Callback thunks: a native call (any C signature of up to 6 integer-class and 8 SSE
- * arguments) into a Python callable, as a chain of stencils.
+ * arguments in registers and 16 more in memory) into a Python callable, as a chain of
+ * stencils.
  *
  *   cb_entry_*  native convention: stores the argument registers in a CbFrame on its own
  *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
@@ -7,11 +8,12 @@
  *   cbox_*      one per argument: raw value at frame offset SRC -> a new reference in argv.
  *   cb_call     PyObject_Vectorcall of the cell's callable (NARGS arguments).
  *   cret_*      the callable's result -> the raw return value; ends the chain.
+ *   cb0_*       for callbacks without arguments: entry, call and result in one.
  * Any failure goes to the host's jitload_fast_cb_error, which reports the exception (to a
  * jitload wrapper running on this thread, or sys.unraisablehook) and returns the cell's
  * error value.
  *
- * Holes: _JIT_SRC, _JIT_CELL, _JIT_NARGS, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TSTATE_GET,
+ * Holes: _JIT_SRC, _JIT_CELL, _JIT_NARGS, _JIT_NSTACK, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TSTATE_GET,
  * C API functions and host helpers. Continuation: _JIT_CONTINUE.
  */
 #include "stencils.h"
@@ -19,6 +21,7 @@
 HOLE(_JIT_SRC);
 HOLE(_JIT_CELL);
 HOLE(_JIT_NARGS);
+HOLE(_JIT_NSTACK);
 HOLE(_JIT_KIND);
 HOLE(_JIT_MIN);
 HOLE(_JIT_MAX);
@@ -49,25 +52,30 @@ INLINE Ret ret_bits(uint64_t bits) { return (Ret){.i = 0, .d = as_double(bits)};
 
 /* ---- entries ------------------------------------------------------------------------ */
 
+/* Takes the GIL if this thread does not hold it, counts the call in, runs BODY (which sets
+ * the Ret r), counts it out, releases what it took. */
+#define CB_ENTER_RUN_LEAVE(fr, BODY)                                                          \
+    (fr)->nboxed = 0;                                                                          \
+    (fr)->result = NULL;                                                                       \
+    /* Does this thread hold the GIL? Its own thread state is the attached / current one. */  \
+    void *mine = PyGILState_GetThisThreadState();                                              \
+    int ensured = 0, state = 0;                                                                \
+    if (UNLIKELY(mine == NULL || mine != ((void *(*)(void))_JIT_TSTATE_GET)())) {              \
+        state = PyGILState_Ensure();                                                           \
+        ensured = 1;                                                                           \
+    }                                                                                          \
+    /* The host frees a dead thunk's code only when no call is inside (see Thunk in the      \
+     * host); the chain may run Python code that drops the last reference to the thunk. */    \
+    CELL->active++;                                                                            \
+    Ret r;                                                                                     \
+    BODY;                                                                                      \
+    CELL->active--;                                                                            \
+    if (UNLIKELY(ensured)) {                                                                   \
+        PyGILState_Release(state);                                                             \
+    }
+
 INLINE Ret cb_entry(CbFrame *fr) {
-    fr->nboxed = 0;
-    fr->result = NULL;
-    fr->thread = thread_pointer();
-    /* Does this thread hold the GIL? Its own thread state is the attached / current one. */
-    void *mine = PyGILState_GetThisThreadState();
-    int ensured = 0, state = 0;
-    if (UNLIKELY(mine == NULL || mine != ((void *(*)(void))_JIT_TSTATE_GET)())) {
-        state = PyGILState_Ensure();
-        ensured = 1;
-    }
-    /* The host frees a dead thunk's code only when no call is inside (see Thunk in the
-     * host); the chain may run Python code that drops the last reference to the thunk. */
-    CELL->active++;
-    Ret r = _JIT_CONTINUE(fr);
-    CELL->active--;
-    if (UNLIKELY(ensured)) {
-        PyGILState_Release(state);
-    }
+    CB_ENTER_RUN_LEAVE(fr, r = _JIT_CONTINUE(fr));
     return r;
 }
 
@@ -116,6 +124,25 @@ Ret cb_entry_full(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D 
     return cb_entry(&fr);
 }
 
+/* ... and up to MAX_STACK_ARGS (_JIT_NSTACK of them) more in memory: SysV passes each in an
+ * 8-byte slot, in argument order, starting just above the return address. Only the slots
+ * the signature has are read (never past the caller's arguments). */
+Ret cb_entry_stack(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7) {
+    CbFrame fr;
+    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
+    fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
+    fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
+    /* The frame address is where the frame pointer was saved: the return address is above
+     * it, the first memory argument above that. */
+    const uint64_t *in = (const uint64_t *)__builtin_frame_address(0) + 2;
+    /* A few words: a plain loop is smaller than the vectorized and unrolled one. */
+#pragma clang loop vectorize(disable) unroll(disable)
+    for (uintptr_t k = 0; k < VALUE(_JIT_NSTACK); k++) {
+        fr.stack[k] = in[k];
+    }
+    return cb_entry(&fr);
+}
+
 /* ---- argument boxing ---------------------------------------------------------------- */
 
 #define RAW() (*(uint64_t *)((char *)fr + VALUE(_JIT_SRC)))
@@ -153,24 +180,30 @@ CBOX(cbox_pyobject, new_ref(raw ? (PyObject *)raw : &_Py_NoneStruct))
 
 /* ---- the call ----------------------------------------------------------------------- */
 
-PN Ret cb_call(CbFrame *fr) {
-    ThunkCell *cell = CELL;
+/* Calls the cell's callable with the NARGS boxed arguments (releasing them); the result in
+ * fr->result, or NULL with an exception set (also when the thunk is closed: the host then
+ * raises RuntimeError). */
+INLINE PyObject *cb_invoke(CbFrame *fr, ThunkCell *cell, size_t nargs, int64_t nboxed) {
     PyObject *callable = cell->callable;
     if (UNLIKELY(callable == NULL)) {
-        /* Closed: the host raises RuntimeError and returns the error value. */
-        return jitload_fast_cb_error(fr, cell);
+        return NULL;
     }
     incref(callable); /* the callable may close its own thunk */
-    PyObject *res = PyObject_Vectorcall(callable, &fr->argv[1], VALUE(_JIT_NARGS) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *res = PyObject_Vectorcall(callable, &fr->argv[1], nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     decref(callable);
-    for (int64_t k = 1; k <= fr->nboxed; k++) {
+    /* nboxed (== nargs: every argument was boxed to get here) is read before the call. */
+    for (int64_t k = 1; k <= nboxed; k++) {
         decref(fr->argv[k]);
     }
     fr->nboxed = 0;
-    if (UNLIKELY(res == NULL)) {
-        return jitload_fast_cb_error(fr, cell);
-    }
     fr->result = res;
+    return res;
+}
+
+PN Ret cb_call(CbFrame *fr) {
+    if (UNLIKELY(cb_invoke(fr, CELL, VALUE(_JIT_NARGS), fr->nboxed) == NULL)) {
+        return jitload_fast_cb_error(fr, CELL);
+    }
     NEXT();
 }
 
@@ -185,7 +218,7 @@ PN Ret cb_call(CbFrame *fr) {
         return out;                                                       \
     } while (0)
 
-PN Ret cret_i64(CbFrame *fr) {
+INLINE Ret ret_body_i64(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyLong_Type))) {
         long long v = PyLong_AsLongLong(o);
@@ -197,7 +230,7 @@ PN Ret cret_i64(CbFrame *fr) {
     SLOW(K_I64);
 }
 
-PN Ret cret_sint(CbFrame *fr) {
+INLINE Ret ret_body_sint(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyLong_Type))) {
         long long v = PyLong_AsLongLong(o);
@@ -209,7 +242,7 @@ PN Ret cret_sint(CbFrame *fr) {
     SLOW(VALUE(_JIT_KIND));
 }
 
-PN Ret cret_u64(CbFrame *fr) {
+INLINE Ret ret_body_u64(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyLong_Type))) {
         unsigned long long v = PyLong_AsUnsignedLongLong(o);
@@ -221,7 +254,7 @@ PN Ret cret_u64(CbFrame *fr) {
     SLOW(K_U64);
 }
 
-PN Ret cret_uint(CbFrame *fr) {
+INLINE Ret ret_body_uint(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyLong_Type))) {
         unsigned long long v = PyLong_AsUnsignedLongLong(o);
@@ -233,7 +266,7 @@ PN Ret cret_uint(CbFrame *fr) {
     SLOW(VALUE(_JIT_KIND));
 }
 
-PN Ret cret_bool(CbFrame *fr) {
+INLINE Ret ret_body_bool(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(o == &_Py_TrueStruct || o == &_Py_FalseStruct)) {
         decref(o);
@@ -242,7 +275,7 @@ PN Ret cret_bool(CbFrame *fr) {
     SLOW(K_BOOL);
 }
 
-PN Ret cret_f64(CbFrame *fr) {
+INLINE Ret ret_body_f64(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyFloat_Type))) {
         double v = ((PyFloatObject *)o)->ob_fval;
@@ -252,7 +285,7 @@ PN Ret cret_f64(CbFrame *fr) {
     SLOW(K_F64);
 }
 
-PN Ret cret_f32(CbFrame *fr) {
+INLINE Ret ret_body_f32(CbFrame *fr) {
     PyObject *o = fr->result;
     if (LIKELY(exact(o, PyFloat_Type))) {
         float v = (float)((PyFloatObject *)o)->ob_fval;
@@ -262,12 +295,12 @@ PN Ret cret_f32(CbFrame *fr) {
     SLOW(K_F32);
 }
 
-PN Ret cret_void(CbFrame *fr) {
+INLINE Ret ret_body_void(CbFrame *fr) {
     decref(fr->result);
     return ret_i(0);
 }
 
-PN Ret cret_ptr(CbFrame *fr) {
+INLINE Ret ret_body_ptr(CbFrame *fr) {
     PyObject *o = fr->result;
     if (o == &_Py_NoneStruct) {
         decref(o);
@@ -284,4 +317,30 @@ PN Ret cret_ptr(CbFrame *fr) {
 }
 
 /* A PyObject* result is returned as a new reference: the native caller owns it. */
-PN Ret cret_pyobject(CbFrame *fr) { return ret_i((uint64_t)fr->result); }
+INLINE Ret ret_body_pyobject(CbFrame *fr) { return ret_i((uint64_t)fr->result); }
+
+#define RESULTS(X) X(i64) X(sint) X(u64) X(uint) X(bool) X(f64) X(f32) X(void) X(ptr) X(pyobject)
+
+/* The last stencil of a chain: the callable's result -> the raw return value. */
+#define CRET(KIND) \
+    PN Ret cret_##KIND(CbFrame *fr) { return ret_body_##KIND(fr); }
+RESULTS(CRET)
+
+/* ---- fused entries for callbacks without arguments ---------------------------------- */
+
+/* With nothing to box, the whole chain is "call, convert the result": the entry does both
+ * itself, so it calls no preserve_none code and saves only the registers it uses (as the
+ * wrappers' entry0_*). Same frame, same slow paths. */
+#define CB0(KIND)                                                       \
+    Ret cb0_##KIND(void) {                                              \
+        CbFrame frame, *fr = &frame;                                    \
+        CB_ENTER_RUN_LEAVE(fr, {                                        \
+            if (UNLIKELY(cb_invoke(fr, CELL, 0, 0) == NULL)) {             \
+                r = jitload_fast_cb_error(fr, CELL);                    \
+            } else {                                                    \
+                r = ret_body_##KIND(fr);                                \
+            }                                                           \
+        });                                                             \
+        return r;                                                       \
+    }
+RESULTS(CB0)

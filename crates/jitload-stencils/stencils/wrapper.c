@@ -17,7 +17,7 @@
  * survive every C API call a stencil makes: the first two integer arguments and the result
  * never touch memory between conversion, call and boxing.
  *
- * Holes: _JIT_NARGS, _JIT_ARG, _JIT_DEST, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TARGET, _JIT_TOP,
+ * Holes: _JIT_NARGS, _JIT_ARG, _JIT_DEST, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TARGET, _JIT_TLS,
  * _JIT_GUARD_{ENTER,EXIT,CTX}, C API functions and host helpers. Continuation: _JIT_CONTINUE.
  */
 #include "stencils.h"
@@ -29,7 +29,6 @@ HOLE(_JIT_KIND);
 HOLE(_JIT_MIN);
 HOLE(_JIT_MAX);
 HOLE(_JIT_TARGET);
-HOLE(_JIT_TOP);
 HOLE(_JIT_GUARD_ENTER);
 HOLE(_JIT_GUARD_EXIT);
 HOLE(_JIT_GUARD_CTX);
@@ -64,16 +63,13 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     }
     CallFrame fr;
     fr.self = self;
-    fr.pending = NULL;
     if (bufs) {
         fr.bufs = bufs;
         fr.nbuf = 0;
     }
     /* The handshake (docs in src/frames.rs): callbacks on this thread find this frame. */
-    CallFrame **top = (CallFrame **)_JIT_TOP;
-    fr.thread = thread_pointer();
-    fr.prev = *top;
-    *top = &fr;
+    fr.prev = slot_get();
+    slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
     if (guard) {
         /* enter returns a token for exit, or UINTPTR_MAX with an exception set: no call. */
@@ -93,13 +89,11 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
             PyBuffer_Release(&bufs[k]);
         }
     }
-    if (LIKELY(*top == &fr)) {
-        *top = fr.prev;
-    } else {
-        jitload_fast_unlink(&fr);
-    }
-    if (UNLIKELY(fr.pending != NULL)) {
-        return jitload_fast_raise_pending(r, &fr);
+    uintptr_t seen = slot_get();
+    slot_set(fr.prev);
+    if (UNLIKELY(seen != (uintptr_t)&fr)) {
+        /* Tagged: a callback stored an exception in fr.pending. */
+        return jitload_fast_raise_pending(r, &fr, seen);
     }
     return r;
 }
@@ -329,23 +323,19 @@ BOXES(BOX_STENCIL)
             return jitload_fast_bad_nargs(self, nargs);                                  \
         }                                                                                \
         CallFrame frame, *fr = &frame;                                                   \
-        fr->self = self;                                                                 \
-        fr->pending = NULL;                                                              \
-        CallFrame **top = (CallFrame **)_JIT_TOP;                                        \
-        fr->thread = thread_pointer();                                                   \
-        fr->prev = *top;                                                                 \
-        *top = fr;                                                                       \
+        if (__builtin_strcmp(#KIND, "pyobject") == 0) { /* folded at compile time */     \
+            fr->self = self; /* only the NULL-result slow path reads it */               \
+        }                                                                                \
+        fr->prev = slot_get();                                                           \
+        slot_set((uintptr_t)fr);                                                         \
         Ret r = ((Ret (*)(void))_JIT_TARGET)();                                          \
         uint64_t r0 = r.i, r1 = double_bits(r.d);                                        \
         (void)r0, (void)r1;                                                              \
         PyObject *result = EXPR;                                                         \
-        if (LIKELY(*top == fr)) {                                                        \
-            *top = fr->prev;                                                             \
-        } else {                                                                         \
-            jitload_fast_unlink(fr);                                                     \
-        }                                                                                \
-        if (UNLIKELY(fr->pending != NULL)) {                                             \
-            return jitload_fast_raise_pending(result, fr);                               \
+        uintptr_t seen = slot_get();                                                     \
+        slot_set(fr->prev);                                                              \
+        if (UNLIKELY(seen != (uintptr_t)fr)) {                                           \
+            return jitload_fast_raise_pending(result, fr, seen);                         \
         }                                                                                \
         return result;                                                                   \
     }

@@ -282,12 +282,16 @@ fn thunk_runs_and_frees_what_it_boxes() {
     let _ = std::mem::size_of::<CbFrame>() + std::mem::size_of::<Ret>();
 }
 
+/// The setting of the tests that build `int64(int64, int64)` blocks with mprotect.
+fn serial_mprotect_add() -> (std::sync::MutexGuard<'static, ()>, Runtime, Signature) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    memory::set_strategy(Strategy::Mprotect);
+    (serial, fake_runtime(), Signature::parse("int64(int64, int64)").unwrap())
+}
+
 #[test]
 fn many_blocks_are_freed() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
-    let runtime = fake_runtime();
-    let sig = Signature::parse("int64(int64, int64)").unwrap();
+    let (_serial, runtime, sig) = serial_mprotect_add();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
         let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
@@ -295,6 +299,44 @@ fn many_blocks_are_freed() {
     }
     let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     assert!(maps_after < maps_before + 50, "{maps_before} -> {maps_after} mappings");
+}
+
+#[test]
+fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
+    let (_serial, runtime, sig) = serial_mprotect_add();
+    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
+    let (_, live_before) = memory::pool_stats();
+    let first = build_wrapper(&runtime, &spec).unwrap();
+    let entry = first.entry();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let blocks = std::thread::scope(|s| {
+        // Another thread runs the first block all along, while later blocks are appended
+        // to its page (each append replaces the page under it).
+        let runner = s.spawn(|| {
+            let mut n = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(call(entry, &[n, 1]), n + 1);
+                n += 1;
+            }
+            n
+        });
+        let blocks: Vec<_> = (0..2000).map(|_| build_wrapper(&runtime, &spec).unwrap()).collect();
+        stop.store(true, Ordering::Relaxed);
+        assert!(runner.join().unwrap() > 0, "the runner ran");
+        blocks
+    });
+    for (k, b) in blocks.iter().enumerate() {
+        assert_eq!(call(b.entry(), &[k as i64, -2]), k as i64 - 2);
+    }
+    assert_no_writable_exec(entry);
+    let pages: std::collections::BTreeSet<u64> = blocks.iter().map(|b| b.entry() & !4095).collect();
+    assert!(pages.len() * 3 <= blocks.len(), "{} blocks in {} pages", blocks.len(), pages.len());
+    assert_eq!(memory::pool_stats().1, live_before + 2001);
+    drop(blocks);
+    drop(first);
+    let (pages, live) = memory::pool_stats();
+    assert_eq!(live, live_before);
+    assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
 }
 
 #[test]
@@ -306,8 +348,14 @@ fn signature_errors() {
     let sig = Signature::parse(&many).unwrap();
     let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
     assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
-    let sig = Signature::parse(&format!("int64({})", ["int64"; 7].join(", "))).unwrap();
-    assert!(jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).is_err(), "callbacks: registers only");
+    let sig = Signature::parse(&format!("int64({})", ["int64"; 22].join(", "))).unwrap();
+    let pieces = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap();
+    assert_eq!(STENCILS[pieces[0].stencil].name, "cb_entry_stack");
+    let nstack = pieces[0].values.iter().find(|(s, _)| *s == jitload_stencils::sym::_JIT_NSTACK).unwrap().1;
+    assert_eq!(nstack, 16, "6 in registers, 16 on the stack");
+    let sig = Signature::parse(&many).unwrap();
+    let err = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap_err().to_string();
+    assert!(err.contains("16 more on the stack") && err.contains("int64(int64"), "{err}");
 }
 
 /// The mapping holding `address` is r-x (private: mprotect; shared: the memfd's view), and
