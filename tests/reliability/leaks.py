@@ -1,7 +1,8 @@
 """Leak check: N cycles of add / call / replace (reload) / remove and library create / remove
-through the engine API, plus bitcode imports and reloads through the import hook, under
+through the engine API, plus bitcode imports and reloads through the import hook (compiled,
+and from the object cache without LLVM, each freed with its module), under
 valgrind's memcheck. Reports the bytes lost whose allocation stack passes through jitload
-(the `_native` extension: jitload-engine, jitload-py, the C++ shim), with CPython's and
+(`_native`: jitload-engine, jitload-py, the C++ shim; `_fastload`: the warm path), with CPython's and
 LLVM's own process-lifetime allocations suppressed (tests/reliability/valgrind.supp,
 documented there).
 
@@ -48,11 +49,18 @@ for i in range(cycles):
         pass
     lib.remove()
     if i % 10 == 0:
+        jitload.install(cache=False)                       # compiled by the engine
         mod = importlib.import_module("leakmod")           # import through the hook
         assert mod.ok() == "ok"
         importlib.reload(mod)
-        del sys.modules["leakmod"]
+        del sys.modules["leakmod"], mod
+        jitload.install(cache=True)
+    warm = importlib.import_module("leakwarm")             # from the cache by _fastload (after the first)
+    assert warm.ok() == "ok"
+    del sys.modules["leakwarm"], warm                      # its code is freed with the module
 gc.collect()
+stats = jitload.cache_stats()
+assert stats["without_llvm"] >= cycles - 1, stats
 print("done", cycles)
 """
 
@@ -61,8 +69,8 @@ MODULE = """
 #include <Python.h>
 static PyObject *ok(PyObject *s, PyObject *a) { return PyUnicode_FromString("ok"); }
 static PyMethodDef methods[] = {{"ok", ok, METH_NOARGS, NULL}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "leakmod", NULL, -1, methods};
-PyMODINIT_FUNC PyInit_leakmod(void) { return PyModule_Create(&def); }
+static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "NAME", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_NAME(void) { return PyModule_Create(&def); }
 """
 
 LOST = re.compile(r"==\d+== (\S+(?: \S+)*) bytes in (\S+) blocks are (definitely|indirectly|possibly) lost in loss record")
@@ -113,9 +121,10 @@ def main() -> int:
     import jitload
 
     tmp = Path(tempfile.mkdtemp(prefix="jitload-leaks-"))
-    src = tmp / "leakmod.c"
-    src.write_text(MODULE)
-    jl_compile([str(src)], str(tmp / ("leakmod" + jitload.BITCODE_SUFFIXES[0])))
+    for name in ("leakmod", "leakwarm"):
+        src = tmp / f"{name}.c"
+        src.write_text(MODULE.replace("NAME", name))
+        jl_compile([str(src)], str(tmp / (name + jitload.BITCODE_SUFFIXES[0])))
     log = common.WORK / "valgrind.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     supp = Path(__file__).resolve().parent / "valgrind.supp"
@@ -123,7 +132,7 @@ def main() -> int:
            "--errors-for-leak-kinds=definite", "--smc-check=all-non-file", "--num-callers=40",
            f"--suppressions={supp}", f"--log-file={log}",
            sys.executable, "-X", "faulthandler", "-c", WORKLOAD, str(args.cycles), str(tmp)]
-    env = common.env_with_pythonpath({"PYTHONMALLOC": "malloc", "JITLOAD_CACHE": "0", "JITLOAD_ISOLATION": "none"})
+    env = common.env_with_pythonpath({"PYTHONMALLOC": "malloc", "JITLOAD_CACHE_DIR": str(tmp / "cache"), "JITLOAD_ISOLATION": "none"})
     start = time.monotonic()
     proc = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True, env=env)
     elapsed = time.monotonic() - start
@@ -131,7 +140,8 @@ def main() -> int:
     fig = parse(text)
     fig.update(cycles=args.cycles, exit_code=proc.returncode, seconds=round(elapsed, 1), stdout=proc.stdout.strip()[-200:],
                command=f"python tests/reliability/leaks.py --cycles {args.cycles}",
-               note="PYTHONMALLOC=malloc; imports compile in-process (JITLOAD_ISOLATION=none) so valgrind sees the compiler's allocations too")
+               note="PYTHONMALLOC=malloc; every 10th cycle an import compiled in-process (cache off, JITLOAD_ISOLATION=none, "
+                    "so valgrind sees the compiler's allocations too), every cycle an import from the cache by _fastload, freed with its module")
     print({k: v for k, v in fig.items() if k != "jitload_examples"})
     for ex in fig["jitload_examples"]:  # type: ignore[union-attr]
         print(ex)
