@@ -258,3 +258,28 @@ def test_user_libraries_reach_the_warm_path(tmp_path: Path) -> None:
     cold, warm = cold_then_warm(tmp_path, tmp_path / "cache", code)
     assert warm["result"] == cold["result"] == zlib.ZLIB_RUNTIME_VERSION
     assert warm["stats"]["without_llvm"] == 1, warm
+
+
+@pytest.mark.parametrize("fastload", ["1", "0"])
+def test_code_of_modules_the_collector_frees_in_a_batch_is_freed(tmp_path: Path, fastload: str) -> None:
+    """A module and its functions form a cycle, so the garbage collector frees modules in
+    batches — more than CPython's pending-call queue (32) holds. Every module's code is freed
+    all the same, from the cache (_fastload) and from the engine (_native)."""
+    name = unique("batch")
+    build(tmp_path, name, single_phase(name, "static PyObject *ok(PyObject *s, PyObject *a) { Py_RETURN_TRUE; }",
+                                       method_table='{"ok", ok, METH_NOARGS, NULL},'))
+    run(tmp_path, tmp_path / "cache", f"import {name}; result = 0")
+    code = f"""
+import gc, importlib, sys
+owner = importlib.import_module("jitload._fastload" if {fastload!r} == "1" else "jitload._native")
+gc.disable()
+for i in range(300):
+    m = importlib.import_module({name!r}); assert m.ok(); del sys.modules[{name!r}], m
+before = owner.loaded_extension_count()
+gc.enable(); gc.collect()
+for _ in range(1000): pass
+result = [before, owner.loaded_extension_count()]
+"""
+    out = run(tmp_path, tmp_path / "cache", code, JITLOAD_FASTLOAD=fastload)
+    before, after = out["result"]
+    assert before >= 300 and after == 0, out["result"]

@@ -6,6 +6,7 @@
 pub mod init;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
@@ -41,6 +42,8 @@ pub fn keep_and_init<'py>(
     path: &str,
     spec: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    // A safe point: free what earlier modules left queued (if the pending call was lost).
+    release_queued();
     LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, code);
     let module = init::run_init(py, init_address, constructors, fullname, path, spec)?;
     MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).insert(module.as_ptr() as usize, id);
@@ -95,24 +98,49 @@ unsafe extern "C" fn module_freed(module: *mut std::ffi::c_void) {
     release_later(id);
 }
 
+/// Modules whose objects are gone and whose code waits to be freed.
+static TO_RELEASE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Whether a pending call to [`release_queued`] is scheduled.
+static RELEASE_SCHEDULED: AtomicBool = AtomicBool::new(false);
+
 /// Frees the code of module `id` at the interpreter's next safe point (a CPython pending
-/// call: the deallocation that requested it has finished by then).
+/// call: the deallocation that requested it has finished by then). One pending call drains
+/// every queued module: the garbage collector frees modules in batches (a module and its
+/// functions form a cycle), and CPython's pending-call queue holds only 32 calls — one call
+/// per module lost the releases past that, and their code stayed loaded.
 fn release_later(id: u64) {
-    extern "C" fn release_now(arg: *mut std::ffi::c_void) -> std::ffi::c_int {
-        let id = arg as usize as u64;
-        let _ = std::panic::catch_unwind(|| {
-            let Some(code) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { return };
-            if let Err(kept) = code.release() {
-                // Other modules link against it: it stays for the life of the process.
-                LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, kept);
-            }
-        });
+    TO_RELEASE.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    schedule_release();
+}
+
+fn schedule_release() {
+    extern "C" fn release_now(_: *mut std::ffi::c_void) -> std::ffi::c_int {
+        RELEASE_SCHEDULED.store(false, Ordering::SeqCst);
+        let _ = std::panic::catch_unwind(release_queued);
         0
     }
-    // SAFETY: release_now is a plain extern "C" fn; the argument is the id, not a pointer.
-    // Py_AddPendingCall may be called without the GIL and fails only when its queue is full.
-    if unsafe { pyo3::ffi::Py_AddPendingCall(Some(release_now), id as usize as *mut std::ffi::c_void) } != 0 {
-        log::debug!("jitload: could not schedule freeing extension {id}; it stays loaded");
+    if RELEASE_SCHEDULED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: release_now is a plain extern "C" fn taking no data. Py_AddPendingCall may be
+    // called without the GIL and fails only when its queue is full; then the next load (or
+    // the next freed module) tries again.
+    if unsafe { pyo3::ffi::Py_AddPendingCall(Some(release_now), std::ptr::null_mut()) } != 0 {
+        RELEASE_SCHEDULED.store(false, Ordering::SeqCst);
+        log::debug!("jitload: freeing code deferred (the interpreter's pending-call queue is full)");
+    }
+}
+
+/// Frees every queued module's code (refused ones stay for the life of the process: other
+/// modules link against them). Runs with the GIL held, outside any deallocation.
+fn release_queued() {
+    let ids = std::mem::take(&mut *TO_RELEASE.lock().unwrap_or_else(|e| e.into_inner()));
+    for id in ids {
+        let Some(code) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { continue };
+        if let Err(kept) = code.release() {
+            LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, kept);
+        }
     }
 }
 
