@@ -100,12 +100,30 @@ fn guards() -> Option<&'static Guards> {
     if let Some(loaded) = GUARDS.get() {
         return loaded.as_ref();
     }
-    // SAFETY: RTLD_NOLOAD only reports whether the library is loaded; the name is static.
-    let stdcxx = unsafe { libc::dlopen(c"libstdc++.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    if stdcxx.is_null() {
+    if !cxx_runtime_loaded() {
         return None;
     }
     GUARDS.get_or_init(load_guard_library).as_ref()
+}
+
+/// Whether a C++ runtime (libstdc++, or libc++) is among the loaded objects. Walks the
+/// loader's list instead of `dlopen(..., RTLD_NOLOAD)`, which searches the file system for
+/// a library that is not loaded (several system calls on every guarded call).
+#[cfg(feature = "lazy-cxx-guards")]
+fn cxx_runtime_loaded() -> bool {
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, _data: *mut c_void) -> c_int {
+        // SAFETY: info describes one loaded object for the duration of this call.
+        let name = unsafe { (*info).dlpi_name };
+        if name.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_name is a NUL-terminated path owned by the loader.
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        let file = name.rsplit(|&b| b == b'/').next().unwrap_or(name);
+        c_int::from(file.starts_with(b"libstdc++.so") || file.starts_with(b"libc++.so"))
+    }
+    // SAFETY: visit only reads the descriptions the loader passes it.
+    unsafe { libc::dl_iterate_phdr(Some(visit), std::ptr::null_mut()) != 0 }
 }
 
 #[cfg(feature = "lazy-cxx-guards")]
