@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .importer import BITCODE_SUFFIXES, is_installed
 
-# typing is only for the type checker: this package is imported at every interpreter start.
+# typing is only for the type checker: this package is imported by the first bitcode import
+# of a process, whose time counts against the `.so` it replaces.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict, List, Optional
@@ -40,8 +41,7 @@ __version__ = "0.1.0"
 _ENGINE_NAMES = ("Session", "Library", "Module", "Function")
 
 
-# The exception classes too: this package is imported at every interpreter start, and the
-# import hook needs none of them until something fails.
+# The exception classes too: the import hook needs none of them until something fails.
 _ERROR_NAMES = (
     "BitcodeError",
     "CompileError",

@@ -45,8 +45,8 @@ def _env_isolation() -> bool:
 
 
 class Options:
-    """The hook's options. A plain class: this module is imported at every interpreter start
-    (through jitload.pth), where dataclasses/typing would cost ~25 ms."""
+    """The hook's options. A plain class: this module is imported by the first bitcode import
+    of a process, where dataclasses/typing would cost ~25 ms."""
 
     def __init__(
         self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False, cache: bool = True
