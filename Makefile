@@ -46,7 +46,7 @@ test-python: build
 
 # The Python package type-checks strictly, and the stub matches the built native module.
 typecheck: build
-	$(PY) -m mypy --strict python/jitload python/_jitload_hook.py
+	$(PY) -m mypy --strict python/jitload python/_jitload_hook.py python/_jitload_finder.py
 	$(PY) -m mypy.stubtest jitload._native jitload._fastload
 
 test: lint typecheck test-rust test-python corpus-fast

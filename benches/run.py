@@ -208,10 +208,10 @@ def bench_startup(work: Path, n: int) -> Dict:
         if with_jitload:
             (target,) = venv.glob("lib/python*/site-packages")
             shutil.copytree(site / "jitload", target / "jitload")
-            for f in ("jitload.pth", "_jitload_hook.py"):
+            for f in ("jitload.pth", "_jitload_hook.py", "_jitload_finder.py"):
                 shutil.copy2(site / f, target / f)
             (target / "__pycache__").mkdir(exist_ok=True)
-            for pyc in (site / "__pycache__").glob("_jitload_hook.*.pyc"):
+            for pyc in (site / "__pycache__").glob("_jitload_*.pyc"):
                 shutil.copy2(pyc, target / "__pycache__" / pyc.name)
         pythons.append(str(venv / "bin" / "python"))
     probe = subprocess.run([pythons[1], "-c", "import sys; print(sys.path_hooks[-1]._jitload)"], capture_output=True, text=True)

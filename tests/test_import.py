@@ -408,7 +408,7 @@ def test_concurrent_imports_from_threads(modules_dir):
 def test_startup_hook_is_light():
     """jitload.pth runs in every interpreter of the environment: it installs the hook without
     importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses."""
-    names = "('_jitload_hook', 'jitload', 'jitload._native', 'jitload._fastload', 'ctypes', 'typing', 'dataclasses')"
+    names = "('_jitload_hook', '_jitload_finder', 'jitload', 'jitload._native', 'jitload._fastload', 'ctypes', 'typing', 'dataclasses')"
     out = run_python(f"import sys; print(sorted(m for m in {names} if m in sys.modules))")
     assert out.stdout.strip() == "['_jitload_hook']", out.stdout + out.stderr
 
@@ -428,3 +428,72 @@ print(len(start), len(after), start[0] is not after[0], jitload.is_installed(), 
 """
     out = run_python(code)
     assert out.stdout.split() == ["1", "1", "True", "False", "True"], out.stdout + out.stderr
+
+
+def test_bitcode_package_init_wins_over_python_init(modules_dir):
+    """A package whose `__init__` is bitcode (beside an `__init__.py`, as compiled packages
+    ship) in a directory holding no other bitcode: the bitcode `__init__` is found first, as a
+    `.so` one would be, and the package's submodules import."""
+    pkg = unique("bcpkg")
+    (modules_dir / pkg).mkdir()
+    (modules_dir / pkg / "__init__.py").write_text("which = 'py'\n")
+    (modules_dir / pkg / "sub.py").write_text("value = 7\n")
+    init = build(modules_dir / pkg, "__init__", single_phase(pkg, ADD_METHOD, method_table=ADD_ENTRY))
+    assert not [p for p in modules_dir.iterdir() if p.suffix in (".bc", ".ll")]
+    mod = importlib.import_module(pkg)
+    assert mod.__file__ == str(init) and mod.add(2, 3) == 5
+    assert importlib.import_module(f"{pkg}.sub").value == 7
+    assert sys.path_importer_cache[str(modules_dir)].find_spec.__func__.__name__ == "_find_spec"
+
+
+def test_bitcode_file_added_after_the_directory_was_listed(modules_dir):
+    """The finder decides from its directory listing; a bitcode file that appears later is
+    found once the directory's mtime changes (FileFinder lists it again), without
+    invalidate_caches()."""
+    first, late = unique("listed"), unique("late")
+    (modules_dir / f"{first}.py").write_text("x = 1\n")
+    assert importlib.import_module(first).x == 1  # the directory is listed now, without bitcode
+    build(modules_dir, late, single_phase(late, ADD_METHOD, method_table=ADD_ENTRY))
+    later = modules_dir.stat().st_mtime + 10
+    import os
+
+    os.utime(modules_dir, (later, later))
+    assert importlib.import_module(late).add(1, 1) == 2
+
+
+def test_ordinary_lookups_skip_the_bitcode_suffixes(modules_dir):
+    """Installing jitload must not slow ordinary imports: FileFinder's own lookup tries only
+    the interpreter's suffixes (bitcode ones are looked up in the listing first), and a name
+    with a bitcode file is still found, beside a `.py` of the same name."""
+    plain, jit = unique("plainmod"), unique("jitmod")
+    (modules_dir / f"{plain}.py").write_text("x = 1\n")
+    importlib.import_module(plain)
+    finder = sys.path_importer_cache[str(modules_dir)]
+    assert {suffix for suffix, _ in finder._loaders} == set(importlib.machinery.all_suffixes())
+    assert set(jitload.BITCODE_SUFFIXES) <= {suffix for suffix, _ in finder._all_loaders}
+    build(modules_dir, jit, single_phase(jit, ADD_METHOD, method_table=ADD_ENTRY))
+    (modules_dir / f"{jit}.py").write_text("raise ImportError('the .py beside the bitcode was imported')\n")
+    importlib.invalidate_caches()
+    assert importlib.import_module(jit).add(2, 2) == 4
+
+
+def test_finders_are_adopted_at_the_first_new_directory(tmp_path):
+    """At start-up the hook only gives the existing finders every suffix; the first import from
+    a new directory (here a package's) loads _jitload_finder and adopts them all. A script
+    whose own directory holds a bitcode module finds it through the hook's first call."""
+    code = """
+import os, sys
+stdlib = os.path.dirname(os.__file__)  # (modules the interpreter loaded before site ran)
+before = hasattr(sys.path_importer_cache[stdlib], "_all_loaders")
+import json
+after = hasattr(sys.path_importer_cache[stdlib], "_all_loaders")
+print(before, after, "_jitload_finder" in sys.modules)
+"""
+    out = run_python(code)
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
+    name = unique("scriptdir")
+    build(tmp_path, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    script = tmp_path / "main.py"
+    script.write_text(f"import {name}\nprint({name}.add(20, 22))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "42", run.stdout + run.stderr
