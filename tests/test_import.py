@@ -306,6 +306,32 @@ def test_code_is_compiled_for_the_host_cpu(tmp_path):
         assert "ymm" in asm or "zmm" in asm, asm  # 256/512-bit AVX, not baseline SSE2
 
 
+def test_bitcode_leaves_loops_unrollable_by_the_jit(tmp_path):
+    # jitload's compile must not unroll loops for the baseline CPU, nor forbid the JIT to:
+    # -fno-unroll-loops would stamp every loop `llvm.loop.unroll.disable`, and then even a
+    # 4-iteration loop over a local array stays a loop with the array in memory.
+    src = tmp_path / "u.c"
+    src.write_text(  # the shape of xxhash's XXH3 inner loop: explicit vectors, which no vectoriser widens
+        "typedef unsigned long long v2 __attribute__((vector_size(16)));\n"
+        "static void round4(v2 *acc, const v2 *in) {\n"
+        "  for (int i = 0; i < 4; i++) acc[i] = (acc[i] + in[i] * in[i]) ^ (acc[i] >> 29);\n"
+        "}\n"
+        "unsigned long long h(const v2 *p, long n) {\n"
+        "  v2 acc[4] = {{1, 2}, {3, 4}, {5, 6}, {7, 8}};\n"
+        "  for (long j = 0; j + 4 <= n; j += 4) round4(acc, p + j);\n"
+        "  return acc[0][0] ^ acc[1][1] ^ acc[2][0] ^ acc[3][1];\n"
+        "}\n"
+    )
+    out = tmp_path / "u.bc"
+    jitload.build.compile([str(src)], str(out))
+    ir = subprocess.run(
+        [jitload._clang.find().replace("clang", "llvm-dis"), str(out), "-o", "-"], capture_output=True, text=True
+    ).stdout
+    assert "define" in ir and "llvm.loop.unroll.disable" not in ir, ir
+    jit_ir = jitload.inspect(str(out))["ir"]
+    assert "alloca" not in jit_ir, jit_ir  # the inner loop unrolled, the accumulators in registers
+
+
 def test_scripts_and_non_directories_still_run(tmp_path):
     script = tmp_path / "hello.py"
     script.write_text("import jitload\nprint('hello', jitload.is_installed())\n")
