@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import importlib.machinery
 import importlib.util
 import sys
@@ -304,6 +305,24 @@ def test_code_is_compiled_for_the_host_cpu(tmp_path):
     asm = jitload.inspect(str(out))["asm"]
     if "+avx2" in host["features"].split(","):
         assert "ymm" in asm or "zmm" in asm, asm  # 256/512-bit AVX, not baseline SSE2
+
+
+def test_code_targets_the_host_and_is_tuned_generically(tmp_path):
+    # Instructions for the host CPU, scheduling for LLVM's generic model (what the .so gets
+    # from clang -O2) unless JITLOAD_TUNE_CPU=host; the host's preferred vector width is kept.
+    host = jitload.host_target()
+    assert host["tune"] == "generic"
+    ir, _ = jitload.Session.default().inspect("define i64 @f(i64 %x) {\n %y = mul i64 %x, %x\n ret i64 %y\n}\n")
+    assert f'"target-cpu"="{host["cpu"]}"' in ir and '"tune-cpu"="generic"' in ir, ir
+    if host["triple"].startswith("x86_64") and "+avx2" in host["features"].split(","):
+        assert '"prefer-vector-width"="256"' in ir or '"prefer-vector-width"="512"' in ir, ir
+    code = (
+        "import jitload; h = jitload.host_target(); assert h['tune'] == h['cpu'], h\n"
+        "ir, _ = jitload.Session.default().inspect('define void @f() {\\n ret void\\n}\\n')\n"
+        "assert '\"tune-cpu\"=\"' + h['cpu'] + '\"' in ir and 'prefer-vector-width' not in ir, ir\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JITLOAD_TUNE_CPU="host"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_bitcode_leaves_loops_unrollable_by_the_jit(tmp_path):
