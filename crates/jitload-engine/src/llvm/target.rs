@@ -39,7 +39,10 @@ impl HostTarget {
         let tune = if jitload_runtime::tuning::tune_for_host() { cpu.clone() } else { "generic".to_string() };
         let mut host = HostTarget { triple, cpu, features, tune, prefer_vector_width: None };
         if host.tune != host.cpu {
-            host.prefer_vector_width = host.preferred_vector_width();
+            // A target machine costs about half a millisecond: once per process (the host
+            // does not change), before any compile child is forked.
+            static WIDTH: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+            host.prefer_vector_width = *WIDTH.get_or_init(|| host.preferred_vector_width());
         }
         host
     }
