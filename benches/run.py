@@ -2,7 +2,7 @@
 medians and ratios with bootstrap 95% intervals. Writes benchmarks/results.json and
 benchmarks/results.md.
 
-    python benches/run.py [--quick] [--only import,run,engine]
+    python benches/run.py [--quick] [--only import,run,engine] [--out DIR]
 
 Benchmarks:
   import/fresh-process/<mod>  `python -c "import mod"` wall time: .so vs .bc (cold JIT compile)
@@ -280,6 +280,11 @@ def bench_run_fastmath(work: Path, n: int) -> Dict:
     script = work / "run_fastmath.py"
     script.write_text(RUN_SCRIPT)
     d_so, d_bc = work / "fresh_so", work / "fresh_bc"
+    if not d_so.exists():  # `--only run`: the import benches did not build them
+        d_so.mkdir(); d_bc.mkdir()
+        src = fastmath_variant(work, "fastmath")
+        build_so(src, d_so / f"fastmath{SO}")
+        build_bc(src, d_bc / f"fastmath{BC}")
     run = lambda d, suffix: float(subprocess.run([PY, str(script), str(d), suffix], check=True, capture_output=True, text=True).stdout)
     a, b = paired(n, lambda: run(d_so, ".so"), lambda: run(d_bc, ".bc"))
     return result("run/fastmath:prime_sum(200000)", ".so clang-22 -O2", ".bc jitload -O2", a, b,
@@ -474,9 +479,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (for CI smoke runs)")
     ap.add_argument("--only", default="import,run,engine", help="comma-separated groups: import, run, engine")
     ap.add_argument("--markdown-only", action="store_true", help="re-render results.md from results.json (no runs)")
+    ap.add_argument("--out", default=str(OUT), help="directory for results.json/.md (a partial --only run should not replace the full one)")
     args = ap.parse_args()
+    out_dir = Path(args.out)
     if args.markdown_only:
-        (OUT / "results.md").write_text(markdown(json.loads((OUT / "results.json").read_text())))
+        (out_dir / "results.md").write_text(markdown(json.loads((out_dir / "results.json").read_text())))
         return 0
     groups = set(args.only.split(","))
     n = 5 if args.quick else 21
@@ -491,7 +498,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="jitload-bench-"))
     try:
         benches = []
-        if "import" in groups or "run" in groups:  # run/fastmath uses the import benches' builds
+        if "import" in groups:
             benches += [bench_import_fresh, bench_import_llvmlite, bench_import_fresh_cached, bench_import_warm, bench_startup]
         if "run" in groups:
             benches += [bench_run_fastmath, bench_run_regex, bench_run_xxhash]
@@ -508,10 +515,10 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     doc["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (OUT / "results.md").write_text(markdown(doc))
-    print(f"wrote {OUT / 'results.json'} and {OUT / 'results.md'}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown(doc))
+    print(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
     return 0
 
 

@@ -101,6 +101,16 @@ def test_opt_level_is_part_of_the_key(mods: Path, tmp_path: Path) -> None:
     assert other["stats"]["misses"] == 1 and len(entries(cache)) == 2
 
 
+def test_tuning_is_part_of_the_key(mods: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    name = make_module(mods)
+    run(mods, name, cache)
+    other = run(mods, name, cache, JITLOAD_TUNE_CPU="host")
+    assert other["stats"]["misses"] == 1 and len(entries(cache)) == 2
+    again = run(mods, name, cache, JITLOAD_TUNE_CPU="host")
+    assert again["stats"]["hits"] == 1 and again["stats"]["without_llvm"] == 1
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
 def test_damaged_entries_are_rebuilt(mods: Path, tmp_path: Path, damage: str) -> None:
     cache = tmp_path / "cache"

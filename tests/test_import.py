@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import importlib.machinery
 import importlib.util
 import sys
@@ -304,6 +305,50 @@ def test_code_is_compiled_for_the_host_cpu(tmp_path):
     asm = jitload.inspect(str(out))["asm"]
     if "+avx2" in host["features"].split(","):
         assert "ymm" in asm or "zmm" in asm, asm  # 256/512-bit AVX, not baseline SSE2
+
+
+def test_code_targets_the_host_and_is_tuned_generically(tmp_path):
+    # Instructions for the host CPU, scheduling for LLVM's generic model (what the .so gets
+    # from clang -O2) unless JITLOAD_TUNE_CPU=host; the host's preferred vector width is kept.
+    host = jitload.host_target()
+    assert host["tune"] == "generic"
+    ir, _ = jitload.Session.default().inspect("define i64 @f(i64 %x) {\n %y = mul i64 %x, %x\n ret i64 %y\n}\n")
+    assert f'"target-cpu"="{host["cpu"]}"' in ir and '"tune-cpu"="generic"' in ir, ir
+    if host["triple"].startswith("x86_64") and "+avx2" in host["features"].split(","):
+        assert '"prefer-vector-width"="256"' in ir or '"prefer-vector-width"="512"' in ir, ir
+    code = (
+        "import jitload; h = jitload.host_target(); assert h['tune'] == h['cpu'], h\n"
+        "ir, _ = jitload.Session.default().inspect('define void @f() {\\n ret void\\n}\\n')\n"
+        "assert '\"tune-cpu\"=\"' + h['cpu'] + '\"' in ir and 'prefer-vector-width' not in ir, ir\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, JITLOAD_TUNE_CPU="host"), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_bitcode_leaves_loops_unrollable_by_the_jit(tmp_path):
+    # jitload's compile must not unroll loops for the baseline CPU, nor forbid the JIT to:
+    # -fno-unroll-loops would stamp every loop `llvm.loop.unroll.disable`, and then even a
+    # 4-iteration loop over a local array stays a loop with the array in memory.
+    src = tmp_path / "u.c"
+    src.write_text(  # the shape of xxhash's XXH3 inner loop: explicit vectors, which no vectoriser widens
+        "typedef unsigned long long v2 __attribute__((vector_size(16)));\n"
+        "static void round4(v2 *acc, const v2 *in) {\n"
+        "  for (int i = 0; i < 4; i++) acc[i] = (acc[i] + in[i] * in[i]) ^ (acc[i] >> 29);\n"
+        "}\n"
+        "unsigned long long h(const v2 *p, long n) {\n"
+        "  v2 acc[4] = {{1, 2}, {3, 4}, {5, 6}, {7, 8}};\n"
+        "  for (long j = 0; j + 4 <= n; j += 4) round4(acc, p + j);\n"
+        "  return acc[0][0] ^ acc[1][1] ^ acc[2][0] ^ acc[3][1];\n"
+        "}\n"
+    )
+    out = tmp_path / "u.bc"
+    jitload.build.compile([str(src)], str(out))
+    ir = subprocess.run(
+        [jitload._clang.find().replace("clang", "llvm-dis"), str(out), "-o", "-"], capture_output=True, text=True
+    ).stdout
+    assert "define" in ir and "llvm.loop.unroll.disable" not in ir, ir
+    jit_ir = jitload.inspect(str(out))["ir"]
+    assert "alloca" not in jit_ir, jit_ir  # the inner loop unrolled, the accumulators in registers
 
 
 def test_scripts_and_non_directories_still_run(tmp_path):

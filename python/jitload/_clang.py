@@ -66,7 +66,14 @@ BITCODE_FLAGS = [
     "-flto=full",  # emit LLVM bitcode (not machine code) from -c, with the LTO pre-link pipeline
     "-fno-vectorize",  # leave vectorisation (and the unrolling that goes with it) to the JIT, which
     "-fno-slp-vectorize",  # knows this CPU's vector width; clang alone would bake in baseline SSE2
-    "-fno-unroll-loops",
+    # Nor partial/runtime unrolling or interleaving here (the JIT's vectoriser wants the rolled
+    # loop), but through the pass options, not -fno-unroll-loops: that flag also stamps every
+    # loop `llvm.loop.unroll.disable`, which the JIT must obey, so it could never fully unroll
+    # even a 4-iteration loop over a local array (xxhash's XXH3 accumulators then stayed in
+    # memory: 1.6x slower than the .so). Small constant loops are still fully unrolled here.
+    "-mllvm", "-unroll-runtime=false",
+    "-mllvm", "-unroll-allow-partial=false",
+    "-mllvm", "-interleave-loops=false",
     "-fPIC",  # the JIT places code anywhere; external data is reached through the GOT
     "-Qunused-arguments",  # setuptools passes link-only flags to compiles; don't warn about them
     "-Wno-unknown-warning-option",  # Python's CFLAGS come from gcc and may name gcc-only warnings

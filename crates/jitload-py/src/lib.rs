@@ -112,6 +112,7 @@ fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("triple", host.triple)?;
     d.set_item("cpu", host.cpu)?;
     d.set_item("features", host.features)?;
+    d.set_item("tune", host.tune)?;
     Ok(d)
 }
 

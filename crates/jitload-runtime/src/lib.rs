@@ -10,6 +10,7 @@ pub mod exit;
 pub mod objcache;
 pub mod resolve;
 pub mod scope_table;
+pub mod tuning;
 pub mod wire;
 
 pub use compiled::Compiled;

@@ -95,6 +95,7 @@ impl ObjectCache {
             .field("triple", crate::LLVM_HOST_TRIPLE.as_bytes())
             .field("cpu", CPU.get_or_init(jitload_objload::host::cpu_fingerprint))
             .field("opt", &[opt_level])
+            .field("tune", crate::tuning::key_field())
             .field("jitload", env!("CARGO_PKG_VERSION").as_bytes())
             .finish()
     }

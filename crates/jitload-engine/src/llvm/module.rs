@@ -178,13 +178,15 @@ impl<'ctx> Module<'ctx> {
         unsafe { LLVMSetDataLayout(self.raw, l.as_ptr()) };
     }
 
-    /// Makes every defined function compile for `cpu` with `features`: clang stamps each
-    /// function with the CPU it was built for (usually baseline "x86-64"), which would
-    /// override the target machine. A function's own features are appended after the
-    /// host's so explicit per-function choices (`+avx2` behind a cpuid check, `-sse4.2`)
-    /// still win.
-    pub fn retarget_functions(&mut self, cpu: &str, features: &str) {
-        let (cpu_key, tune_key, feat_key) = ("target-cpu", "tune-cpu", "target-features");
+    /// Makes every defined function compile for `cpu` with `features`, tuned for `tune`:
+    /// clang stamps each function with the CPU it was built for (usually baseline "x86-64"),
+    /// which would override the target machine. A function's own features are appended after
+    /// the host's so explicit per-function choices (`+avx2` behind a cpuid check, `-sse4.2`)
+    /// still win. `prefer_vector_width` (the host CPU's preference, when tuning for another
+    /// CPU) is added to functions that do not set their own.
+    pub fn retarget_functions(&mut self, cpu: &str, tune: &str, features: &str, prefer_vector_width: Option<u32>) {
+        let (cpu_key, tune_key, feat_key, width_key) = ("target-cpu", "tune-cpu", "target-features", "prefer-vector-width");
+        let width = prefer_vector_width.map(|w| w.to_string());
         let idx = llvm_sys::LLVMAttributeFunctionIndex;
         // SAFETY: iterating the live module's functions; attributes are created in its context
         // and attached to functions of this module.
@@ -197,7 +199,13 @@ impl<'ctx> Module<'ctx> {
                         Some(o) if !o.is_empty() => format!("{features},{o}"),
                         _ => features.to_string(),
                     };
-                    for (key, value) in [(cpu_key, cpu), (tune_key, cpu), (feat_key, merged.as_str())] {
+                    let mut attributes = vec![(cpu_key, cpu), (tune_key, tune), (feat_key, merged.as_str())];
+                    if let Some(w) = width.as_deref() {
+                        if string_attribute(f, idx, width_key).is_none() {
+                            attributes.push((width_key, w));
+                        }
+                    }
+                    for (key, value) in attributes {
                         LLVMRemoveStringAttributeAtIndex(f, idx, key.as_ptr().cast(), key.len() as c_uint);
                         let attr = LLVMCreateStringAttribute(
                             self.ctx.raw(),

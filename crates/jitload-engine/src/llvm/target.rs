@@ -9,31 +9,67 @@ use llvm_sys::transforms::pass_builder::{
     LLVMCreatePassBuilderOptions, LLVMDisposePassBuilderOptions, LLVMRunPasses,
 };
 
+use super::context::Context;
 use super::module::{take_buffer, Module};
 use super::{check, cstr, take_message};
 
-/// The machine jitload compiles for: the host, with its exact CPU name and features.
+/// The machine jitload compiles for: the host, with its exact CPU name and features. Code is
+/// tuned for `tune` (`generic` unless `JITLOAD_TUNE_CPU=host`, see
+/// `jitload_runtime::tuning`), keeping the vector width the host CPU prefers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostTarget {
     pub triple: String,
     pub cpu: String,
     pub features: String,
+    pub tune: String,
+    /// The vector width (bits) the host CPU's own tuning prefers, when tuning for another CPU.
+    pub prefer_vector_width: Option<u32>,
 }
 
 impl HostTarget {
     pub fn detect() -> HostTarget {
         super::initialize();
         // SAFETY: each call returns a fresh LLVM-allocated string that take_message frees.
-        unsafe {
+        let (triple, cpu, features) = unsafe {
             let raw_triple = LLVMGetDefaultTargetTriple();
             let triple_norm = LLVMNormalizeTargetTriple(raw_triple);
             let _ = take_message(raw_triple);
-            HostTarget {
-                triple: take_message(triple_norm),
-                cpu: take_message(LLVMGetHostCPUName()),
-                features: take_message(LLVMGetHostCPUFeatures()),
-            }
+            (take_message(triple_norm), take_message(LLVMGetHostCPUName()), take_message(LLVMGetHostCPUFeatures()))
+        };
+        let tune = if jitload_runtime::tuning::tune_for_host() { cpu.clone() } else { "generic".to_string() };
+        let mut host = HostTarget { triple, cpu, features, tune, prefer_vector_width: None };
+        if host.tune != host.cpu {
+            // A target machine costs about half a millisecond: once per process (the host
+            // does not change), before any compile child is forked.
+            static WIDTH: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+            host.prefer_vector_width = *WIDTH.get_or_init(|| host.preferred_vector_width());
         }
+        host
+    }
+
+    /// The vector width the host CPU's own tuning gives the vectorisers (LLVM's cost model for
+    /// a function targeting and tuned for the host): `generic` tuning alone would let an
+    /// AVX-512 Intel CPU use 512-bit vectors, which its tuning avoids.
+    fn preferred_vector_width(&self) -> Option<u32> {
+        extern "C" {
+            fn jitload_preferred_vector_bits(tm: LLVMTargetMachineRef, f: llvm_sys::prelude::LLVMValueRef) -> std::ffi::c_uint;
+        }
+        let tm = TargetMachine::new(self, OptLevel::O2).ok()?;
+        let ctx = Context::new();
+        let ir = format!(
+            "define void @f() #0 {{\n  ret void\n}}\nattributes #0 = {{ \"target-cpu\"=\"{cpu}\" \"tune-cpu\"=\"{cpu}\" \"target-features\"=\"{features}\" }}\n",
+            cpu = self.cpu,
+            features = self.features
+        );
+        let module = Module::parse_ir(&ctx, ir.as_bytes(), "<host>").ok()?;
+        // SAFETY: the module is live and defines @f; the name is NUL-terminated.
+        let f = unsafe { llvm_sys::core::LLVMGetNamedFunction(module.raw(), c"f".as_ptr()) };
+        if f.is_null() {
+            return None;
+        }
+        // SAFETY: tm and f are live; f's module belongs to a context only this thread uses.
+        let bits = unsafe { jitload_preferred_vector_bits(tm.raw, f) };
+        (bits > 0).then_some(bits)
     }
 
     /// The architecture part of a triple ("x86_64" of "x86_64-pc-linux-gnu").
