@@ -177,7 +177,7 @@ def test_add_and_introspection(lib: ctypes.CDLL) -> None:
     assert add(-(2**63), -1) == 2**63 - 1  # wraps like C
     state = fast.info(add)
     assert state.name == "add" and state.address == addr(lib, "add")
-    assert state.stencils == ["entry_plain", "conv_i64_r0", "conv_i64_r1", "call_i2", "box_i64"]
+    assert state.stencils == ["entry2_i64"]  # the fused shape: entry, conversions, call, box
     assert add.__name__ == "add"
     assert "int64(int64, int64)" in (add.__doc__ or "")
     assert fast.wrap(addr(lib, "nothing"), "void()")() is None
@@ -622,6 +622,67 @@ def test_callback_that_raises_is_reraised_by_the_wrapper(lib: ctypes.CDLL, unrai
     proto = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64)(addr(lib, "loop2"))
     assert proto(t2.address, 4) == 1 + 1 + 100 + 1
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, ValueError)
+
+
+def test_fused_entries_convert_fail_and_reraise_like_the_chain(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
+    """Signatures of no argument or one or two 64-bit integers use one fused stencil: its
+    slow paths, errors and callback handshake behave as the chain's."""
+    unraisable.install()
+    sig_stencils = {
+        "int64(int64, int64)": ["entry2_i64"],
+        "uint64(uint64, int64)": ["entry2_u64"],
+        "pyobject(int64, uint64)": ["entry2_pyobject"],
+        "double(uint64)": ["entry1_f64"],
+        "void()": ["entry0_void"],
+        "int64(int32, int64)": ["entry_plain", "conv_sint_r0", "conv_i64_r1", "call_i2", "box_i64"],
+    }
+    for sig, stencils in sig_stencils.items():
+        assert fast.info(fast.wrap(addr(lib, "add"), sig)).stencils == stencils, sig
+    # The callback's address passed as an integer: call_int64(cb, x) = cb(x).
+    call = fast.wrap(addr(lib, "call_int64"), "int64(int64, int64)", name="call")
+    callu = fast.wrap(addr(lib, "call_uint64"), "uint64(uint64, uint64)", name="callu")
+    double = fast.callback(lambda x: 2 * x, "int64(int64)")
+    ident = fast.callback(lambda x: x, "uint64(uint64)")
+    assert call(double.address, 21) == 42 and call(double.address, -21) == -42
+    assert callu(ident.address, 2**64 - 1) == 2**64 - 1
+    class Index:
+        def __index__(self) -> int:
+            return 5
+    assert call(double.address, Index()) == 10 and callu(ident.address, Index()) == 5
+    assert call(double.address, True) == 2
+    with pytest.raises(OverflowError, match=r"call\(\) argument 2: .* does not fit in int64"):
+        call(double.address, 2**63)
+    with pytest.raises(OverflowError, match=r"callu\(\) argument 2: .* does not fit in uint64"):
+        callu(ident.address, -1)
+    with pytest.raises(TypeError, match=r"call\(\) argument 1 must be int \(int64\), not str"):
+        call("x", 1)
+    with pytest.raises(TypeError, match=r"callu\(\) argument 2 must be int \(uint64\), not float"):
+        callu(ident.address, 1.0)
+    with pytest.raises(TypeError, match=r"call\(\) takes 2 arguments \(int64\(int64, int64\)\), 1 given"):
+        call(1)
+
+    def boom(x: int) -> int:
+        raise KeyError(f"boom {x}")
+
+    failing = fast.callback(boom, "int64(int64)", error_value=-1)
+    with pytest.raises(KeyError, match="boom 5"):
+        call(failing.address, 5)
+    # A pyobject result with a pending exception: the NULL the callback's error value gave.
+    callp = fast.wrap(addr(lib, "call_int64"), "pyobject(int64, int64)", name="callp")
+    failing0 = fast.callback(boom, "int64(int64)", error_value=0)
+    with pytest.raises(KeyError, match="boom 7"):
+        callp(failing0.address, 7)
+    # An __index__ that raises fails the conversion inside the handshake as in the chain (a
+    # TypeError naming the argument), and the handshake slot is restored (autouse fixture).
+    class Bad:
+        def __index__(self) -> int:
+            raise ValueError("no index")
+    chain = fast.wrap(addr(lib, "call_int64"), "int64(int64, int32)", name="call")
+    for f in (call, chain):
+        with pytest.raises(TypeError, match=r"call\(\) argument 2 must be int \(int(64|32)\), not Bad"):
+            f(double.address, Bad())
+    assert call(double.address, 4) == 8
+    assert unraisable == []
 
 
 def test_callback_error_without_a_wrapper_goes_to_unraisablehook(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
