@@ -48,6 +48,7 @@ fn runtime() -> PyResult<&'static Runtime> {
                     "jitload_fast_cb_error" => jitload_fast_cb_error as *const () as usize,
                     "jitload_fast_cb_result_slow" => jitload_fast_cb_result_slow as *const () as usize,
                     "_JIT_TSTATE_GET" => return dlsym("PyThreadState_GetUnchecked").or_else(|| dlsym("_PyThreadState_UncheckedGet")),
+                    "_JIT_FUNCTION_TYPE" => return Some(function_type_for_stencils()),
                     _ => return dlsym(name),
                 };
                 Some(helper as u64)
@@ -56,6 +57,37 @@ fn runtime() -> PyResult<&'static Runtime> {
         })
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(e.clone()))
+}
+
+/// `&PyFunction_Type` when its `PyTypeObject` has the layout the thunks read at call time
+/// (stencils.h: `tp_vectorcall_offset` at byte 56, which holds for every 64-bit CPython 3.8+;
+/// checked here through `tp_flags` at byte 168 against `PyType_GetFlags`, the vectorcall flag,
+/// and an offset inside `tp_basicsize` at byte 32), else 1: no object has that type, so
+/// every callable goes through `PyObject_Vectorcall`.
+fn function_type_for_stencils() -> u64 {
+    const TP_BASICSIZE: usize = 32;
+    const TP_VECTORCALL_OFFSET: usize = 56;
+    const TP_FLAGS: usize = 168;
+    const HAVE_VECTORCALL: std::os::raw::c_ulong = 1 << 11;
+    let Some(ty) = dlsym("PyFunction_Type") else { return 1 };
+    let base = ty as usize as *const u8;
+    // SAFETY: PyFunction_Type is a static PyTypeObject (over 400 bytes in every CPython 3),
+    // so the three words read are inside it; PyType_GetFlags takes any type object.
+    let ok = unsafe {
+        let flags = ffi::PyType_GetFlags(ty as usize as *mut ffi::PyTypeObject);
+        let basicsize = *(base.add(TP_BASICSIZE) as *const isize);
+        let offset = *(base.add(TP_VECTORCALL_OFFSET) as *const isize);
+        *(base.add(TP_FLAGS) as *const std::os::raw::c_ulong) == flags
+            && flags & HAVE_VECTORCALL != 0
+            && offset >= 16
+            && offset + 8 <= basicsize
+            && offset % 8 == 0
+    };
+    if ok {
+        ty
+    } else {
+        1
+    }
 }
 
 fn dlsym(name: &str) -> Option<u64> {

@@ -90,7 +90,9 @@ pub struct Runtime {
 impl Runtime {
     /// Resolves every process-wide hole with `resolve(name)`, except those this crate
     /// provides itself (`_JIT_TLS`, the handshake slot's offset). `_JIT_TSTATE_GET` must resolve to
-    /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`. Fails listing
+    /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`, and
+    /// `_JIT_FUNCTION_TYPE` to `&PyFunction_Type` when its `PyTypeObject` layout is the one
+    /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1. Fails listing
     /// every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
         let mut values = vec![None; SYMBOL_NAMES.len()];

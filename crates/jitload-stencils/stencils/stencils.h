@@ -87,6 +87,29 @@ extern PyObject _Py_NoneStruct, _Py_TrueStruct, _Py_FalseStruct;
  * holding the GIL on 3.10/3.11 (_PyThreadState_UncheckedGet): the host resolves it. */
 HOLE(_JIT_TSTATE_GET);
 
+/* Python functions (exact PyFunction_Type) are called through their own vectorcall slot, as
+ * CPython's eval loop calls them, instead of through PyObject_Vectorcall: that skips its
+ * thread-state fetch, the generic slot lookup and _Py_CheckFunctionResult (a Python
+ * function's result is never NULL without, or non-NULL with, an exception). The slot's
+ * offset is read at call time from the type (tp_vectorcall_offset, at the same offset in
+ * every 64-bit CPython 3.8+ PyTypeObject), the slot from the function. The host checks the
+ * layout at start-up (tp_flags against PyType_GetFlags) and otherwise resolves the hole to 1,
+ * a type no object has: every callable then takes PyObject_Vectorcall. */
+HOLE(_JIT_FUNCTION_TYPE);
+#define TP_VECTORCALL_OFFSET 56
+typedef PyObject *(*vectorcallfunc)(PyObject *, PyObject *const *, size_t, PyObject *);
+INLINE PyObject *vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf) {
+    void *type = callable->ob_type;
+    if (LIKELY(type == (void *)_JIT_FUNCTION_TYPE)) {
+        Py_ssize_t offset = *(Py_ssize_t *)((char *)type + TP_VECTORCALL_OFFSET);
+        vectorcallfunc slot = *(vectorcallfunc *)((char *)callable + offset);
+        if (LIKELY(slot != NULL)) {
+            return slot(callable, args, nargsf, NULL);
+        }
+    }
+    return PyObject_Vectorcall(callable, args, nargsf, NULL);
+}
+
 /* Stable-ABI reference counting: plain increments, deallocation at zero. Immortal objects
  * (3.12+) are designed to tolerate this (PEP 683). */
 INLINE void incref(PyObject *o) { o->ob_refcnt++; }

@@ -6,7 +6,8 @@
  *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
  *               tail call), releases the GIL it took, returns {rax, xmm0}.
  *   cbox_*      one per argument: raw value at frame offset SRC -> a new reference in argv.
- *   cb_call     PyObject_Vectorcall of the cell's callable (NARGS arguments).
+ *   cb_call     calls the cell's callable (NARGS arguments): a Python function through its
+ *               vectorcall slot, anything else with PyObject_Vectorcall.
  *   cret_*      the callable's result -> the raw return value; ends the chain.
  *   cb0_*       for callbacks without arguments: entry, call and result in one.
  * Any failure goes to the host's jitload_fast_cb_error, which reports the exception (to a
@@ -189,7 +190,7 @@ INLINE PyObject *cb_invoke(CbFrame *fr, ThunkCell *cell, size_t nargs, int64_t n
         return NULL;
     }
     incref(callable); /* the callable may close its own thunk */
-    PyObject *res = PyObject_Vectorcall(callable, &fr->argv[1], nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *res = vectorcall(callable, &fr->argv[1], nargs | PY_VECTORCALL_ARGUMENTS_OFFSET);
     decref(callable);
     /* nboxed (== nargs: every argument was boxed to get here) is read before the call. */
     for (int64_t k = 1; k <= nboxed; k++) {

@@ -103,7 +103,7 @@ fn tables_are_stamped_and_complete() {
     }
     // Every required process-wide symbol is a C API name, a host helper or the tstate getter.
     for name in Runtime::required_symbols() {
-        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET", "{name}");
+        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET" || name == "_JIT_FUNCTION_TYPE", "{name}");
     }
 }
 
