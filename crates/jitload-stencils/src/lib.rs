@@ -70,6 +70,8 @@ pub const PER_PIECE: &[&str] = &[
     "_JIT_KIND1",
     "_JIT_CONV0",
     "_JIT_CONV1",
+    "_JIT_BOX0",
+    "_JIT_BOX1",
     "_JIT_MIN",
     "_JIT_MAX",
     "_JIT_TARGET",

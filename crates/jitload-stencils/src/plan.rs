@@ -240,6 +240,25 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
         // Nothing to box: one fused stencil (entry, call, result).
         return Ok(vec![with_result(fused)]);
     }
+    if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) {
+        // One or two 64-bit integers: one fused stencil (entry, boxing, call, result).
+        let column = [id::cb0_void, id::cb0_bool, id::cb0_i64, id::cb0_sint, id::cb0_u64, id::cb0_uint, id::cb0_f32, id::cb0_f64, id::cb0_ptr, id::cb0_pyobject]
+            .iter()
+            .position(|&s| s == fused)
+            .ok_or_else(|| Error::Plan(format!("no fused callback for {sig}")))?;
+        #[rustfmt::skip]
+        const FUSED: [[usize; 10]; 2] = [
+            [id::cb1_void, id::cb1_bool, id::cb1_i64, id::cb1_sint, id::cb1_u64, id::cb1_uint, id::cb1_f32, id::cb1_f64, id::cb1_ptr, id::cb1_pyobject],
+            [id::cb2_void, id::cb2_bool, id::cb2_i64, id::cb2_sint, id::cb2_u64, id::cb2_uint, id::cb2_f32, id::cb2_f64, id::cb2_ptr, id::cb2_pyobject],
+        ];
+        const BOX: [u16; 2] = [sym::_JIT_BOX0, sym::_JIT_BOX1];
+        let mut piece = with_result(FUSED[sig.args.len() - 1][column]);
+        for (k, &ty) in sig.args.iter().enumerate() {
+            let boxer = if ty == CType::U64 { sym::PyLong_FromUnsignedLongLong } else { sym::PyLong_FromLongLong };
+            piece = piece.with_symbol(BOX[k], boxer);
+        }
+        return Ok(vec![piece]);
+    }
     let entry = if placement.stack > 0 {
         id::cb_entry_stack
     } else if placement.sses > 0 {

@@ -10,6 +10,7 @@
  *               vectorcall slot, anything else with PyObject_Vectorcall.
  *   cret_*      the callable's result -> the raw return value; ends the chain.
  *   cb0_*       for callbacks without arguments: entry, call and result in one.
+ *   cb1_*, cb2_*  the same for one or two 64-bit integer arguments (boxing included).
  * Any failure goes to the host's jitload_fast_cb_error, which reports the exception (to a
  * jitload wrapper running on this thread, or sys.unraisablehook) and returns the cell's
  * error value.
@@ -345,3 +346,43 @@ RESULTS(CRET)
         return r;                                                       \
     }
 RESULTS(CB0)
+
+/* ---- fused entries for callbacks of one or two 64-bit integers ----------------------- */
+
+/* cb1_*, cb2_*: the whole chain (entry, boxing, call, result) in one stencil for callbacks
+ * whose arguments are one or two int64/uint64 (_JIT_BOXk: PyLong_FromLongLong or
+ * PyLong_FromUnsignedLongLong, as cbox_i64/cbox_u64). Same frame, same bookkeeping (argv,
+ * nboxed) and slow paths as the chain: a failed box goes to jitload_fast_cb_error, which
+ * releases the arguments boxed so far. */
+HOLE(_JIT_BOX0);
+HOLE(_JIT_BOX1);
+
+#define CB_BOX(K, raw)                                                      \
+    do {                                                                    \
+        PyObject *o_ = ((PyObject *(*)(uint64_t))_JIT_BOX##K)(raw);         \
+        if (UNLIKELY(o_ == NULL)) {                                         \
+            r = jitload_fast_cb_error(fr, CELL);                            \
+            goto boxing_failed;                                             \
+        }                                                                   \
+        fr->argv[K + 1] = o_;                                               \
+        fr->nboxed = K + 1;                                                 \
+    } while (0)
+
+#define CBN(N, KIND, PARAMS, BOXES)                                         \
+    Ret cb##N##_##KIND PARAMS {                                             \
+        CbFrame frame, *fr = &frame;                                        \
+        CB_ENTER_RUN_LEAVE(fr, {                                            \
+            BOXES;                                                          \
+            if (UNLIKELY(cb_invoke(fr, CELL, N, N) == NULL)) {              \
+                r = jitload_fast_cb_error(fr, CELL);                        \
+            } else {                                                        \
+                r = ret_body_##KIND(fr);                                    \
+            }                                                               \
+        boxing_failed:;                                                     \
+        });                                                                 \
+        return r;                                                           \
+    }
+#define CB1(KIND) CBN(1, KIND, (uint64_t a), CB_BOX(0, a))
+#define CB2(KIND) CBN(2, KIND, (uint64_t a, uint64_t b), CB_BOX(0, a); CB_BOX(1, b))
+RESULTS(CB1)
+RESULTS(CB2)
