@@ -685,6 +685,47 @@ def test_fused_entries_convert_fail_and_reraise_like_the_chain(lib: ctypes.CDLL,
     assert unraisable == []
 
 
+@pytest.mark.parametrize("outer_sig", ["int64(ptr, int64)", "int64(int64, int64)"])
+def test_nested_wrappers_each_get_their_own_callbacks_exceptions(lib: ctypes.CDLL, unraisable: List[Any], outer_sig: str) -> None:
+    """wrapper -> native -> thunk -> Python -> wrapper -> native -> thunk: an exception goes
+    to the innermost running wrapper of its thread; an outer call's pending exception is not
+    seen by wrappers called after it, and later exceptions of the outer call are dropped.
+    (The chain entry and the fused entry2.)"""
+    unraisable.install()
+    inner = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+
+    def inner_boom(a: int, b: int) -> int:
+        raise LookupError(f"inner {a}")
+
+    inner_bad = fast.callback(inner_boom, "int64(int64, int64)")
+    inner_ok = fast.callback(lambda a, b: a + b, "int64(int64, int64)")
+    seen: List[str] = []
+
+    def outer_cb(i: int, one: int) -> int:
+        if i == 0:
+            raise KeyError("outer 0")  # pending in the outer frame from now on
+        if i == 1:
+            try:
+                inner(inner_bad.address, 1, 1)
+            except LookupError as exc:
+                seen.append(str(exc))
+            return 1
+        if i == 2:
+            seen.append(f"ok {inner(inner_ok.address, 2, 3)}")  # no exception here
+            return 1
+        raise ValueError(f"outer {i}")  # dropped: the outer call keeps its first
+
+    outer_thunk = fast.callback(outer_cb, "int64(int64, int64)")
+    outer = fast.wrap(addr(lib, "loop2"), outer_sig, name="loop2")
+    with pytest.raises(KeyError, match="outer 0"):
+        outer(outer_thunk.address, 4)
+    assert seen == ["inner 1", "ok 5"]
+    assert unraisable == []
+    seen.clear()
+    # The handshake slot was restored: the same wrappers work normally afterwards.
+    assert inner(inner_ok.address, 4, 5) == 9
+
+
 def test_callback_error_without_a_wrapper_goes_to_unraisablehook(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
     unraisable.install()
     def boom(a: int, b: int) -> int:

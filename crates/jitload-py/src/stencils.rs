@@ -485,18 +485,13 @@ fn acquire_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>, frame: &mut CallFrame,
     Ok(unsafe { *(view as *const u64) })
 }
 
-extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame, seen: usize) -> *mut ffi::PyObject {
-    if seen != (fr as usize | 1) {
-        // The slot held neither this frame nor it tagged: a native caller jumped out of
-        // wrapper calls nested in this one (longjmp). Nothing is pending here.
-        return result;
-    }
+extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame) -> *mut ffi::PyObject {
     guarded(std::ptr::null_mut(), |py| {
         if !result.is_null() {
             // SAFETY: the call's result, a reference we own and drop.
             unsafe { ffi::Py_DECREF(result) };
         }
-        // SAFETY: the live frame, tagged: pending holds a reference stored by
+        // SAFETY: the live frame, whose pending holds a reference stored by
         // jitload_fast_cb_error (report_pending).
         let pending = unsafe { std::mem::replace(&mut (*fr).pending, std::ptr::null_mut()) } as *mut ffi::PyObject;
         // SAFETY: as above: we take over that reference.

@@ -70,6 +70,7 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     }
     /* The handshake (docs in src/frames.rs): callbacks on this thread find this frame. */
     fr.prev = slot_get();
+    fr.pending = NULL;
     slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
     if (guard) {
@@ -90,11 +91,10 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
             PyBuffer_Release(&bufs[k]);
         }
     }
-    uintptr_t seen = slot_get();
     slot_set(fr.prev);
-    if (UNLIKELY(seen != (uintptr_t)&fr)) {
-        /* Tagged: a callback stored an exception in fr.pending. */
-        return jitload_fast_raise_pending(r, &fr, seen);
+    if (UNLIKELY(fr.pending != NULL)) {
+        /* A callback of this call raised: its exception is in fr.pending. */
+        return jitload_fast_raise_pending(r, &fr);
     }
     return r;
 }
@@ -322,7 +322,7 @@ BOXES(BOX_STENCIL)
  * the boxing function. Same frame, same handshake and same slow paths as entry() and the
  * chain: conversions inside the handshake (a callback raising in an __index__ that calls
  * native code goes to this call, as with the chain), the result boxed after the handshake
- * is restored (boxing runs no Python code), a NULL or tagged exit as entry()'s.
+ * is restored (boxing runs no Python code), a NULL or pending exit as entry()'s.
  *
  * Holes of entry1/entry2: _JIT_CONVk, PyLong_AsLongLong or PyLong_AsUnsignedLongLong (both
  * return -1 with an exception on failure), and _JIT_KINDk for the slow path. */
@@ -344,7 +344,7 @@ HOLE(_JIT_KIND1);
         }                                                                                         \
     } while (0)
 
-/* Only a pyobject result is a reference the tagged exit must drop. */
+/* Only a pyobject result is a reference the pending exit must drop. */
 #define OWNED_pyobject(r0) ((PyObject *)(r0))
 #define OWNED_OTHER(r0) ((PyObject *)NULL)
 #define OWNED(KIND, r0) (__builtin_strcmp(#KIND, "pyobject") == 0 ? OWNED_pyobject(r0) : OWNED_OTHER(r0))
@@ -359,6 +359,7 @@ HOLE(_JIT_KIND1);
             fr->self = self; /* read by the slow paths only */                                   \
         }                                                                                        \
         fr->prev = slot_get();                                                                   \
+        fr->pending = NULL;                                                                      \
         slot_set((uintptr_t)fr);                                                                 \
         uint64_t a0 = 0, a1 = 0;                                                                 \
         (void)a0, (void)a1, (void)args;                                                          \
@@ -366,14 +367,16 @@ HOLE(_JIT_KIND1);
         Ret r = CALL;                                                                            \
         uint64_t r0 = r.i, r1 = double_bits(r.d);                                                \
         (void)r0, (void)r1;                                                                      \
-        uintptr_t seen = slot_get();                                                             \
-        slot_set(fr->prev);                                                                         \
-        if (UNLIKELY(seen != (uintptr_t)fr)) {                                                   \
-            return jitload_fast_raise_pending(OWNED(KIND, r0), fr, seen);                        \
+        slot_set(fr->prev);                                                                      \
+        if (UNLIKELY(fr->pending != NULL)) {                                                     \
+            return jitload_fast_raise_pending(OWNED(KIND, r0), fr);                              \
         }                                                                                        \
         return EXPR;                                                                             \
-    fail:                                                                                         \
-        slot_set(fr->prev);                                                                         \
+    fail:                                                                                        \
+        slot_set(fr->prev);                                                                      \
+        if (UNLIKELY(fr->pending != NULL)) { /* a callback raised during a conversion */          \
+            return jitload_fast_raise_pending(NULL, fr);                                         \
+        }                                                                                        \
         return NULL;                                                                             \
     }
 
