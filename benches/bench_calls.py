@@ -208,6 +208,7 @@ void f_native(void) {}
 
 
 CALLING_FLOOR = "C ext calling the function (not inlined)"
+PLACEMENTS = 4
 
 
 def load_module(name: str, path: Path) -> Any:
@@ -358,9 +359,35 @@ class Peers:
             two["cffi ABI mode (ffi.callback)"] = (self.ext.loop_ptr2, int(ffi.cast("uintptr_t", self.cffi_cbs[0])))
             zero["cffi ABI mode (ffi.callback)"] = (self.ext.loop_ptr0, int(ffi.cast("uintptr_t", self.cffi_cbs[1])))
         self.add_addr = add_addr
+        # jitload.fast's code is placed in shared pages, so each object lands at its own offset
+        # in a page, and the same code measures faster or slower by up to 20 % depending on
+        # that offset and on where its caller is (branch-predictor aliasing, see docs/fast.md).
+        # Every jitload.fast peer is therefore PLACEMENTS objects, built interleaved (so they
+        # land at different offsets) and taken in turn, one per round.
+        self.placements: Dict[Tuple[str, str], List[Any]] = {
+            ("add(int64, int64)", "jitload.fast"): [add["jitload.fast"]],
+            ("f()", "jitload.fast"): [f["jitload.fast"]],
+            ("cb(i, 1)", "jitload.fast"): [two["jitload.fast"]],
+            ("cb()", "jitload.fast"): [zero["jitload.fast"]],
+        }
+        for _ in range(PLACEMENTS - 1):
+            t2, t0 = fast.callback(cb2, "int64(int64, int64)"), fast.callback(cb0, "int64()")
+            self.thunks += [t2, t0]
+            self.placements[("add(int64, int64)", "jitload.fast")].append(fast.wrap(add_addr, "int64(int64, int64)", name="add"))
+            self.placements[("f()", "jitload.fast")].append(fast.wrap(f_addr, "void()", name="f"))
+            self.placements[("cb(i, 1)", "jitload.fast")].append((self.ext.loop_ptr2, t2.address))
+            self.placements[("cb()", "jitload.fast")].append((self.ext.loop_ptr0, t0.address))
         self.check()
 
     def check(self) -> None:
+        for (bench, _), objects in self.placements.items():
+            for obj in objects:
+                if bench == "add(int64, int64)":
+                    assert obj(2, 3) == 5
+                elif bench == "f()":
+                    assert obj() is None
+                else:
+                    assert obj[0](obj[1], 10) == (45 if bench == "cb(i, 1)" else 0)
         for name, fn in self.calls["add(int64, int64)"].items():
             assert fn(2, 3) == 5, name
         for name, fn in self.calls["f()"].items():
@@ -459,13 +486,16 @@ def measure(peers: Peers, rounds: int, warmup: int, calls: int, callbacks: int, 
     rng = random.Random(seed)
     hw = HwCounters()
     empty = timeit.Timer("pass")
-    runners: Dict[Tuple[str, str], Tuple[Callable[[], float], int]] = {EMPTY: (lambda: empty.timeit(calls) / calls, calls)}
+    # Each peer: its runners (several for the jitload.fast placements, taken in turn).
+    runners: Dict[Tuple[str, str], Tuple[List[Callable[[], float]], int]] = {EMPTY: ([lambda: empty.timeit(calls) / calls], calls)}
     for bench, fns in peers.calls.items():
         for name, fn in fns.items():
-            runners[(bench, name)] = (call_runner(fn, bench.startswith("add"), calls), calls)
+            objects = peers.placements.get((bench, name), [fn])
+            runners[(bench, name)] = ([call_runner(o, bench.startswith("add"), calls) for o in objects], calls)
     for bench, entries in peers.callbacks.items():
         for name, (loop, target) in entries.items():
-            runners[(bench, name)] = (callback_runner(loop, target, callbacks), callbacks)
+            objects = peers.placements.get((bench, name), [(loop, target)])
+            runners[(bench, name)] = ([callback_runner(lp, tg, callbacks) for lp, tg in objects], callbacks)
     samples: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
     counts: Dict[Tuple[str, str], List[Tuple[float, ...]]] = {k: [] for k in runners}
     keys = list(runners)
@@ -475,7 +505,8 @@ def measure(peers: Peers, rounds: int, warmup: int, calls: int, callbacks: int, 
         for r in range(warmup + rounds):
             rng.shuffle(keys)
             for key in keys:
-                run, n = runners[key]
+                runs, n = runners[key]
+                run = runs[r % len(runs)]
                 c0 = hw.read()
                 t = run()
                 c1 = hw.read()
@@ -513,6 +544,18 @@ def measure(peers: Peers, rounds: int, warmup: int, calls: int, callbacks: int, 
                     value -= statistics.median(c[i] for c in loop_counts)
                 entry[f"{counter}_per_call"] = value
         results[section].setdefault(bench, {})[name] = entry
+    # The placements of jitload.fast objects: the median of each, and its offset in its page.
+    # Measured round r (after the warm-up rounds) used placement (r + warmup) % count.
+    for (bench, name), objects in peers.placements.items():
+        section = "calls" if bench in peers.calls else "callbacks"
+        xs = samples[(bench, name)]
+        count = len(objects)
+        by_placement: List[Optional[float]] = []
+        for k in range(count):
+            mine = [x for i, x in enumerate(xs) if (i + warmup) % count == k]
+            by_placement.append(statistics.median(mine) * 1e9 if mine else None)
+        offsets = [(peers.fast.info(o).code[0] if section == "calls" else o[1]) & 0xFFF for o in objects]
+        results[section][bench][name]["placements"] = [{"page_offset": hex(off), "median_ns": ns} for off, ns in zip(offsets, by_placement)]
     # Paired ratios: each round's time over the floor's time in that round.
     for section in ("calls", "callbacks"):
         for bench, entries in results[section].items():
@@ -701,6 +744,10 @@ def markdown(results: Dict[str, Any], meta: Dict[str, Any]) -> str:
                     row += f" {value:.1f} |" if value is not None else " - |"
                 lines.append(row)
             lines.append("")
+            for name, r in peers.items():
+                if r.get("placements"):
+                    shown = ", ".join(f"{p['median_ns']:.1f} ns at {p['page_offset']}" for p in r["placements"] if p["median_ns"] is not None)
+                    lines += [f"{name}: {len(r['placements'])} objects at different offsets in their code pages, one per round in turn: {shown}.", ""]
     lines += ["## Building", "", "| object | median us | p25-p75 |", "|---|---:|---:|"]
     for kind, r in results["build"].items():
         lines.append(f"| jitload.fast.{kind} | {r['median_us']:.1f} | {r['p25_us']:.1f}-{r['p75_us']:.1f} |")
