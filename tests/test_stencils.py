@@ -913,6 +913,28 @@ def test_callbacks_of_every_kind_of_callable(lib: ctypes.CDLL, unraisable: List[
     assert call2(t.address, 1, 1) == 2
 
 
+def test_callbacks_on_python_threads_with_and_without_the_gil(lib: ctypes.CDLL) -> None:
+    """The thunks' GIL check (the current thread state's thread_id against this thread) on
+    threads started by `threading`: holding the GIL (no PyGILState_Ensure needed) and having
+    released it around the native call (the thunk takes it)."""
+    holding = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+    released = via_wrapper(lib, "call2", "int64(ptr, int64, int64)", release_gil=True)
+    results: Dict[int, List[int]] = {}
+
+    def worker(k: int) -> None:
+        t = fast.callback(lambda a, b: a * b + k, "int64(int64, int64)")
+        results[k] = [holding(t.address, 3, 4), released(t.address, 5, 6)] + [holding(t.address, i, 1) for i in range(100)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in range(4):
+        assert results[k][:2] == [12 + k, 30 + k]
+        assert results[k][2:] == [i + k for i in range(100)]
+
+
 def test_callbacks_interleaved_across_threads(lib: ctypes.CDLL) -> None:
     """Wrappers on several threads, releasing the GIL, with callbacks that raise: each
     exception reaches the wrapper of its own thread."""

@@ -49,6 +49,7 @@ fn runtime() -> PyResult<&'static Runtime> {
                     "jitload_fast_cb_result_slow" => jitload_fast_cb_result_slow as *const () as usize,
                     "_JIT_TSTATE_GET" => return dlsym("PyThreadState_GetUnchecked").or_else(|| dlsym("_PyThreadState_UncheckedGet")),
                     "_JIT_FUNCTION_TYPE" => return Some(function_type_for_stencils()),
+                    "_JIT_TS_THREAD_ID" => return Some(thread_id_offset()),
                     _ => return dlsym(name),
                 };
                 Some(helper as u64)
@@ -88,6 +89,36 @@ fn function_type_for_stencils() -> u64 {
     } else {
         1
     }
+}
+
+/// The byte offset of `thread_id` in this CPython's `PyThreadState` (the thunks' GIL check
+/// compares it with the thread pointer: thunk.c, `holds_gil`), or 1 (unknown: the thunks then
+/// ask `PyGILState_GetThisThreadState`). Found in the calling thread's own thread state (the
+/// GIL is held here) as the one word in its first 256 bytes equal to `pthread_self()`, which
+/// must also be the thread pointer (`%fs:0`, as in glibc). `thread_id` is at byte 144-176 in
+/// CPython 3.10 to 3.13, whose thread states are all larger than 256 bytes.
+fn thread_id_offset() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    if me != jitload_stencils::frames::thread_pointer() {
+        return 1;
+    }
+    // SAFETY: the GIL is held (runtime() is called with it), so this thread has a thread state.
+    let ts = unsafe { ffi::PyThreadState_Get() } as *const usize;
+    if ts.is_null() {
+        return 1;
+    }
+    let mut found = None;
+    for k in 1..32 {
+        // SAFETY: inside the thread state (over 256 bytes in every supported version).
+        if unsafe { *ts.add(k) } == me {
+            if found.is_some() {
+                return 1; // ambiguous: do not guess
+            }
+            found = Some(8 * k as u64);
+        }
+    }
+    found.unwrap_or(1)
 }
 
 fn dlsym(name: &str) -> Option<u64> {

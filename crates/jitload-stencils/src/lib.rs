@@ -94,7 +94,8 @@ impl Runtime {
     /// provides itself (`_JIT_TLS`, the handshake slot's offset). `_JIT_TSTATE_GET` must resolve to
     /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`, and
     /// `_JIT_FUNCTION_TYPE` to `&PyFunction_Type` when its `PyTypeObject` layout is the one
-    /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1. Fails listing
+    /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1, and `_JIT_TS_THREAD_ID` to
+    /// the byte offset of `thread_id` in `PyThreadState`, or 1 when unknown. Fails listing
     /// every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
         let mut values = vec![None; SYMBOL_NAMES.len()];
