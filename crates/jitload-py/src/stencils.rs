@@ -95,7 +95,7 @@ fn function_type_for_stencils() -> u64 {
 /// compares it with the thread pointer: thunk.c, `holds_gil`), or 1 (unknown: the thunks then
 /// ask `PyGILState_GetThisThreadState`). Found in the calling thread's own thread state (the
 /// GIL is held here) as the one word in its first 256 bytes equal to `pthread_self()`, which
-/// must also be the thread pointer (`%fs:0`, as in glibc). `thread_id` is at byte 144-176 in
+/// must also be the thread pointer (`%fs:0`, as in glibc). `thread_id` is at byte 136-176 in
 /// CPython 3.10 to 3.13, whose thread states are all larger than 256 bytes.
 fn thread_id_offset() -> u64 {
     // SAFETY: pthread_self has no preconditions.
