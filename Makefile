@@ -59,7 +59,7 @@ corpus: build
 
 bench: build
 	$(PY) benches/run.py
-	$(PY) benches/bench_calls.py
+	$(PY) benches/bench_calls.py --instructions
 	$(PY) -m pip install -q pybind11==2.13.6 && $(PY) benches/bench_cxx.py
 
 clean:

@@ -177,7 +177,7 @@ def test_add_and_introspection(lib: ctypes.CDLL) -> None:
     assert add(-(2**63), -1) == 2**63 - 1  # wraps like C
     state = fast.info(add)
     assert state.name == "add" and state.address == addr(lib, "add")
-    assert state.stencils == ["entry_plain", "conv_i64_r0", "conv_i64_r1", "call_i2", "box_i64"]
+    assert state.stencils == ["entry2_i64"]  # the fused shape: entry, conversions, call, box
     assert add.__name__ == "add"
     assert "int64(int64, int64)" in (add.__doc__ or "")
     assert fast.wrap(addr(lib, "nothing"), "void()")() is None
@@ -624,6 +624,108 @@ def test_callback_that_raises_is_reraised_by_the_wrapper(lib: ctypes.CDLL, unrai
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, ValueError)
 
 
+def test_fused_entries_convert_fail_and_reraise_like_the_chain(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
+    """Signatures of no argument or one or two 64-bit integers use one fused stencil: its
+    slow paths, errors and callback handshake behave as the chain's."""
+    unraisable.install()
+    sig_stencils = {
+        "int64(int64, int64)": ["entry2_i64"],
+        "uint64(uint64, int64)": ["entry2_u64"],
+        "pyobject(int64, uint64)": ["entry2_pyobject"],
+        "double(uint64)": ["entry1_f64"],
+        "void()": ["entry0_void"],
+        "int64(int32, int64)": ["entry_plain", "conv_sint_r0", "conv_i64_r1", "call_i2", "box_i64"],
+    }
+    for sig, stencils in sig_stencils.items():
+        assert fast.info(fast.wrap(addr(lib, "add"), sig)).stencils == stencils, sig
+    # The callback's address passed as an integer: call_int64(cb, x) = cb(x).
+    call = fast.wrap(addr(lib, "call_int64"), "int64(int64, int64)", name="call")
+    callu = fast.wrap(addr(lib, "call_uint64"), "uint64(uint64, uint64)", name="callu")
+    double = fast.callback(lambda x: 2 * x, "int64(int64)")
+    ident = fast.callback(lambda x: x, "uint64(uint64)")
+    assert call(double.address, 21) == 42 and call(double.address, -21) == -42
+    assert callu(ident.address, 2**64 - 1) == 2**64 - 1
+    class Index:
+        def __index__(self) -> int:
+            return 5
+    assert call(double.address, Index()) == 10 and callu(ident.address, Index()) == 5
+    assert call(double.address, True) == 2
+    with pytest.raises(OverflowError, match=r"call\(\) argument 2: .* does not fit in int64"):
+        call(double.address, 2**63)
+    with pytest.raises(OverflowError, match=r"callu\(\) argument 2: .* does not fit in uint64"):
+        callu(ident.address, -1)
+    with pytest.raises(TypeError, match=r"call\(\) argument 1 must be int \(int64\), not str"):
+        call("x", 1)
+    with pytest.raises(TypeError, match=r"callu\(\) argument 2 must be int \(uint64\), not float"):
+        callu(ident.address, 1.0)
+    with pytest.raises(TypeError, match=r"call\(\) takes 2 arguments \(int64\(int64, int64\)\), 1 given"):
+        call(1)
+
+    def boom(x: int) -> int:
+        raise KeyError(f"boom {x}")
+
+    failing = fast.callback(boom, "int64(int64)", error_value=-1)
+    with pytest.raises(KeyError, match="boom 5"):
+        call(failing.address, 5)
+    # A pyobject result with a pending exception: the NULL the callback's error value gave.
+    callp = fast.wrap(addr(lib, "call_int64"), "pyobject(int64, int64)", name="callp")
+    failing0 = fast.callback(boom, "int64(int64)", error_value=0)
+    with pytest.raises(KeyError, match="boom 7"):
+        callp(failing0.address, 7)
+    # An __index__ that raises fails the conversion inside the handshake as in the chain (a
+    # TypeError naming the argument), and the handshake slot is restored (autouse fixture).
+    class Bad:
+        def __index__(self) -> int:
+            raise ValueError("no index")
+    chain = fast.wrap(addr(lib, "call_int64"), "int64(int64, int32)", name="call")
+    for f in (call, chain):
+        with pytest.raises(TypeError, match=r"call\(\) argument 2 must be int \(int(64|32)\), not Bad"):
+            f(double.address, Bad())
+    assert call(double.address, 4) == 8
+    assert unraisable == []
+
+
+@pytest.mark.parametrize("outer_sig", ["int64(ptr, int64)", "int64(int64, int64)"])
+def test_nested_wrappers_each_get_their_own_callbacks_exceptions(lib: ctypes.CDLL, unraisable: List[Any], outer_sig: str) -> None:
+    """wrapper -> native -> thunk -> Python -> wrapper -> native -> thunk: an exception goes
+    to the innermost running wrapper of its thread; an outer call's pending exception is not
+    seen by wrappers called after it, and later exceptions of the outer call are dropped.
+    (The chain entry and the fused entry2.)"""
+    unraisable.install()
+    inner = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+
+    def inner_boom(a: int, b: int) -> int:
+        raise LookupError(f"inner {a}")
+
+    inner_bad = fast.callback(inner_boom, "int64(int64, int64)")
+    inner_ok = fast.callback(lambda a, b: a + b, "int64(int64, int64)")
+    seen: List[str] = []
+
+    def outer_cb(i: int, one: int) -> int:
+        if i == 0:
+            raise KeyError("outer 0")  # pending in the outer frame from now on
+        if i == 1:
+            try:
+                inner(inner_bad.address, 1, 1)
+            except LookupError as exc:
+                seen.append(str(exc))
+            return 1
+        if i == 2:
+            seen.append(f"ok {inner(inner_ok.address, 2, 3)}")  # no exception here
+            return 1
+        raise ValueError(f"outer {i}")  # dropped: the outer call keeps its first
+
+    outer_thunk = fast.callback(outer_cb, "int64(int64, int64)")
+    outer = fast.wrap(addr(lib, "loop2"), outer_sig, name="loop2")
+    with pytest.raises(KeyError, match="outer 0"):
+        outer(outer_thunk.address, 4)
+    assert seen == ["inner 1", "ok 5"]
+    assert unraisable == []
+    seen.clear()
+    # The handshake slot was restored: the same wrappers work normally afterwards.
+    assert inner(inner_ok.address, 4, 5) == 9
+
+
 def test_callback_error_without_a_wrapper_goes_to_unraisablehook(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
     unraisable.install()
     def boom(a: int, b: int) -> int:
@@ -732,6 +834,105 @@ def test_callback_from_a_foreign_thread(lib: ctypes.CDLL, unraisable: List[Any])
     bad = fast.callback(boom, "int64(int64, int64)", error_value=-3)
     assert run(bad.address, 1, 1) == -3
     assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, ArithmeticError)
+
+
+def test_callbacks_of_every_kind_of_callable(lib: ctypes.CDLL, unraisable: List[Any]) -> None:
+    """Python functions go through their own vectorcall slot, every other callable through
+    PyObject_Vectorcall: both give the same results and errors."""
+    import functools
+    import operator
+
+    unraisable.install()
+    call2 = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+
+    def plain(a: int, b: int) -> int:
+        return a - b
+
+    def defaults(a: int, b: int, c: int = 100) -> int:
+        return a + b + c
+
+    def star(*args: int) -> int:
+        return sum(args) * 10
+
+    base = 1000
+
+    def closure(a: int, b: int) -> int:
+        return a * b + base
+
+    class Adder:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def method(self, a: int, b: int) -> int:
+            return a + b + self.k
+
+        def __call__(self, a: int, b: int) -> int:
+            return a * b * self.k
+
+        @staticmethod
+        def static(a: int, b: int) -> int:
+            return a ** b
+
+    def generator(a: int, b: int) -> Any:
+        yield a
+
+    kinds: List[tuple] = [
+        (plain, 6 - 7),
+        (defaults, 6 + 7 + 100),
+        (star, 130),
+        (closure, 1042),
+        (lambda a, b: a << b, 6 << 7),
+        (Adder(3).method, 16),
+        (Adder(2), 84),
+        (Adder.static, 6**7),
+        (operator.sub, -1),
+        (max, 7),
+        (functools.partial(defaults, c=1), 14),
+        (type("Sum", (), {"__new__": lambda cls, a, b: a + b}), 13),  # a class
+    ]
+    for func, expected in kinds:
+        t = fast.callback(func, "int64(int64, int64)")
+        assert call2(t.address, 6, 7) == expected, func
+    # Errors: wrong arity in the callee, a generator (not an int), recursion in the callable.
+    for func, exc in ((lambda a: a, TypeError), (generator, TypeError), (lambda a, b: int("x"), ValueError)):
+        t = fast.callback(func, "int64(int64, int64)")
+        with pytest.raises(exc):
+            call2(t.address, 6, 7)
+
+    def deep(a: int, b: int) -> int:
+        return deep(a, b)
+
+    t = fast.callback(deep, "int64(int64, int64)")
+    with pytest.raises(RecursionError):
+        call2(t.address, 1, 2)
+    assert unraisable == []
+    # The function's code can be replaced between calls: the slot is read at every call.
+    t = fast.callback(plain, "int64(int64, int64)")
+    assert call2(t.address, 1, 1) == 0
+    plain.__code__ = (lambda a, b: a + b).__code__
+    assert call2(t.address, 1, 1) == 2
+
+
+def test_callbacks_on_python_threads_with_and_without_the_gil(lib: ctypes.CDLL) -> None:
+    """The thunks' GIL check (the current thread state's thread_id against this thread) on
+    threads started by `threading`: holding the GIL (no PyGILState_Ensure needed) and having
+    released it around the native call (the thunk takes it)."""
+    holding = via_wrapper(lib, "call2", "int64(ptr, int64, int64)")
+    released = via_wrapper(lib, "call2", "int64(ptr, int64, int64)", release_gil=True)
+    results: Dict[int, List[int]] = {}
+
+    def worker(k: int) -> None:
+        t = fast.callback(lambda a, b: a * b + k, "int64(int64, int64)")
+        results[k] = [holding(t.address, 3, 4), released(t.address, 5, 6)] + [holding(t.address, i, 1) for i in range(100)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for k in range(4):
+        assert results[k][:2] == [12 + k, 30 + k]
+        assert results[k][2:] == [i + k for i in range(100)]
 
 
 def test_callbacks_interleaved_across_threads(lib: ctypes.CDLL) -> None:

@@ -48,6 +48,8 @@ fn runtime() -> PyResult<&'static Runtime> {
                     "jitload_fast_cb_error" => jitload_fast_cb_error as *const () as usize,
                     "jitload_fast_cb_result_slow" => jitload_fast_cb_result_slow as *const () as usize,
                     "_JIT_TSTATE_GET" => return dlsym("PyThreadState_GetUnchecked").or_else(|| dlsym("_PyThreadState_UncheckedGet")),
+                    "_JIT_FUNCTION_TYPE" => return Some(function_type_for_stencils()),
+                    "_JIT_TS_THREAD_ID" => return Some(thread_id_offset()),
                     _ => return dlsym(name),
                 };
                 Some(helper as u64)
@@ -56,6 +58,67 @@ fn runtime() -> PyResult<&'static Runtime> {
         })
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(e.clone()))
+}
+
+/// `&PyFunction_Type` when its `PyTypeObject` has the layout the thunks read at call time
+/// (stencils.h: `tp_vectorcall_offset` at byte 56, which holds for every 64-bit CPython 3.8+;
+/// checked here through `tp_flags` at byte 168 against `PyType_GetFlags`, the vectorcall flag,
+/// and an offset inside `tp_basicsize` at byte 32), else 1: no object has that type, so
+/// every callable goes through `PyObject_Vectorcall`.
+fn function_type_for_stencils() -> u64 {
+    const TP_BASICSIZE: usize = 32;
+    const TP_VECTORCALL_OFFSET: usize = 56;
+    const TP_FLAGS: usize = 168;
+    const HAVE_VECTORCALL: std::os::raw::c_ulong = 1 << 11;
+    let Some(ty) = dlsym("PyFunction_Type") else { return 1 };
+    let base = ty as usize as *const u8;
+    // SAFETY: PyFunction_Type is a static PyTypeObject (over 400 bytes in every CPython 3),
+    // so the three words read are inside it; PyType_GetFlags takes any type object.
+    let ok = unsafe {
+        let flags = ffi::PyType_GetFlags(ty as usize as *mut ffi::PyTypeObject);
+        let basicsize = *(base.add(TP_BASICSIZE) as *const isize);
+        let offset = *(base.add(TP_VECTORCALL_OFFSET) as *const isize);
+        *(base.add(TP_FLAGS) as *const std::os::raw::c_ulong) == flags
+            && flags & HAVE_VECTORCALL != 0
+            && offset >= 16
+            && offset + 8 <= basicsize
+            && offset % 8 == 0
+    };
+    if ok {
+        ty
+    } else {
+        1
+    }
+}
+
+/// The byte offset of `thread_id` in this CPython's `PyThreadState` (the thunks' GIL check
+/// compares it with the thread pointer: thunk.c, `holds_gil`), or 1 (unknown: the thunks then
+/// ask `PyGILState_GetThisThreadState`). Found in the calling thread's own thread state (the
+/// GIL is held here) as the one word in its first 256 bytes equal to `pthread_self()`, which
+/// must also be the thread pointer (`%fs:0`, as in glibc). `thread_id` is at byte 136-176 in
+/// CPython 3.10 to 3.13, whose thread states are all larger than 256 bytes.
+fn thread_id_offset() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    if me != jitload_stencils::frames::thread_pointer() {
+        return 1;
+    }
+    // SAFETY: the GIL is held (runtime() is called with it), so this thread has a thread state.
+    let ts = unsafe { ffi::PyThreadState_Get() } as *const usize;
+    if ts.is_null() {
+        return 1;
+    }
+    let mut found = None;
+    for k in 1..32 {
+        // SAFETY: inside the thread state (over 256 bytes in every supported version).
+        if unsafe { *ts.add(k) } == me {
+            if found.is_some() {
+                return 1; // ambiguous: do not guess
+            }
+            found = Some(8 * k as u64);
+        }
+    }
+    found.unwrap_or(1)
 }
 
 fn dlsym(name: &str) -> Option<u64> {
@@ -453,18 +516,13 @@ fn acquire_buffer(py: Python<'_>, obj: &Bound<'_, PyAny>, frame: &mut CallFrame,
     Ok(unsafe { *(view as *const u64) })
 }
 
-extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame, seen: usize) -> *mut ffi::PyObject {
-    if seen != (fr as usize | 1) {
-        // The slot held neither this frame nor it tagged: a native caller jumped out of
-        // wrapper calls nested in this one (longjmp). Nothing is pending here.
-        return result;
-    }
+extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame) -> *mut ffi::PyObject {
     guarded(std::ptr::null_mut(), |py| {
         if !result.is_null() {
             // SAFETY: the call's result, a reference we own and drop.
             unsafe { ffi::Py_DECREF(result) };
         }
-        // SAFETY: the live frame, tagged: pending holds a reference stored by
+        // SAFETY: the live frame, whose pending holds a reference stored by
         // jitload_fast_cb_error (report_pending).
         let pending = unsafe { std::mem::replace(&mut (*fr).pending, std::ptr::null_mut()) } as *mut ffi::PyObject;
         // SAFETY: as above: we take over that reference.

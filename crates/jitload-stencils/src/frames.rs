@@ -9,19 +9,26 @@
 //! word of static (initial-exec) thread-local storage, the *handshake slot*, at a fixed
 //! offset from the thread pointer ([`tls_offset`], patched into the stencils):
 //!
-//! * every wrapper entry saves the slot in its [`CallFrame`]'s `prev`, stores the frame's
-//!   address in it, and on return restores `prev` and compares what it read with its own
-//!   frame: one load and two stores before the call, one load, one store and one compare
-//!   after. No lock, no list shared between threads, no thread identity to record.
+//! * every wrapper entry saves the slot in its [`CallFrame`]'s `prev`, clears the frame's
+//!   `pending`, stores the frame's address in the slot, and on return restores `prev` and
+//!   checks `pending`: one load and three stores before the call, one load, one store and
+//!   one compare with memory after. No lock, no list shared between threads, no thread
+//!   identity to record, and no register held across the call for it (the frame is at a
+//!   fixed place in the entry's stack frame).
 //! * a thunk that fails (on any thread) reads its own thread's slot ([`report_pending`]): a
 //!   frame address means a wrapper of this thread is running; the exception is stored in the
-//!   frame's `pending` and the slot is tagged (`| 1`), which sends the wrapper to its slow
-//!   path when it returns, where it raises the exception whatever the native call returned.
-//!   A slot already tagged keeps its first exception (later ones are dropped, like the first
-//!   error of a C loop); an empty slot sends the exception to `sys.unraisablehook`.
+//!   frame's `pending`, which sends the wrapper to its slow path when it returns, where it
+//!   raises the exception whatever the native call returned. A frame whose `pending` is
+//!   already set keeps its first exception (later ones are dropped, like the first error of
+//!   a C loop); an empty slot sends the exception to `sys.unraisablehook`.
 //!
 //! Frames nest like the calls: a wrapper called from a callback pushes above the frame of
-//! the wrapper that led to the callback (saving its tag, if any) and restores it on return.
+//! the wrapper that led to the callback and restores it on return; exceptions of callbacks
+//! under the inner call go to the inner frame.
+//!
+//! (An earlier version tagged the slot itself (`| 1`) instead of reading `pending`: the
+//! wrapper then had to load the slot again after the call and compare it with its frame's
+//! address, which it kept in a callee-saved register across the call.)
 
 
 /// Python -> native wrapper frame (C `CallFrame`).
@@ -33,9 +40,10 @@ pub struct CallFrame {
     pub ret_i: u64,
     pub ret_d: u64,
     pub self_: *mut libc::c_void,
-    /// The handshake slot before this frame was pushed (possibly tagged).
+    /// The handshake slot before this frame was pushed.
     pub prev: *mut CallFrame,
-    /// A normalized exception (a reference) raised by a callback during the call.
+    /// A normalized exception (a reference) raised by a callback during the call, or null
+    /// (cleared by the entry before the frame is pushed).
     pub pending: *mut libc::c_void,
     pub token: usize,
     /// `MAX_BUFFERS` `Py_buffer`s (80 bytes each), only in entries with buffers.
@@ -200,13 +208,14 @@ pub unsafe fn report_pending(exception: *mut libc::c_void) -> Pending {
     if top == 0 {
         return Pending::NoWrapper;
     }
-    if top & 1 != 0 {
-        return Pending::Dropped;
-    }
-    // SAFETY: the slot holds the live frame of a wrapper running on this thread (contract).
+    let frame = top as *mut CallFrame;
+    // SAFETY: the slot holds the live frame of a wrapper running on this thread (contract);
+    // its entry cleared `pending` before pushing it.
     unsafe {
-        (*(top as *mut CallFrame)).pending = exception;
-        *slot = top | 1;
+        if !(*frame).pending.is_null() {
+            return Pending::Dropped;
+        }
+        (*frame).pending = exception;
     }
     Pending::Stored
 }
@@ -217,12 +226,12 @@ pub unsafe fn report_pending(exception: *mut libc::c_void) -> Pending {
 /// As for [`report_pending`].
 pub unsafe fn running_frames() -> usize {
     // SAFETY: this thread's slot.
-    let mut p = unsafe { *slot() } & !1;
+    let mut p = unsafe { *slot() };
     let mut n = 0;
     while p != 0 {
         n += 1;
         // SAFETY: every frame reachable from the slot is live (the caller's contract).
-        p = unsafe { (*(p as *mut CallFrame)).prev } as usize & !1;
+        p = unsafe { (*(p as *mut CallFrame)).prev } as usize;
     }
     n
 }

@@ -66,6 +66,12 @@ pub const PER_PIECE: &[&str] = &[
     "_JIT_ARG",
     "_JIT_DEST",
     "_JIT_KIND",
+    "_JIT_KIND0",
+    "_JIT_KIND1",
+    "_JIT_CONV0",
+    "_JIT_CONV1",
+    "_JIT_BOX0",
+    "_JIT_BOX1",
     "_JIT_MIN",
     "_JIT_MAX",
     "_JIT_TARGET",
@@ -86,7 +92,10 @@ pub struct Runtime {
 impl Runtime {
     /// Resolves every process-wide hole with `resolve(name)`, except those this crate
     /// provides itself (`_JIT_TLS`, the handshake slot's offset). `_JIT_TSTATE_GET` must resolve to
-    /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`. Fails listing
+    /// `PyThreadState_GetUnchecked` (3.13+) or `_PyThreadState_UncheckedGet`, and
+    /// `_JIT_FUNCTION_TYPE` to `&PyFunction_Type` when its `PyTypeObject` layout is the one
+    /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1, and `_JIT_TS_THREAD_ID` to
+    /// the byte offset of `thread_id` in `PyThreadState`, or 1 when unknown. Fails listing
     /// every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
         let mut values = vec![None; SYMBOL_NAMES.len()];

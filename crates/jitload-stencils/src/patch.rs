@@ -30,15 +30,23 @@ const INT3: u8 = 0xCC;
 pub struct Piece {
     pub stencil: usize,
     pub values: Vec<(u16, u64)>,
+    /// Holes that take the value of a process-wide symbol (`_JIT_CONV0` = `PyLong_AsLongLong`).
+    pub aliases: Vec<(u16, u16)>,
 }
 
 impl Piece {
     pub fn new(stencil: usize) -> Piece {
-        Piece { stencil, values: Vec::new() }
+        Piece { stencil, values: Vec::new(), aliases: Vec::new() }
     }
 
     pub fn with(mut self, symbol: u16, value: u64) -> Piece {
         self.values.push((symbol, value));
+        self
+    }
+
+    /// Fills hole `symbol` with the [`Runtime`]'s value of `from`.
+    pub fn with_symbol(mut self, symbol: u16, from: u16) -> Piece {
+        self.aliases.push((symbol, from));
         self
     }
 }
@@ -141,6 +149,8 @@ fn write(
                 }
             } else if let Some((_, v)) = piece.values.iter().rev().find(|(s, _)| *s == hole.symbol) {
                 *v
+            } else if let Some(&(_, from)) = piece.aliases.iter().rev().find(|(s, _)| *s == hole.symbol) {
+                runtime.value(from).ok_or_else(|| Error::Plan(format!("{} needs {}, which was not resolved", stencil.name, SYMBOL_NAMES[from as usize])))?
             } else if let Some(v) = runtime.value(hole.symbol) {
                 v
             } else {

@@ -66,25 +66,39 @@ fn place(sig: &Signature, what: &str) -> Result<Placement, Error> {
 /// The stencils of a wrapper, without emitting them.
 pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     let sig = spec.signature;
-    if sig.args.is_empty() && !spec.release_gil && spec.guard.is_none() {
-        // Nothing to convert: one fused stencil (entry, call, box).
-        let fused = match sig.result {
-            CType::Void => id::entry0_void,
-            CType::Bool => id::entry0_bool,
-            CType::I8 => id::entry0_i8,
-            CType::I16 => id::entry0_i16,
-            CType::I32 => id::entry0_i32,
-            CType::I64 => id::entry0_i64,
-            CType::U8 => id::entry0_u8,
-            CType::U16 => id::entry0_u16,
-            CType::U32 => id::entry0_u32,
-            CType::U64 => id::entry0_u64,
-            CType::F32 => id::entry0_f32,
-            CType::F64 => id::entry0_f64,
-            CType::Ptr | CType::Buffer => id::entry0_ptr,
-            CType::PyObject => id::entry0_pyobject,
+    if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) && !spec.release_gil && spec.guard.is_none() {
+        // The common shapes, one fused stencil each (entry, conversions, call, box): no
+        // argument, or one or two 64-bit integers.
+        #[rustfmt::skip]
+        const FUSED: [[usize; 14]; 3] = [
+            [id::entry0_void, id::entry0_bool, id::entry0_i8, id::entry0_i16, id::entry0_i32, id::entry0_i64, id::entry0_u8, id::entry0_u16, id::entry0_u32, id::entry0_u64, id::entry0_f32, id::entry0_f64, id::entry0_ptr, id::entry0_pyobject],
+            [id::entry1_void, id::entry1_bool, id::entry1_i8, id::entry1_i16, id::entry1_i32, id::entry1_i64, id::entry1_u8, id::entry1_u16, id::entry1_u32, id::entry1_u64, id::entry1_f32, id::entry1_f64, id::entry1_ptr, id::entry1_pyobject],
+            [id::entry2_void, id::entry2_bool, id::entry2_i8, id::entry2_i16, id::entry2_i32, id::entry2_i64, id::entry2_u8, id::entry2_u16, id::entry2_u32, id::entry2_u64, id::entry2_f32, id::entry2_f64, id::entry2_ptr, id::entry2_pyobject],
+        ];
+        let column = match sig.result {
+            CType::Void => 0,
+            CType::Bool => 1,
+            CType::I8 => 2,
+            CType::I16 => 3,
+            CType::I32 => 4,
+            CType::I64 => 5,
+            CType::U8 => 6,
+            CType::U16 => 7,
+            CType::U32 => 8,
+            CType::U64 => 9,
+            CType::F32 => 10,
+            CType::F64 => 11,
+            CType::Ptr | CType::Buffer => 12,
+            CType::PyObject => 13,
         };
-        return Ok(vec![Piece::new(fused).with(sym::_JIT_TARGET, spec.target)]);
+        let mut piece = Piece::new(FUSED[sig.args.len()][column]).with(sym::_JIT_TARGET, spec.target);
+        const CONV: [u16; 2] = [sym::_JIT_CONV0, sym::_JIT_CONV1];
+        const KIND: [u16; 2] = [sym::_JIT_KIND0, sym::_JIT_KIND1];
+        for (k, &ty) in sig.args.iter().enumerate() {
+            let conv = if ty == CType::U64 { sym::PyLong_AsUnsignedLongLong } else { sym::PyLong_AsLongLong };
+            piece = piece.with_symbol(CONV[k], conv).with(KIND[k], ty.kind());
+        }
+        return Ok(vec![piece]);
     }
     let buffers = sig.args.iter().filter(|a| matches!(a, CType::Ptr | CType::Buffer)).count();
     if buffers > MAX_BUFFERS {
@@ -225,6 +239,25 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
     if sig.args.is_empty() {
         // Nothing to box: one fused stencil (entry, call, result).
         return Ok(vec![with_result(fused)]);
+    }
+    if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) {
+        // One or two 64-bit integers: one fused stencil (entry, boxing, call, result).
+        let column = [id::cb0_void, id::cb0_bool, id::cb0_i64, id::cb0_sint, id::cb0_u64, id::cb0_uint, id::cb0_f32, id::cb0_f64, id::cb0_ptr, id::cb0_pyobject]
+            .iter()
+            .position(|&s| s == fused)
+            .ok_or_else(|| Error::Plan(format!("no fused callback for {sig}")))?;
+        #[rustfmt::skip]
+        const FUSED: [[usize; 10]; 2] = [
+            [id::cb1_void, id::cb1_bool, id::cb1_i64, id::cb1_sint, id::cb1_u64, id::cb1_uint, id::cb1_f32, id::cb1_f64, id::cb1_ptr, id::cb1_pyobject],
+            [id::cb2_void, id::cb2_bool, id::cb2_i64, id::cb2_sint, id::cb2_u64, id::cb2_uint, id::cb2_f32, id::cb2_f64, id::cb2_ptr, id::cb2_pyobject],
+        ];
+        const BOX: [u16; 2] = [sym::_JIT_BOX0, sym::_JIT_BOX1];
+        let mut piece = with_result(FUSED[sig.args.len() - 1][column]);
+        for (k, &ty) in sig.args.iter().enumerate() {
+            let boxer = if ty == CType::U64 { sym::PyLong_FromUnsignedLongLong } else { sym::PyLong_FromLongLong };
+            piece = piece.with_symbol(BOX[k], boxer);
+        }
+        return Ok(vec![piece]);
     }
     let entry = if placement.stack > 0 {
         id::cb_entry_stack

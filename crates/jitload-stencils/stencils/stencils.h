@@ -87,6 +87,29 @@ extern PyObject _Py_NoneStruct, _Py_TrueStruct, _Py_FalseStruct;
  * holding the GIL on 3.10/3.11 (_PyThreadState_UncheckedGet): the host resolves it. */
 HOLE(_JIT_TSTATE_GET);
 
+/* Python functions (exact PyFunction_Type) are called through their own vectorcall slot, as
+ * CPython's eval loop calls them, instead of through PyObject_Vectorcall: that skips its
+ * thread-state fetch, the generic slot lookup and _Py_CheckFunctionResult (a Python
+ * function's result is never NULL without, or non-NULL with, an exception). The slot's
+ * offset is read at call time from the type (tp_vectorcall_offset, at the same offset in
+ * every 64-bit CPython 3.8+ PyTypeObject), the slot from the function. The host checks the
+ * layout at start-up (tp_flags against PyType_GetFlags) and otherwise resolves the hole to 1,
+ * a type no object has: every callable then takes PyObject_Vectorcall. */
+HOLE(_JIT_FUNCTION_TYPE);
+#define TP_VECTORCALL_OFFSET 56
+typedef PyObject *(*vectorcallfunc)(PyObject *, PyObject *const *, size_t, PyObject *);
+INLINE PyObject *vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf) {
+    void *type = callable->ob_type;
+    if (LIKELY(type == (void *)_JIT_FUNCTION_TYPE)) {
+        Py_ssize_t offset = *(Py_ssize_t *)((char *)type + TP_VECTORCALL_OFFSET);
+        vectorcallfunc slot = *(vectorcallfunc *)((char *)callable + offset);
+        if (LIKELY(slot != NULL)) {
+            return slot(callable, args, nargsf, NULL);
+        }
+    }
+    return PyObject_Vectorcall(callable, args, nargsf, NULL);
+}
+
 /* Stable-ABI reference counting: plain increments, deallocation at zero. Immortal objects
  * (3.12+) are designed to tolerate this (PEP 683). */
 INLINE void incref(PyObject *o) { o->ob_refcnt++; }
@@ -97,8 +120,8 @@ INLINE int exact(PyObject *o, char *type) { return o->ob_type == (void *)type; }
 
 /* The callback handshake's slot (docs in src/frames.rs): one word of the host's
  * initial-exec TLS, at offset _JIT_TLS from the thread pointer in every thread. It holds the
- * newest running wrapper frame of this thread, tagged with | 1 once a callback stored an
- * exception in it. The offset is an absolute 32-bit displacement (`mov %fs:_JIT_TLS, reg`,
+ * newest running wrapper frame of this thread (NULL: none); a failing callback stores its
+ * exception in that frame's `pending`, which the wrapper checks on return. The offset is an absolute 32-bit displacement (`mov %fs:_JIT_TLS, reg`,
  * R_X86_64_32S), so the slot costs no register and no load of its address. The "memory"
  * clobbers order the accesses with the frame's stores: a callback reads the frame. */
 INLINE uintptr_t slot_get(void) {
@@ -130,7 +153,7 @@ typedef struct CallFrame {
     uint64_t ret_d;         /* xmm0 after the call */
     PyObject *self;         /* the wrapper's state object (for error messages) */
     uintptr_t prev;         /* the handshake slot before this frame was pushed */
-    PyObject *pending;      /* an exception a callback raised (valid once the slot is tagged) */
+    PyObject *pending;      /* an exception a callback raised during the call, or NULL */
     uintptr_t token;        /* what the call guard's enter returned */
     Py_buffer *bufs;        /* MAX_BUFFERS slots (entries with buffers only) */
     int64_t nbuf;           /* slots in use */
@@ -169,7 +192,7 @@ typedef struct ThunkCell {
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
 extern PyObject *jitload_fast_bad_nargs(PyObject *self, Py_ssize_t nargs);
 extern int jitload_fast_conv_slow(CallFrame *fr, PyObject *o, uintptr_t arg, uintptr_t kind, uintptr_t dest);
-extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr, uintptr_t seen);
+extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
 extern PyObject *jitload_fast_null_result(CallFrame *fr);
 extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
 extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);

@@ -6,9 +6,11 @@
  *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
  *               tail call), releases the GIL it took, returns {rax, xmm0}.
  *   cbox_*      one per argument: raw value at frame offset SRC -> a new reference in argv.
- *   cb_call     PyObject_Vectorcall of the cell's callable (NARGS arguments).
+ *   cb_call     calls the cell's callable (NARGS arguments): a Python function through its
+ *               vectorcall slot, anything else with PyObject_Vectorcall.
  *   cret_*      the callable's result -> the raw return value; ends the chain.
  *   cb0_*       for callbacks without arguments: entry, call and result in one.
+ *   cb1_*, cb2_*  the same for one or two 64-bit integer arguments (boxing included).
  * Any failure goes to the host's jitload_fast_cb_error, which reports the exception (to a
  * jitload wrapper running on this thread, or sys.unraisablehook) and returns the cell's
  * error value.
@@ -52,15 +54,35 @@ INLINE Ret ret_bits(uint64_t bits) { return (Ret){.i = 0, .d = as_double(bits)};
 
 /* ---- entries ------------------------------------------------------------------------ */
 
+/* The byte offset of `thread_id` in this CPython's PyThreadState, found by the host at
+ * start-up (the one word of its own thread state equal to its thread's pthread_self), or 1
+ * (no aligned offset; a hole is never 0) when it could not be found. */
+HOLE(_JIT_TS_THREAD_ID);
+
+/* Does this thread hold the GIL? The thread state holding it (3.10/3.11: the global current
+ * one; 3.12+: this thread's attached one) was made for this thread: its thread_id is this
+ * thread's pthread_self, which is the thread pointer (%fs:0) in glibc. One call and two
+ * loads, against PyGILState_GetThisThreadState's thread-specific-data lookup (26
+ * instructions on 3.11). Where the offset is unknown: this thread's own thread state
+ * (PyGILState_GetThisThreadState) is the current one. */
+INLINE int holds_gil(void) {
+    void *current = ((void *(*)(void))_JIT_TSTATE_GET)();
+    if (LIKELY(VALUE(_JIT_TS_THREAD_ID) != 1)) {
+        uintptr_t self;
+        __asm__("movq %%fs:0, %0" : "=r"(self));
+        return current != NULL && *(uintptr_t *)((char *)current + VALUE(_JIT_TS_THREAD_ID)) == self;
+    }
+    void *mine = PyGILState_GetThisThreadState();
+    return mine != NULL && mine == current;
+}
+
 /* Takes the GIL if this thread does not hold it, counts the call in, runs BODY (which sets
  * the Ret r), counts it out, releases what it took. */
 #define CB_ENTER_RUN_LEAVE(fr, BODY)                                                          \
     (fr)->nboxed = 0;                                                                          \
     (fr)->result = NULL;                                                                       \
-    /* Does this thread hold the GIL? Its own thread state is the attached / current one. */  \
-    void *mine = PyGILState_GetThisThreadState();                                              \
     int ensured = 0, state = 0;                                                                \
-    if (UNLIKELY(mine == NULL || mine != ((void *(*)(void))_JIT_TSTATE_GET)())) {              \
+    if (UNLIKELY(!holds_gil())) {                                                              \
         state = PyGILState_Ensure();                                                           \
         ensured = 1;                                                                           \
     }                                                                                          \
@@ -189,7 +211,7 @@ INLINE PyObject *cb_invoke(CbFrame *fr, ThunkCell *cell, size_t nargs, int64_t n
         return NULL;
     }
     incref(callable); /* the callable may close its own thunk */
-    PyObject *res = PyObject_Vectorcall(callable, &fr->argv[1], nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *res = vectorcall(callable, &fr->argv[1], nargs | PY_VECTORCALL_ARGUMENTS_OFFSET);
     decref(callable);
     /* nboxed (== nargs: every argument was boxed to get here) is read before the call. */
     for (int64_t k = 1; k <= nboxed; k++) {
@@ -344,3 +366,43 @@ RESULTS(CRET)
         return r;                                                       \
     }
 RESULTS(CB0)
+
+/* ---- fused entries for callbacks of one or two 64-bit integers ----------------------- */
+
+/* cb1_*, cb2_*: the whole chain (entry, boxing, call, result) in one stencil for callbacks
+ * whose arguments are one or two int64/uint64 (_JIT_BOXk: PyLong_FromLongLong or
+ * PyLong_FromUnsignedLongLong, as cbox_i64/cbox_u64). Same frame, same bookkeeping (argv,
+ * nboxed) and slow paths as the chain: a failed box goes to jitload_fast_cb_error, which
+ * releases the arguments boxed so far. */
+HOLE(_JIT_BOX0);
+HOLE(_JIT_BOX1);
+
+#define CB_BOX(K, raw)                                                      \
+    do {                                                                    \
+        PyObject *o_ = ((PyObject *(*)(uint64_t))_JIT_BOX##K)(raw);         \
+        if (UNLIKELY(o_ == NULL)) {                                         \
+            r = jitload_fast_cb_error(fr, CELL);                            \
+            goto boxing_failed;                                             \
+        }                                                                   \
+        fr->argv[K + 1] = o_;                                               \
+        fr->nboxed = K + 1;                                                 \
+    } while (0)
+
+#define CBN(N, KIND, PARAMS, BOXES)                                         \
+    Ret cb##N##_##KIND PARAMS {                                             \
+        CbFrame frame, *fr = &frame;                                        \
+        CB_ENTER_RUN_LEAVE(fr, {                                            \
+            BOXES;                                                          \
+            if (UNLIKELY(cb_invoke(fr, CELL, N, N) == NULL)) {              \
+                r = jitload_fast_cb_error(fr, CELL);                        \
+            } else {                                                        \
+                r = ret_body_##KIND(fr);                                    \
+            }                                                               \
+        boxing_failed:;                                                     \
+        });                                                                 \
+        return r;                                                           \
+    }
+#define CB1(KIND) CBN(1, KIND, (uint64_t a), CB_BOX(0, a))
+#define CB2(KIND) CBN(2, KIND, (uint64_t a, uint64_t b), CB_BOX(0, a); CB_BOX(1, b))
+RESULTS(CB1)
+RESULTS(CB2)

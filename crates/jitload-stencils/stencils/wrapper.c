@@ -10,7 +10,8 @@
  *   call_*    loads the argument registers (r0, r1, the frame) and calls TARGET; passes
  *             {rax, xmm0} on in r0, r1.
  *   box_*     raw result -> Python object; returns to the entry.
- *   entry0_*  for functions without arguments: entry, call and box in one.
+ *   entry0_*, entry1_*, entry2_*  fused entries for the common shapes (no argument, one or
+ *             two 64-bit integers): entry, conversions, call and box in one stencil.
  *
  * The chain's state is four values: args, the frame and the register slots r0 and r1.
  * Under preserve_none they travel in r12-r15, which the C convention preserves, so they
@@ -69,6 +70,7 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     }
     /* The handshake (docs in src/frames.rs): callbacks on this thread find this frame. */
     fr.prev = slot_get();
+    fr.pending = NULL;
     slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
     if (guard) {
@@ -89,11 +91,10 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
             PyBuffer_Release(&bufs[k]);
         }
     }
-    uintptr_t seen = slot_get();
     slot_set(fr.prev);
-    if (UNLIKELY(seen != (uintptr_t)&fr)) {
-        /* Tagged: a callback stored an exception in fr.pending. */
-        return jitload_fast_raise_pending(r, &fr, seen);
+    if (UNLIKELY(fr.pending != NULL)) {
+        /* A callback of this call raised: its exception is in fr.pending. */
+        return jitload_fast_raise_pending(r, &fr);
     }
     return r;
 }
@@ -312,31 +313,81 @@ INLINE PyObject *new_ref(PyObject *o) {
     PN PyObject *box_##KIND(CHAIN) { return EXPR; }
 BOXES(BOX_STENCIL)
 
-/* ---- fused entries for functions without arguments ---------------------------------- */
+/* ---- fused entries ------------------------------------------------------------------ */
 
-/* With nothing to convert, the whole chain is "call, box": the entry does both itself, so
- * it calls no preserve_none code and saves only the registers it uses. Same frame, same
- * handshake as entry(). */
-#define ENTRY0(KIND, EXPR)                                                               \
-    PyObject *entry0_##KIND(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {   \
-        if (UNLIKELY(nargs != 0)) {                                                      \
-            return jitload_fast_bad_nargs(self, nargs);                                  \
-        }                                                                                \
-        CallFrame frame, *fr = &frame;                                                   \
-        if (__builtin_strcmp(#KIND, "pyobject") == 0) { /* folded at compile time */     \
-            fr->self = self; /* only the NULL-result slow path reads it */               \
-        }                                                                                \
-        fr->prev = slot_get();                                                           \
-        slot_set((uintptr_t)fr);                                                         \
-        Ret r = ((Ret (*)(void))_JIT_TARGET)();                                          \
-        uint64_t r0 = r.i, r1 = double_bits(r.d);                                        \
-        (void)r0, (void)r1;                                                              \
-        PyObject *result = EXPR;                                                         \
-        uintptr_t seen = slot_get();                                                     \
-        slot_set(fr->prev);                                                              \
-        if (UNLIKELY(seen != (uintptr_t)fr)) {                                           \
-            return jitload_fast_raise_pending(result, fr, seen);                         \
-        }                                                                                \
-        return result;                                                                   \
+/* The common shapes, whole in one stencil: functions without arguments (entry0_*) and with
+ * one or two 64-bit integer arguments (entry1_*, entry2_*: int64 or uint64 each). A fused
+ * entry calls no preserve_none code, so it saves only the registers it uses, converts the
+ * arguments into registers that hold them across the C API calls, and ends in a tail call of
+ * the boxing function. Same frame, same handshake and same slow paths as entry() and the
+ * chain: conversions inside the handshake (a callback raising in an __index__ that calls
+ * native code goes to this call, as with the chain), the result boxed after the handshake
+ * is restored (boxing runs no Python code), a NULL or pending exit as entry()'s.
+ *
+ * Holes of entry1/entry2: _JIT_CONVk, PyLong_AsLongLong or PyLong_AsUnsignedLongLong (both
+ * return -1 with an exception on failure), and _JIT_KINDk for the slow path. */
+HOLE(_JIT_CONV0);
+HOLE(_JIT_CONV1);
+HOLE(_JIT_KIND0);
+HOLE(_JIT_KIND1);
+
+/* Argument K of the call -> v, or a jump to fail with an exception set. The slow path loads
+ * args[K] again (volatile: not kept in a callee-saved register for the cold path). */
+#define ARG_AT(K) (((PyObject *volatile const *)args)[K])
+#define FUSED_CONV(K, v)                                                                          \
+    do {                                                                                          \
+        v = ((uint64_t (*)(PyObject *))_JIT_CONV##K)(ARG_AT(K));                                  \
+        if (UNLIKELY(v == (uint64_t)-1) && PyErr_Occurred()) {                                    \
+            if (jitload_fast_conv_slow(fr, ARG_AT(K), K, VALUE(_JIT_KIND##K), offsetof(CallFrame, ret_i)) < 0) \
+                goto fail;                                                                        \
+            v = fr->ret_i;                                                                        \
+        }                                                                                         \
+    } while (0)
+
+/* Only a pyobject result is a reference the pending exit must drop. */
+#define OWNED_pyobject(r0) ((PyObject *)(r0))
+#define OWNED_OTHER(r0) ((PyObject *)NULL)
+#define OWNED(KIND, r0) (__builtin_strcmp(#KIND, "pyobject") == 0 ? OWNED_pyobject(r0) : OWNED_OTHER(r0))
+
+#define FUSED(NAME, KIND, EXPR, NARGS, SELF, CONVERT, CALL)                                      \
+    PyObject *NAME##_##KIND(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {           \
+        if (UNLIKELY(nargs != NARGS)) {                                                          \
+            return jitload_fast_bad_nargs(self, nargs);                                          \
+        }                                                                                        \
+        CallFrame frame, *fr = &frame;                                                           \
+        if (SELF) {                                                                              \
+            fr->self = self; /* read by the slow paths only */                                   \
+        }                                                                                        \
+        fr->prev = slot_get();                                                                   \
+        fr->pending = NULL;                                                                      \
+        slot_set((uintptr_t)fr);                                                                 \
+        uint64_t a0 = 0, a1 = 0;                                                                 \
+        (void)a0, (void)a1, (void)args;                                                          \
+        CONVERT;                                                                                 \
+        Ret r = CALL;                                                                            \
+        uint64_t r0 = r.i, r1 = double_bits(r.d);                                                \
+        (void)r0, (void)r1;                                                                      \
+        slot_set(fr->prev);                                                                      \
+        if (UNLIKELY(fr->pending != NULL)) {                                                     \
+            return jitload_fast_raise_pending(OWNED(KIND, r0), fr);                              \
+        }                                                                                        \
+        return EXPR;                                                                             \
+    fail:                                                                                        \
+        slot_set(fr->prev);                                                                      \
+        if (UNLIKELY(fr->pending != NULL)) { /* a callback raised during a conversion */          \
+            return jitload_fast_raise_pending(NULL, fr);                                         \
+        }                                                                                        \
+        return NULL;                                                                             \
     }
+
+#define IS_PYOBJECT(KIND) (__builtin_strcmp(#KIND, "pyobject") == 0) /* folded at compile time */
+#define ENTRY0(KIND, EXPR) \
+    FUSED(entry0, KIND, EXPR, 0, IS_PYOBJECT(KIND), if (0) goto fail, ((Ret (*)(void))_JIT_TARGET)())
+#define ENTRY1(KIND, EXPR) \
+    FUSED(entry1, KIND, EXPR, 1, 1, FUSED_CONV(0, a0), ((Ret (*)(uint64_t))_JIT_TARGET)(a0))
+#define ENTRY2(KIND, EXPR)                                                  \
+    FUSED(entry2, KIND, EXPR, 2, 1, FUSED_CONV(0, a0); FUSED_CONV(1, a1), \
+          ((Ret (*)(uint64_t, uint64_t))_JIT_TARGET)(a0, a1))
 BOXES(ENTRY0)
+BOXES(ENTRY1)
+BOXES(ENTRY2)
