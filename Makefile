@@ -59,6 +59,7 @@ corpus: build
 
 bench: build
 	$(PY) benches/run.py
+	$(PY) -m pip install -q cffi==2.1.1 numba==0.68.1  # the peers bench_calls measures
 	$(PY) benches/bench_calls.py --instructions
 	$(PY) -m pip install -q pybind11==2.13.6 && $(PY) benches/bench_cxx.py
 
