@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
@@ -93,21 +94,16 @@ def test_a_changed_module_is_a_miss(mods: Path, tmp_path: Path) -> None:
     assert len(entries(cache)) == 2
 
 
-def test_opt_level_is_part_of_the_key(mods: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", [{"JITLOAD_OPT_LEVEL": "0"}, {"JITLOAD_TUNE_CPU": "host"}])
+def test_code_settings_are_part_of_the_key(mods: Path, tmp_path: Path, setting: Dict[str, str]) -> None:
+    """The opt level and the CPU the code is tuned for change the code: each has its own entry,
+    which a later process with the same setting links from the cache without LLVM."""
     cache = tmp_path / "cache"
     name = make_module(mods)
     run(mods, name, cache)
-    other = run(mods, name, cache, JITLOAD_OPT_LEVEL="0")
+    other = run(mods, name, cache, **setting)
     assert other["stats"]["misses"] == 1 and len(entries(cache)) == 2
-
-
-def test_tuning_is_part_of_the_key(mods: Path, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-    name = make_module(mods)
-    run(mods, name, cache)
-    other = run(mods, name, cache, JITLOAD_TUNE_CPU="host")
-    assert other["stats"]["misses"] == 1 and len(entries(cache)) == 2
-    again = run(mods, name, cache, JITLOAD_TUNE_CPU="host")
+    again = run(mods, name, cache, **setting)
     assert again["stats"]["hits"] == 1 and again["stats"]["without_llvm"] == 1
 
 
