@@ -131,6 +131,24 @@ INLINE uintptr_t slot_get(void) {
 }
 INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : : "r"(v) : "memory"); }
 
+/* Floating-point values travel in integer registers along the chains: their bits. */
+INLINE double as_double(uint64_t bits) {
+    union { uint64_t u; double d; } x = {.u = bits};
+    return x.d;
+}
+INLINE uint64_t double_bits(double d) {
+    union { double d; uint64_t u; } x = {.d = d};
+    return x.u;
+}
+INLINE uint64_t float_bits(float f) {
+    union { float f; uint32_t u; } x = {.f = f};
+    return x.u;
+}
+INLINE float bits_float(uint64_t bits) {
+    union { uint32_t u; float f; } x = {.u = (uint32_t)bits};
+    return x.f;
+}
+
 /* ---- kinds: the C types of a signature (mirrored in src/sig.rs) --------------------- */
 enum {
     K_VOID = 0, K_BOOL, K_I8, K_I16, K_I32, K_I64, K_U8, K_U16, K_U32, K_U64,

@@ -33,22 +33,6 @@ extern PN HIDDEN Ret _JIT_CONTINUE(CbFrame *fr);
 #define NEXT() MUSTTAIL return _JIT_CONTINUE(fr)
 #define CELL ((ThunkCell *)_JIT_CELL)
 
-INLINE double as_double(uint64_t bits) {
-    union { uint64_t u; double d; } x = {.u = bits};
-    return x.d;
-}
-INLINE uint64_t double_bits(double d) {
-    union { double d; uint64_t u; } x = {.d = d};
-    return x.u;
-}
-INLINE uint64_t float_bits(float f) {
-    union { float f; uint32_t u; } x = {.f = f};
-    return x.u;
-}
-INLINE float bits_float(uint64_t bits) {
-    union { uint32_t u; float f; } x = {.u = (uint32_t)bits};
-    return x.f;
-}
 INLINE Ret ret_i(uint64_t v) { return (Ret){.i = v, .d = 0.0}; }
 INLINE Ret ret_bits(uint64_t bits) { return (Ret){.i = 0, .d = as_double(bits)}; }
 

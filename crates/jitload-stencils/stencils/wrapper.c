@@ -39,22 +39,6 @@ extern PN HIDDEN PyObject *_JIT_CONTINUE(CHAIN);
 
 #define NEXT() MUSTTAIL return _JIT_CONTINUE(args, fr, r0, r1)
 
-INLINE double as_double(uint64_t bits) {
-    union { uint64_t u; double d; } x = {.u = bits};
-    return x.d;
-}
-INLINE uint64_t double_bits(double d) {
-    union { double d; uint64_t u; } x = {.d = d};
-    return x.u;
-}
-INLINE uint64_t float_bits(float f) {
-    union { float f; uint32_t u; } x = {.f = f};
-    return x.u;
-}
-INLINE float bits_float(uint64_t bits) {
-    union { uint32_t u; float f; } x = {.u = (uint32_t)bits};
-    return x.f;
-}
 
 /* ---- entries ------------------------------------------------------------------------ */
 
