@@ -20,7 +20,7 @@
 #   first young-generation threshold, and one more pass costs ~0.3 M instructions (1% of the
 #   wall time). Hence type comments rather than annotations (an annotated function allocates a
 #   tuple), and the finders' own machinery in a module of its own, _jitload_finder, imported
-#   when the hook is first asked for a finder (see refresh);
+#   when the hook is first asked for a finder (see put);
 # - importing it installs the hook (see the end), so that jitload.pth is one short line: site
 #   compiles it each time it reads the file, and a venv makes it read the file twice.
 
@@ -89,8 +89,17 @@ def _c_source_loader(fullname, path):  # type: (str, str) -> Any
 
 def put(details, adopt_now=True):  # type: (List[Details], bool) -> None
     # Puts a FileFinder hook with `details` in place of the FileFinder hook (the interpreter's
-    # or a jitload one), and gives the finders it already made the same loaders (see refresh).
-    global replaced
+    # or a jitload one), and gives the finders it already made the same loaders. Those keep the
+    # directory listing they hold: a new finder would list its directory again at the next
+    # import, which costs more at start-up than everything else this hook does. Paths no hook
+    # could handle (None entries) stay: a jitload hook accepts exactly the directories
+    # FileFinder's own hook accepts.
+    #
+    # At start-up (`adopt_now` false) each finder is only given every suffix, which is all
+    # `python -c pass` needs; their adoption by _jitload_finder, which makes imports of ordinary
+    # modules cheaper, waits for the hook's first call: a program that imports from a new
+    # directory has imports that repay it.
+    global replaced, _pending
     make_finder = FileFinder.path_hook(*details)
     loaders = [(suffix, loader) for loader, suffixes in details for suffix in suffixes]
 
@@ -112,33 +121,7 @@ def put(details, adopt_now=True):  # type: (List[Details], bool) -> None
             break
     else:
         sys.path_hooks.append(hook)
-    refresh(details, adopt_now)
-
-
-# The loaders of the finders the start-up hook found already made, which it has not adopted
-# yet (see refresh).
-_pending = None  # type: Optional[Loaders]
-
-
-def refresh(details, adopt_now=True):  # type: (Optional[List[Details]], bool) -> None
-    # Gives the FileFinders already made the loaders of `details` (None: drops them, so that the
-    # interpreter's own hook makes new ones). They keep the directory listing they hold: a new
-    # finder would list its directory again at the next import, which costs more at start-up
-    # than everything else this hook does. Paths no hook could handle (None entries) stay: a
-    # jitload hook accepts exactly the directories FileFinder's own hook accepts.
-    #
-    # At start-up (`adopt_now` false) each finder is only given every suffix, which is all
-    # `python -c pass` needs; its adoption by _jitload_finder, which makes imports of ordinary
-    # modules cheaper, waits for the hook's first call: a program that imports from a new
-    # directory has imports that repay it.
-    global _pending
     _pending = None
-    if details is None:
-        for key in list(sys.path_importer_cache):
-            if isinstance(sys.path_importer_cache[key], FileFinder):
-                del sys.path_importer_cache[key]
-        return
-    loaders = [(suffix, loader) for loader, suffixes in details for suffix in suffixes]
     if adopt_now:
         _finder_module().adopt_all(loaders)
         return
@@ -147,6 +130,21 @@ def refresh(details, adopt_now=True):  # type: (Optional[List[Details]], bool) -
         if isinstance(finder, FileFinder) and isinstance(getattr(finder, "_loaders", None), list):
             finder._loaders = loaders  # type: ignore[attr-defined]
     _pending = loaders
+
+
+# The loaders of the finders the start-up hook found already made, which it has not adopted
+# yet (see put).
+_pending = None  # type: Optional[Loaders]
+
+
+def forget():  # type: () -> None
+    # Drops the FileFinders made so far (the jitload hook's or given its loaders), so that the
+    # hook now in place (the interpreter's own, after jitload.uninstall()) makes new ones.
+    global _pending
+    _pending = None
+    for key in list(sys.path_importer_cache):
+        if isinstance(sys.path_importer_cache[key], FileFinder):
+            del sys.path_importer_cache[key]
 
 
 def _adopt_pending(adopt_all):  # type: (Callable[[Loaders], None]) -> None

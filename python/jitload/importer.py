@@ -390,7 +390,7 @@ def uninstall() -> None:
                 del sys.path_hooks[i]
             break
     _hook.replaced = None
-    _hook.refresh(None)
+    _hook.forget()
 
 
 def is_installed() -> bool:
