@@ -57,10 +57,15 @@ def adopt(finder: "Any", loaders: "Loaders") -> None:
 
 def adopt_all(loaders: "Loaders") -> None:
     """Replaces every FileFinder in `sys.path_importer_cache` by an adopted copy with the same
-    directory listing (a new finder would list its directory again)."""
+    directory listing (a new finder would list its directory again). Another library's
+    FileFinder subclass is kept, and only given every suffix: a copy would lose what it adds."""
     for key in list(sys.path_importer_cache):
         finder = sys.path_importer_cache[key]
-        if isinstance(finder, FileFinder) and isinstance(getattr(finder, "_loaders", None), list):
+        if not isinstance(finder, FileFinder) or not isinstance(getattr(finder, "_loaders", None), list):
+            continue
+        if type(finder) is not FileFinder:
+            finder._loaders = loaders
+        else:
             copy = FileFinder(finder.path)
             for name in ("_path_mtime", "_path_cache", "_relaxed_path_cache"):
                 setattr(copy, name, getattr(finder, name))

@@ -542,3 +542,27 @@ print(before, after, "_jitload_finder" in sys.modules)
     script.write_text(f"import {name}\nprint({name}.add(20, 22))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "42", run.stdout + run.stderr
+
+
+def test_another_librarys_filefinder_subclass_is_kept(modules_dir, tmp_path, monkeypatch):
+    """jitload.install() gives every suffix to a FileFinder subclass another library put in
+    the path importer cache, without replacing it (an adopted copy would lose what it adds)."""
+
+    class TracingFinder(importlib.machinery.FileFinder):
+        looked_up: list = []
+
+        def find_spec(self, fullname, target=None):
+            self.looked_up.append(fullname)
+            return super().find_spec(fullname, target)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    name = unique("subclassed")
+    build(other, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    mine = TracingFinder(str(other), (importlib.machinery.SourceFileLoader, [".py"]))
+    monkeypatch.syspath_prepend(str(other))
+    monkeypatch.setitem(sys.path_importer_cache, str(other), mine)
+    jitload.install()
+    assert sys.path_importer_cache[str(other)] is mine
+    assert importlib.import_module(name).add(3, 4) == 7
+    assert name in TracingFinder.looked_up
