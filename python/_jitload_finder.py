@@ -64,7 +64,7 @@ def adopt_all(loaders: "Loaders") -> None:
         if not isinstance(finder, FileFinder) or not isinstance(getattr(finder, "_loaders", None), list):
             continue
         if type(finder) is not FileFinder:
-            finder._loaders = loaders
+            finder._loaders = loaders  # type: ignore[attr-defined]
         else:
             copy = FileFinder(finder.path)
             for name in ("_path_mtime", "_path_cache", "_relaxed_path_cache"):
