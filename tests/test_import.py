@@ -566,3 +566,46 @@ def test_another_librarys_filefinder_subclass_is_kept(modules_dir, tmp_path, mon
     assert sys.path_importer_cache[str(other)] is mine
     assert importlib.import_module(name).add(3, 4) == 7
     assert name in TracingFinder.looked_up
+
+
+RACE_AT_ADOPTION = """
+import sys, threading, importlib
+sys.path.insert(0, {d!r})
+names = {names!r}
+barrier = threading.Barrier(len(names) + 2)
+results, errors = {{}}, []
+
+def bitcode(name):
+    barrier.wait()
+    try:
+        results[name] = importlib.import_module(name).add(1, 2)
+    except BaseException as e:
+        errors.append(repr(e))
+
+def stdlib(module):
+    barrier.wait()
+    try:
+        importlib.import_module(module)
+    except BaseException as e:
+        errors.append(repr(e))
+
+threads = [threading.Thread(target=bitcode, args=(n,)) for n in names]
+threads += [threading.Thread(target=stdlib, args=(m,)) for m in ("email.mime.text", "xml.etree.ElementTree")]
+for t in threads: t.start()
+for t in threads: t.join(60)
+assert not errors, errors
+assert results == {{n: 3 for n in names}}, results
+print("ok", "_jitload_finder" in sys.modules)
+"""
+
+
+def test_imports_race_the_first_adoption(tmp_path):
+    """Threads import bitcode modules from a new directory and stdlib packages at once, in a
+    fresh process: the hook's first call (loading _jitload_finder, adopting the finders made
+    at start-up) happens under concurrent lookups, which must all still find their module."""
+    names = [unique("race") for _ in range(6)]
+    for name in names:
+        build(tmp_path, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    for attempt in range(5):
+        out = run_python(RACE_AT_ADOPTION.format(d=str(tmp_path), names=names), env={"JITLOAD_CACHE_DIR": str(tmp_path / "cache")})
+        assert out.stdout.strip() == "ok True", (attempt, out.stdout, out.stderr)
