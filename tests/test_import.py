@@ -122,6 +122,7 @@ def test_submodule_of_a_package(modules_dir):
     build(modules_dir / pkg, "_ext", src)
     mod = importlib.import_module(f"{pkg}._ext")
     assert mod.__name__ == f"{pkg}._ext"
+    assert mod.add.__module__ == f"{pkg}._ext"  # (3.12+: jitload's own package context)
     assert importlib.import_module(pkg).add(2, 2) == 4
     assert mod.__spec__.parent == pkg
 

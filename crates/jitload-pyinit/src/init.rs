@@ -14,7 +14,8 @@ type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
 
 /// Sets CPython's "package context" (the full dotted name single-phase modules are created
-/// under) for the duration of the init call; restored on drop.
+/// under) for the duration of the init call, or jitload's where CPython does not export its
+/// own (3.12+); restored on drop.
 struct PackageContext {
     previous: *const c_char,
     _name: CString,
@@ -39,7 +40,10 @@ impl PackageContext {
         }
         let var = lookup("_Py_PackageContext") as *mut *const c_char;
         if var.is_null() {
-            return None;
+            // CPython >= 3.12 keeps it in a thread-local it does not export: jitload keeps
+            // its own, which JIT'd code's PyModule_Create2 reads (jitload_runtime::pkgcontext).
+            let previous = jitload_runtime::pkgcontext::swap(name.as_ptr());
+            return Some(PackageContext { previous, _name: name });
         }
         // SAFETY: CPython <= 3.11 exports `const char *_Py_PackageContext`; we hold the GIL,
         // which guards it.
@@ -59,10 +63,12 @@ impl Drop for PackageContext {
             return;
         }
         let var = lookup("_Py_PackageContext") as *mut *const c_char;
-        if !var.is_null() {
-            // SAFETY: as in enter.
-            unsafe { *var = self.previous };
+        if var.is_null() {
+            jitload_runtime::pkgcontext::swap(self.previous);
+            return;
         }
+        // SAFETY: as in enter.
+        unsafe { *var = self.previous };
     }
 }
 
