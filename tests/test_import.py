@@ -386,14 +386,33 @@ def test_uninstalled_hook_leaves_loaded_modules_working(modules_dir):
         jitload.install()
 
 
-SUBINTERPRETER = """
-import importlib
+SUBINTERPRETERS = """
+import sys
 try:
     import _xxsubinterpreters as interpreters
 except ImportError:
     import _interpreters as interpreters
-sid = interpreters.create()
-interpreters.run_string(sid, '''
+
+def create(kind):
+    # A subinterpreter sharing the main GIL ("legacy", the only kind before 3.12) or an
+    # isolated one with its own GIL (3.12+), which requires multi-phase init.
+    if sys.version_info >= (3, 13):
+        return interpreters.create(kind)
+    if sys.version_info >= (3, 12):
+        return interpreters.create(isolated=(kind == "isolated"))
+    return interpreters.create()
+
+def run(sid, code):
+    # 3.13's run_string returns what the code raised instead of raising it.
+    failure = interpreters.run_string(sid, code)
+    if failure is not None:
+        raise RuntimeError(f"the subinterpreter raised {failure}")
+"""
+
+SUBINTERPRETER = SUBINTERPRETERS.replace("{", "{{").replace("}", "}}") + """
+import importlib
+sid = create("legacy")
+run(sid, '''
 import sys
 sys.path.insert(0, {d!r})
 import {single}, {multi}
@@ -421,6 +440,44 @@ def test_bitcode_modules_import_in_subinterpreters(modules_dir):
     out = run_python(SUBINTERPRETER.format(d=str(modules_dir), single=single, multi=multi, broken=broken))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["subinterpreter", "ok", "BitcodeError", "main", "ok", "2"], out.stdout + out.stderr
+
+
+ISOLATED_SUBINTERPRETER = SUBINTERPRETERS.replace("{", "{{").replace("}", "}}") + """
+sid = create("isolated")
+run(sid, '''
+import sys
+sys.path.insert(0, {d!r})
+try:
+    import ctypes  # what jitload reaches its loader with in a subinterpreter
+    print("ctypes", True)
+except ImportError:
+    print("ctypes", False)
+for name in ({single!r}, {multi!r}, {pergil!r}):
+    try:
+        __import__(name)
+        print("loaded")
+    except ImportError as e:
+        print("refused" if "subinterpreter" in str(e) or "interpreter" in str(e) else repr(e))
+''')
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="isolated subinterpreters (own GIL) are new in 3.12")
+def test_isolated_subinterpreters_follow_cpythons_rules(modules_dir):
+    """An isolated subinterpreter (own GIL) takes only multi-phase modules that declare
+    Py_MOD_PER_INTERPRETER_GIL_SUPPORTED, as for .so modules; where ctypes does not load in
+    one (3.12), jitload cannot load any and says so."""
+    single, multi, pergil = unique("isosingle"), unique("isomulti"), unique("isopergil")
+    build(modules_dir, single, single_phase(single, ADD_METHOD, method_table=ADD_ENTRY))
+    build(modules_dir, multi, MULTI_PHASE.replace("NAME", multi).replace("CREATE_SLOT", ""))
+    per_gil = "{Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},"
+    build(modules_dir, pergil, MULTI_PHASE.replace("NAME", pergil).replace("CREATE_SLOT", per_gil))
+    out = run_python(ISOLATED_SUBINTERPRETER.format(d=str(modules_dir), single=single, multi=multi, pergil=pergil))
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[:1] == ["ctypes"] and len(words) == 5, out.stdout + out.stderr
+    has_ctypes = words[1] == "True"
+    assert words[2:] == ["refused", "refused", "loaded" if has_ctypes else "refused"], out.stdout + out.stderr
 
 
 def test_concurrent_imports_from_threads(modules_dir):
