@@ -508,11 +508,15 @@ def test_concurrent_imports_from_threads(modules_dir):
     assert results == {i: i for i in range(8)}
 
 
-def test_startup_hook_is_light():
+def test_startup_hook_is_light(tmp_path):
     """jitload.pth runs in every interpreter of the environment: it installs the hook without
-    importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses."""
+    importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses.
+    (A script: with `-c`, CPython 3.13+ imports linecache through sys.path's '' entry, a new
+    directory, which loads _jitload_finder as any first import from a new directory does.)"""
     names = "('_jitload_hook', '_jitload_finder', 'jitload', 'jitload._native', 'jitload._fastload', 'ctypes', 'typing', 'dataclasses')"
-    out = run_python(f"import sys; print(sorted(m for m in {names} if m in sys.modules))")
+    script = tmp_path / "startup.py"
+    script.write_text(f"import sys; print(sorted(m for m in {names} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "['_jitload_hook']", out.stdout + out.stderr
 
 
@@ -592,7 +596,10 @@ import json
 after = hasattr(sys.path_importer_cache[stdlib], "_all_loaders")
 print(before, after, "_jitload_finder" in sys.modules)
 """
-    out = run_python(code)
+    # A script, not `-c` (see test_startup_hook_is_light): its directory is new to the import system too.
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "probe.py").write_text(code)
+    out = subprocess.run([sys.executable, str(tmp_path / "probe" / "probe.py")], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
     name = unique("scriptdir")
     build(tmp_path, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
