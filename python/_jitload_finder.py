@@ -14,7 +14,8 @@
 # Design notes:
 # - not a FileFinder subclass: creating a class costs 0.3 M instructions, more than all the rest
 #   of start-up; and a module of its own, imported by the hook's first call, so that a process
-#   that never imports from a new directory (`python -c pass`) does not load it at all;
+#   that never imports from a new directory (`python -c pass` before 3.13, whose `-c` imports
+#   linecache through the `''` entry) does not load it at all;
 # - nothing is switched per lookup (FileFinder reads `_loaders` while it works), so concurrent
 #   lookups in one directory cannot see each other's choice; finders made before are replaced
 #   by adopted copies rather than changed under a lookup that may be under way;

@@ -122,6 +122,7 @@ def test_submodule_of_a_package(modules_dir):
     build(modules_dir / pkg, "_ext", src)
     mod = importlib.import_module(f"{pkg}._ext")
     assert mod.__name__ == f"{pkg}._ext"
+    assert mod.add.__module__ == f"{pkg}._ext"  # (3.12+: jitload's own package context)
     assert importlib.import_module(pkg).add(2, 2) == 4
     assert mod.__spec__.parent == pkg
 
@@ -385,14 +386,33 @@ def test_uninstalled_hook_leaves_loaded_modules_working(modules_dir):
         jitload.install()
 
 
-SUBINTERPRETER = """
-import importlib
+SUBINTERPRETERS = """
+import sys
 try:
     import _xxsubinterpreters as interpreters
 except ImportError:
     import _interpreters as interpreters
-sid = interpreters.create()
-interpreters.run_string(sid, '''
+
+def create(kind):
+    # A subinterpreter sharing the main GIL ("legacy", the only kind before 3.12) or an
+    # isolated one with its own GIL (3.12+), which requires multi-phase init.
+    if sys.version_info >= (3, 13):
+        return interpreters.create(kind)
+    if sys.version_info >= (3, 12):
+        return interpreters.create(isolated=(kind == "isolated"))
+    return interpreters.create()
+
+def run(sid, code):
+    # 3.13's run_string returns what the code raised instead of raising it.
+    failure = interpreters.run_string(sid, code)
+    if failure is not None:
+        raise RuntimeError(f"the subinterpreter raised {failure}")
+"""
+
+SUBINTERPRETER = SUBINTERPRETERS.replace("{", "{{").replace("}", "}}") + """
+import importlib
+sid = create("legacy")
+run(sid, '''
 import sys
 sys.path.insert(0, {d!r})
 import {single}, {multi}
@@ -420,6 +440,44 @@ def test_bitcode_modules_import_in_subinterpreters(modules_dir):
     out = run_python(SUBINTERPRETER.format(d=str(modules_dir), single=single, multi=multi, broken=broken))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["subinterpreter", "ok", "BitcodeError", "main", "ok", "2"], out.stdout + out.stderr
+
+
+ISOLATED_SUBINTERPRETER = SUBINTERPRETERS.replace("{", "{{").replace("}", "}}") + """
+sid = create("isolated")
+run(sid, '''
+import sys
+sys.path.insert(0, {d!r})
+try:
+    import ctypes  # what jitload reaches its loader with in a subinterpreter
+    print("ctypes", True)
+except ImportError:
+    print("ctypes", False)
+for name in ({single!r}, {multi!r}, {pergil!r}):
+    try:
+        __import__(name)
+        print("loaded")
+    except ImportError as e:
+        print("refused" if "subinterpreter" in str(e) or "interpreter" in str(e) else repr(e))
+''')
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="isolated subinterpreters (own GIL) are new in 3.12")
+def test_isolated_subinterpreters_follow_cpythons_rules(modules_dir):
+    """An isolated subinterpreter (own GIL) takes only multi-phase modules that declare
+    Py_MOD_PER_INTERPRETER_GIL_SUPPORTED, as for .so modules; where ctypes does not load in
+    one (3.12), jitload cannot load any and says so."""
+    single, multi, pergil = unique("isosingle"), unique("isomulti"), unique("isopergil")
+    build(modules_dir, single, single_phase(single, ADD_METHOD, method_table=ADD_ENTRY))
+    build(modules_dir, multi, MULTI_PHASE.replace("NAME", multi).replace("CREATE_SLOT", ""))
+    per_gil = "{Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},"
+    build(modules_dir, pergil, MULTI_PHASE.replace("NAME", pergil).replace("CREATE_SLOT", per_gil))
+    out = run_python(ISOLATED_SUBINTERPRETER.format(d=str(modules_dir), single=single, multi=multi, pergil=pergil))
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[:1] == ["ctypes"] and len(words) == 5, out.stdout + out.stderr
+    has_ctypes = words[1] == "True"
+    assert words[2:] == ["refused", "refused", "loaded" if has_ctypes else "refused"], out.stdout + out.stderr
 
 
 def test_concurrent_imports_from_threads(modules_dir):
@@ -450,11 +508,15 @@ def test_concurrent_imports_from_threads(modules_dir):
     assert results == {i: i for i in range(8)}
 
 
-def test_startup_hook_is_light():
+def test_startup_hook_is_light(tmp_path):
     """jitload.pth runs in every interpreter of the environment: it installs the hook without
-    importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses."""
+    importing the jitload package, LLVM (jitload._native), ctypes, typing or dataclasses.
+    (A script: with `-c`, CPython 3.13+ imports linecache through sys.path's '' entry, a new
+    directory, which loads _jitload_finder as any first import from a new directory does.)"""
     names = "('_jitload_hook', '_jitload_finder', 'jitload', 'jitload._native', 'jitload._fastload', 'ctypes', 'typing', 'dataclasses')"
-    out = run_python(f"import sys; print(sorted(m for m in {names} if m in sys.modules))")
+    script = tmp_path / "startup.py"
+    script.write_text(f"import sys; print(sorted(m for m in {names} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "['_jitload_hook']", out.stdout + out.stderr
 
 
@@ -534,7 +596,10 @@ import json
 after = hasattr(sys.path_importer_cache[stdlib], "_all_loaders")
 print(before, after, "_jitload_finder" in sys.modules)
 """
-    out = run_python(code)
+    # A script, not `-c` (see test_startup_hook_is_light): its directory is new to the import system too.
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "probe.py").write_text(code)
+    out = subprocess.run([sys.executable, str(tmp_path / "probe" / "probe.py")], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr
     name = unique("scriptdir")
     build(tmp_path, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))

@@ -69,6 +69,7 @@ def big_ir(funcs, n):
 LONG_COMPILE = """
 import os, signal, sys, threading, time, tempfile, importlib.machinery, jitload
 from jitload import _native
+signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a shell's background job)
 """ + BIG_IR + """
 ir = big_ir(3, 3000)
 mode = sys.argv[1]
@@ -123,6 +124,7 @@ def test_sigint_during_a_long_compile_is_prompt(mode):
 ABANDONED = """
 import json, os, signal, sys, threading, time, jitload
 from jitload import _native
+signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a shell's background job)
 """ + BIG_IR + """
 ir = big_ir(3, 3000)
 lib = jitload.Session().library("x", opt_level=2)

@@ -93,7 +93,11 @@ def _native() -> Any:
         try:
             from . import _native as native
         except ImportError:
-            native = _SubinterpreterNative()
+            try:
+                native = _SubinterpreterNative()
+            except ImportError as e:
+                # CPython 3.12's _ctypes does not load in an isolated subinterpreter (own GIL).
+                raise ImportError(f"jitload cannot load bitcode modules in this interpreter: it needs ctypes here ({e})") from e
         _native_module = native
     return _native_module
 

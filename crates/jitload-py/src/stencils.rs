@@ -50,6 +50,11 @@ fn runtime() -> PyResult<&'static Runtime> {
                     "_JIT_TSTATE_GET" => return dlsym("PyThreadState_GetUnchecked").or_else(|| dlsym("_PyThreadState_UncheckedGet")),
                     "_JIT_FUNCTION_TYPE" => return Some(function_type_for_stencils()),
                     "_JIT_TS_THREAD_ID" => return Some(thread_id_offset()),
+                    // 3.10 has it only as an inline function; the stencils always pass NULL
+                    // keyword names, and PyObject_VectorcallDict with NULL keywords makes the
+                    // same call (the callable's vectorcall slot, else tp_call, and CPython's
+                    // result check).
+                    "PyObject_Vectorcall" => return dlsym(name).or_else(|| dlsym("PyObject_VectorcallDict")),
                     _ => return dlsym(name),
                 };
                 Some(helper as u64)

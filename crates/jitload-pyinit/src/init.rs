@@ -14,7 +14,8 @@ type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
 
 /// Sets CPython's "package context" (the full dotted name single-phase modules are created
-/// under) for the duration of the init call; restored on drop.
+/// under) for the duration of the init call, or jitload's where CPython does not export its
+/// own (3.12+); restored on drop.
 struct PackageContext {
     previous: *const c_char,
     _name: CString,
@@ -39,7 +40,10 @@ impl PackageContext {
         }
         let var = lookup("_Py_PackageContext") as *mut *const c_char;
         if var.is_null() {
-            return None;
+            // CPython >= 3.12 keeps it in a thread-local it does not export: jitload keeps
+            // its own, which JIT'd code's PyModule_Create2 reads (jitload_runtime::pkgcontext).
+            let previous = jitload_runtime::pkgcontext::swap(name.as_ptr());
+            return Some(PackageContext { previous, _name: name });
         }
         // SAFETY: CPython <= 3.11 exports `const char *_Py_PackageContext`; we hold the GIL,
         // which guards it.
@@ -59,10 +63,12 @@ impl Drop for PackageContext {
             return;
         }
         let var = lookup("_Py_PackageContext") as *mut *const c_char;
-        if !var.is_null() {
-            // SAFETY: as in enter.
-            unsafe { *var = self.previous };
+        if var.is_null() {
+            jitload_runtime::pkgcontext::swap(self.previous);
+            return;
         }
+        // SAFETY: as in enter.
+        unsafe { *var = self.previous };
     }
 }
 
@@ -148,8 +154,67 @@ pub fn run_init<'py>(
             object.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
         )));
     }
+    check_single_phase_allowed(py, spec)?;
     object.setattr("__file__", path)?;
     Ok(object)
+}
+
+/// CPython 3.12+ refuses single-phase modules in a subinterpreter that requires multi-phase
+/// init (an isolated one, with its own GIL): "module X does not support loading in
+/// subinterpreters". It exports no function to ask (`_PyImport_CheckSubinterpIncompatibleExtensionAllowed`
+/// is 3.12's only), so jitload lets CPython decide: creating a module from a definition that
+/// declares no support for multiple interpreters runs exactly that check under the module's
+/// name (`spec.name`); the module it makes is dropped. The main interpreter takes every module.
+fn check_single_phase_allowed(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
+    if py.version_info() < (3, 12) {
+        return Ok(());
+    }
+    let main = lookup("PyInterpreterState_Main");
+    if main.is_null() {
+        return Ok(());
+    }
+    // SAFETY: `PyInterpreterState *PyInterpreterState_Main(void)`, exported by every CPython.
+    let main: unsafe extern "C" fn() -> *mut ffi::PyInterpreterState = unsafe { std::mem::transmute(main) };
+    // SAFETY: we hold the GIL of the current interpreter.
+    if unsafe { ffi::PyInterpreterState_Get() == main() } {
+        return Ok(());
+    }
+    // SAFETY: a definition built once and never freed; PyModuleDef_Init only initialises its
+    // object header (as every static definition's); we hold the GIL.
+    let def = probe_definition() as *mut ffi::PyModuleDef;
+    // SAFETY: def is a multi-phase definition, spec a live module spec; we hold the GIL.
+    let module = unsafe { ffi::PyModule_FromDefAndSpec2(def, spec.as_ptr(), ffi::PYTHON_API_VERSION) };
+    if module.is_null() {
+        return Err(PyErr::take(py).unwrap_or_else(|| PySystemError::new_err("no exception set")));
+    }
+    // SAFETY: a new reference we own.
+    unsafe { ffi::Py_DECREF(module) };
+    Ok(())
+}
+
+/// The address of a `PyModuleDef` whose one slot is `Py_mod_multiple_interpreters:
+/// Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED` (3.12+; the ABI3 headers jitload builds with
+/// predate them: slot 3, value NULL).
+fn probe_definition() -> usize {
+    static DEFINITION: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DEFINITION.get_or_init(|| {
+        let slots = Box::leak(Box::new([
+            ffi::PyModuleDef_Slot { slot: 3, value: std::ptr::null_mut() },
+            ffi::PyModuleDef_Slot { slot: 0, value: std::ptr::null_mut() },
+        ]));
+        let def = Box::leak(Box::new(ffi::PyModuleDef {
+            m_base: ffi::PyModuleDef_HEAD_INIT,
+            m_name: c"jitload single-phase check".as_ptr(),
+            m_doc: std::ptr::null(),
+            m_size: 0,
+            m_methods: std::ptr::null_mut(),
+            m_slots: slots.as_mut_ptr(),
+            m_traverse: None,
+            m_clear: None,
+            m_free: None,
+        }));
+        def as *mut ffi::PyModuleDef as usize
+    })
 }
 
 /// Executes a multi-phase module's slots, as CPython's `exec_dynamic` does: a no-op for

@@ -8,6 +8,7 @@ pub mod cxx;
 pub mod debug;
 pub mod exit;
 pub mod objcache;
+pub mod pkgcontext;
 pub mod resolve;
 pub mod scope_table;
 pub mod tuning;

@@ -310,10 +310,15 @@ pub struct ModuleScope {
 impl ModuleScope {
     /// Resolves `symbol` in jitload's order; `None` if nothing defines it.
     pub fn resolve(&self, symbol: &str) -> Option<u64> {
-        // C++ runtime hooks JIT'd code must reach instead of the process's (see `cxx`).
+        // C++ runtime hooks JIT'd code must reach instead of the process's (see `cxx`), and
+        // the package context's `PyModule_Create2` (see `pkgcontext`).
         match symbol {
             "__emutls_get_address" => return Some(crate::cxx::emutls_get_address as *const () as usize as u64),
             "__cxa_thread_atexit" => return Some(crate::cxx::cxa_thread_atexit as *const () as usize as u64),
+            // CPython's, under the package context jitload keeps where CPython's is not exported.
+            "PyModule_Create2" if process_symbol(symbol).is_some() => {
+                return Some(crate::pkgcontext::module_create2 as *const () as usize as u64)
+            }
             _ => {}
         }
         if let Some(a) = self.shared.lookup_export(symbol) {
