@@ -104,10 +104,19 @@ def put(details, adopt_now=True):  # type: (List[Details], bool) -> None
     loaders = [(suffix, loader) for loader, suffixes in details for suffix in suffixes]
 
     def hook(path):  # type: (str) -> Any
+        global _deferred
         finder = make_finder(path)  # ImportError for anything but a directory, as FileFinder's
-        machinery = _finder_module()
         if _pending is not None:
-            _adopt_pending(machinery.adopt_all)
+            if _deferred:
+                # The first new directory after start-up still gets every suffix (a finder from
+                # make_finder has them all): CPython 3.13's `python -c` imports linecache through
+                # the '' entry, and a program that stops there does not repay the adoption.
+                _deferred = False
+                return finder
+            machinery = _finder_module()
+            _adopt_pending(machinery.adopt_all)  # (the deferred first finder included)
+        else:
+            machinery = _finder_module()
         machinery.adopt(finder, loaders)
         return finder
 
@@ -133,8 +142,9 @@ def put(details, adopt_now=True):  # type: (List[Details], bool) -> None
 
 
 # The loaders of the finders the start-up hook found already made, which it has not adopted
-# yet (see put).
+# yet, and whether the hook's next call is its first (see put).
 _pending = None  # type: Optional[Loaders]
+_deferred = True
 
 
 def forget():  # type: () -> None
