@@ -584,10 +584,10 @@ def test_ordinary_lookups_skip_the_bitcode_suffixes(modules_dir):
     assert importlib.import_module(jit).add(2, 2) == 4
 
 
-def test_finders_are_adopted_at_the_first_new_directory(tmp_path):
-    """At start-up the hook only gives the existing finders every suffix; the first import from
-    a new directory (here a package's) loads _jitload_finder and adopts them all. A script
-    whose own directory holds a bitcode module finds it through the hook's first call."""
+def test_finders_are_adopted_when_new_directories_are_imported_from(tmp_path):
+    """At start-up the hook only gives the existing finders every suffix; its second call (here:
+    the current directory, then the json package's) loads _jitload_finder and adopts them all.
+    A script whose own directory holds a bitcode module finds it at the hook's first call."""
     code = """
 import os, sys
 stdlib = os.path.dirname(os.__file__)  # (modules the interpreter loaded before site ran)
