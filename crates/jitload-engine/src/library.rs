@@ -864,8 +864,21 @@ impl Library {
             return Err(EngineError::Removed { library: self.inner.name.clone(), what: format!("'{function}'") });
         };
         let jit = self.session().jit();
-        jit.add_object(tracker, &object, path).map_err(|message| EngineError::Link { path: path.clone(), message })?;
-        let addresses = jit.lookup(self.inner.dylib, &[&body]).map_err(|m| crate::session::link_error(path, m))?;
+        // Another thread may remove the module (or the library) while this body links: its
+        // siblings' symbols are then gone, and the failure to report is that removal, not the
+        // undefined symbols it caused.
+        let removed_meanwhile = |error: EngineError| {
+            if self.inner.removed.load(Ordering::Acquire) || !self.state().modules.contains_key(&module_id) {
+                EngineError::Removed { library: self.inner.name.clone(), what: format!("'{function}'") }
+            } else {
+                error
+            }
+        };
+        jit.add_object(tracker, &object, path)
+            .map_err(|message| removed_meanwhile(EngineError::Link { path: path.clone(), message }))?;
+        let addresses = jit
+            .lookup(self.inner.dylib, &[&body])
+            .map_err(|m| removed_meanwhile(crate::session::link_error(path, m)))?;
         if crate::debug::perf_map_enabled() {
             let known = HashMap::from([(body.clone(), addresses[0])]);
             crate::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
