@@ -9,13 +9,14 @@
 # suffix given to FileFinder, each lookup made a path join and a debug-message call per bitcode
 # suffix, and each package import a failed stat per suffix: an import-heavy start-up (28
 # stdlib packages, 247 modules) ran 2.6% more instructions than without jitload; with adopted
-# finders, 1.4%. Measured with callgrind, whose counts do not depend on machine load.
+# finders, 1.3%. Measured with callgrind, whose counts do not depend on machine load.
 #
 # Design notes:
-# - not a FileFinder subclass: creating a class costs 0.3 M instructions, more than all the rest
-#   of start-up; and a module of its own, imported by the hook's first call, so that a process
-#   that never imports from a new directory (`python -c pass` before 3.13, whose `-c` imports
-#   linecache through the `''` entry) does not load it at all;
+# - not a FileFinder subclass: defining one in the start-up hook cost ~0.3 M instructions (the
+#   class and the collector pass its objects tipped), as much as loading the whole hook; and a
+#   module of its own, loaded by the hook's second call (see _jitload_hook.put), so that a
+#   process that imports from at most one new directory (`python -c pass`; on 3.13 its `-c`
+#   imports linecache through the `''` entry) does not load it at all;
 # - nothing is switched per lookup (FileFinder reads `_loaders` while it works), so concurrent
 #   lookups in one directory cannot see each other's choice; finders made before are replaced
 #   by adopted copies rather than changed under a lookup that may be under way;

@@ -41,7 +41,7 @@ from posix import environ as _environ
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import AbstractSet, Any, Callable, List, Optional, Tuple
+    from typing import Any, Callable, List, Optional, Tuple
 
     Details = Tuple[Any, List[str]]  # FileFinder's (loader, suffixes)
     Loaders = List[Tuple[str, Any]]  # FileFinder's `_loaders`: (suffix, loader)
@@ -97,8 +97,8 @@ def put(details, adopt_now=True):  # type: (List[Details], bool) -> None
     #
     # At start-up (`adopt_now` false) each finder is only given every suffix, which is all
     # `python -c pass` needs; their adoption by _jitload_finder, which makes imports of ordinary
-    # modules cheaper, waits for the hook's first call: a program that imports from a new
-    # directory has imports that repay it.
+    # modules cheaper, waits for the hook's second call (see hook): a program that imports from
+    # new directories has imports that repay it.
     global replaced, _pending
     make_finder = FileFinder.path_hook(*details)
     loaders = [(suffix, loader) for loader, suffixes in details for suffix in suffixes]

@@ -666,8 +666,9 @@ print("ok", "_jitload_finder" in sys.modules)
 
 def test_imports_race_the_first_adoption(tmp_path):
     """Threads import bitcode modules from a new directory and stdlib packages at once, in a
-    fresh process: the hook's first call (loading _jitload_finder, adopting the finders made
-    at start-up) happens under concurrent lookups, which must all still find their module."""
+    fresh process: the hook's first calls (the second loads _jitload_finder and adopts the
+    finders made at start-up) happen under concurrent lookups, which must all still find their
+    module."""
     names = [unique("race") for _ in range(6)]
     for name in names:
         build(tmp_path, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))

@@ -859,9 +859,10 @@ impl Library {
                 Err(reason) => return Err(EngineError::LlvmCrash { path: path.clone(), reason }),
             }
         };
+        let removed = || EngineError::Removed { library: self.inner.name.clone(), what: format!("'{function}'") };
         let owner = self.state().modules.get(&module_id).cloned();
         let Some(tracker) = owner.as_ref().and_then(|m| m.tracker.as_ref()) else {
-            return Err(EngineError::Removed { library: self.inner.name.clone(), what: format!("'{function}'") });
+            return Err(removed());
         };
         let jit = self.session().jit();
         // Another thread may remove the module (or the library) while this body links: its
@@ -869,7 +870,7 @@ impl Library {
         // undefined symbols it caused.
         let removed_meanwhile = |error: EngineError| {
             if self.inner.removed.load(Ordering::Acquire) || !self.state().modules.contains_key(&module_id) {
-                EngineError::Removed { library: self.inner.name.clone(), what: format!("'{function}'") }
+                removed()
             } else {
                 error
             }
