@@ -8,10 +8,11 @@ from typing import Any, Dict, Optional
 __all__ = [
     "_PROCESS_SCOPE",
     "exec_extension",
-    "free_with_module",
+    "find_extension",
     "load_cached",
     "loaded_extension_count",
     "stats",
+    "track_extension",
 ]
 
 def load_cached(
@@ -26,9 +27,18 @@ def load_cached(
 def exec_extension(module: ModuleType) -> None:
     """Run a PEP 489 module's exec slots (no-op for single-phase modules)."""
 
-def free_with_module(module: ModuleType, allowed: bool) -> bool:
-    """With ``allowed``, free a loaded module's code right after the module object is
-    destroyed (hooks its m_free). Call once per module ``load_cached`` returned."""
+def find_extension(path: str, fullname: str, key: str, spec: ModuleSpec) -> Optional[ModuleType]:
+    """The module ``fullname`` made from code this native module already loaded for the
+    file ``path`` whose contents ``key`` identified, as CPython makes a ``.so`` module it
+    loaded before: single-phase from the saved dictionary (``m_size == -1``) or by running
+    its init again, multi-phase by running its init again (not yet executed). None when the
+    file must be loaded."""
+
+def track_extension(module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
+    """Record that ``module``, just returned by ``load_cached``, runs the code of ``path`` (contents
+    ``key``) for :func:`find_extension`; a later load of changed contents replaces it, and with
+    ``releasable`` the old code is freed once no module object made from it is left. Returns
+    whether ``module`` was one this native module had just loaded."""
 
 def loaded_extension_count() -> int:
     """How many extension modules' code this module holds now."""

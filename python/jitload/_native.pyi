@@ -11,17 +11,14 @@ __all__ = [
     "CallTicket",
     "Library",
     "Session",
-    "take_call_error",
-    "write_unraisable",
     "abandoned_compiles",
-    "dependent_libraries",
     "cache_clear",
     "cache_info",
     "cache_prune",
     "cache_stats",
+    "dependent_libraries",
     "exec_extension",
-    "free_with_module",
-    "loaded_extension_count",
+    "find_extension",
     "host_target",
     "inspect",
     "library_dirs",
@@ -29,7 +26,11 @@ __all__ = [
     "llvm_version",
     "load_extension",
     "load_library",
+    "loaded_extension_count",
+    "take_call_error",
+    "track_extension",
     "user_libraries",
+    "write_unraisable",
 ]
 
 _Path = Union[str, "PathLike[str]"]
@@ -143,9 +144,18 @@ def abandoned_compiles() -> int:
     """Engine-API compiles whose wait Ctrl-C or the time limit ended and that are still
     running (each finishes in the background; its result is dropped)."""
 
-def free_with_module(module: ModuleType, allowed: bool) -> bool:
-    """With ``allowed``, free a loaded module's code right after the module object is
-    destroyed (hooks its m_free). Call once per module ``load_extension`` returned."""
+def find_extension(path: str, fullname: str, key: str, spec: ModuleSpec) -> Optional[ModuleType]:
+    """The module ``fullname`` made from code this native module already loaded for the
+    file ``path`` whose contents ``key`` identified, as CPython makes a ``.so`` module it
+    loaded before: single-phase from the saved dictionary (``m_size == -1``) or by running
+    its init again, multi-phase by running its init again (not yet executed). None when the
+    file must be loaded."""
+
+def track_extension(module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
+    """Record that ``module``, just returned by ``load_extension``, runs the code of ``path`` (contents
+    ``key``) for :func:`find_extension`; a later load of changed contents replaces it, and with
+    ``releasable`` the old code is freed once no module object made from it is left. Returns
+    whether ``module`` was one this native module had just loaded."""
 
 def loaded_extension_count() -> int:
     """How many extension modules' code is loaded now."""

@@ -21,7 +21,7 @@ struct PackageContext {
     _name: CString,
 }
 
-fn lookup(symbol: &str) -> *mut std::ffi::c_void {
+pub(crate) fn lookup(symbol: &str) -> *mut std::ffi::c_void {
     let c = CString::new(symbol).expect("static symbol name");
     // SAFETY: RTLD_DEFAULT search of a NUL-terminated name.
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) }
@@ -156,6 +156,9 @@ pub fn run_init<'py>(
     }
     check_single_phase_allowed(py, spec)?;
     object.setattr("__file__", path)?;
+    if let Some(def) = crate::extensions::single_phase_def(&object) {
+        crate::extensions::fix_up(py, &object, def, init_address, fullname)?;
+    }
     Ok(object)
 }
 
@@ -165,18 +168,11 @@ pub fn run_init<'py>(
 /// is 3.12's only), so jitload lets CPython decide: creating a module from a definition that
 /// declares no support for multiple interpreters runs exactly that check under the module's
 /// name (`spec.name`); the module it makes is dropped. The main interpreter takes every module.
-fn check_single_phase_allowed(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn check_single_phase_allowed(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
     if py.version_info() < (3, 12) {
         return Ok(());
     }
-    let main = lookup("PyInterpreterState_Main");
-    if main.is_null() {
-        return Ok(());
-    }
-    // SAFETY: `PyInterpreterState *PyInterpreterState_Main(void)`, exported by every CPython.
-    let main: unsafe extern "C" fn() -> *mut ffi::PyInterpreterState = unsafe { std::mem::transmute(main) };
-    // SAFETY: we hold the GIL of the current interpreter.
-    if unsafe { ffi::PyInterpreterState_Get() == main() } {
+    if crate::extensions::in_main_interpreter() {
         return Ok(());
     }
     // SAFETY: a definition built once and never freed; PyModuleDef_Init only initialises its
