@@ -9,6 +9,7 @@ __all__ = [
     "_PROCESS_SCOPE",
     "exec_extension",
     "find_extension",
+    "in_main_interpreter",
     "load_cached",
     "loaded_extension_count",
     "stats",
@@ -39,6 +40,9 @@ def track_extension(module: ModuleType, path: str, fullname: str, key: str, rele
     ``key``) for :func:`find_extension`; a later load of changed contents replaces it, and with
     ``releasable`` the old code is freed once no module object made from it is left. Returns
     whether ``module`` was one this native module had just loaded."""
+
+def in_main_interpreter() -> bool:
+    """Whether the calling thread runs in the main interpreter."""
 
 def loaded_extension_count() -> int:
     """How many extension modules' code this module holds now."""

@@ -102,6 +102,9 @@ class _SubinterpreterNative:
                 return module
         return None
 
+    def in_main_interpreter(self) -> bool:
+        return False  # only used where PyO3 refused to load the native module: a subinterpreter
+
     def track_extension(self, module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
         return any(r.jitload_track_extension(module, path, fullname, key, int(releasable)) for r in self._registries)
 
@@ -154,9 +157,11 @@ def find_loaded(path: str, spec: ModuleSpec, key: str) -> Optional[Tuple[ModuleT
     sys.modules[name]``, or in another interpreter): a single-phase module from its saved
     dictionary or by running its init again, a multi-phase one by running its init again.
     None when nothing loaded serves it. Asks only the native modules already loaded."""
-    owners = [o for o in (_fastload(), _native_module) if o]
-    if not owners and _in_subinterpreter():
-        owners = [_native()]  # reaches both native modules' code through ctypes
+    fast = _fastload()
+    native = _native_module or sys.modules.get("jitload._native")
+    if native is None and not (fast.in_main_interpreter() if fast else not _in_subinterpreter()):
+        native = _native()  # another interpreter of this process may have loaded code with it
+    owners = [o for o in (fast, native) if o]
     for owner in owners:
         module = owner.find_extension(path, spec.name, key, spec)
         if module is not None:
@@ -165,7 +170,7 @@ def find_loaded(path: str, spec: ModuleSpec, key: str) -> Optional[Tuple[ModuleT
 
 
 def _in_subinterpreter() -> bool:
-    """Whether this is not the main interpreter (asked only where ``_fastload`` did not load)."""
+    """Whether this is not the main interpreter (asked only where ``_fastload`` is off)."""
     for name in ("_interpreters", "_xxsubinterpreters"):  # 3.13 / 3.10-3.12
         try:
             interpreters = __import__(name)

@@ -260,10 +260,17 @@ pub fn exec_extension(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()>
     init::exec_module(py, module)
 }
 
+/// Whether the calling thread runs in the main interpreter.
+#[pyfunction]
+pub fn in_main_interpreter() -> bool {
+    extensions::in_main_interpreter()
+}
+
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     Ok(())
