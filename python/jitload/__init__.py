@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from .engine import Function, Library, Module, Session
     from .errors import (
+        AbiError,
+        AbiWarning,
         BitcodeError,
         CompileError,
         DuplicateSymbolError,
@@ -43,6 +45,8 @@ _ENGINE_NAMES = ("Session", "Library", "Module", "Function")
 
 # The exception classes too: the import hook needs none of them until something fails.
 _ERROR_NAMES = (
+    "AbiError",
+    "AbiWarning",
     "BitcodeError",
     "CompileError",
     "DuplicateSymbolError",
@@ -71,6 +75,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'jitload' has no attribute {name!r}")
 
 __all__ = [
+    "AbiError",
+    "AbiWarning",
     "BITCODE_SUFFIXES",
     "BitcodeError",
     "CompileError",

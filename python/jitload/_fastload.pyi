@@ -17,9 +17,10 @@ __all__ = [
 ]
 
 def load_cached(
-    path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2
+    path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, data: Optional[bytes] = None
 ) -> Optional[ModuleType]:
-    """Link the cached compiled form of the bitcode module at ``path`` and run its init
+    """Link the cached compiled form of the bitcode module at ``path`` (whose contents are
+    ``data`` when the caller read them already) and run its init
     (as ``_native.load_extension`` does), or return None when the cache cannot serve it
     (not cached, cache off, a symbol only the engine can provide): the engine must then.
 

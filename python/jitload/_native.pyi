@@ -67,8 +67,9 @@ def load_library(spec: str) -> str:
 def user_libraries() -> List[str]:
     """Paths of libraries added with load_library."""
 
-def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ...) -> None:
-    """Link bitcode/IR files into one bitcode module, recording dependent libraries."""
+def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ..., python_abi: Optional[str] = None) -> None:
+    """Link bitcode/IR files into one bitcode module, recording dependent libraries and
+    ``python_abi`` (:func:`jitload.abi.record_for`) as named metadata ``jitload.python``."""
 
 def dependent_libraries(path: _Path) -> List[str]:
     """The !llvm.dependent-libraries entries of a bitcode/IR file."""

@@ -176,21 +176,36 @@ def _in_subinterpreter() -> bool:
             interpreters = __import__(name)
         except ImportError:
             continue
-        ident = lambda i: i[0] if isinstance(i, tuple) else int(i)  # noqa: E731 (3.13: (id, whence))
-        return bool(ident(interpreters.get_current()) != ident(interpreters.get_main()))
+        return _interpreter_id(interpreters.get_current()) != _interpreter_id(interpreters.get_main())
     return False
 
 
-def load_extension(path: str, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
+def _interpreter_id(ident: Any) -> int:
+    return int(ident[0] if isinstance(ident, tuple) else ident)  # 3.13: (id, whence)
+
+
+def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple[ModuleType, Any]:
     """Loads the extension module ``spec.name`` from bitcode/IR ``path`` with the current
     options: from the object cache without loading LLVM when it can, else through the
     engine (which compiles, or links a cached object ORC's way). Returns the module and the
-    native module that holds its code."""
+    native module that holds its code. ``check_abi``: refuse a module built for another
+    Python (:mod:`jitload.abi`; off for C sources this interpreter just compiled)."""
     options = config.options
     symbol = init_symbol(spec.name)
+    data: Optional[bytes] = None
+    if check_abi:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            pass  # the loader reports it
+        else:
+            from . import abi
+
+            abi.check(path, data, spec.name)
     fast = _fastload() if options.cache else None
     if fast is not None:
-        module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level)
+        module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level, data=data)
         if module is not None:
             return module, fast
     native = _native()
@@ -400,7 +415,7 @@ class CSourceLoader(BitcodeExtensionLoader):
         from .errors import JitloadError
 
         try:
-            return load_extension(bitcode_path, spec)
+            return load_extension(bitcode_path, spec, check_abi=False)
         except JitloadError as e:
             # Name the C file the user knows; keep the class and the cause chain.
             detail = str(e)

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 
 /// The definition of a module made by single-phase init, or None for a multi-phase one (its
 /// definition has slots) or an object without a definition.
-pub fn single_phase_def(module: &Bound<'_, PyAny>) -> Option<*mut ffi::PyModuleDef> {
+pub(crate) fn single_phase_def(module: &Bound<'_, PyAny>) -> Option<*mut ffi::PyModuleDef> {
     // SAFETY: type check under the GIL.
     if unsafe { ffi::PyModule_Check(module.as_ptr()) } == 0 {
         return None;
@@ -27,7 +27,7 @@ pub fn single_phase_def(module: &Bound<'_, PyAny>) -> Option<*mut ffi::PyModuleD
 }
 
 /// Whether the calling thread runs in the main interpreter.
-pub fn in_main_interpreter() -> bool {
+pub(crate) fn in_main_interpreter() -> bool {
     let main = crate::init::lookup("PyInterpreterState_Main");
     if main.is_null() {
         return true;
@@ -43,7 +43,7 @@ pub fn in_main_interpreter() -> bool {
 /// function in the definition, put the module into `sys.modules` and into the interpreter's
 /// by-index list (`PyState_FindModule`), and for a module without per-module state
 /// (`m_size == -1`) keep a copy of its dictionary for later imports.
-pub fn fix_up(py: Python<'_>, module: &Bound<'_, PyAny>, def: *mut ffi::PyModuleDef, init_address: u64, fullname: &str) -> PyResult<()> {
+pub(crate) fn fix_up(py: Python<'_>, module: &Bound<'_, PyAny>, def: *mut ffi::PyModuleDef, init_address: u64, fullname: &str) -> PyResult<()> {
     // SAFETY: def is the module's definition (static data of the JIT'd module); we hold the
     // GIL. init_address is the `PyObject *(void)` init function that made this module.
     unsafe { (*def).m_base.m_init = Some(std::mem::transmute::<usize, extern "C" fn() -> *mut ffi::PyObject>(init_address as usize)) };
@@ -93,7 +93,7 @@ fn keep_dict_copy(module: &Bound<'_, PyAny>, def: *mut ffi::PyModuleDef) -> PyRe
 /// is not run again; the new module, as in CPython, has no definition of its own); any other
 /// runs its init function again. Either is then listed for `PyState_FindModule`. Returns
 /// None when CPython would load the module anew (no copy or no init function kept).
-pub fn import_again<'py>(py: Python<'py>, def: *mut ffi::PyModuleDef, fullname: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub(crate) fn import_again<'py>(py: Python<'py>, def: *mut ffi::PyModuleDef, fullname: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
     let modules = py.import("sys")?.getattr("modules")?;
     // SAFETY: def is a live definition this process loaded; read under the GIL.
     let (size, copy, init) = unsafe { ((*def).m_size, (*def).m_base.m_copy, (*def).m_base.m_init) };
@@ -139,7 +139,7 @@ pub fn import_again<'py>(py: Python<'py>, def: *mut ffi::PyModuleDef, fullname: 
 /// Undoes [`fix_up`] for a module whose code a reload replaced, so the old module object
 /// can be freed: the interpreter's by-index list and the definition's dictionary copy (whose
 /// functions refer back to the module) were the references CPython never drops.
-pub fn forget(def: *mut ffi::PyModuleDef) {
+pub(crate) fn forget(def: *mut ffi::PyModuleDef) {
     // SAFETY: def is the old module's live definition; we hold the GIL. A borrowed result.
     if !unsafe { ffi::PyState_FindModule(def) }.is_null() {
         // SAFETY: as above; fails only for a multi-phase definition (not the case here).

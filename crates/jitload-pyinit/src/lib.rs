@@ -5,7 +5,7 @@
 //! object uses it any more ([`track_extension`]). `_fastload` (cached objects, no LLVM) and
 //! `_native` (the engine) each keep the modules they linked.
 
-pub mod extensions;
+mod extensions;
 pub mod init;
 pub mod subinterp;
 
@@ -161,12 +161,12 @@ fn count_module_object(module: &Bound<'_, PyAny>, id: u64) {
         return;
     }
     let mut m = modules();
-    if !m.free_hooks.contains_key(&(def as usize)) {
+    m.free_hooks.entry(def as usize).or_insert_with(|| {
         // SAFETY: def is the module's PyModuleDef, in the JIT'd module's writable data; we
         // hold the GIL, and CPython reads m_free only when a module is deallocated.
         let original = unsafe { std::ptr::replace(&mut (*def).m_free, Some(module_freed)) };
-        m.free_hooks.insert(def as usize, (original, id));
-    }
+        (original, id)
+    });
     *m.users.entry(id).or_default() += 1;
 }
 
