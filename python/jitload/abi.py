@@ -40,10 +40,13 @@ _warned: "Set[str]" = set()
 
 
 def this_soabi() -> str:
-    """This interpreter's SOABI (``cpython-311-x86_64-linux-gnu``)."""
-    import sysconfig
+    """This interpreter's SOABI (``cpython-311-x86_64-linux-gnu``), from its first extension
+    suffix: cheaper than importing ``sysconfig``, whose lazy set-up is also not thread-safe
+    (a thread importing while another sets it up read None)."""
+    import _imp
 
-    return str(sysconfig.get_config_var("SOABI"))
+    first = _imp.extension_suffixes()[0]  # ".cpython-311-x86_64-linux-gnu.so"
+    return first[1:].rpartition(".")[0]
 
 
 def record_for(output: str) -> str:
