@@ -3,7 +3,7 @@ cache (no libLLVM loaded), and owns the process-wide symbol scope ``_native`` sh
 
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = [
     "_PROCESS_SCOPE",
@@ -12,6 +12,7 @@ __all__ = [
     "in_main_interpreter",
     "load_cached",
     "loaded_extension_count",
+    "python_abi_records",
     "stats",
     "track_extension",
 ]
@@ -47,6 +48,9 @@ def in_main_interpreter() -> bool:
 
 def loaded_extension_count() -> int:
     """How many extension modules' code this module holds now."""
+
+def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
+    """The (tag, version) records of the Python ABI in a module's bytes (see jitload.abi)."""
 
 def stats() -> Dict[str, int]:
     """This process's warm-path counts: ``hits`` (linked without LLVM), ``misses`` (not

@@ -28,6 +28,7 @@ __all__ = [
     "load_extension",
     "load_library",
     "loaded_extension_count",
+    "python_abi_records",
     "take_call_error",
     "track_extension",
     "user_libraries",
@@ -164,6 +165,9 @@ def in_main_interpreter() -> bool:
 
 def loaded_extension_count() -> int:
     """How many extension modules' code is loaded now."""
+
+def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
+    """The (tag, version) records of the Python ABI in a module's bytes (see jitload.abi)."""
 
 def cache_info() -> Optional[Dict[str, Any]]:
     """{'dir', 'entries', 'bytes', 'max_bytes'} of the object cache, or None when it is off."""

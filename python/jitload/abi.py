@@ -31,11 +31,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Set, Tuple
 
-MARKER = b"jitload-python-abi:"
 #: Named metadata holding the record.
 METADATA_NAME = "jitload.python"
 
-_ALLOWED = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _warned: "Set[str]" = set()
 
 
@@ -58,20 +56,12 @@ def record_for(output: str) -> str:
 
 
 def read_records(data: bytes) -> "List[Tuple[str, str]]":
-    """Every (tag, version) record in a module's bytes (a module linked from several
-    recorded ones may hold several)."""
-    found: "List[Tuple[str, str]]" = []
-    start = data.find(MARKER)
-    while start >= 0:
-        end = data.find(b";", start, start + 128)
-        if end > 0:
-            fields = data[start + len(MARKER) : end].split(b":")
-            if len(fields) == 2 and all(f and all(b in _ALLOWED for b in f) for f in fields):
-                record = (fields[0].decode("ascii"), fields[1].decode("ascii"))
-                if record not in found:
-                    found.append(record)
-        start = data.find(MARKER, start + 1)
-    return found
+    """Every distinct (tag, version) record in a module's bytes (a module linked from
+    several recorded ones may hold several). Read by the native module (memmem; a Python
+    ``bytes.find`` took ~0.5 ns a byte, 1 ms for a 2 MB module)."""
+    from .importer import _runtime
+
+    return list(_runtime().python_abi_records(data))
 
 
 def check(path: str, data: bytes, fullname: str) -> None:

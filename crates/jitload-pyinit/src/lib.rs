@@ -266,11 +266,19 @@ pub fn in_main_interpreter() -> bool {
     extensions::in_main_interpreter()
 }
 
+/// The records of the Python ABI in a module's bytes: (tag, version) pairs, see
+/// `jitload.abi`.
+#[pyfunction]
+pub fn python_abi_records(data: &[u8]) -> Vec<(String, String)> {
+    jitload_runtime::python_abi::records(data)
+}
+
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(python_abi_records, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     Ok(())
