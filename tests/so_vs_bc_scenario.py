@@ -164,6 +164,9 @@ def observe(directory: str, kind: str, name: str) -> Dict[str, Any]:
     jitload.install()
     first = importlib.import_module(name)
     seen: Dict[str, Any] = {"first": describe(first), "inits": first.inits(), "bump": first.bump()}
+    if kind == "bc":  # which native module linked it: the engine or the warm path
+        fast = sys.modules.get("jitload._fastload")
+        seen["loaded_by"] = "jitload._fastload" if fast is not None and fast.stats()["hits"] else "jitload._native"
     del sys.modules[name]
     again = importlib.import_module(name)
     seen["again"] = describe(again)
