@@ -4,6 +4,14 @@ cache (no libLLVM loaded), and owns the process-wide symbol scope ``_native`` sh
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
+from ._pyinit import (
+    exec_extension as exec_extension,
+    find_extension as find_extension,
+    in_main_interpreter as in_main_interpreter,
+    loaded_extension_count as loaded_extension_count,
+    python_abi_records as python_abi_records,
+    track_extension as track_extension,
+)
 
 __all__ = [
     "_PROCESS_SCOPE",
@@ -26,31 +34,6 @@ def load_cached(
     (not cached, cache off, a symbol only the engine can provide): the engine must then.
 
     Raises InitError / InitSystemError when the module's init fails."""
-
-def exec_extension(module: ModuleType) -> None:
-    """Run a PEP 489 module's exec slots (no-op for single-phase modules)."""
-
-def find_extension(path: str, fullname: str, key: str, spec: ModuleSpec) -> Optional[ModuleType]:
-    """The module ``fullname`` made from code this native module already loaded for the
-    file ``path`` whose contents ``key`` identified, as CPython makes a ``.so`` module it
-    loaded before: single-phase from the saved dictionary (``m_size == -1``) or by running
-    its init again, multi-phase by running its init again (not yet executed). None when the
-    file must be loaded."""
-
-def track_extension(module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
-    """Record that ``module``, just returned by ``load_cached``, runs the code of ``path`` (contents
-    ``key``) for :func:`find_extension`; a later load of changed contents replaces it, and with
-    ``releasable`` the old code is freed once no module object made from it is left. Returns
-    whether ``module`` was one this native module had just loaded."""
-
-def in_main_interpreter() -> bool:
-    """Whether the calling thread runs in the main interpreter."""
-
-def loaded_extension_count() -> int:
-    """How many extension modules' code this module holds now."""
-
-def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
-    """The (tag, version) records of the Python ABI in a module's bytes (see jitload.abi)."""
 
 def stats() -> Dict[str, int]:
     """This process's warm-path counts: ``hits`` (linked without LLVM), ``misses`` (not

@@ -5,6 +5,14 @@ from importlib.machinery import ModuleSpec
 from os import PathLike
 from types import ModuleType
 from typing import final, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from ._pyinit import (
+    exec_extension as exec_extension,
+    find_extension as find_extension,
+    in_main_interpreter as in_main_interpreter,
+    loaded_extension_count as loaded_extension_count,
+    python_abi_records as python_abi_records,
+    track_extension as track_extension,
+)
 
 __all__ = [
     "CallGuard",
@@ -53,13 +61,6 @@ def load_extension(
 
     Raises:
         BitcodeError, LinkError, CompileError, InitError, InitSystemError (all ImportError).
-    """
-
-def exec_extension(module: ModuleType) -> None:
-    """Run a PEP 489 module's exec slots (no-op for single-phase modules).
-
-    Raises:
-        InitError: an exec slot raised; the exception is chained.
     """
 
 def load_library(spec: str) -> str:
@@ -146,28 +147,6 @@ def write_unraisable(exc: BaseException, obj: Optional[Any]) -> None:
 def abandoned_compiles() -> int:
     """Engine-API compiles whose wait Ctrl-C or the time limit ended and that are still
     running (each finishes in the background; its result is dropped)."""
-
-def find_extension(path: str, fullname: str, key: str, spec: ModuleSpec) -> Optional[ModuleType]:
-    """The module ``fullname`` made from code this native module already loaded for the
-    file ``path`` whose contents ``key`` identified, as CPython makes a ``.so`` module it
-    loaded before: single-phase from the saved dictionary (``m_size == -1``) or by running
-    its init again, multi-phase by running its init again (not yet executed). None when the
-    file must be loaded."""
-
-def track_extension(module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
-    """Record that ``module``, just returned by ``load_extension``, runs the code of ``path`` (contents
-    ``key``) for :func:`find_extension`; a later load of changed contents replaces it, and with
-    ``releasable`` the old code is freed once no module object made from it is left. Returns
-    whether ``module`` was one this native module had just loaded."""
-
-def in_main_interpreter() -> bool:
-    """Whether the calling thread runs in the main interpreter."""
-
-def loaded_extension_count() -> int:
-    """How many extension modules' code is loaded now."""
-
-def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
-    """The (tag, version) records of the Python ABI in a module's bytes (see jitload.abi)."""
 
 def cache_info() -> Optional[Dict[str, Any]]:
     """{'dir', 'entries', 'bytes', 'max_bytes'} of the object cache, or None when it is off."""
