@@ -127,7 +127,7 @@ from jitload import _native
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a shell's background job)
 """ + BIG_IR + """
 ir = big_ir(3, 3000)
-lib = jitload.Session().library("x", opt_level=2)
+lib = jitload.Session().library("x", opt_level=2, isolate=False)  # in-process: the compile can only be abandoned
 lib.add_ir("define i64 @keep() {\\n  ret i64 7\\n}\\n")
 if sys.argv[1] == "interrupt":
     threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()

@@ -1,9 +1,11 @@
 //! What both of jitload's native modules do with a linked extension module: run its init the
 //! way CPython's dynamic loader does ([`init`]), keep its code while it is in use, and free it
 //! after the module object is gone ([`free_with_module`]). `_fastload` (cached objects, no
-//! LLVM) and `_native` (the engine) each keep the modules they linked.
+//! LLVM) and `_native` (the engine) each keep the modules they linked. Both also forward
+//! their Rust `log` records to Python's `logging` ([`pylog`]).
 
 pub mod init;
+pub mod pylog;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
