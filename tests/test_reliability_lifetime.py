@@ -17,29 +17,11 @@ from pathlib import Path
 import pytest
 
 import jitload
+from test_reliability_stress import BIG_IR  # long chains of dependent arithmetic: seconds at -O2
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HANG = FIXTURES / "hangs" / "cyclic-debug-scope.bc"
 SUFFIX = jitload.BITCODE_SUFFIXES[0]
-
-# A module whose -O2 compile takes seconds: long chains of dependent arithmetic.
-BIG_MODULE = """
-def big_ir(funcs, n):
-    out = []
-    for f in range(funcs):
-        lines = [f"define i64 @slow{f}(ptr %p, i64 %s) {{", "entry:"]
-        for i in range(n):
-            a = f"%v{i-1}" if i else "%s"
-            b = f"%v{i - 1 - (i * 7919) % min(i, 300)}" if i > 1 else "%s"
-            lines.append(f"  %l{i} = getelementptr i64, ptr %p, i64 {i % 97}")
-            lines.append(f"  %m{i} = load volatile i64, ptr %l{i}")
-            lines.append(f"  %t{i} = mul i64 {a}, %m{i}")
-            lines.append(f"  %v{i} = add i64 %t{i}, {b}")
-        lines.append(f"  ret i64 %v{n-1}")
-        lines.append("}")
-        out.append("\\n".join(lines))
-    return "\\n".join(out) + "\\ndefine ptr @PyInit_bigmod() { ret ptr null }\\n"
-"""
 
 # argv: what ("hang-import", "big-import", "hang-library"), how ("sigkill", "exit-thread"),
 # and the directory holding the modules. Prints "compiling" just before the compile starts.
@@ -58,6 +40,7 @@ if how == "exit-thread":
                 try:
                     with open(f"/proc/{pid}/stat") as f:
                         if pid.isdigit() and f.read().rpartition(")")[2].split()[1] == me:
+                            print("compiler", pid, flush=True)  # the test cannot race our exit for it
                             os._exit(3)
                 except OSError:
                     pass
@@ -115,8 +98,8 @@ def modules(tmp_path):
     shutil.copy(HANG, tmp_path / f"hangmod{SUFFIX}")
     shutil.copy(HANG, tmp_path / "hang.bc")
     namespace: dict = {}
-    exec(BIG_MODULE, namespace)
-    (tmp_path / "bigmod.ll").write_text(namespace["big_ir"](8, 3000))
+    exec(BIG_IR, namespace)
+    (tmp_path / "bigmod.ll").write_text(namespace["big_ir"](8, 3000) + "\ndefine ptr @PyInit_bigmod() { ret ptr null }\n")
     return tmp_path
 
 
@@ -132,11 +115,14 @@ def test_no_compiler_process_outlives_its_interpreter(modules, what, how):
     proc = start(what, how, modules)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "compiling"
-        compilers = wait_for(lambda: children_of(proc.pid), 120)
-        assert compilers, "no compiler process started"
         if how == "sigkill":
+            compilers = wait_for(lambda: children_of(proc.pid), 120)
+            assert compilers, "no compiler process started"
             proc.kill()
         else:
+            said = proc.stdout.readline().split()
+            assert said[:1] == ["compiler"], said
+            compilers = [int(said[1])]
             assert proc.wait(timeout=60) == 3  # the other thread's os._exit(3)
         proc.wait(timeout=60)
         # Measured from the interpreter's end: 2 s for every compiler process to be gone.
