@@ -31,7 +31,9 @@ except ImportError as e:
 def test_known_crashers_raise_instead(path):
     out = run_python(LOAD_ONE.format(path=str(path)))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("BitcodeError"), out.stdout
+    # Unreadable, or (the input that makes LLVM grow a buffer without end) over the memory limit.
+    memory = out.stdout.startswith("CompileError") and "JITLOAD_COMPILE_MEMORY_MB=" in out.stdout
+    assert out.stdout.startswith("BitcodeError") or memory, out.stdout
     assert str(path) in out.stdout
 
 

@@ -222,7 +222,7 @@ still_works()
 print("alive")
 """, timeout=300, env={"JITLOAD_COMPILE_MEMORY_MB": "8"})
     # With 8 MB of address space on top of the parent's, the child cannot parse ~14 MB of IR.
-    assert lines[0].startswith("isolated:") and not lines[0].endswith(": ok"), lines
+    assert lines[0].startswith("isolated: CompileError") and "JITLOAD_COMPILE_MEMORY_MB=8" in lines[0], lines
 
 
 def test_bitcode_that_hangs_llvm_is_bounded_in_time():
@@ -238,47 +238,54 @@ try:
     _native.load_extension(p, "_speedups", "PyInit__speedups", importlib.machinery.ModuleSpec("_speedups", None, origin=p), isolate=True)
     print("loaded")
 except ImportError as e:
-    print(type(e).__name__)
+    print(type(e).__name__, e)
 """
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "JITLOAD_CACHE": "0", "JITLOAD_COMPILE_TIMEOUT_S": "5"})
     try:
-        stdout, _ = proc.communicate(timeout=30)
+        # Generous: the subject is that the limit stops it, not how fast a loaded machine starts Python.
+        stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the interpreter and its hung compiler process
         proc.communicate()
-        pytest.fail("the isolated import of a bitcode file that hangs LLVM did not return within 30 s")
-    assert proc.returncode == 0 and "Error" in stdout, stdout
+        pytest.fail("the isolated import of a bitcode file that hangs LLVM did not return within 120 s")
+    assert proc.returncode == 0 and stdout.startswith("CompileError") and "JITLOAD_COMPILE_TIMEOUT_S=5" in stdout, stdout
+    assert stderr == "", stderr[-2000:]  # LLVM's verifier text stays in the compiler process
 
 
 
-def test_bitcode_that_hangs_llvm_bounds_the_wait_of_an_engine_api_compile():
-    """The same input through the engine API (compiled in-process, on a compiler thread): after
-    JITLOAD_COMPILE_TIMEOUT_S the caller gets CompileError, the library stays usable, and the
-    abandoned compile (which never ends: LLVM cannot be stopped) does not keep the process
-    from exiting cleanly."""
+@pytest.mark.parametrize("isolate", [True, False])
+def test_bitcode_that_hangs_llvm_through_the_engine_api_is_bounded(isolate):
+    """The same input through the engine API. Isolated (the default), the compiler process is
+    killed after JITLOAD_COMPILE_TIMEOUT_S; in-process (isolate=False, on a compiler thread)
+    the caller gets CompileError after the limit while the compile, which LLVM cannot stop,
+    is abandoned and does not keep the process from exiting cleanly. Either way the library
+    stays usable and nothing reaches stderr."""
     path = FIXTURES / "hangs" / "cyclic-debug-scope.bc"
     code = f"""
 import time, jitload
 from jitload import _native
-lib = jitload.Session().library("hang", opt_level=0)
+lib = jitload.Session().library("hang", opt_level=0, isolate={isolate})
 t0 = time.monotonic()
 try:
     lib.add_bitcode({str(path)!r})
     print("loaded")
 except jitload.errors.CompileError as e:
-    print("CompileError", "JITLOAD_COMPILE_TIMEOUT_S" in str(e))
-print(round(time.monotonic() - t0, 1) < 10, _native.abandoned_compiles())
+    print("CompileError", "JITLOAD_COMPILE_TIMEOUT_S=3" in str(e))
+print(round(time.monotonic() - t0, 1) < 30, _native.abandoned_compiles())
 lib.add_ir("define i32 @ok() {{ ret i32 1 }}")
 print(lib.function("ok", "int()")(), lib.symbols())
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "JITLOAD_CACHE": "0", "JITLOAD_COMPILE_TIMEOUT_S": "3"})
     try:
-        stdout, stderr = proc.communicate(timeout=60)
+        stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("add_bitcode of a bitcode file that hangs LLVM, or the exit after it, did not end within 60 s")
+        pytest.fail("add_bitcode of a bitcode file that hangs LLVM, or the exit after it, did not end within 120 s")
     assert proc.returncode == 0, stderr[-2000:]
-    assert stdout.splitlines() == ["CompileError True", "True 1", "1 ['ok']"], stdout + stderr[-2000:]
+    abandoned = 0 if isolate else 1  # an isolated compile is killed, not abandoned
+    assert stdout.splitlines() == ["CompileError True", f"True {abandoned}", "1 ['ok']"], stdout + stderr[-2000:]
+    if isolate:
+        assert stderr == "", stderr[-2000:]

@@ -71,7 +71,7 @@ import os, signal, sys, threading, time, tempfile, importlib.machinery, jitload
 from jitload import _native
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a shell's background job)
 """ + BIG_IR + """
-ir = big_ir(3, 3000)
+ir = big_ir(6, 3000)  # seconds of -O2 work even on a fast machine: a prompt stop is far shorter
 mode = sys.argv[1]
 lib = jitload.Session().library("x", opt_level=2)
 d = tempfile.mkdtemp(); p = os.path.join(d, "slowmod.ll")
@@ -118,7 +118,9 @@ def test_sigint_during_a_long_compile_gives_keyboardinterrupt_and_a_usable_sessi
 @pytest.mark.parametrize("mode", ["isolated", "library"])
 def test_sigint_during_a_long_compile_is_prompt(mode):
     got, latency, _ = run_interrupted(mode)
-    assert got == "KeyboardInterrupt" and latency < 1.0, (got, latency)
+    # Polled every 50 ms; the bound leaves room for a loaded machine and is still well below
+    # the compile's own duration (several seconds).
+    assert got == "KeyboardInterrupt" and latency < 1.5, (got, latency)
 
 
 ABANDONED = """
@@ -127,7 +129,7 @@ from jitload import _native
 signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (a shell's background job)
 """ + BIG_IR + """
 ir = big_ir(3, 3000)
-lib = jitload.Session().library("x", opt_level=2)
+lib = jitload.Session().library("x", opt_level=2, isolate=False)  # in-process: the compile can only be abandoned
 lib.add_ir("define i64 @keep() {\\n  ret i64 7\\n}\\n")
 if sys.argv[1] == "interrupt":
     threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
@@ -164,10 +166,12 @@ def test_an_abandoned_library_compile_is_dropped_and_its_names_stay_free(how):
     out = subprocess.run([sys.executable, "-c", ABANDONED, how], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout)
+    # That the wait ended before the compile is shown by `running` below; the wall-clock bounds
+    # only catch a wait that lasted far too long, and hold on a loaded machine.
     if how == "interrupt":
-        assert r["got"] == "KeyboardInterrupt" and r["waited"] < 1.3, r
+        assert r["got"] == "KeyboardInterrupt" and r["waited"] < 3.0, r
     else:
-        assert r["got"].startswith("CompileError") and "JITLOAD_COMPILE_TIMEOUT_S" in r["got"] and r["waited"] < 1.5, r
+        assert r["got"].startswith("CompileError") and "JITLOAD_COMPILE_TIMEOUT_S=0.5" in r["got"] and r["waited"] < 3.0, r
     assert r["running"] == 1, r  # still compiling when the caller got its exception
     assert r["still_running"] == 0, r
     # Nothing of the abandoned module became visible, before or after it finished.

@@ -43,7 +43,7 @@ pub fn library() -> Library {
     static LIBRARY: OnceLock<Mutex<Library>> = OnceLock::new();
     LIBRARY
         .get_or_init(|| {
-            let options = LibraryOptions { opt_level: OptLevel::O0, lazy: false };
+            let options = LibraryOptions { opt_level: OptLevel::O0, lazy: false, isolate: false };
             Mutex::new(Library::new(session(), "fuzz", options).expect("a library"))
         })
         .lock()

@@ -17,9 +17,12 @@ LLVM-free loader, which imports a cached module without loading libLLVM (default
 backtraces with source lines when the bitcode has debug info, e.g. built with ``-g``).
 ``JITLOAD_PERF_MAP=1`` — append JIT'd functions to ``/tmp/perf-<pid>.map`` so ``perf report`` names them.
 Both are off by default: they cost time and memory per module.
-``JITLOAD_COMPILE_TIMEOUT_S`` — how long an isolated compile may run before it is stopped (default 600).
+``JITLOAD_COMPILE_TIMEOUT_S`` — how long an isolated compile may run before it is stopped (default 600);
+the compiler process also gets this many CPU seconds per code generation thread, plus one.
 ``JITLOAD_CODEGEN_THREADS`` — threads for code generation of large modules (default: all cores, at most 8).
-``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 2048; the largest corpus module needs about 300).
+``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 1024; the largest corpus module needs about 300).
+``JITLOAD_COMPILER_STDERR=1`` — let the compiler child write to the interpreter's stderr (default: captured,
+and its end quoted in the exception when the compile fails).
 """
 
 from __future__ import annotations

@@ -59,11 +59,16 @@ class Session:
                 cls._default = cls(_native.Session.default_session())
             return cls._default
 
-    def library(self, name: str, *, opt_level: int = 2, lazy: bool = False, link: Iterable["Library"] = ()) -> "Library":
+    def library(self, name: str, *, opt_level: int = 2, lazy: bool = False, link: Iterable["Library"] = (),
+                isolate: bool = True) -> "Library":
         """Create a library. ``lazy=True`` compiles each function on its first call;
         ``link`` lists libraries whose symbols this one may use (searched in order, before
-        the process)."""
-        lib = Library(self, self._native.create_library(name, opt_level, lazy))
+        the process). ``isolate=True`` (the default) parses, checks and compiles added IR and
+        bitcode in a compiler process with the import path's memory, time and CPU limits, as
+        untrusted input deserves; ``isolate=False`` compiles in-process, for trusted IR built
+        in memory (no fork, but nothing bounds LLVM's memory, and a compile that runs too long
+        can only be abandoned, not stopped). Each ``add_*`` call may choose otherwise."""
+        lib = Library(self, self._native.create_library(name, opt_level, lazy, isolate))
         for other in link:
             lib.link(other)
         return lib
@@ -140,6 +145,11 @@ class Library:
     def lazy(self) -> bool:
         return self._native.lazy
 
+    @property
+    def isolate(self) -> bool:
+        """Whether added IR and bitcode compile in a compiler process unless a call says otherwise."""
+        return self._native.isolate
+
     def link(self, other: "Library") -> None:
         """Let this library use ``other``'s symbols (after its own)."""
         self._native.link(other._native)
@@ -147,24 +157,27 @@ class Library:
 
     # -- adding code -------------------------------------------------------------------
 
-    def add_ir(self, code: Code, *, name: Optional[str] = None, replace: bool = False) -> Module:
+    def add_ir(self, code: Code, *, name: Optional[str] = None, replace: bool = False,
+               isolate: Optional[bool] = None) -> Module:
         """Add LLVM IR text (``str``) or bitcode (``bytes``). With ``replace=True``, functions
         the library already has are redirected to the new bodies, for every caller that
-        reaches them through the library."""
+        reaches them through the library. ``isolate`` overrides the library's choice of
+        compiling in a compiler process (see :meth:`Session.library`)."""
         data = code.encode() if isinstance(code, str) else bytes(code)
         label = name or ("<ir>" if isinstance(code, str) else "<bitcode>")
-        module_id = self._native.add_ir(data, label, replace)
+        module_id = self._native.add_ir(data, label, replace, isolate)
         self._sources[module_id] = (data, label)
         return Module(self, module_id, label)
 
-    def add_bitcode(self, data_or_path: Union[bytes, PathLike], *, name: Optional[str] = None, replace: bool = False) -> Module:
+    def add_bitcode(self, data_or_path: Union[bytes, PathLike], *, name: Optional[str] = None, replace: bool = False,
+                    isolate: Optional[bool] = None) -> Module:
         """Add bitcode given as bytes or as a file path (``.bc``, or ``.ll`` text)."""
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-            return self.add_ir(bytes(data_or_path), name=name or "<bitcode>", replace=replace)
+            return self.add_ir(bytes(data_or_path), name=name or "<bitcode>", replace=replace, isolate=isolate)
         path = os.fspath(data_or_path)
         with open(path, "rb") as f:
             data = f.read()
-        return self.add_ir(data, name=name or path, replace=replace)
+        return self.add_ir(data, name=name or path, replace=replace, isolate=isolate)
 
     def add_object(self, data_or_path: Union[bytes, PathLike], *, name: Optional[str] = None) -> Module:
         """Add a relocatable object file (bytes or path). Its symbols are defined as they
@@ -185,6 +198,7 @@ class Library:
         flags: Sequence[str] = (),
         name: Optional[str] = None,
         replace: bool = False,
+        isolate: Optional[bool] = None,
     ) -> Module:
         """Compile C with clang 22 (cached by content, see :mod:`jitload.csource`) and add
         it. ``source`` is a path to a ``.c`` file or C source text."""
@@ -198,7 +212,7 @@ class Library:
             label = name or "<c source>"
             bitcode = csource.compile_source(str(source), flags, name=label if label.endswith(".c") else "source.c",
                                              opt_level=self.opt_level)
-        return self.add_ir(bitcode, name=label, replace=replace)
+        return self.add_ir(bitcode, name=label, replace=replace, isolate=isolate)
 
     def define_python(
         self,

@@ -163,7 +163,7 @@ if limit:
 import jitload
 from jitload import _native
 mode = sys.argv[1]
-lib = jitload.Session().library("mutants", opt_level=0) if mode == "library" else None
+lib = jitload.Session().library("mutants", opt_level=0, isolate=False) if mode == "library" else None
 for line in sys.stdin:
     path, name = json.loads(line)
     try:

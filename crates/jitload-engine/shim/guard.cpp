@@ -16,3 +16,24 @@ extern "C" int jitload_run_guarded(void (*callback)(void *), void *data) {
   context.DumpStackAndCleanupOnFailure = false;
   return context.RunSafely([&] { callback(data); }) ? 1 : 0;
 }
+
+// In a compiler child (see isolate.rs): an allocation that fails under the child's memory
+// limit ends the child with `status` instead of throwing std::bad_alloc, which would unwind
+// into Rust frames (Rust aborts with "cannot catch foreign exceptions") or print LLVM's
+// "out of memory" report. The parent reads the status and names the memory limit.
+#include <llvm/Support/ErrorHandling.h>
+#include <new>
+#include <unistd.h>
+
+static int out_of_memory_status = 71;
+
+static void exit_out_of_memory() { _exit(out_of_memory_status); }
+
+static void exit_bad_alloc(void *, const char *, bool) { _exit(out_of_memory_status); }
+
+extern "C" void jitload_exit_on_out_of_memory(int status) {
+  out_of_memory_status = status;
+  std::set_new_handler(exit_out_of_memory);
+  llvm::remove_bad_alloc_error_handler();
+  llvm::install_bad_alloc_error_handler(exit_bad_alloc, nullptr);
+}

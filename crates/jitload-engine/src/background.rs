@@ -206,9 +206,10 @@ fn run_with<T: Send + 'static>(
             path: path.to_string(),
             stage: "compilation".into(),
             message: format!(
-                "still running after {:.1} s (the limit is JITLOAD_COMPILE_TIMEOUT_S); LLVM cannot be stopped \
-                 mid-compile, so it finishes in the background and its result is dropped",
-                limit.as_secs_f64()
+                "still running after {:.1} s (the limit is JITLOAD_COMPILE_TIMEOUT_S={}); LLVM cannot be stopped \
+                 mid-compile in-process, so it finishes in the background and its result is dropped",
+                limit.as_secs_f64(),
+                crate::isolate::setting("JITLOAD_COMPILE_TIMEOUT_S", "600")
             ),
         },
     })

@@ -36,11 +36,15 @@ pub struct LibraryOptions {
     pub opt_level: OptLevel,
     /// Compile each function on its first call instead of when its module is added.
     pub lazy: bool,
+    /// Parse, check and compile added IR and bitcode in a forked child process with the
+    /// import path's limits (see `isolate`), the default; `false` compiles in-process, for
+    /// trusted IR built in memory (no fork, but no memory bound and no way to stop LLVM).
+    pub isolate: bool,
 }
 
 impl Default for LibraryOptions {
     fn default() -> Self {
-        LibraryOptions { opt_level: OptLevel::O2, lazy: false }
+        LibraryOptions { opt_level: OptLevel::O2, lazy: false, isolate: true }
     }
 }
 
@@ -186,6 +190,26 @@ struct Prepared {
     lazy: Option<Arc<LazySource>>,
 }
 
+impl Prepared {
+    /// Encodes an eager module's preparation for the trip from the compiler child.
+    fn write(&self, w: &mut crate::isolate::Writer) {
+        w.u32(self.objects.len() as u32);
+        for object in &self.objects {
+            w.bytes(object);
+        }
+        w.strs(&self.functions).strs(&self.direct).strs(&self.undefined).strs(&self.dependent_libraries);
+        w.strs(self.constructors.as_slice()).strs(self.destructors.as_slice());
+    }
+
+    /// Decodes what [`Prepared::write`] wrote; `None` on malformed input.
+    fn read(r: &mut crate::isolate::Reader<'_>) -> Option<Prepared> {
+        let objects = (0..r.u32()?).map(|_| r.bytes()).collect::<Option<Vec<_>>>()?;
+        let (functions, direct, undefined, dependent_libraries) = (r.strs()?, r.strs()?, r.strs()?, r.strs()?);
+        let (constructors, destructors) = (r.strs()?.pop(), r.strs()?.pop());
+        Some(Prepared { objects, functions, direct, undefined, dependent_libraries, constructors, destructors, lazy: None })
+    }
+}
+
 /// A module kept in memory so a lazy library can compile its functions one at a time.
 struct LazySource {
     module: Mutex<LazyModule>,
@@ -326,20 +350,49 @@ impl Library {
         Some(m.functions.iter().chain(&m.direct).filter(|n| !n.starts_with("__emutls_t.")).map(|n| user_name(n).to_string()).collect())
     }
 
-    /// Adds IR text or bitcode. With `replace`, functions the library already defines are
-    /// redirected to the new bodies; without it they are an error.
-    ///
-    /// The compile runs on a compiler thread while this one waits for it, so Ctrl-C (the
-    /// interrupt check) and `JITLOAD_COMPILE_TIMEOUT_S` end the wait at once; the compile
-    /// itself cannot be stopped and is abandoned: it finishes in the background and nothing
-    /// of it is linked (see `background`). Linking and constructors run on this thread.
+    /// Adds IR text or bitcode, isolated as the library's options say. With `replace`,
+    /// functions the library already defines are redirected to the new bodies; without it
+    /// they are an error.
     pub fn add_ir(&self, bytes: &[u8], path: &str, replace: bool) -> Result<u64, EngineError> {
+        self.add_ir_with(bytes, path, replace, self.inner.options.isolate)
+    }
+
+    /// [`Library::add_ir`] with isolation chosen for this call.
+    ///
+    /// Isolated, the module is parsed, checked and compiled in a forked child under the
+    /// import path's memory, time and CPU limits; Ctrl-C or the time limit kill the child.
+    /// In-process, the compile runs on a compiler thread while this one waits for it, so
+    /// Ctrl-C (the interrupt check) and `JITLOAD_COMPILE_TIMEOUT_S` end the wait at once; the
+    /// compile itself cannot be stopped and is abandoned: it finishes in the background and
+    /// nothing of it is linked (see `background`). Linking and constructors run on this
+    /// thread either way.
+    pub fn add_ir_with(&self, bytes: &[u8], path: &str, replace: bool, isolate: bool) -> Result<u64, EngineError> {
         self.check_live()?;
         let id = self.session().next_id();
-        let (library, owned, label) = (self.clone(), bytes.to_vec(), path.to_string());
-        let prepared = crate::background::run(path, move || library.prepare(&owned, &label, id))?;
+        let prepared = if isolate {
+            self.prepare_isolated(bytes, path, id)?
+        } else {
+            let (library, owned, label) = (self.clone(), bytes.to_vec(), path.to_string());
+            crate::background::run(path, move || library.prepare(&owned, &label, id))?
+        };
         self.check_live()?;
         self.install(id, path, prepared, replace, None)
+    }
+
+    /// Prepares `bytes` in a compiler child. An eager module comes back compiled (objects
+    /// and the names the library needs). A lazy module must live in this process to be
+    /// compiled piece by piece, so the child only shows that preparing it (parse, verify,
+    /// retarget, compile the global variables) ends well within the limits, and it is then
+    /// prepared again here; its pieces compile in-process, from an input already read once.
+    fn prepare_isolated(&self, bytes: &[u8], path: &str, id: u64) -> Result<Prepared, EngineError> {
+        if !self.inner.options.lazy {
+            return crate::isolate::compile_in_child(path, || self.prepare_eager(bytes, path, id), Prepared::write, Prepared::read);
+        }
+        // The child's prepared module is not disposed: the child exits right after.
+        let checked = || self.prepare_lazy(bytes, path, id).map(std::mem::forget);
+        crate::isolate::compile_in_child(path, checked, |_, _| {}, |_| Some(()))?;
+        let (library, owned, label) = (self.clone(), bytes.to_vec(), path.to_string());
+        crate::background::run(path, move || library.prepare_lazy(&owned, &label, id))
     }
 
     /// Adds a relocatable object file; its symbols are defined directly (not replaceable).

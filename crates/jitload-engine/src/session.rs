@@ -14,7 +14,7 @@ use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::resolve::{builtins_archive, Library, ModuleScope, SharedScope};
-use jitload_runtime::compiled::{self, Compiled, CTORS, DTORS};
+use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
 /// How to load one module.
 #[derive(Debug, Clone)]
@@ -49,28 +49,6 @@ pub struct LoadedModule {
     /// The module's own `__dso_handle` (C++): what its `__cxa_atexit` registrations name.
     dso_handle: Option<u64>,
     tracker: Tracker,
-}
-
-/// The error form of a compiled result crossing the pipe from the isolated compiler.
-const ERR_TAG: u8 = 1;
-
-fn write_result(result: &Result<Compiled, EngineError>) -> Vec<u8> {
-    let mut w = isolate::Writer::default();
-    match result {
-        Ok(c) => c.write(w.u8(compiled::OK_TAG)),
-        Err(e) => e.to_wire(w.u8(ERR_TAG)),
-    }
-    w.0
-}
-
-/// `Some(Ok)` / `Some(Err)` for a well-formed result, `None` for garbage.
-fn read_result(data: &[u8]) -> Option<Result<Compiled, EngineError>> {
-    let mut r = isolate::Reader::new(data);
-    match r.u8()? {
-        compiled::OK_TAG => Compiled::read(&mut r).map(Ok),
-        ERR_TAG => Some(Err(EngineError::from_wire(&mut r)?)),
-        _ => None,
-    }
 }
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
@@ -216,23 +194,7 @@ impl Session {
         if !options.isolate {
             return self.compile_guarded(bytes, path, options);
         }
-        let out = isolate::in_child(|| write_result(&self.compile_guarded(bytes, path, options)))
-        .map_err(|e| match e {
-            isolate::ChildError::Failed(reason) => EngineError::LlvmCrash { path: path.to_string(), reason },
-            isolate::ChildError::TimedOut(limit) => EngineError::Compile {
-                path: path.to_string(),
-                stage: "compilation".into(),
-                message: format!(
-                    "still running after {:.0} s, so the compiler process was stopped (the limit is JITLOAD_COMPILE_TIMEOUT_S)",
-                    limit.as_secs_f64()
-                ),
-            },
-            isolate::ChildError::Interrupted => EngineError::Interrupted { path: path.to_string() },
-        })?;
-        read_result(&out).ok_or_else(|| EngineError::LlvmCrash {
-            path: path.to_string(),
-            reason: "the compiler process returned an unreadable result".into(),
-        })?
+        isolate::compile_in_child(path, || self.compile_guarded(bytes, path, options), Compiled::write, Compiled::read)
     }
 
     /// Runs [`Session::compile_module`] in a private context under crash recovery.
@@ -347,7 +309,11 @@ impl Session {
 
     /// A target machine for the host at `opt`, from the pool when one is free.
     pub(crate) fn machine(&self, opt: OptLevel) -> Result<Machine<'_>, String> {
-        let pooled = {
+        // In a compiler child another thread of the parent may have held the pool's lock at
+        // the fork: never touch it there.
+        let pooled = if isolate::in_compiler_child() {
+            None
+        } else {
             let mut pool = self.machines.lock().unwrap_or_else(|e| e.into_inner());
             pool.iter().position(|m| m.opt_level() == opt).map(|i| pool.swap_remove(i))
         };
@@ -355,7 +321,7 @@ impl Session {
             Some(tm) => tm,
             None => TargetMachine::new(&self.host, opt)?,
         };
-        Ok(Machine { tm: Some(tm), pool: &self.machines })
+        Ok(Machine { tm: Some(tm), pool: (!isolate::in_compiler_child()).then_some(&self.machines) })
     }
 
     /// Optimises `module` for the host at `opt` and emits an object.
@@ -468,7 +434,8 @@ impl Session {
 /// A machine in use when LLVM crashed is never returned (its frame is abandoned).
 pub(crate) struct Machine<'s> {
     tm: Option<TargetMachine>,
-    pool: &'s Mutex<Vec<TargetMachine>>,
+    /// Where it goes back to (none in a compiler child).
+    pool: Option<&'s Mutex<Vec<TargetMachine>>>,
 }
 
 impl std::ops::Deref for Machine<'_> {
@@ -480,8 +447,8 @@ impl std::ops::Deref for Machine<'_> {
 
 impl Drop for Machine<'_> {
     fn drop(&mut self) {
-        if let Some(tm) = self.tm.take() {
-            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(tm), Some(pool)) = (self.tm.take(), self.pool) {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < MACHINE_POOL_SIZE {
                 pool.push(tm);
             }
@@ -496,7 +463,7 @@ const PARALLEL_CODEGEN_MIN_INSTRUCTIONS: usize = 4000;
 
 /// Threads for code generation: `JITLOAD_CODEGEN_THREADS`, else the available cores (at
 /// most 8).
-fn codegen_threads() -> usize {
+pub(crate) fn codegen_threads() -> usize {
     std::env::var("JITLOAD_CODEGEN_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())

@@ -72,6 +72,7 @@ fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 #[pymodule]
 fn _fastload(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    jitload_pyinit::pylog::install(m.py())?;
     let table = std::ptr::NonNull::new(jitload_runtime::scope_table::own_table().cast_mut()).expect("a static");
     // SAFETY: the table is a static of this module, which CPython never unloads.
     let capsule = unsafe { PyCapsule::new_with_pointer(m.py(), table, jitload_runtime::scope_table::CAPSULE_NAME) }?;

@@ -35,9 +35,9 @@ impl PySession {
     }
 
     /// Creates a library (a JITDylib) in this session.
-    #[pyo3(signature = (name, opt_level=2, lazy=false))]
-    fn create_library(&self, py: Python<'_>, name: &str, opt_level: u8, lazy: bool) -> PyResult<PyLibrary> {
-        let options = LibraryOptions { opt_level: crate::opt_level(opt_level)?, lazy };
+    #[pyo3(signature = (name, opt_level=2, lazy=false, isolate=true))]
+    fn create_library(&self, py: Python<'_>, name: &str, opt_level: u8, lazy: bool, isolate: bool) -> PyResult<PyLibrary> {
+        let options = LibraryOptions { opt_level: crate::opt_level(opt_level)?, lazy, isolate };
         let session = self.inner.clone();
         let inner = py.detach(|| Library::new(session, name, options)).map_err(|e| engine_error(py, e, None))?;
         Ok(PyLibrary { inner })
@@ -89,17 +89,25 @@ impl PyLibrary {
         self.inner.options().lazy
     }
 
+    /// Whether added IR and bitcode compile in a compiler child by default.
+    #[getter]
+    fn isolate(&self) -> bool {
+        self.inner.options().isolate
+    }
+
     /// Lets this library use `other`'s symbols.
     fn link(&self, py: Python<'_>, other: &PyLibrary) -> PyResult<()> {
         self.inner.link(&other.inner).map_err(|e| engine_error(py, e, None))
     }
 
-    /// Adds IR text or bitcode; returns the new module's id.
-    #[pyo3(signature = (data, name, replace=false))]
-    fn add_ir(&self, py: Python<'_>, data: &Bound<'_, PyAny>, name: &str, replace: bool) -> PyResult<u64> {
+    /// Adds IR text or bitcode; returns the new module's id. `isolate` (default: the
+    /// library's) compiles it in a compiler child.
+    #[pyo3(signature = (data, name, replace=false, isolate=None))]
+    fn add_ir(&self, py: Python<'_>, data: &Bound<'_, PyAny>, name: &str, replace: bool, isolate: Option<bool>) -> PyResult<u64> {
         let bytes = code_bytes(data)?;
         let lib = self.inner.clone();
-        py.detach(|| lib.add_ir(&bytes, name, replace)).map_err(|e| engine_error(py, e, None))
+        let isolate = isolate.unwrap_or(lib.options().isolate);
+        py.detach(|| lib.add_ir_with(&bytes, name, replace, isolate)).map_err(|e| engine_error(py, e, None))
     }
 
     /// Adds a relocatable object file; returns the new module's id.

@@ -141,6 +141,7 @@ fn share_process_scope(py: Python<'_>) -> PyResult<()> {
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    jitload_pyinit::pylog::install(m.py())?;
     share_process_scope(m.py())?;
     jitload_pyinit::register(m)?;
     m.add_function(wrap_pyfunction!(load_extension, m)?)?;

@@ -3,10 +3,12 @@
 //! use, serve later imports of the same file from that code as CPython serves a `.so` it has
 //! loaded ([`find_extension`]), and free the code once a reload replaced it and no module
 //! object uses it any more ([`track_extension`]). `_fastload` (cached objects, no LLVM) and
-//! `_native` (the engine) each keep the modules they linked.
+//! `_native` (the engine) each keep the modules they linked. Both also forward their Rust
+//! `log` records to Python's `logging` ([`pylog`]).
 
 mod extensions;
 pub mod init;
+pub mod pylog;
 pub mod subinterp;
 
 use std::collections::{BTreeMap, BTreeSet};

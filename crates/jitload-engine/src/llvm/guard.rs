@@ -6,6 +6,14 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 extern "C" {
     fn jitload_run_guarded(callback: extern "C" fn(*mut c_void), data: *mut c_void) -> i32;
+    fn jitload_exit_on_out_of_memory(status: i32);
+}
+
+/// Makes a failed C++ or LLVM allocation end the process with `status` (`_exit`) instead of
+/// throwing or aborting; for the compiler child only (see `isolate`).
+pub(crate) fn exit_on_out_of_memory(status: i32) {
+    // SAFETY: installs process-wide handlers; the shim function has no preconditions.
+    unsafe { jitload_exit_on_out_of_memory(status) }
 }
 
 thread_local! {

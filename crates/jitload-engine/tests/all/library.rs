@@ -100,7 +100,7 @@ fn link_order_between_libraries() {
 
 #[test]
 fn lazy_library_compiles_on_first_call() {
-    let lib = Library::new(session(), "lazy", LibraryOptions { lazy: true, opt_level: OptLevel::O2 }).unwrap();
+    let lib = Library::new(session(), "lazy", LibraryOptions { lazy: true, opt_level: OptLevel::O2, ..Default::default() }).unwrap();
     let ir = format!("{MATH}\ndefine internal i64 @helper(i64 %x) {{\n %y = mul i64 %x, 3\n ret i64 %y\n}}\ndefine i64 @triple(i64 %a, i64 %b) {{\n %y = call i64 @helper(i64 %a)\n ret i64 %y\n}}\n");
     lib.add_ir(ir.as_bytes(), "lazy.ll", false).unwrap();
     assert_eq!(call2(&lib, "twice_add", 2, 3), 10);
