@@ -508,3 +508,58 @@ fn kill(pid: libc::pid_t) {
 }
 
 pub use jitload_runtime::wire::{Reader, Writer};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode_bytes(v: &Vec<u8>, w: &mut Writer) {
+        w.bytes(v);
+    }
+
+    fn decode_bytes(r: &mut Reader<'_>) -> Option<Vec<u8>> {
+        r.bytes()
+    }
+
+    #[test]
+    fn a_result_and_an_error_cross_the_pipe() {
+        let got = compile_in_child("ok", || Ok(vec![1u8, 2, 3]), encode_bytes, decode_bytes).unwrap();
+        assert_eq!(got, vec![1, 2, 3]);
+        let err = compile_in_child("bad", || Err(EngineError::Empty { path: "bad".into() }), encode_bytes, decode_bytes);
+        assert!(matches!(err, Err(EngineError::Empty { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn an_allocation_over_the_limit_names_the_setting() {
+        // Far more than the default allowance: Rust's allocation failure aborts the child.
+        let err = compile_in_child("big", || Ok(vec![1u8; 64 << 30]), encode_bytes, decode_bytes).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("JITLOAD_COMPILE_MEMORY_MB="), "{text}");
+        assert!(!text.contains("corrupt"), "{text}");
+    }
+
+    #[test]
+    fn what_a_dying_child_wrote_is_in_the_error_not_on_stderr() {
+        let err = compile_in_child::<Vec<u8>>(
+            "dies",
+            || {
+                // SAFETY: writing a constant string to fd 2 (the captured pipe in the child).
+                unsafe { libc::write(2, b"the last words\n".as_ptr().cast(), 15) };
+                // SAFETY: ends the child abnormally, as a crash LLVM could not recover would.
+                unsafe { libc::abort() }
+            },
+            encode_bytes,
+            decode_bytes,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("signal 6") && text.contains("the last words"), "{text}");
+    }
+
+    #[test]
+    fn the_child_knows_it_is_one() {
+        let got = compile_in_child("flag", || Ok(vec![u8::from(in_compiler_child())]), encode_bytes, decode_bytes).unwrap();
+        assert_eq!(got, vec![1]);
+        assert!(!in_compiler_child());
+    }
+}

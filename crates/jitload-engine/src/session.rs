@@ -385,8 +385,20 @@ impl Session {
         Ok(tm)
     }
 
-    /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly.
+    /// Compiles `bytes` the way `load_bytes` would and returns the optimised IR and assembly;
+    /// in a compiler child, like any untrusted input (see `isolate`).
     pub fn inspect(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
+        isolate::compile_in_child(
+            path,
+            || self.inspect_here(bytes, path, opt),
+            |(ir, asm), w| {
+                w.str(ir).str(asm);
+            },
+            |r| Some((r.str()?, r.str()?)),
+        )
+    }
+
+    fn inspect_here(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
         in_guarded_context(path, |ctx| {
             let mut module = ir::parse_content(ctx, bytes, path)?;
             ir::retarget(&mut module, &self.host, path)?;

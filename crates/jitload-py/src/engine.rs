@@ -47,10 +47,8 @@ impl PySession {
     #[pyo3(signature = (data, name, opt_level=2))]
     fn inspect(&self, py: Python<'_>, data: &[u8], name: &str, opt_level: u8) -> PyResult<(String, String)> {
         let level = crate::opt_level(opt_level)?;
-        let (session, data, label) = (self.inner.clone(), data.to_vec(), name.to_string());
-        // On a compiler thread, so Ctrl-C and the time limit end the wait (see `background`).
-        py.detach(|| jitload_engine::background::run(name, move || session.inspect(&data, &label, level)))
-            .map_err(|e| engine_error(py, e, None))
+        // In a compiler process this thread waits for: Ctrl-C and the time limit kill it.
+        py.detach(|| self.inner.inspect(data, name, level)).map_err(|e| engine_error(py, e, None))
     }
 }
 
