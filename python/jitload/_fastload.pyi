@@ -5,6 +5,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Tuple
 from ._pyinit import (
+    error_classes as error_classes,
     exec_extension as exec_extension,
     find_extension as find_extension,
     in_main_interpreter as in_main_interpreter,
@@ -14,6 +15,7 @@ from ._pyinit import (
 )
 
 __all__ = [
+    "error_classes",
     "_PROCESS_SCOPE",
     "exec_extension",
     "find_extension",

@@ -6,6 +6,7 @@ from os import PathLike
 from types import ModuleType
 from typing import final, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from ._pyinit import (
+    error_classes as error_classes,
     exec_extension as exec_extension,
     find_extension as find_extension,
     in_main_interpreter as in_main_interpreter,
@@ -15,6 +16,7 @@ from ._pyinit import (
 )
 
 __all__ = [
+    "error_classes",
     "CallGuard",
     "CallTicket",
     "Library",

@@ -32,3 +32,6 @@ def loaded_extension_count() -> int:
 
 def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
     """The (tag, version) records of the Python ABI in a module's bytes (see jitload.abi)."""
+
+def error_classes() -> List[str]:
+    """The names of the ``jitload.errors`` classes native code raises (the Rust ErrorClass)."""

@@ -104,7 +104,9 @@ class GeneratorError(JitloadError):
     requested symbol; the generator's exception, if any, is chained."""
 
 
-class CallbackError(JitloadError):
-    """Wraps nothing: raised only to report that a Python callback exposed to native code
-    failed when the failure cannot be re-raised as the callback's own exception."""
+class CallbackError(JitloadError, RuntimeError):
+    """A Python callback exposed to native code (:mod:`jitload.fast`) could not run: its
+    thunk was closed, or it failed without setting an exception. Its own exceptions are
+    re-raised as they are. Reported to the calling jitload wrapper (or
+    ``sys.unraisablehook``)."""
 

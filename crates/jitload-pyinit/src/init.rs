@@ -8,7 +8,7 @@ use pyo3::exceptions::PySystemError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::make_error;
+use crate::{make_error, ErrorClass};
 
 type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
@@ -82,8 +82,8 @@ pub fn run_init<'py>(
     path: &str,
     spec: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let init_error = |msg: String| make_error(py, "InitError", msg, Some(fullname), Some(path));
-    let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
+    let init_error = |msg: String| make_error(py, ErrorClass::Init, msg, Some(fullname), Some(path));
+    let system_error = |msg: String| make_error(py, ErrorClass::InitSystem, msg, Some(fullname), Some(path));
     // A C++ exception escaping the module's code is caught in the engine's C++ shim (it must
     // not unwind into these frames) and becomes an InitError naming its type and what().
     let cxx_error = |stage: &str, e: jitload_runtime::cxx::CxxException| {
@@ -242,7 +242,7 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
             let name = module.getattr("__name__").map(|n| n.to_string()).unwrap_or_default();
             let path = module.getattr("__file__").ok().map(|p| p.to_string());
             let message = format!("{}: executing module {name} threw {e}", path.as_deref().unwrap_or("?"));
-            return Err(make_error(py, "InitError", message, Some(&name), path.as_deref()));
+            return Err(make_error(py, ErrorClass::Init, message, Some(&name), path.as_deref()));
         }
     };
     if status != 0 {
@@ -251,7 +251,7 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
         let path = module.getattr("__file__").ok().map(|p| p.to_string());
         let err = make_error(
             py,
-            "InitError",
+            ErrorClass::Init,
             format!("{}: executing module {name} raised {}", path.as_deref().unwrap_or("?"), describe(py, &cause)),
             Some(&name),
             path.as_deref(),

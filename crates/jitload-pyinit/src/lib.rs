@@ -281,16 +281,89 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(python_abi_records, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     Ok(())
 }
 
-/// Builds `jitload.errors.<cls>(message, name=..., path=...)`.
-pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
+/// The exception classes jitload's native code raises, defined in `jitload.errors` (plain
+/// Python, importable without loading LLVM). Every Rust error type maps onto these by an
+/// exhaustive `match` (`jitload-py`'s `error.rs`, `init.rs` here), never by a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    Jitload,
+    Bitcode,
+    Abi,
+    Compile,
+    Link,
+    Library,
+    Init,
+    InitSystem,
+    Toolchain,
+    CSource,
+    DuplicateSymbol,
+    SymbolNotFound,
+    Removed,
+    Generator,
+    Callback,
+}
+
+impl ErrorClass {
+    /// Every class, for the test that each exists, is exported and is raised.
+    pub const ALL: [ErrorClass; 15] = [
+        ErrorClass::Jitload,
+        ErrorClass::Bitcode,
+        ErrorClass::Abi,
+        ErrorClass::Compile,
+        ErrorClass::Link,
+        ErrorClass::Library,
+        ErrorClass::Init,
+        ErrorClass::InitSystem,
+        ErrorClass::Toolchain,
+        ErrorClass::CSource,
+        ErrorClass::DuplicateSymbol,
+        ErrorClass::SymbolNotFound,
+        ErrorClass::Removed,
+        ErrorClass::Generator,
+        ErrorClass::Callback,
+    ];
+
+    /// The class's name in `jitload.errors`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Jitload => "JitloadError",
+            ErrorClass::Bitcode => "BitcodeError",
+            ErrorClass::Abi => "AbiError",
+            ErrorClass::Compile => "CompileError",
+            ErrorClass::Link => "LinkError",
+            ErrorClass::Library => "LibraryError",
+            ErrorClass::Init => "InitError",
+            ErrorClass::InitSystem => "InitSystemError",
+            ErrorClass::Toolchain => "ToolchainError",
+            ErrorClass::CSource => "CSourceError",
+            ErrorClass::DuplicateSymbol => "DuplicateSymbolError",
+            ErrorClass::SymbolNotFound => "SymbolNotFoundError",
+            ErrorClass::Removed => "RemovedError",
+            ErrorClass::Generator => "GeneratorError",
+            ErrorClass::Callback => "CallbackError",
+        }
+    }
+}
+
+/// The names of [`ErrorClass::ALL`], for the Python test.
+#[pyfunction]
+pub fn error_classes() -> Vec<&'static str> {
+    ErrorClass::ALL.iter().map(|c| c.name()).collect()
+}
+
+/// Builds `jitload.errors.<class>(message, name=..., path=...)`. Should `jitload.errors`
+/// itself fail to import or build the exception, the error is still an `ImportError` with
+/// the same message (the failure chained as its cause), never the lookup's own exception.
+pub fn make_error(py: Python<'_>, class: ErrorClass, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = py.import("jitload.errors")?;
-        let class = module.getattr(cls)?;
+        let class = module.getattr(class.name())?;
         let kwargs = PyDict::new(py);
         if let Some(n) = name {
             kwargs.set_item("name", n)?;
@@ -301,5 +374,9 @@ pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>
         let instance = class.call((message.clone(),), Some(&kwargs))?;
         Ok(PyErr::from_value(instance))
     };
-    build().unwrap_or_else(|e| e)
+    build().unwrap_or_else(|failure| {
+        let err = pyo3::exceptions::PyImportError::new_err(message.clone());
+        err.set_cause(py, Some(failure));
+        err
+    })
 }
