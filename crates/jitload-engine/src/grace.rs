@@ -227,18 +227,18 @@ pub fn reclaim() {
 
 /// A call in progress on this thread, ended when dropped (not `Send`: it must end on the
 /// thread that began it). Dropping it may run retired items.
-pub struct CallGuard {
+pub struct CallScope {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
-impl CallGuard {
-    pub fn begin() -> CallGuard {
+impl CallScope {
+    pub fn begin() -> CallScope {
         enter();
-        CallGuard { _not_send: std::marker::PhantomData }
+        CallScope { _not_send: std::marker::PhantomData }
     }
 }
 
-impl Drop for CallGuard {
+impl Drop for CallScope {
     fn drop(&mut self) {
         if exit() {
             reclaim();
@@ -271,9 +271,9 @@ mod tests {
         retire(item());
         assert_eq!(ran.load(Ordering::SeqCst), 1, "nothing in flight: runs at once");
 
-        let call = CallGuard::begin();
+        let call = CallScope::begin();
         retire(item());
-        let nested = CallGuard::begin();
+        let nested = CallScope::begin();
         retire(item());
         assert_eq!(ran.load(Ordering::SeqCst), 1, "a call in flight holds both items");
         drop(nested);
@@ -289,7 +289,7 @@ mod tests {
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
         let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
         let other = std::thread::spawn(move || {
-            let call = CallGuard::begin();
+            let call = CallScope::begin();
             entered_tx.send(()).unwrap();
             leave_rx.recv().unwrap();
             drop(call);
@@ -297,7 +297,7 @@ mod tests {
         entered_rx.recv().unwrap();
         retire(item());
         assert_eq!(ran.load(Ordering::SeqCst), 0, "the other thread's call may run it");
-        let later = CallGuard::begin(); // began after the retirement: does not hold it
+        let later = CallScope::begin(); // began after the retirement: does not hold it
         leave_tx.send(()).unwrap();
         other.join().unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 1, "released when the other call returned");
@@ -308,7 +308,7 @@ mod tests {
     fn many_retirements_in_one_call() {
         let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let (ran, item) = counter();
-        let call = CallGuard::begin();
+        let call = CallScope::begin();
         for _ in 0..20_000 {
             retire(item());
         }
