@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 
+import jitload
+
 fast = pytest.importorskip("jitload.fast")
 pytestmark = pytest.mark.skipif(not fast.available(), reason=str(fast.unavailable_reason()))
 
@@ -754,11 +756,12 @@ def test_closed_thunk_gives_a_defined_result(lib: ctypes.CDLL, unraisable: List[
     t.close()
     gc.collect()
     assert ref() is None and t.closed and t.callable is None
-    with pytest.raises(RuntimeError, match="after its thunk was closed"):
+    with pytest.raises(jitload.CallbackError, match="after its thunk was closed") as info:
         call2(t.address, 2, 3)
+    assert isinstance(info.value, RuntimeError)
     raw = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)(addr(lib, "call2"))
     assert raw(t.address, 2, 3) == -1
-    assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, RuntimeError)
+    assert len(unraisable) == 1 and isinstance(unraisable[0].exc_value, jitload.CallbackError)
     with fast.callback(lambda: 1, "int64()") as t2:
         assert not t2.closed
     assert t2.closed

@@ -20,11 +20,15 @@ if TYPE_CHECKING:
 
     from .engine import Function, Library, Module, Session
     from .errors import (
+        AbiError,
+        AbiWarning,
         BitcodeError,
+        CallbackError,
         CompileError,
         DuplicateSymbolError,
         GeneratorError,
         InitError,
+        CSourceError,
         InitSystemError,
         JitloadError,
         JitloadWarning,
@@ -43,7 +47,11 @@ _ENGINE_NAMES = ("Session", "Library", "Module", "Function")
 
 # The exception classes too: the import hook needs none of them until something fails.
 _ERROR_NAMES = (
+    "AbiError",
+    "AbiWarning",
     "BitcodeError",
+    "CallbackError",
+    "CSourceError",
     "CompileError",
     "DuplicateSymbolError",
     "GeneratorError",
@@ -71,8 +79,12 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'jitload' has no attribute {name!r}")
 
 __all__ = [
+    "AbiError",
+    "AbiWarning",
     "BITCODE_SUFFIXES",
     "BitcodeError",
+    "CallbackError",
+    "CSourceError",
     "CompileError",
     "DuplicateSymbolError",
     "Function",

@@ -3,35 +3,39 @@ cache (no libLLVM loaded), and owns the process-wide symbol scope ``_native`` sh
 
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
+from ._pyinit import (
+    error_classes as error_classes,
+    exec_extension as exec_extension,
+    find_extension as find_extension,
+    in_main_interpreter as in_main_interpreter,
+    loaded_extension_count as loaded_extension_count,
+    python_abi_records as python_abi_records,
+    track_extension as track_extension,
+)
 
 __all__ = [
+    "error_classes",
     "_PROCESS_SCOPE",
     "exec_extension",
-    "free_with_module",
+    "find_extension",
+    "in_main_interpreter",
     "load_cached",
     "loaded_extension_count",
+    "python_abi_records",
     "stats",
+    "track_extension",
 ]
 
 def load_cached(
-    path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2
+    path: str, fullname: str, init_symbol: str, spec: ModuleSpec, opt_level: int = 2, data: Optional[bytes] = None
 ) -> Optional[ModuleType]:
-    """Link the cached compiled form of the bitcode module at ``path`` and run its init
+    """Link the cached compiled form of the bitcode module at ``path`` (whose contents are
+    ``data`` when the caller read them already) and run its init
     (as ``_native.load_extension`` does), or return None when the cache cannot serve it
     (not cached, cache off, a symbol only the engine can provide): the engine must then.
 
     Raises InitError / InitSystemError when the module's init fails."""
-
-def exec_extension(module: ModuleType) -> None:
-    """Run a PEP 489 module's exec slots (no-op for single-phase modules)."""
-
-def free_with_module(module: ModuleType, allowed: bool) -> bool:
-    """With ``allowed``, free a loaded module's code right after the module object is
-    destroyed (hooks its m_free). Call once per module ``load_cached`` returned."""
-
-def loaded_extension_count() -> int:
-    """How many extension modules' code this module holds now."""
 
 def stats() -> Dict[str, int]:
     """This process's warm-path counts: ``hits`` (linked without LLVM), ``misses`` (not

@@ -5,23 +5,31 @@ from importlib.machinery import ModuleSpec
 from os import PathLike
 from types import ModuleType
 from typing import final, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from ._pyinit import (
+    error_classes as error_classes,
+    exec_extension as exec_extension,
+    find_extension as find_extension,
+    in_main_interpreter as in_main_interpreter,
+    loaded_extension_count as loaded_extension_count,
+    python_abi_records as python_abi_records,
+    track_extension as track_extension,
+)
 
 __all__ = [
+    "error_classes",
     "CallGuard",
     "CallTicket",
     "Library",
     "Session",
-    "take_call_error",
-    "write_unraisable",
     "abandoned_compiles",
-    "dependent_libraries",
     "cache_clear",
     "cache_info",
     "cache_prune",
     "cache_stats",
+    "dependent_libraries",
     "exec_extension",
-    "free_with_module",
-    "loaded_extension_count",
+    "find_extension",
+    "in_main_interpreter",
     "host_target",
     "inspect",
     "library_dirs",
@@ -29,7 +37,12 @@ __all__ = [
     "llvm_version",
     "load_extension",
     "load_library",
+    "loaded_extension_count",
+    "python_abi_records",
+    "take_call_error",
+    "track_extension",
     "user_libraries",
+    "write_unraisable",
 ]
 
 _Path = Union[str, "PathLike[str]"]
@@ -52,21 +65,15 @@ def load_extension(
         BitcodeError, LinkError, CompileError, InitError, InitSystemError (all ImportError).
     """
 
-def exec_extension(module: ModuleType) -> None:
-    """Run a PEP 489 module's exec slots (no-op for single-phase modules).
-
-    Raises:
-        InitError: an exec slot raised; the exception is chained.
-    """
-
 def load_library(spec: str) -> str:
     """Open a shared library for symbol resolution; returns its path. Raises LibraryError."""
 
 def user_libraries() -> List[str]:
     """Paths of libraries added with load_library."""
 
-def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ...) -> None:
-    """Link bitcode/IR files into one bitcode module, recording dependent libraries."""
+def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ..., python_abi: Optional[str] = None) -> None:
+    """Link bitcode/IR files into one bitcode module, recording dependent libraries and
+    ``python_abi`` (:func:`jitload.abi.record_for`) as named metadata ``jitload.python``."""
 
 def dependent_libraries(path: _Path) -> List[str]:
     """The !llvm.dependent-libraries entries of a bitcode/IR file."""
@@ -144,13 +151,6 @@ def write_unraisable(exc: BaseException, obj: Optional[Any]) -> None:
 def abandoned_compiles() -> int:
     """Engine-API compiles whose wait Ctrl-C or the time limit ended and that are still
     running (each finishes in the background; its result is dropped)."""
-
-def free_with_module(module: ModuleType, allowed: bool) -> bool:
-    """With ``allowed``, free a loaded module's code right after the module object is
-    destroyed (hooks its m_free). Call once per module ``load_extension`` returned."""
-
-def loaded_extension_count() -> int:
-    """How many extension modules' code is loaded now."""
 
 def cache_info() -> Optional[Dict[str, Any]]:
     """{'dir', 'entries', 'bytes', 'max_bytes'} of the object cache, or None when it is off."""

@@ -155,7 +155,7 @@ def _is_bitcode_file(path: str) -> bool:
 
 
 def link_main(args: List[str], cxx: bool = False) -> int:
-    from . import _native
+    from . import _native, abi
 
     output = None
     inputs: List[str] = []
@@ -223,7 +223,7 @@ def link_main(args: List[str], cxx: bool = False) -> int:
         return 1
     try:
         deps = list(dict.fromkeys(elf.resolve_library(lib, library_dirs) for lib in libraries))
-        _native.link_bitcode(list(dict.fromkeys(objects)), output, deps)
+        _native.link_bitcode(list(dict.fromkeys(objects)), output, deps, abi.record_for(output))
     except JitloadError as e:
         print(f"jitload ld: {e}", file=sys.stderr)
         return 1

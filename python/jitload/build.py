@@ -59,7 +59,7 @@ def compile(
     the C++ runtime (``libstdc++.so.6``, or ``libc++.so.1`` for ``-stdlib=libc++``) is recorded
     too. Returns ``output``.
     """
-    from . import _native
+    from . import _native, abi
 
     if not sources:
         raise ToolchainError("no source files given")
@@ -84,7 +84,7 @@ def compile(
             runtime = cxx_runtime(list(cflags))
             if runtime not in deps:
                 deps.append(runtime)
-        _native.link_bitcode(objects, output, list(dict.fromkeys(deps)))
+        _native.link_bitcode(objects, output, list(dict.fromkeys(deps)), abi.record_for(str(output)))
     return output
 
 

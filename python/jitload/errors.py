@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "JitloadError",
     "BitcodeError",
+    "AbiError",
     "CompileError",
     "LinkError",
     "LibraryError",
@@ -18,6 +19,7 @@ __all__ = [
     "ToolchainError",
     "CSourceError",
     "JitloadWarning",
+    "AbiWarning",
     "DuplicateSymbolError",
     "SymbolNotFoundError",
     "RemovedError",
@@ -33,6 +35,11 @@ class JitloadError(ImportError):
 class BitcodeError(JitloadError):
     """The file is not usable bitcode/IR: empty, not bitcode, unreadable (e.g. made by a newer
     LLVM), an IR syntax error, a module failing the verifier, or built for another target."""
+
+
+class AbiError(BitcodeError):
+    """The module was built for another Python (its recorded version/ABI differs from this
+    interpreter's); the message names both. See :mod:`jitload.abi`."""
 
 
 class CompileError(JitloadError):
@@ -74,6 +81,11 @@ class JitloadWarning(UserWarning):
     """Something worked, but not the way the user asked (e.g. a fallback was taken)."""
 
 
+class AbiWarning(JitloadWarning):
+    """A plain ``.bc``/``.ll`` module without a record of the Python it was built for was
+    loaded on trust (once per file). See :mod:`jitload.abi`."""
+
+
 class DuplicateSymbolError(JitloadError):
     """A module added to a :class:`jitload.Library` defines a name the library already has
     (pass ``replace=True`` to replace functions)."""
@@ -92,7 +104,9 @@ class GeneratorError(JitloadError):
     requested symbol; the generator's exception, if any, is chained."""
 
 
-class CallbackError(JitloadError):
-    """Wraps nothing: raised only to report that a Python callback exposed to native code
-    failed when the failure cannot be re-raised as the callback's own exception."""
+class CallbackError(JitloadError, RuntimeError):
+    """A Python callback exposed to native code (:mod:`jitload.fast`) could not run: its
+    thunk was closed, or it failed without setting an exception. Its own exceptions are
+    re-raised as they are. Reported to the calling jitload wrapper (or
+    ``sys.unraisablehook``)."""
 

@@ -67,6 +67,17 @@ class _SubinterpreterNative:
         self._exec = lib.jitload_subinterpreter_exec
         self._exec.restype = ctypes.c_int
         self._exec.argtypes = [ctypes.py_object]
+        # Each native module keeps the code it loaded: ask both (the LLVM-free one may have
+        # served the main interpreter's import from the cache).
+        self._registries = [lib]
+        fast = importlib.util.find_spec("jitload._fastload")
+        if fast is not None and fast.origin is not None:
+            self._registries.append(ctypes.PyDLL(fast.origin))
+        for registry in self._registries:
+            registry.jitload_find_extension.restype = ctypes.py_object
+            registry.jitload_find_extension.argtypes = [ctypes.py_object] * 4
+            registry.jitload_track_extension.restype = ctypes.c_int
+            registry.jitload_track_extension.argtypes = [ctypes.py_object] * 4 + [ctypes.c_int]
 
     def load_extension(
         self,
@@ -83,6 +94,19 @@ class _SubinterpreterNative:
 
     def exec_extension(self, module: ModuleType) -> None:
         self._exec(module)
+
+    def find_extension(self, path: str, fullname: str, key: str, spec: ModuleSpec) -> Optional[ModuleType]:
+        for registry in self._registries:
+            module: Optional[ModuleType] = registry.jitload_find_extension(path, fullname, key, spec)
+            if module is not None:
+                return module
+        return None
+
+    def in_main_interpreter(self) -> bool:
+        return False  # only used where PyO3 refused to load the native module: a subinterpreter
+
+    def track_extension(self, module: ModuleType, path: str, fullname: str, key: str, releasable: bool) -> bool:
+        return any(r.jitload_track_extension(module, path, fullname, key, int(releasable)) for r in self._registries)
 
 
 def _native() -> Any:
@@ -127,16 +151,61 @@ def _runtime() -> Any:
     return _fastload() or _native()
 
 
-def load_extension(path: str, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
+def find_loaded(path: str, spec: ModuleSpec, key: str) -> Optional[Tuple[ModuleType, Any]]:
+    """The module ``spec.name`` made from code already loaded for ``path`` while the file is
+    unchanged (``key``), as CPython makes a ``.so`` module it has loaded before (after ``del
+    sys.modules[name]``, or in another interpreter): a single-phase module from its saved
+    dictionary or by running its init again, a multi-phase one by running its init again.
+    None when nothing loaded serves it. Asks only the native modules already loaded."""
+    fast = _fastload()
+    native = _native_module or sys.modules.get("jitload._native")
+    if native is None and not (fast.in_main_interpreter() if fast else not _in_subinterpreter()):
+        native = _native()  # another interpreter of this process may have loaded code with it
+    owners = [o for o in (fast, native) if o]
+    for owner in owners:
+        module = owner.find_extension(path, spec.name, key, spec)
+        if module is not None:
+            return module, owner
+    return None
+
+
+def _in_subinterpreter() -> bool:
+    """Whether this is not the main interpreter (asked only where ``_fastload`` is off)."""
+    for name in ("_interpreters", "_xxsubinterpreters"):  # 3.13 / 3.10-3.12
+        try:
+            interpreters = __import__(name)
+        except ImportError:
+            continue
+        return _interpreter_id(interpreters.get_current()) != _interpreter_id(interpreters.get_main())
+    return False
+
+
+def _interpreter_id(ident: Any) -> int:
+    return int(ident[0] if isinstance(ident, tuple) else ident)  # 3.13: (id, whence)
+
+
+def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple[ModuleType, Any]:
     """Loads the extension module ``spec.name`` from bitcode/IR ``path`` with the current
     options: from the object cache without loading LLVM when it can, else through the
     engine (which compiles, or links a cached object ORC's way). Returns the module and the
-    native module that holds its code."""
+    native module that holds its code. ``check_abi``: refuse a module built for another
+    Python (:mod:`jitload.abi`; off for C sources this interpreter just compiled)."""
     options = config.options
     symbol = init_symbol(spec.name)
+    data: Optional[bytes] = None
+    if check_abi:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            pass  # the loader reports it
+        else:
+            from . import abi
+
+            abi.check(path, data, spec.name)
     fast = _fastload() if options.cache else None
     if fast is not None:
-        module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level)
+        module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level, data=data)
         if module is not None:
             return module, fast
     native = _native()
@@ -163,28 +232,32 @@ class BitcodeExtensionLoader(ExtensionFileLoader):
     # The native module holding the pending module's code (frees it with the module).
     _pending_owner: Any = None
 
+    _pending_key: str = ""
+    _pending_name: str = ""
+
     def create_module(self, spec: ModuleSpec) -> ModuleType:
-        module, self._pending_owner = self._load(spec)
-        self._pending = module
+        key = repr(self._content_key(spec.name))
+        found = find_loaded(self.path, spec, key)
+        module, owner = found if found is not None else self._load(spec)
+        self._pending, self._pending_owner, self._pending_key, self._pending_name = module, owner, key, spec.name
         return module
 
     def _load(self, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
         return load_extension(self.path, spec)
 
-    def _content_key(self, fullname: str, fresh: bool = False) -> object:
-        """What identifies the code this loader would load now (changes when the file does);
-        ``fresh``: the code ``create_module`` just loaded."""
+    def _content_key(self, fullname: str) -> object:
+        """What identifies the code this loader would load now (changes when the file does)."""
         st = os.stat(self.path)
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def exec_module(self, module: ModuleType) -> None:
         if self._pending is module:  # the module create_module just made
-            owner, self._pending, self._pending_owner = self._pending_owner, None, None
+            owner, key, self._pending, self._pending_owner = self._pending_owner, self._pending_key, None, None
             owner.exec_extension(module)
-            _track(module, self._content_key(module.__name__, fresh=True), owner)
+            _track(module, self.path, self._pending_name, key, owner)
             return
         # importlib.reload: the module was made earlier (by this file, or another loader).
-        key = self._content_key(module.__name__)
+        key = repr(self._content_key(module.__name__))
         if _keys().get(module, _NO_KEY) == key:
             _runtime().exec_extension(module)
             return
@@ -272,16 +345,16 @@ def _releasable(module: ModuleType) -> bool:
         return False
 
 
-def _track(module: ModuleType, key: object, owner: Any) -> None:
-    """Remember what code ``module`` runs and, when safe, have ``owner`` (the native module
-    holding that code) free it after the module."""
+def _track(module: ModuleType, path: str, fullname: str, key: str, owner: Any) -> None:
+    """Remember what code ``module`` runs: for reload (which loads anew only when the file
+    changed) and for the native module holding it, which serves later imports of the
+    unchanged file from that code and, when safe, frees it once a reload replaced it and
+    the module objects made from it are gone."""
     try:
         _keys()[module] = key
     except TypeError:  # a module type without weak references: every reload loads anew
-        return
-    free_with_module = getattr(owner, "free_with_module", None)
-    if free_with_module is not None:
-        free_with_module(module, _releasable(module))
+        pass
+    owner.track_extension(module, path, fullname, key, _releasable(module))
 
 
 #: Suffixes of C sources the hook compiles when ``c_source`` is on (after every other kind).
@@ -312,19 +385,15 @@ class CSourceLoader(BitcodeExtensionLoader):
                 e.name = fullname
             raise
 
-    def _content_key(self, fullname: str, fresh: bool = False) -> object:
-        if fresh and self._compiled is not None:
-            compiled, self._compiled = self._compiled, None
-            return compiled.key
+    def _content_key(self, fullname: str) -> object:
         compiled = self._compile(fullname)
-        self._compiled = compiled  # a reload's _load uses it instead of compiling again
+        self._compiled = compiled  # the _load that follows (create_module) uses it
         return compiled.key
 
     def _load(self, spec: ModuleSpec) -> Tuple[ModuleType, Any]:
         compiled, self._compiled = self._compiled, None
         if compiled is None:
             compiled = self._compile(spec.name)
-        self._compiled = compiled  # exec_module's _content_key(fresh=True) takes it
         if compiled.path is not None:
             module, owner = self._load_bitcode(spec, compiled.path)
         else:  # the cache is unusable: load from a temporary file
@@ -346,7 +415,7 @@ class CSourceLoader(BitcodeExtensionLoader):
         from .errors import JitloadError
 
         try:
-            return load_extension(bitcode_path, spec)
+            return load_extension(bitcode_path, spec, check_abi=False)
         except JitloadError as e:
             # Name the C file the user knows; keep the class and the cause chain.
             detail = str(e)

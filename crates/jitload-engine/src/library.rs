@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use crate::error::EngineError;
-use crate::grace::Epoch;
 use crate::ir;
 use crate::llvm::context::Context;
 use crate::llvm::guard::guarded;
@@ -328,11 +327,6 @@ impl Library {
         Ok(())
     }
 
-    /// Marks the start of a call into JIT code (any library of the session); see `grace`.
-    pub fn enter(&self) -> Arc<Epoch> {
-        self.inner.session.epochs().enter()
-    }
-
     /// Whether module `id` is still part of the library.
     pub fn has_module(&self, id: u64) -> bool {
         self.state().modules.contains_key(&id)
@@ -579,7 +573,7 @@ impl Library {
     /// Frees a module's memory once no call can be running in it.
     fn retire(&self, module: Arc<ModuleCode>) {
         let session = self.inner.session.clone();
-        self.inner.session.epochs().retire(move || {
+        crate::grace::retire(move || {
             if let Some(&dtors) = module.destructors.get() {
                 // SAFETY: the lowered destructor function of this module, `void()`, still
                 // linked: its tracker is removed just below.

@@ -8,8 +8,10 @@ use crate::ir;
 use crate::llvm::context::Context;
 use crate::llvm::module::Module;
 
-/// Links `inputs` into one verified bitcode module written atomically to `output`.
-pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String]) -> Result<(), EngineError> {
+/// Links `inputs` into one verified bitcode module written atomically to `output`, with
+/// `python_abi` (the record of the Python ABI it was built for, see `jitload/abi.py`) as
+/// named metadata `jitload.python`.
+pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String], python_abi: Option<&str>) -> Result<(), EngineError> {
     let ctx = Context::new();
     let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut linked = Module::new_empty(&ctx, &name);
@@ -26,6 +28,9 @@ pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String
     }
     for lib in dependent_libraries {
         linked.add_dependent_library(lib);
+    }
+    if let Some(record) = python_abi {
+        linked.add_named_string("jitload.python", record);
     }
     let out = output.display().to_string();
     linked.verify().map_err(|message| EngineError::Verify { path: out.clone(), message })?;

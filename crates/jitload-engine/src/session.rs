@@ -60,7 +60,6 @@ pub struct Session {
     machines: Mutex<Vec<TargetMachine>>,
     /// Calls in flight and code waiting for them to return (see `grace`). One for the whole
     /// session: a call entering through one library may run another's code (link order).
-    epochs: crate::grace::Epochs,
     /// The persistent object cache, opened on first use (so the environment can still
     /// change before the first import).
     cache: OnceLock<ObjectCache>,
@@ -106,15 +105,11 @@ impl Session {
             host: HostTarget::detect(),
             scope,
             machines: Mutex::new(Vec::new()),
-            epochs: crate::grace::Epochs::default(),
             cache: OnceLock::new(),
             process,
         })
     }
 
-    pub(crate) fn epochs(&self) -> &crate::grace::Epochs {
-        &self.epochs
-    }
 
     pub(crate) fn jit(&self) -> &Jit {
         &self.jit

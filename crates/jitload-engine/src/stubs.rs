@@ -146,10 +146,15 @@ thread_local! {
 /// Records why a stub call could not reach a function; the caller's wrapper raises it.
 pub fn set_call_error(error: crate::EngineError) {
     CALL_ERROR.with(|e| *e.borrow_mut() = Some(error));
+    crate::grace::set_call_error_flag(true);
 }
 
 /// The error recorded by the last stub call on this thread that failed, if any.
 pub fn take_call_error() -> Option<crate::EngineError> {
+    if !crate::grace::call_error_flag() {
+        return None; // the common case, without the thread-local lookup
+    }
+    crate::grace::set_call_error_flag(false);
     CALL_ERROR.with(|e| e.borrow_mut().take())
 }
 

@@ -14,11 +14,11 @@ static HITS: AtomicU64 = AtomicU64::new(0);
 static MISSES: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
-/// Links the cached compiled form of the bitcode module at `path` and runs its init
-/// `init_symbol` (as `load_extension` does), or returns None when the cache cannot serve it
-/// and the engine must.
+/// Links the cached compiled form of the bitcode module at `path` (contents `data` if given)
+/// and runs its init `init_symbol` (as `load_extension` does), or returns None when the cache
+/// cannot serve it and the engine must.
 #[pyfunction]
-#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2))]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, data=None))]
 fn load_cached<'py>(
     py: Python<'py>,
     path: PathBuf,
@@ -26,11 +26,23 @@ fn load_cached<'py>(
     init_symbol: &str,
     spec: &Bound<'py, PyAny>,
     opt_level: u8,
+    data: Option<&[u8]>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) }; // the engine reports it
+    // `data`: the file's contents when the caller read them already (the importer does).
+    let read;
+    let bytes: &[u8] = match data {
+        Some(data) => data,
+        None => match std::fs::read(&path) {
+            Ok(contents) => {
+                read = contents;
+                &read
+            }
+            Err(_) => return Ok(None), // the engine reports it
+        },
+    };
     let shown = path.display().to_string();
     let linked = py.detach(|| {
-        std::panic::catch_unwind(|| warm::link_cached(&bytes, &shown, init_symbol, opt_level))
+        std::panic::catch_unwind(|| warm::link_cached(bytes, &shown, init_symbol, opt_level))
             .unwrap_or_else(|_| Err(warm::Miss::Unusable("the warm path panicked".into())))
     });
     let module = match linked {

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use jitload_engine::grace::Epoch;
+use jitload_engine::grace;
 use jitload_engine::{EngineError, Generated, Library, LibraryOptions, Provider, Session};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -191,7 +191,8 @@ impl PyLibrary {
     /// Starts a call into this library's code: code removed meanwhile stays until the
     /// ticket is closed.
     fn enter(&self) -> CallTicket {
-        CallTicket { epoch: std::sync::Mutex::new(Some(self.inner.enter())) }
+        grace::enter();
+        CallTicket { open: std::cell::Cell::new(true) }
     }
 }
 
@@ -209,38 +210,39 @@ pub struct CallGuard {
     _ctx: Box<GuardCtx>,
 }
 
-/// Runs before each fast call, with the GIL held: returns a token for `guard_exit`, or
-/// `usize::MAX` with an exception set to refuse the call.
+/// Runs before each fast call, with the GIL held: returns a token for `guard_exit` (0), or
+/// `usize::MAX` with an exception set to refuse the call. The call's epoch slot (see
+/// `jitload_engine::grace`) is a thread-local: no lock, no allocation.
 extern "C" fn guard_enter(ctx: usize) -> usize {
     std::panic::catch_unwind(|| {
         // SAFETY: ctx is the GuardCtx owned by the CallGuard the wrapper keeps alive.
         let ctx = unsafe { &*(ctx as *const GuardCtx) };
-        let epoch = ctx.library.enter();
+        grace::enter();
         if let Some(module) = ctx.direct_module {
             if !ctx.library.has_module(module) {
-                drop(epoch);
                 // SAFETY: the wrapper calls us with the GIL held.
                 let py = unsafe { Python::assume_attached() };
+                leave(py);
                 let what = format!("'{}'", ctx.name);
                 engine_error(py, EngineError::Removed { library: ctx.library.name().to_string(), what }, None).restore(py);
                 return usize::MAX;
             }
         }
-        Arc::into_raw(epoch) as usize
+        0
     })
     .unwrap_or(usize::MAX)
 }
 
 /// Runs after each fast call, with the GIL held: ends the call's epoch and raises the error
 /// of a failed stub call, if any (returns -1 with the exception set).
-extern "C" fn guard_exit(_ctx: usize, token: usize) -> std::ffi::c_int {
+extern "C" fn guard_exit(_ctx: usize, _token: usize) -> std::ffi::c_int {
     std::panic::catch_unwind(|| {
-        // SAFETY: token came from Arc::into_raw in guard_enter, released exactly once here.
-        let epoch = unsafe { Arc::from_raw(token as *const Epoch) };
         // SAFETY: the wrapper calls us with the GIL held.
         let py = unsafe { Python::assume_attached() };
-        // Ending the epoch may free retired code (and run module destructors): without the GIL.
-        py.detach(move || drop(epoch));
+        leave(py);
+        if !grace::call_error_flag() {
+            return 0; // the common case: one flag read instead of the error's thread-local
+        }
         match take_call_error(py) {
             Some(err) => {
                 err.restore(py);
@@ -252,19 +254,39 @@ extern "C" fn guard_exit(_ctx: usize, token: usize) -> std::ffi::c_int {
     .unwrap_or(-1)
 }
 
-/// Held by a wrapper for the length of one native call (see `jitload_engine::grace`).
-#[pyclass(module = "jitload._native", frozen)]
+/// Ends this thread's call; if code retired meanwhile may now be freed, frees it without
+/// the GIL (it may run module destructors and ORC work).
+fn leave(py: Python<'_>) {
+    if grace::exit() {
+        py.detach(grace::reclaim);
+    }
+}
+
+/// Held by a wrapper for the length of one native call (see `jitload_engine::grace`); it
+/// must end on the thread that began it.
+#[pyclass(module = "jitload._native", unsendable)]
 pub struct CallTicket {
-    epoch: std::sync::Mutex<Option<Arc<Epoch>>>,
+    open: std::cell::Cell<bool>,
+}
+
+impl Drop for CallTicket {
+    /// A ticket never closed (its wrapper failed before `close`) still ends its call; freeing
+    /// waits for the next exit or retirement. PyO3 drops an `unsendable` object only on its
+    /// own thread.
+    fn drop(&mut self) {
+        if self.open.replace(false) {
+            grace::exit();
+        }
+    }
 }
 
 #[pymethods]
 impl CallTicket {
     /// Ends the call (idempotent); code retired during it may be freed now.
     fn close(&self, py: Python<'_>) {
-        let epoch = self.epoch.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // Freeing may run module destructors and ORC work: without the GIL.
-        py.detach(move || drop(epoch));
+        if self.open.replace(false) {
+            leave(py);
+        }
     }
 }
 

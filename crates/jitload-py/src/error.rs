@@ -6,34 +6,34 @@ use pyo3::prelude::*;
 
 /// The `jitload.errors` class for each engine failure. No `_` arm: a new variant must
 /// choose its exception before this compiles.
-fn class_name(err: &EngineError) -> &'static str {
+fn class_of(err: &EngineError) -> ErrorClass {
     match err {
-        EngineError::Read { .. } => "BitcodeError",
-        EngineError::Empty { .. } => "BitcodeError",
-        EngineError::NotBitcode { .. } => "BitcodeError",
-        EngineError::Bitcode { .. } => "BitcodeError",
-        EngineError::IrSyntax { .. } => "BitcodeError",
-        EngineError::Verify { .. } => "BitcodeError",
-        EngineError::Target { .. } => "BitcodeError",
-        EngineError::MissingInit { .. } => "LinkError",
-        EngineError::Unresolved { .. } => "LinkError",
-        EngineError::DependentLibrary { .. } => "LinkError",
-        EngineError::Library { .. } => "LibraryError",
-        EngineError::Compile { .. } => "CompileError",
-        EngineError::Link { .. } => "LinkError",
-        EngineError::LlvmCrash { .. } => "BitcodeError",
-        EngineError::Jit { .. } => "JitloadError",
-        EngineError::Write { .. } => "JitloadError",
-        EngineError::Duplicate { .. } => "DuplicateSymbolError",
-        EngineError::NotFound { .. } => "SymbolNotFoundError",
-        EngineError::Removed { .. } => "RemovedError",
-        EngineError::Generator { .. } => "GeneratorError",
-        EngineError::Unsupported { .. } => "JitloadError",
-        EngineError::Interrupted { .. } => "JitloadError",
+        EngineError::Read { .. } => ErrorClass::Bitcode,
+        EngineError::Empty { .. } => ErrorClass::Bitcode,
+        EngineError::NotBitcode { .. } => ErrorClass::Bitcode,
+        EngineError::Bitcode { .. } => ErrorClass::Bitcode,
+        EngineError::IrSyntax { .. } => ErrorClass::Bitcode,
+        EngineError::Verify { .. } => ErrorClass::Bitcode,
+        EngineError::Target { .. } => ErrorClass::Bitcode,
+        EngineError::MissingInit { .. } => ErrorClass::Link,
+        EngineError::Unresolved { .. } => ErrorClass::Link,
+        EngineError::DependentLibrary { .. } => ErrorClass::Link,
+        EngineError::Library { .. } => ErrorClass::Library,
+        EngineError::Compile { .. } => ErrorClass::Compile,
+        EngineError::Link { .. } => ErrorClass::Link,
+        EngineError::LlvmCrash { .. } => ErrorClass::Bitcode,
+        EngineError::Jit { .. } => ErrorClass::Jitload,
+        EngineError::Write { .. } => ErrorClass::Jitload,
+        EngineError::Duplicate { .. } => ErrorClass::DuplicateSymbol,
+        EngineError::NotFound { .. } => ErrorClass::SymbolNotFound,
+        EngineError::Removed { .. } => ErrorClass::Removed,
+        EngineError::Generator { .. } => ErrorClass::Generator,
+        EngineError::Unsupported { .. } => ErrorClass::Jitload,
+        EngineError::Interrupted { .. } => ErrorClass::Jitload,
     }
 }
 
-pub use jitload_pyinit::make_error;
+pub use jitload_pyinit::{make_error, ErrorClass};
 
 thread_local! {
     /// The KeyboardInterrupt (or other signal handler exception) that stopped a compile on
@@ -61,5 +61,5 @@ pub fn engine_error(py: Python<'_>, err: EngineError, name: Option<&str>) -> PyE
         }
     }
     let path = err.path().map(str::to_owned);
-    make_error(py, class_name(&err), err.to_string(), name, path.as_deref())
+    make_error(py, class_of(&err), err.to_string(), name, path.as_deref())
 }

@@ -78,10 +78,10 @@ fn user_libraries(py: Python<'_>) -> PyResult<Vec<String>> {
 /// Links bitcode/IR files into one bitcode module at `output`, recording `libraries` as
 /// `!llvm.dependent-libraries`.
 #[pyfunction]
-#[pyo3(signature = (inputs, output, libraries=Vec::new()))]
-fn link_bitcode(py: Python<'_>, inputs: Vec<PathBuf>, output: PathBuf, libraries: Vec<String>) -> PyResult<()> {
+#[pyo3(signature = (inputs, output, libraries=Vec::new(), python_abi=None))]
+fn link_bitcode(py: Python<'_>, inputs: Vec<PathBuf>, output: PathBuf, libraries: Vec<String>, python_abi: Option<String>) -> PyResult<()> {
     let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    py.detach(|| link::link_files(&refs, &output, &libraries)).map_err(|e| engine_error(py, e, None))
+    py.detach(|| link::link_files(&refs, &output, &libraries, python_abi.as_deref())).map_err(|e| engine_error(py, e, None))
 }
 
 /// The libraries a bitcode/IR file records in `!llvm.dependent-libraries`.

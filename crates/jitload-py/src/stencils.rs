@@ -621,8 +621,8 @@ impl Thunk {
     }
 
     /// Drops the callable. The code stays until this object dies: a later call returns the
-    /// error value and reports `RuntimeError` (to the calling jitload wrapper, or
-    /// `sys.unraisablehook`).
+    /// error value and reports `jitload.CallbackError` (a `RuntimeError`; to the calling
+    /// jitload wrapper, or `sys.unraisablehook`).
     fn close(&self) {
         let cell = self.cell.get_mut();
         cell.cell.callable = std::ptr::null_mut();
@@ -782,11 +782,12 @@ extern "C" fn jitload_fast_cb_error(fr: *mut CbFrame, cell: *mut ThunkCell) -> R
         }
         frame.nboxed = 0;
         let err = PyErr::take(py).unwrap_or_else(|| {
-            if ext.cell.callable.is_null() {
-                PyRuntimeError::new_err(format!("callback {} was called after its thunk was closed", ext.name))
+            let message = if ext.cell.callable.is_null() {
+                format!("callback {} was called after its thunk was closed", ext.name)
             } else {
-                PySystemError::new_err(format!("callback {} failed without an exception", ext.name))
-            }
+                format!("callback {} failed without an exception", ext.name)
+            };
+            crate::error::make_error(py, crate::error::ErrorClass::Callback, message, None, None)
         });
         let exc = err.into_value(py);
         // SAFETY: called on the callback's thread, outside any wrapper's entry or exit.

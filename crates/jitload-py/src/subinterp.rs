@@ -5,35 +5,10 @@
 //! `exec_extension`, on the calling interpreter's thread state.
 
 use std::ffi::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-
-/// Runs `body` with a `Python` token for the current (possibly sub-) interpreter, turning
-/// errors and panics into a pending exception.
-///
-/// # Safety
-/// The calling thread must hold the GIL of the interpreter it is running in (ctypes' PyDLL
-/// functions guarantee this); PyO3's attach machinery (PyGILState) is bypassed because it
-/// only knows the main interpreter.
-unsafe fn with_current_interpreter<T>(error: T, body: impl FnOnce(Python<'_>) -> PyResult<T>) -> T {
-    // SAFETY: the caller holds the GIL of the current interpreter.
-    let py = unsafe { Python::assume_attached() };
-    match catch_unwind(AssertUnwindSafe(|| body(py))) {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            e.restore(py);
-            error
-        }
-        Err(_) => {
-            PyRuntimeError::new_err("panic in jitload (subinterpreter entry point)").restore(py);
-            error
-        }
-    }
-}
 
 /// `load_extension(path, fullname, init_symbol, spec, opt_level, isolate)` for subinterpreters.
 /// Returns a new reference, or NULL with an exception set.
@@ -51,7 +26,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_load(
 ) -> *mut ffi::PyObject {
     // SAFETY: the contract of this function is the contract of with_current_interpreter.
     unsafe {
-        with_current_interpreter(std::ptr::null_mut(), |py| {
+        jitload_pyinit::subinterp::with_current_interpreter(std::ptr::null_mut(), |py| {
             // SAFETY: ctypes passes borrowed references that stay alive for the call.
             let (path, fullname, init_symbol, spec) = (
                 Bound::from_borrowed_ptr(py, path),
@@ -77,7 +52,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_load(
 pub unsafe extern "C" fn jitload_subinterpreter_exec(module: *mut ffi::PyObject) -> c_int {
     // SAFETY: as for jitload_subinterpreter_load.
     unsafe {
-        with_current_interpreter(-1, |py| {
+        jitload_pyinit::subinterp::with_current_interpreter(-1, |py| {
             // SAFETY: a borrowed reference alive for the call.
             let module = Bound::from_borrowed_ptr(py, module);
             jitload_pyinit::init::exec_module(py, &module)?;

@@ -8,7 +8,7 @@ use pyo3::exceptions::PySystemError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::make_error;
+use crate::{make_error, ErrorClass};
 
 type InitFn = unsafe extern "C" fn() -> *mut ffi::PyObject;
 type SwapContextFn = unsafe extern "C" fn(*const c_char) -> *const c_char;
@@ -21,7 +21,7 @@ struct PackageContext {
     _name: CString,
 }
 
-fn lookup(symbol: &str) -> *mut std::ffi::c_void {
+pub(crate) fn lookup(symbol: &str) -> *mut std::ffi::c_void {
     let c = CString::new(symbol).expect("static symbol name");
     // SAFETY: RTLD_DEFAULT search of a NUL-terminated name.
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) }
@@ -82,8 +82,8 @@ pub fn run_init<'py>(
     path: &str,
     spec: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let init_error = |msg: String| make_error(py, "InitError", msg, Some(fullname), Some(path));
-    let system_error = |msg: String| make_error(py, "InitSystemError", msg, Some(fullname), Some(path));
+    let init_error = |msg: String| make_error(py, ErrorClass::Init, msg, Some(fullname), Some(path));
+    let system_error = |msg: String| make_error(py, ErrorClass::InitSystem, msg, Some(fullname), Some(path));
     // A C++ exception escaping the module's code is caught in the engine's C++ shim (it must
     // not unwind into these frames) and becomes an InitError naming its type and what().
     let cxx_error = |stage: &str, e: jitload_runtime::cxx::CxxException| {
@@ -156,6 +156,9 @@ pub fn run_init<'py>(
     }
     check_single_phase_allowed(py, spec)?;
     object.setattr("__file__", path)?;
+    if let Some(def) = crate::extensions::single_phase_def(&object) {
+        crate::extensions::fix_up(py, &object, def, init_address, fullname)?;
+    }
     Ok(object)
 }
 
@@ -165,18 +168,11 @@ pub fn run_init<'py>(
 /// is 3.12's only), so jitload lets CPython decide: creating a module from a definition that
 /// declares no support for multiple interpreters runs exactly that check under the module's
 /// name (`spec.name`); the module it makes is dropped. The main interpreter takes every module.
-fn check_single_phase_allowed(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn check_single_phase_allowed(py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
     if py.version_info() < (3, 12) {
         return Ok(());
     }
-    let main = lookup("PyInterpreterState_Main");
-    if main.is_null() {
-        return Ok(());
-    }
-    // SAFETY: `PyInterpreterState *PyInterpreterState_Main(void)`, exported by every CPython.
-    let main: unsafe extern "C" fn() -> *mut ffi::PyInterpreterState = unsafe { std::mem::transmute(main) };
-    // SAFETY: we hold the GIL of the current interpreter.
-    if unsafe { ffi::PyInterpreterState_Get() == main() } {
+    if crate::extensions::in_main_interpreter() {
         return Ok(());
     }
     // SAFETY: a definition built once and never freed; PyModuleDef_Init only initialises its
@@ -246,7 +242,7 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
             let name = module.getattr("__name__").map(|n| n.to_string()).unwrap_or_default();
             let path = module.getattr("__file__").ok().map(|p| p.to_string());
             let message = format!("{}: executing module {name} threw {e}", path.as_deref().unwrap_or("?"));
-            return Err(make_error(py, "InitError", message, Some(&name), path.as_deref()));
+            return Err(make_error(py, ErrorClass::Init, message, Some(&name), path.as_deref()));
         }
     };
     if status != 0 {
@@ -255,7 +251,7 @@ pub fn exec_module(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()> {
         let path = module.getattr("__file__").ok().map(|p| p.to_string());
         let err = make_error(
             py,
-            "InitError",
+            ErrorClass::Init,
             format!("{}: executing module {name} raised {}", path.as_deref().unwrap_or("?"), describe(py, &cause)),
             Some(&name),
             path.as_deref(),

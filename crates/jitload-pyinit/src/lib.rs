@@ -1,15 +1,19 @@
 //! What both of jitload's native modules do with a linked extension module: run its init the
-//! way CPython's dynamic loader does ([`init`]), keep its code while it is in use, and free it
-//! after the module object is gone ([`free_with_module`]). `_fastload` (cached objects, no
-//! LLVM) and `_native` (the engine) each keep the modules they linked. Both also forward
-//! their Rust `log` records to Python's `logging` ([`pylog`]).
+//! way CPython's dynamic loader does ([`init`], [`extensions`]), keep its code while it is in
+//! use, serve later imports of the same file from that code as CPython serves a `.so` it has
+//! loaded ([`find_extension`]), and free the code once a reload replaced it and no module
+//! object uses it any more ([`track_extension`]). `_fastload` (cached objects, no LLVM) and
+//! `_native` (the engine) each keep the modules they linked. Both also forward their Rust
+//! `log` records to Python's `logging` ([`pylog`]).
 
+mod extensions;
 pub mod init;
 pub mod pylog;
+pub mod subinterp;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -20,16 +24,47 @@ pub trait Loaded: Send {
     fn release(self: Box<Self>) -> Result<(), Box<dyn Loaded>>;
 }
 
-/// Modules loaded so far, by id. A module's code stays here until it is released (after a
-/// hot reload, once the old module object is gone); CPython never unloads a `.so`.
-static LOADED: Mutex<BTreeMap<u64, Box<dyn Loaded>>> = Mutex::new(BTreeMap::new());
+/// The code this native module loaded and how it is used. CPython never unloads a `.so`;
+/// jitload frees a module's code when a reload replaced it (its file changed) and the last
+/// module object made from it is gone.
+#[derive(Default)]
+struct Modules {
+    /// Module id -> its code.
+    code: BTreeMap<u64, Box<dyn Loaded>>,
+    /// Module id -> its init function, for modules whose init has run.
+    inits: BTreeMap<u64, u64>,
+    /// Object address of a module just returned to the importer -> its id, until
+    /// [`track_extension`] takes it.
+    fresh: BTreeMap<usize, u64>,
+    /// (file, module name) -> the code a new import of that file (while unchanged) uses:
+    /// CPython's `extensions` table.
+    files: BTreeMap<(String, String), Registered>,
+    /// Module id -> references to its code: the `files` entry and each live module object
+    /// made from its definition.
+    users: BTreeMap<u64, usize>,
+    /// Ids whose code stays for the life of the process: a module held something that may
+    /// outlive it (a type, a capsule, ...), as CPython keeps every `.so`.
+    pinned: BTreeSet<u64>,
+    /// Definitions whose `m_free` jitload wrapped -> (original m_free, module id).
+    free_hooks: BTreeMap<usize, (Option<pyo3::ffi::freefunc>, u64)>,
+}
 
-/// The id of the code behind each module object returned to the importer, until it asks for
-/// it (by object address, right after creating the module).
-static MODULE_IDS: Mutex<BTreeMap<usize, u64>> = Mutex::new(BTreeMap::new());
+/// One `files` entry.
+struct Registered {
+    id: u64,
+    /// What identifies the file's contents when it was loaded (from the importer).
+    key: String,
+    /// The definition of a single-phase module (0 for multi-phase).
+    single_phase_def: usize,
+}
 
-/// Module definitions whose `m_free` jitload wrapped: def -> (original m_free, module id).
-static FREE_HOOKS: Mutex<BTreeMap<usize, (Option<pyo3::ffi::freefunc>, u64)>> = Mutex::new(BTreeMap::new());
+static MODULES: LazyLock<Mutex<Modules>> = LazyLock::new(Mutex::default);
+
+/// The bookkeeping, locked. Never held across a call into Python or into a module's code:
+/// a deallocation there may re-enter through [`module_freed`].
+fn modules() -> MutexGuard<'static, Modules> {
+    MODULES.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Keeps `code` as module `id` and runs its init: see [`init::run_init`]. The code stays
 /// loaded even if init fails (it may have registered callbacks or types).
@@ -46,57 +81,125 @@ pub fn keep_and_init<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     // A safe point: free what earlier modules left queued (if the pending call was lost).
     release_queued();
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, code);
+    modules().code.insert(id, code);
     let module = init::run_init(py, init_address, constructors, fullname, path, spec)?;
-    MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).insert(module.as_ptr() as usize, id);
+    let mut m = modules();
+    m.inits.insert(id, init_address);
+    m.fresh.insert(module.as_ptr() as usize, id);
     Ok(module)
 }
 
-/// With `allowed`, arranges for `module`'s code to be freed right after the module object
-/// is destroyed; `module` must be one this native module just returned from a load (called
-/// once per module, allowed or not). Returns whether the hook was installed.
+/// Records that `module` (just returned by a load of this native module) runs the code of
+/// file `path` as `fullname`, whose contents `key` identifies: later imports of the unchanged
+/// file use this code ([`find_extension`]), and a load of changed contents replaces it. With
+/// `releasable`, the code is freed once replaced and no module object made from it is left;
+/// otherwise it stays for the life of the process. Returns whether `module` was one this
+/// native module had just loaded.
 ///
-/// The hook is the module's own `m_free`: CPython calls it from the module's deallocation
-/// after the last use of the module's C definition, whereas weakref callbacks run earlier
-/// (and the garbage collector may still traverse the module after them).
+/// The module objects are counted through their definition's `m_free`, which CPython calls
+/// from the module's deallocation after the last use of the module's C definition (weakref
+/// callbacks run earlier, and the garbage collector may still traverse the module after them).
 #[pyfunction]
-pub fn free_with_module(module: &Bound<'_, PyAny>, allowed: bool) -> bool {
-    let Some(id) = MODULE_IDS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(module.as_ptr() as usize)) else {
+pub fn track_extension(module: &Bound<'_, PyAny>, path: &str, fullname: &str, key: &str, releasable: bool) -> bool {
+    let Some(id) = modules().fresh.remove(&(module.as_ptr() as usize)) else {
         return false;
     };
-    if !allowed {
-        return false;
+    let single_phase_def = extensions::single_phase_def(module).map_or(0, |d| d as usize);
+    let replaced = {
+        let mut m = modules();
+        if !releasable {
+            m.pinned.insert(id);
+        }
+        *m.users.entry(id).or_default() += 1;
+        m.files.insert((path.to_string(), fullname.to_string()), Registered { id, key: key.to_string(), single_phase_def })
+    };
+    count_module_object(module, id);
+    if let Some(old) = replaced {
+        if old.single_phase_def != 0 {
+            extensions::forget(old.single_phase_def as *mut pyo3::ffi::PyModuleDef);
+        }
+        drop_user(old.id);
     }
+    true
+}
+
+/// The module `fullname` made from the code already loaded for file `path`, if its contents
+/// are still those identified by `key`, as CPython's `import_find_extension` (single-phase)
+/// or a second `dlopen` of the same `.so` (multi-phase: its init runs again and the module
+/// is created from `spec`, not yet executed). None when the file must be loaded.
+#[pyfunction]
+pub fn find_extension<'py>(py: Python<'py>, path: &str, fullname: &str, key: &str, spec: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let (id, single_phase_def, init_address) = {
+        let m = modules();
+        let Some(entry) = m.files.get(&(path.to_string(), fullname.to_string())).filter(|e| e.key == key) else {
+            return Ok(None);
+        };
+        let Some(&init_address) = m.inits.get(&entry.id) else { return Ok(None) };
+        (entry.id, entry.single_phase_def, init_address)
+    };
+    let module = if single_phase_def != 0 {
+        init::check_single_phase_allowed(py, spec)?;
+        match extensions::import_again(py, single_phase_def as *mut pyo3::ffi::PyModuleDef, fullname)? {
+            Some(module) => module,
+            None => return Ok(None),
+        }
+    } else {
+        init::run_init(py, init_address, None, fullname, path, spec)?
+    };
+    count_module_object(&module, id);
+    Ok(Some(module))
+}
+
+/// Counts `module` as a user of code `id` if it has a definition (whose `m_free` reports its
+/// end); hooks that definition's `m_free` the first time.
+fn count_module_object(module: &Bound<'_, PyAny>, id: u64) {
     // SAFETY: type check under the GIL.
     if unsafe { pyo3::ffi::PyModule_Check(module.as_ptr()) } == 0 {
-        return false;
+        return;
     }
     // SAFETY: module is a module object; NULL means it has no definition.
     let def = unsafe { pyo3::ffi::PyModule_GetDef(module.as_ptr()) };
     if def.is_null() {
-        return false;
+        return;
     }
-    let mut hooked = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner());
-    if hooked.contains_key(&(def as usize)) {
-        return false;
-    }
-    // SAFETY: def is the module's PyModuleDef, in the JIT'd module's writable data; we hold
-    // the GIL, and CPython reads m_free only when the module is deallocated.
-    let original = unsafe { std::ptr::replace(&mut (*def).m_free, Some(module_freed)) };
-    hooked.insert(def as usize, (original, id));
-    true
+    let mut m = modules();
+    m.free_hooks.entry(def as usize).or_insert_with(|| {
+        // SAFETY: def is the module's PyModuleDef, in the JIT'd module's writable data; we
+        // hold the GIL, and CPython reads m_free only when a module is deallocated.
+        let original = unsafe { std::ptr::replace(&mut (*def).m_free, Some(module_freed)) };
+        (original, id)
+    });
+    *m.users.entry(id).or_default() += 1;
 }
 
 unsafe extern "C" fn module_freed(module: *mut std::ffi::c_void) {
     // SAFETY: CPython passes the module being deallocated; its definition is still valid.
     let def = unsafe { pyo3::ffi::PyModule_GetDef(module.cast()) };
-    let Some((original, id)) = FREE_HOOKS.lock().unwrap_or_else(|e| e.into_inner()).remove(&(def as usize)) else {
+    let Some((original, id)) = modules().free_hooks.get(&(def as usize)).copied() else {
         return;
     };
     if let Some(f) = original {
         // SAFETY: the module's own m_free, called as CPython would have.
         unsafe { f(module) };
     }
+    drop_user(id);
+}
+
+/// Drops one reference to code `id`; the last one queues the code to be freed (unless it is
+/// pinned).
+fn drop_user(id: u64) {
+    let mut m = modules();
+    let Some(count) = m.users.get_mut(&id) else { return };
+    *count -= 1;
+    if *count > 0 {
+        return;
+    }
+    m.users.remove(&id);
+    if m.pinned.contains(&id) {
+        return;
+    }
+    m.free_hooks.retain(|_, (_, owner)| *owner != id);
+    drop(m);
     release_later(id);
 }
 
@@ -139,9 +242,10 @@ fn schedule_release() {
 fn release_queued() {
     let ids = std::mem::take(&mut *TO_RELEASE.lock().unwrap_or_else(|e| e.into_inner()));
     for id in ids {
-        let Some(code) = LOADED.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) else { continue };
+        let Some(code) = modules().code.remove(&id) else { continue };
+        modules().inits.remove(&id);
         if let Err(kept) = code.release() {
-            LOADED.lock().unwrap_or_else(|e| e.into_inner()).insert(id, kept);
+            modules().code.insert(id, kept);
         }
     }
 }
@@ -149,7 +253,7 @@ fn release_queued() {
 /// How many extension modules' code this native module holds now.
 #[pyfunction]
 pub fn loaded_extension_count() -> usize {
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).len()
+    modules().code.len()
 }
 
 /// Runs a multi-phase module's exec slots (a no-op for single-phase modules).
@@ -158,19 +262,108 @@ pub fn exec_extension(py: Python<'_>, module: &Bound<'_, PyAny>) -> PyResult<()>
     init::exec_module(py, module)
 }
 
+/// Whether the calling thread runs in the main interpreter.
+#[pyfunction]
+pub fn in_main_interpreter() -> bool {
+    extensions::in_main_interpreter()
+}
+
+/// The records of the Python ABI in a module's bytes: (tag, version) pairs, see
+/// `jitload.abi`.
+#[pyfunction]
+pub fn python_abi_records(data: &[u8]) -> Vec<(String, String)> {
+    jitload_runtime::python_abi::records(data)
+}
+
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(pyo3::wrap_pyfunction!(free_with_module, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(python_abi_records, m)?)?;
+    m.add_function(pyo3::wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     Ok(())
 }
 
-/// Builds `jitload.errors.<cls>(message, name=..., path=...)`.
-pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
+/// The exception classes jitload's native code raises, defined in `jitload.errors` (plain
+/// Python, importable without loading LLVM). Every Rust error type maps onto these by an
+/// exhaustive `match` (`jitload-py`'s `error.rs`, `init.rs` here), never by a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    Jitload,
+    Bitcode,
+    Abi,
+    Compile,
+    Link,
+    Library,
+    Init,
+    InitSystem,
+    Toolchain,
+    CSource,
+    DuplicateSymbol,
+    SymbolNotFound,
+    Removed,
+    Generator,
+    Callback,
+}
+
+impl ErrorClass {
+    /// Every class, for the test that each exists, is exported and is raised.
+    pub const ALL: [ErrorClass; 15] = [
+        ErrorClass::Jitload,
+        ErrorClass::Bitcode,
+        ErrorClass::Abi,
+        ErrorClass::Compile,
+        ErrorClass::Link,
+        ErrorClass::Library,
+        ErrorClass::Init,
+        ErrorClass::InitSystem,
+        ErrorClass::Toolchain,
+        ErrorClass::CSource,
+        ErrorClass::DuplicateSymbol,
+        ErrorClass::SymbolNotFound,
+        ErrorClass::Removed,
+        ErrorClass::Generator,
+        ErrorClass::Callback,
+    ];
+
+    /// The class's name in `jitload.errors`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Jitload => "JitloadError",
+            ErrorClass::Bitcode => "BitcodeError",
+            ErrorClass::Abi => "AbiError",
+            ErrorClass::Compile => "CompileError",
+            ErrorClass::Link => "LinkError",
+            ErrorClass::Library => "LibraryError",
+            ErrorClass::Init => "InitError",
+            ErrorClass::InitSystem => "InitSystemError",
+            ErrorClass::Toolchain => "ToolchainError",
+            ErrorClass::CSource => "CSourceError",
+            ErrorClass::DuplicateSymbol => "DuplicateSymbolError",
+            ErrorClass::SymbolNotFound => "SymbolNotFoundError",
+            ErrorClass::Removed => "RemovedError",
+            ErrorClass::Generator => "GeneratorError",
+            ErrorClass::Callback => "CallbackError",
+        }
+    }
+}
+
+/// The names of [`ErrorClass::ALL`], for the Python test.
+#[pyfunction]
+pub fn error_classes() -> Vec<&'static str> {
+    ErrorClass::ALL.iter().map(|c| c.name()).collect()
+}
+
+/// Builds `jitload.errors.<class>(message, name=..., path=...)`. Should `jitload.errors`
+/// itself fail to import or build the exception, the error is still an `ImportError` with
+/// the same message (the failure chained as its cause), never the lookup's own exception.
+pub fn make_error(py: Python<'_>, class: ErrorClass, message: String, name: Option<&str>, path: Option<&str>) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = py.import("jitload.errors")?;
-        let class = module.getattr(cls)?;
+        let class = module.getattr(class.name())?;
         let kwargs = PyDict::new(py);
         if let Some(n) = name {
             kwargs.set_item("name", n)?;
@@ -181,5 +374,9 @@ pub fn make_error(py: Python<'_>, cls: &str, message: String, name: Option<&str>
         let instance = class.call((message.clone(),), Some(&kwargs))?;
         Ok(PyErr::from_value(instance))
     };
-    build().unwrap_or_else(|e| e)
+    build().unwrap_or_else(|failure| {
+        let err = pyo3::exceptions::PyImportError::new_err(message.clone());
+        err.set_cause(py, Some(failure));
+        err
+    })
 }

@@ -9,6 +9,7 @@ pub mod debug;
 pub mod exit;
 pub mod objcache;
 pub mod pkgcontext;
+pub mod python_abi;
 pub mod resolve;
 pub mod scope_table;
 pub mod tuning;

@@ -326,10 +326,16 @@ impl<'ctx> Module<'ctx> {
         if self.dependent_libraries().iter().any(|l| l == lib) {
             return;
         }
-        let key = cstr("llvm.dependent-libraries");
+        self.add_named_string("llvm.dependent-libraries", lib);
+    }
+
+    /// Appends a node holding one string to named metadata `name` (e.g. jitload's record of
+    /// the Python ABI a module was built for).
+    pub fn add_named_string(&mut self, name: &str, value: &str) {
+        let key = cstr(name);
         // SAFETY: ctx and the string are live; the metadata is uniqued in the context.
         unsafe {
-            let md = LLVMMDStringInContext2(self.ctx.raw(), lib.as_ptr().cast(), lib.len());
+            let md = LLVMMDStringInContext2(self.ctx.raw(), value.as_ptr().cast(), value.len());
             let mut mds = [md];
             let node = LLVMMDNodeInContext2(self.ctx.raw(), mds.as_mut_ptr(), 1);
             let value = LLVMMetadataAsValue(self.ctx.raw(), node);

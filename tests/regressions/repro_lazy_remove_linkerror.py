@@ -2,7 +2,7 @@
 fails with a misleading LinkError ("undefined symbol ...; load the library that defines
 them with jitload.load_library(...)") instead of RemovedError.
 
-    python benches/repro_lazy_remove_linkerror.py [--seconds 60]
+    python tests/regressions/repro_lazy_remove_linkerror.py [--seconds 60]
 
 One thread adds and removes a module ``f0 .. f3`` (``f<j>`` calls ``f<j-1>``) in a lazy
 library, over and over; two threads call ``f3`` (which compiles f3, then f2, f1, f0 on the

@@ -1,7 +1,7 @@
 """Reproducer: removing a module deadlocks when another thread defines a new function name
 in the same library at the same time.
 
-    python benches/repro_stub_lock_deadlock.py [--seconds 20] [--native-stacks]
+    python tests/regressions/repro_stub_lock_deadlock.py [--seconds 20] [--native-stacks]
 
 Thread R adds and removes a 100-function module (same names every time). Thread N adds
 modules whose function names are new every time (and removes them). A watchdog reports

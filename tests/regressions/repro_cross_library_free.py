@@ -1,8 +1,8 @@
 """Reproducer: code of library A is freed while a call that entered through library B (linked
 to A) is running it or about to jump into it.
 
-    python benches/repro_cross_library_free.py [--seconds 30] [--eager]   # --eager crashes too
-    python benches/repro_cross_library_free.py --control   # the same calls entering through A: no crash
+    python tests/regressions/repro_cross_library_free.py [--seconds 30] [--eager]   # --eager crashes too
+    python tests/regressions/repro_cross_library_free.py --control   # the same calls entering through A: no crash
 
 Library A (lazy by default) defines ``target(x)``; a replacer thread replaces it over and
 over (new version numbers). Library B is linked to A and defines ``via_b(x)``, which calls

@@ -4,10 +4,10 @@ regression check — it now prints ~0 B/function/cycle.
 Reproducer: memory grows on every add/remove cycle of the same module, in proportion to
 the number of functions and to the length of their names.
 
-    python benches/repro_symbol_pool_growth.py                 # growth per cycle, two name lengths
-    python benches/repro_symbol_pool_growth.py --cycles 2000 --name-length 200
-    python benches/repro_symbol_pool_growth.py --libraries    # create-library/add/remove-library
-    python benches/repro_symbol_pool_growth.py --distinct     # new function names every cycle
+    python tests/regressions/repro_symbol_pool_growth.py                 # growth per cycle, two name lengths
+    python tests/regressions/repro_symbol_pool_growth.py --cycles 2000 --name-length 200
+    python tests/regressions/repro_symbol_pool_growth.py --libraries    # create-library/add/remove-library
+    python tests/regressions/repro_symbol_pool_growth.py --distinct     # new function names every cycle
 
 Symptom: ``lib.add_ir(ir).remove()`` in a loop, same IR every time (same names), no calls:
 the process's malloc'd bytes in use (``mallinfo2().uordblks``) grow linearly, ~46 bytes per
@@ -28,8 +28,8 @@ script remembers the ExecutionSession from the first ``LLVMOrcExecutionSessionIn
 and, at the trap, clears the pool's dead entries; the script then prints the bytes in use
 again, which fall back to (about) the warm-up level:
 
-    gdb -q -batch -x benches/repro_symbol_pool_growth.gdb \
-        --args .venv/bin/python benches/repro_symbol_pool_growth.py --trap
+    gdb -q -batch -x tests/regressions/repro_symbol_pool_growth.gdb \
+        --args .venv/bin/python tests/regressions/repro_symbol_pool_growth.py --trap
 
 Likely fix (in crates/, not done here): call LLVMOrcSymbolStringPoolClearDeadEntries on the
 session's pool after a module is freed (e.g. every N removals, under the session lock).
@@ -45,7 +45,7 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))  # irgen
 import irgen  # noqa: E402
 
 import jitload  # noqa: E402
@@ -72,7 +72,8 @@ def rss_kb() -> int:
     return 0
 
 
-def run(functions: int, name_length: int, cycles: int, warmup: int, trap: bool, libraries: bool, distinct: bool) -> None:
+def run(functions: int, name_length: int, cycles: int, warmup: int, trap: bool, libraries: bool, distinct: bool) -> float:
+    """Returns the growth of malloc'd memory per function and cycle (bytes)."""
     prefix = "f" + "x" * max(0, name_length - 3) + "_"
     ir = irgen.module_ir(irgen.specs(functions, prefix=prefix, chain=4, trips=0))
     fresh = (irgen.module_ir(irgen.specs(functions, prefix=f"c{i}_", chain=4, trips=0)) for i in range(1 << 62))
@@ -106,6 +107,7 @@ def run(functions: int, name_length: int, cycles: int, warmup: int, trap: bool, 
         cleared = in_use()
         print(f"after LLVMOrcSymbolStringPoolClearDeadEntries: malloc in use {(cleared - before) / 2**20:+.2f} MB "
               f"relative to after warm-up (was {(after - before) / 2**20:+.2f} MB)", flush=True)
+    return per / functions
 
 
 def main() -> int:
@@ -117,11 +119,11 @@ def main() -> int:
     ap.add_argument("--libraries", action="store_true", help="cycle whole libraries instead of modules")
     ap.add_argument("--distinct", action="store_true", help="new function names every cycle (c<cycle>_<i>)")
     ap.add_argument("--trap", action="store_true", help="SIGTRAP after the cycles (run under gdb with the .gdb script)")
+    ap.add_argument("--max-growth", type=float, help="fail (exit 1) if malloc'd memory grows by more bytes per function and cycle")
     args = ap.parse_args()
     lengths = args.name_length or ([3] if args.trap else [3, 203])
-    for n in lengths:
-        run(args.functions, n, args.cycles, args.warmup, args.trap, args.libraries, args.distinct)
-    return 0
+    growth = max(run(args.functions, n, args.cycles, args.warmup, args.trap, args.libraries, args.distinct) for n in lengths)
+    return 1 if args.max_growth is not None and growth > args.max_growth else 0
 
 
 if __name__ == "__main__":

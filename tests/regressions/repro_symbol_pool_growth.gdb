@@ -1,4 +1,4 @@
-# Used by benches/repro_symbol_pool_growth.py --trap (see its docstring).
+# Used by tests/regressions/repro_symbol_pool_growth.py --trap (see its docstring).
 set pagination off
 set breakpoint pending on
 handle SIGTRAP stop nopass

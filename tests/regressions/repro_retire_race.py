@@ -4,8 +4,8 @@ check — it now ends with {'retired early': 0, 'wrong': 0, ...} and exit status
 Reproducer: a module being added can be freed by another thread's add to the same library
 before its names are bound; its stubs then lead into freed (later reused) JIT memory.
 
-    python benches/repro_retire_race.py [--seconds 20]
-    python benches/repro_retire_race.py --no-calls     # only count modules removed on arrival
+    python tests/regressions/repro_retire_race.py [--seconds 20]
+    python tests/regressions/repro_retire_race.py --no-calls     # only count modules removed on arrival
 
 Two threads, one eager library. Thread A adds a 200-function module ``a0..a199`` (each
 returns its version number), checks ``module.removed`` right after ``add_ir`` returned,
