@@ -1029,26 +1029,29 @@ def test_guide_and_docstring_examples() -> None:
 # ---- cost of building ------------------------------------------------------------------
 
 
-def test_building_takes_microseconds(lib: ctypes.CDLL) -> None:
+def test_building_many_and_dropping_them_leaves_nothing_behind(lib: ctypes.CDLL) -> None:
+    """Building is a copy-and-patch into pooled pages (its time is a benchmark:
+    benches/bench_calls.py reports microseconds per wrapper and per thunk): 2,000 wrappers
+    and thunks built, called and dropped leave no live block and no extra page behind."""
+    from jitload import _native
+
     address = addr(lib, "add")
     sig = "int64(int64, int64)"
-    fast.wrap(address, sig)
-    times = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        fast.wrap(address, sig)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    cb = lambda a, b: a  # noqa: E731
-    ttimes = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        fast.callback(cb, sig)
-        ttimes.append(time.perf_counter() - t0)
-    ttimes.sort()
-    # The target is 20 µs; allow for a loaded CI machine here (benches/bench_calls.py measures).
-    assert times[len(times) // 2] < 200e-6, times[len(times) // 2]
-    assert ttimes[len(ttimes) // 2] < 200e-6, ttimes[len(ttimes) // 2]
+    gc.collect()
+    pages_before, live_before = _native._stencils.code_pages()
+    for k in range(1000):
+        f = fast.wrap(address, sig)
+        t = fast.callback(lambda a, b, k=k: a + b + k, sig)
+        assert f(k, 1) == k + 1
+        t.close()
+        del f, t
+    gc.collect()
+    deadline = time.monotonic() + 60  # dead thunks' code is freed after a grace period
+    while _native._stencils.buried_thunks() and time.monotonic() < deadline:  # (which sweeps)
+        time.sleep(0.05)
+    pages_after, live_after = _native._stencils.code_pages()
+    assert live_after == live_before, (live_before, live_after)
+    assert pages_after <= pages_before + 1, (pages_before, pages_after)  # at most the open page
 
 
 def test_no_writable_and_executable_memory(lib: ctypes.CDLL) -> None:
