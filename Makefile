@@ -38,7 +38,7 @@ test-rust: setup
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q --all-targets -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build

@@ -110,6 +110,17 @@ pub fn producer_is_newer(producer: &str, reader: &str) -> bool {
     matches!((major(producer), major(reader)), (Some(p), Some(r)) if p > r)
 }
 
+
+/// The names a module uses without defining them (weak references excluded: those may stay
+/// unresolved), sorted, each once: what must resolve before it is linked.
+pub fn undefined_symbols(symbols: &[ModuleSymbol]) -> Vec<String> {
+    let mut undefined: Vec<String> =
+        symbols.iter().filter(|s| !s.defined && s.used && !s.weak_reference).map(|s| s.name.clone()).collect();
+    undefined.sort();
+    undefined.dedup();
+    undefined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,14 +146,4 @@ mod tests {
         assert_eq!(classify(b"BC\xc0\xde rest", "x.bc").unwrap(), InputKind::Bitcode);
         assert_eq!(classify(b"define void @f() { ret void }", "x.ll").unwrap(), InputKind::IrText);
     }
-}
-
-/// The names a module uses without defining them (weak references excluded: those may stay
-/// unresolved), sorted, each once: what must resolve before it is linked.
-pub fn undefined_symbols(symbols: &[ModuleSymbol]) -> Vec<String> {
-    let mut undefined: Vec<String> =
-        symbols.iter().filter(|s| !s.defined && s.used && !s.weak_reference).map(|s| s.name.clone()).collect();
-    undefined.sort();
-    undefined.dedup();
-    undefined
 }

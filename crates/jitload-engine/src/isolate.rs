@@ -513,6 +513,7 @@ pub use jitload_runtime::wire::{Reader, Writer};
 mod tests {
     use super::*;
 
+    #[allow(clippy::ptr_arg)] // the signature the generic encoder passes (`&T` for T = Vec<u8>)
     fn encode_bytes(v: &Vec<u8>, w: &mut Writer) {
         w.bytes(v);
     }

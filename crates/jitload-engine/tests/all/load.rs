@@ -20,8 +20,10 @@ fn ir_text_is_compiled_and_constructors_run() {
     let session = Session::new().expect("session");
     let opts = LoadOptions { required_symbol: Some("add".into()), ..Default::default() };
     let loaded = session.load_bytes(ADD.as_bytes(), "add.ll", &opts).expect("load");
+    // SAFETY: the engine lowered the module's constructors into this `void()` function.
     let ctor: extern "C" fn() = unsafe { std::mem::transmute(loaded.constructors.expect("ctor") as usize) };
     ctor();
+    // SAFETY: `add` is defined in the IR above as i64(i64, i64) and stays linked while `loaded` lives.
     let add: extern "C" fn(i64, i64) -> i64 = unsafe { std::mem::transmute(loaded.required_address.unwrap() as usize) };
     assert_eq!(add(1, 2), 44);
 }
@@ -43,6 +45,7 @@ fn process_symbols_resolve() {
     let ir = "declare i64 @strlen(ptr)\n@s = private constant [4 x i8] c\"abc\\00\"\ndefine i64 @f() {\n %n = call i64 @strlen(ptr @s)\n ret i64 %n\n}\n";
     let opts = LoadOptions { required_symbol: Some("f".into()), ..Default::default() };
     let loaded = session.load_bytes(ir.as_bytes(), "s.ll", &opts).expect("load");
+    // SAFETY: `f` is defined in the IR above as i64() and stays linked while `loaded` lives.
     let f: extern "C" fn() -> i64 = unsafe { std::mem::transmute(loaded.required_address.unwrap() as usize) };
     assert_eq!(f(), 3);
 }
