@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' -o -name '*.cpp' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint typecheck test-rust test-python corpus corpus-fast bench clean
+.PHONY: setup build demo test lint typecheck test-rust test-python corpus corpus-fast bench bench-wheels clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -62,6 +62,11 @@ bench: build
 	$(PY) -m pip install -q cffi==2.1.1 numba==0.68.1  # the peers bench_calls measures
 	$(PY) benches/bench_calls.py --instructions
 	$(PY) -m pip install -q pybind11==2.13.6 && $(PY) benches/bench_cxx.py
+
+# jitload's bitcode builds vs the PyPI binary wheels of the same versions (issue 16's
+# workloads; writes benchmarks/wheels.json and .md). Builds bitcode wheels on first use.
+bench-wheels: build
+	$(PY) benches/bench_wheels.py
 
 clean:
 	rm -rf target build .corpus benchmarks/out
