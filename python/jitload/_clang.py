@@ -25,9 +25,15 @@ def version_text(path: str) -> str:
         return ""
 
 
+def version_number(path: str) -> str:
+    """The version ``clang --version`` reports ("22.1.8"), "" if none."""
+    m = re.search(r"clang version (\d+(?:\.\d+)*)", version_text(path))
+    return m.group(1) if m else ""
+
+
 def _major(path: str) -> int:
-    m = re.search(r"clang version (\d+)", version_text(path))
-    return int(m.group(1)) if m else -1
+    number = version_number(path)
+    return int(number.split(".")[0]) if number else -1
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,159 @@
+"""Finding and checking the libLLVM that jitload's compiler module (``_native``) links.
+
+``_native`` names ``libLLVM.so.22.1`` as a needed library. Left to the dynamic linker, a
+missing library is a bare "cannot open shared object file", and a wrong one (another LLVM
+given that name, or one built with another C++ library) an "undefined symbol" or worse.
+So before ``_native`` is loaded — at the first compile of a process, never at start-up and
+never on a warm import, which does not load LLVM — :func:`preload` finds the library, checks
+its version, and loads it with ``RTLD_GLOBAL``: ``_native``'s needed entry then resolves to
+it. A failure is an :class:`~jitload.errors.LLVMLibraryError` (an ImportError) naming the
+library, the version found, the one needed and the fix.
+
+Where the library is looked for, in order:
+
+1. ``JITLOAD_LIBLLVM``: a path;
+2. a pip-installed LLVM: a wheel (karellen-llvm-core) that installs ``lib/libLLVM.so.22.1``
+   as data into the environment's ``lib/``, beside ``lib/pythonX.Y/site-packages``;
+3. the dynamic linker's own search (``LD_LIBRARY_PATH``, the ld.so cache: a system LLVM).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NamedTuple, Optional, Tuple
+
+from .errors import LLVMLibraryError
+
+#: The LLVM release ``_native`` is built against (llvm-sys 221), and its library's SONAME.
+REQUIRED: Tuple[int, int] = (22, 1)
+SONAME = f"libLLVM.so.{REQUIRED[0]}.{REQUIRED[1]}"
+
+FIX = (
+    f"install LLVM {REQUIRED[0]}.{REQUIRED[1]}'s shared library: "
+    f"pip install 'karellen-llvm-core=={REQUIRED[0]}.{REQUIRED[1]}.*' (into this environment), "
+    f"or apt-get install libllvm{REQUIRED[0]}; "
+    f"or set JITLOAD_LIBLLVM to the path of an LLVM {REQUIRED[0]}.{REQUIRED[1]} {SONAME}"
+)
+
+
+class LLVMLibrary(NamedTuple):
+    """The libLLVM in use: its path, version and how it was found."""
+
+    path: str
+    version: Tuple[int, int, int]
+    source: str
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+_loaded: Optional[LLVMLibrary] = None
+
+
+def _environment_lib_dir() -> str:
+    """``<prefix>/lib`` of the environment this package is installed in: this file is
+    ``<prefix>/lib/pythonX.Y/site-packages/jitload/_llvm.py`` (venv, --user or system)."""
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+
+
+def candidates() -> list[Tuple[str, str]]:
+    """(file name or path, where it came from) to try, in order; see the module docstring."""
+    found = []
+    explicit = os.environ.get("JITLOAD_LIBLLVM")
+    if explicit:
+        found.append((explicit, "JITLOAD_LIBLLVM"))
+    for lib_dir in dict.fromkeys([_environment_lib_dir(), os.path.join(sys.prefix, "lib")]):
+        path = os.path.join(lib_dir, SONAME)
+        if os.path.exists(path):
+            found.append((path, "pip-installed LLVM"))
+    found.append((SONAME, "the dynamic linker's search path"))
+    return found
+
+
+def _loaded_path(handle: int, fallback: str) -> str:
+    """The file the dynamic linker opened for ``handle`` (``dlinfo``'s link map)."""
+    import ctypes
+
+    class LinkMap(ctypes.Structure):
+        _fields_ = [("l_addr", ctypes.c_void_p), ("l_name", ctypes.c_char_p)]
+
+    RTLD_DI_LINKMAP = 2
+    for libname in (None, "libdl.so.2"):
+        try:
+            dlinfo = ctypes.CDLL(libname).dlinfo
+        except (OSError, AttributeError):
+            continue
+        entry = ctypes.POINTER(LinkMap)()
+        if dlinfo(ctypes.c_void_p(handle), RTLD_DI_LINKMAP, ctypes.byref(entry)) == 0 and entry:
+            name: Optional[bytes] = entry.contents.l_name
+            if name:
+                return os.path.realpath(name.decode(errors="replace"))
+    return fallback
+
+
+def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str]:
+    """Opens and checks one candidate: (the library, "") or (None, why not)."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    except OSError as e:
+        return None, f"{name} ({source}): cannot be opened: {e}"
+    path = _loaded_path(lib._handle, name)
+    try:
+        get_version = lib.LLVMGetVersion
+    except AttributeError:
+        return None, f"{path} ({source}): no LLVMGetVersion: LLVM 15 or older, or not LLVM at all"
+    numbers = [ctypes.c_uint() for _ in range(3)]
+    get_version.restype = None
+    get_version(*(ctypes.byref(n) for n in numbers))
+    found = LLVMLibrary(path, (numbers[0].value, numbers[1].value, numbers[2].value), source)
+    if found.version[:2] != REQUIRED:
+        return None, f"{path} ({source}): LLVM {found.version_text}, not {REQUIRED[0]}.{REQUIRED[1]}"
+    return found, ""
+
+
+def find() -> LLVMLibrary:
+    """The libLLVM jitload would use (loaded, not yet global). Raises LLVMLibraryError."""
+    problems = []
+    for name, source in candidates():
+        found, problem = _open(name, source)
+        if found is not None:
+            return found
+        problems.append(problem)
+        if source == "JITLOAD_LIBLLVM":
+            break  # an explicit choice is not second-guessed
+    raise LLVMLibraryError(
+        f"jitload needs {SONAME} (LLVM {REQUIRED[0]}.{REQUIRED[1]}.x) to compile bitcode; "
+        + "; ".join(problems)
+        + f". Fix: {FIX}.",
+        name=SONAME,
+    )
+
+
+def preload() -> LLVMLibrary:
+    """Finds and checks libLLVM, then makes it global so ``_native``'s needed entry resolves
+    to it. Idempotent. Raises LLVMLibraryError."""
+    global _loaded
+    if _loaded is None:
+        import ctypes
+
+        found = find()
+        ctypes.CDLL(found.path, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        _loaded = found
+    return _loaded
+
+
+def native_path() -> str:
+    """The file of the compiler module, ``_lib/_native.<suffix>`` (out of the import path,
+    so that ``import jitload._native`` finds ``_native.py``, which checks libLLVM first)."""
+    import importlib.machinery
+
+    lib_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_lib")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(lib_dir, "_native" + suffix)
+        if os.path.exists(path):
+            return path
+    raise ImportError(f"jitload's compiler module (_native) is not installed in {lib_dir}", name="jitload._native")
