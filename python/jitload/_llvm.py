@@ -72,7 +72,7 @@ def candidates() -> list[Tuple[str, str]]:
     return found
 
 
-def _loaded_path(handle: int, fallback: str) -> str:
+def _dlinfo_path(handle: int) -> Optional[str]:
     """The file the dynamic linker opened for ``handle`` (``dlinfo``'s link map)."""
     import ctypes
 
@@ -90,7 +90,18 @@ def _loaded_path(handle: int, fallback: str) -> str:
             name: Optional[bytes] = entry.contents.l_name
             if name:
                 return os.path.realpath(name.decode(errors="replace"))
-    return fallback
+    return None
+
+
+def opened_path(name: str) -> Optional[str]:
+    """The file the dynamic linker opens for library ``name`` (a SONAME or a path) in this
+    process, or None if it cannot be opened."""
+    import ctypes
+
+    try:
+        return _dlinfo_path(ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)._handle)
+    except OSError:
+        return None
 
 
 def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str]:
@@ -101,7 +112,7 @@ def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str]:
         lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as e:
         return None, f"{name} ({source}): cannot be opened: {e}"
-    path = _loaded_path(lib._handle, name)
+    path = _dlinfo_path(lib._handle) or name
     try:
         get_version = lib.LLVMGetVersion
     except AttributeError:
