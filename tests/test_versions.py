@@ -106,3 +106,20 @@ def test_missing_libllvm(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**os.environ, "JITLOAD_LIBLLVM": str(missing)}, timeout=120,
     )
     assert version.returncode == 1 and "cannot be opened" in version.stdout
+
+
+def test_clang_in_the_environment_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install "jitload[build]"` puts clang-22 in the environment's bin/: found before
+    the system's (here a link to the system's clang stands in the environment's bin/)."""
+    from jitload import _clang
+
+    system = _clang.find()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "clang-22").symlink_to(system)
+    monkeypatch.setattr(_llvm, "environment_prefix", lambda: str(tmp_path))
+    monkeypatch.delenv("JITLOAD_CLANG", raising=False)
+    _clang.find.cache_clear()
+    try:
+        assert _clang.find() == str(tmp_path / "bin" / "clang-22")
+    finally:
+        _clang.find.cache_clear()

@@ -52,10 +52,11 @@ class LLVMLibrary(NamedTuple):
 _loaded: Optional[LLVMLibrary] = None
 
 
-def _environment_lib_dir() -> str:
-    """``<prefix>/lib`` of the environment this package is installed in: this file is
+def environment_prefix() -> str:
+    """The prefix of the environment this package is installed in, where pip puts wheels'
+    data files (``lib/``, ``bin/``): this file is
     ``<prefix>/lib/pythonX.Y/site-packages/jitload/_llvm.py`` (venv, --user or system)."""
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", ".."))
 
 
 def candidates() -> list[Tuple[str, str]]:
@@ -64,7 +65,7 @@ def candidates() -> list[Tuple[str, str]]:
     explicit = os.environ.get("JITLOAD_LIBLLVM")
     if explicit:
         found.append((explicit, "JITLOAD_LIBLLVM"))
-    for lib_dir in dict.fromkeys([_environment_lib_dir(), os.path.join(sys.prefix, "lib")]):
+    for lib_dir in dict.fromkeys([os.path.join(environment_prefix(), "lib"), os.path.join(sys.prefix, "lib")]):
         path = os.path.join(lib_dir, SONAME)
         if os.path.exists(path):
             found.append((path, "pip-installed LLVM"))
@@ -104,38 +105,70 @@ def opened_path(name: str) -> Optional[str]:
         return None
 
 
-def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str]:
-    """Opens and checks one candidate: (the library, "") or (None, why not)."""
+def _cxx_mismatch(path: str) -> Optional[str]:
+    """Why the library at ``path`` cannot serve the compiler module, whose C++ shims pass
+    LLVM's C++ types across (so one C++ standard library for both), or None."""
+    theirs, ours = cxx_runtime(path), _native_cxx_runtime()
+    if theirs and ours and theirs != ours:
+        return f"built with {theirs}; jitload's compiler module uses {ours}"
+    return None
+
+
+def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str, bool]:
+    """Opens and checks one candidate: (the library, "", True) or (None, why not, whether it
+    was loaded). A path is checked for its C++ library before it is loaded: once loaded, a
+    library answers for its SONAME, so a wrong one ends the search."""
     import ctypes
 
+    if os.sep in name:
+        mismatch = _cxx_mismatch(name) if os.path.exists(name) else None
+        if mismatch:
+            return None, f"{os.path.realpath(name)} ({source}): {mismatch}", False
     try:
         lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as e:
-        return None, f"{name} ({source}): cannot be opened: {e}"
+        return None, f"{name} ({source}): cannot be opened: {e}", False
     path = _dlinfo_path(lib._handle) or name
     try:
         get_version = lib.LLVMGetVersion
     except AttributeError:
-        return None, f"{path} ({source}): no LLVMGetVersion: LLVM 15 or older, or not LLVM at all"
+        return None, f"{path} ({source}): no LLVMGetVersion: LLVM 15 or older, or not LLVM at all", True
     numbers = [ctypes.c_uint() for _ in range(3)]
     get_version.restype = None
     get_version(*(ctypes.byref(n) for n in numbers))
     found = LLVMLibrary(path, (numbers[0].value, numbers[1].value, numbers[2].value), source)
     if found.version[:2] != REQUIRED:
-        return None, f"{path} ({source}): LLVM {found.version_text}, not {REQUIRED[0]}.{REQUIRED[1]}"
-    return found, ""
+        return None, f"{path} ({source}): LLVM {found.version_text}, not {REQUIRED[0]}.{REQUIRED[1]}", True
+    mismatch = _cxx_mismatch(path)
+    if mismatch:
+        return None, f"{path} ({source}): LLVM {found.version_text} {mismatch}", True
+    return found, "", True
+
+
+def cxx_runtime(path: str) -> Optional[str]:
+    """The C++ standard library an ELF file links (``libstdc++.so.6``/``libc++.so.1``), if any."""
+    from .elf import needed
+
+    return next((n for n in needed(path) if n.startswith(("libstdc++.so", "libc++.so"))), None)
+
+
+def _native_cxx_runtime() -> Optional[str]:
+    try:
+        return cxx_runtime(native_path())
+    except ImportError:
+        return None
 
 
 def find() -> LLVMLibrary:
     """The libLLVM jitload would use (loaded, not yet global). Raises LLVMLibraryError."""
     problems = []
     for name, source in candidates():
-        found, problem = _open(name, source)
+        found, problem, loaded = _open(name, source)
         if found is not None:
             return found
         problems.append(problem)
-        if source == "JITLOAD_LIBLLVM":
-            break  # an explicit choice is not second-guessed
+        if loaded or source == "JITLOAD_LIBLLVM":
+            break  # a loaded library answers for the SONAME; an explicit choice stands
     raise LLVMLibraryError(
         f"jitload needs {SONAME} (LLVM {REQUIRED[0]}.{REQUIRED[1]}.x) to compile bitcode; "
         + "; ".join(problems)
