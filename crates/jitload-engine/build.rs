@@ -9,6 +9,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LLVM_SYS_221_PREFIX");
     let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
     let config = format!("{prefix}/bin/llvm-config");
+    // Its flags are the shim's ABI: a different llvm-config (scripts/pip-llvm-prefix.sh) rebuilds.
+    println!("cargo:rerun-if-changed={config}");
     let out = Command::new(&config)
         .arg("--cxxflags")
         .output()
