@@ -5,7 +5,8 @@
 # Its llvm-config is the system LLVM 22's (same release, so the same C and C++ headers) except
 # that the library directory is the venv's and C++ compiles use the venv's libc++ headers:
 # the engine's C++ shims pass LLVM's C++ types to that libLLVM, so they must use its C++
-# library, and without RTTI as that libLLVM is built. The system LLVM 22 is only needed to
+# library (-I, ahead of any C library headers a compiler such as zig adds), and without RTTI
+# as that libLLVM is built. The system LLVM 22 is only needed to
 # build, never to run.
 set -euo pipefail
 venv=$(realpath "$1"); prefix=$(realpath -m "$2")
@@ -20,7 +21,7 @@ cat > "$prefix/bin/llvm-config" <<SH
 real=$system/bin/llvm-config
 case "\$1" in
   --libdir) echo "$venv/lib" ;;
-  --cxxflags) echo "\$("\$real" --cxxflags | sed 's/-D_GLIBCXX_USE_CXX11_ABI=1//') -fno-rtti -nostdinc++ -isystem $venv/include/x86_64-unknown-linux-gnu/c++/v1 -isystem $venv/include/c++/v1" ;;
+  --cxxflags) echo "\$("\$real" --cxxflags | sed 's/-D_GLIBCXX_USE_CXX11_ABI=1//') -fno-rtti -nostdinc++ -I$venv/include/x86_64-unknown-linux-gnu/c++/v1 -I$venv/include/c++/v1" ;;
   --cflags) "\$real" --cflags | sed 's/-D_GLIBCXX_USE_CXX11_ABI=1//' ;;
   *) exec "\$real" "\$@" ;;
 esac

@@ -24,5 +24,10 @@ fn main() {
     for flag in flags.split_whitespace() {
         build.flag(flag);
     }
+    // With a libc++-based libLLVM (scripts/pip-llvm-prefix.sh), jitload-py links that libc++.
+    println!("cargo:rerun-if-env-changed=JITLOAD_LIBCXX_DIR");
+    if std::env::var_os("JITLOAD_LIBCXX_DIR").is_some() {
+        build.cpp_link_stdlib(None);
+    }
     build.compile("jitload_shim");
 }

@@ -22,6 +22,7 @@ const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitl
 
 fn main() {
     let started = SystemTime::now();
+    link_libcxx();
     println!("cargo:rerun-if-env-changed=JITLOAD_SKIP_EXTRAS");
     if env::var_os("JITLOAD_SKIP_EXTRAS").is_some_and(|v| v == "1") {
         return;
@@ -43,6 +44,24 @@ fn main() {
 
     build_fastload(root, &fastload, started);
     build_cxx_guard(&crates.join("jitload-runtime/shim/cxx.cpp"), &guard, started);
+}
+
+/// With a libc++-based libLLVM (`JITLOAD_LIBCXX_DIR`, see scripts/pip-llvm-prefix.sh) the C++
+/// shims link that libLLVM's libc++ by file: a compiler's own (zig's, under `maturin --zig`)
+/// would be a second copy, and `-lc++` means zig's.
+/// Likewise `JITLOAD_LIBGCC_S`, the library file that replaces the `-lgcc_s` zig drops (see
+/// crates/jitload-fastload/build.rs).
+fn link_libcxx() {
+    println!("cargo:rerun-if-env-changed=JITLOAD_LIBCXX_DIR");
+    if let Some(dir) = env::var_os("JITLOAD_LIBCXX_DIR") {
+        for lib in ["libc++.so.1", "libc++abi.so.1"] {
+            println!("cargo:rustc-link-arg-cdylib={}", Path::new(&dir).join(lib).display());
+        }
+    }
+    println!("cargo:rerun-if-env-changed=JITLOAD_LIBGCC_S");
+    if let Some(path) = env::var_os("JITLOAD_LIBGCC_S") {
+        println!("cargo:rustc-link-arg-cdylib={}", path.to_string_lossy());
+    }
 }
 
 /// `cargo build -p jitload-fastload` for this build's target and profile, then a copy of the
