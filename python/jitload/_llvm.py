@@ -5,8 +5,8 @@ missing library is a bare "cannot open shared object file", and a wrong one (ano
 given that name, or one built with another C++ library) an "undefined symbol" or worse.
 So before ``_native`` is loaded — at the first compile of a process, never at start-up and
 never on a warm import, which does not load LLVM — :func:`preload` finds the library, checks
-its version, and loads it with ``RTLD_GLOBAL``: ``_native``'s needed entry then resolves to
-it. A failure is an :class:`~jitload.errors.LLVMLibraryError` (an ImportError) naming the
+its version, and loads it: ``_native``'s needed entry then resolves to it (the dynamic linker
+matches a loaded library by its SONAME). A failure is an :class:`~jitload.errors.LLVMLibraryError` (an ImportError) naming the
 library, the version found, the one needed and the fix.
 
 Where the library is looked for, in order:
@@ -178,14 +178,16 @@ def find() -> LLVMLibrary:
 
 
 def preload() -> LLVMLibrary:
-    """Finds and checks libLLVM, then makes it global so ``_native``'s needed entry resolves
-    to it. Idempotent. Raises LLVMLibraryError."""
+    """Finds and checks libLLVM and keeps it loaded, so that ``_native``'s needed entry
+    resolves to it. Idempotent. Raises LLVMLibraryError."""
     global _loaded
     if _loaded is None:
         import ctypes
 
         found = find()
-        ctypes.CDLL(found.path, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        # Kept loaded (and local: global, LLVM's symbols would be found by JIT'd code looking
+        # for the process's). _native's needed entry matches it by SONAME.
+        ctypes.CDLL(found.path, mode=os.RTLD_NOW | os.RTLD_LOCAL)
         _loaded = found
     return _loaded
 
