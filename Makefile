@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' -o -name '*.cpp' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint typecheck test-rust test-python test-sdist wheel-manylinux corpus corpus-fast bench clean
+.PHONY: setup build demo test lint typecheck test-rust test-python test-sdist wheel-manylinux test-wheel corpus corpus-fast bench clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -48,6 +48,10 @@ test: lint typecheck test-rust test-python corpus-fast test-sdist
 # The manylinux_2_28 wheel with LLVM from PyPI (karellen-llvm-core); see docs/distribution.md.
 wheel-manylinux: setup
 	nice bash scripts/manylinux-wheel.sh target/wheels-manylinux
+
+# The manylinux wheel in a clean Debian 12 minbase root (debootstrap; needs root or sudo).
+test-wheel: wheel-manylinux
+	bash tests/wheel/minbase.sh target/wheels-manylinux/jitload-*manylinux_2_28_x86_64.whl
 
 # An sdist, built into a wheel in a clean venv, gives the Makefile's wheel (same files).
 test-sdist: build
