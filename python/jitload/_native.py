@@ -38,4 +38,8 @@ def _load() -> object:
     return module
 
 
+# Out of sys.modules while libLLVM and the extension load (tens of milliseconds): code that
+# looks there for a loaded _native (without importing it) must not find this half-made module;
+# a thread importing it waits on the module's import lock, then gets the extension.
+del sys.modules[__name__]
 sys.modules[__name__] = _load()  # type: ignore[assignment]

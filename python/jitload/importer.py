@@ -55,6 +55,7 @@ class _SubinterpreterNative:
 
     def __init__(self) -> None:
         import ctypes
+        import importlib.util  # noqa: F401
 
         from ._llvm import native_path
 
