@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import sys
 
-from . import _llvm
-from .errors import LLVMLibraryError
+
+def __getattr__(name: str) -> object:
+    """While this module loads the extension (tens of milliseconds), another thread can find
+    it in ``sys.modules`` and ask it for an attribute: wait for the import (its lock) and
+    answer from the extension."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    import importlib
+
+    return getattr(importlib.import_module(__name__), name)
 
 
 def _load() -> object:
     from importlib.machinery import ExtensionFileLoader
     from importlib.util import module_from_spec, spec_from_file_location
+
+    from . import _llvm
+    from .errors import LLVMLibraryError
 
     library = _llvm.preload()
     path = _llvm.native_path()
@@ -38,8 +49,4 @@ def _load() -> object:
     return module
 
 
-# Out of sys.modules while libLLVM and the extension load (tens of milliseconds): code that
-# looks there for a loaded _native (without importing it) must not find this half-made module;
-# a thread importing it waits on the module's import lock, then gets the extension.
-del sys.modules[__name__]
 sys.modules[__name__] = _load()  # type: ignore[assignment]
