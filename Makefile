@@ -7,23 +7,17 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' -o -name '*.cpp' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint typecheck test-rust test-python corpus corpus-fast bench bench-wheels clean
+.PHONY: setup build demo test lint typecheck test-rust test-python test-sdist wheel-manylinux test-wheel corpus corpus-fast bench bench-wheels clean
 
 setup:
 	@bash scripts/bootstrap.sh
 
-# _fastload's C++ exception guards, a library of their own (loaded only with libstdc++).
-CXX_GUARD_BUILD := c++ -shared -fPIC -O2 -std=c++17 -fexceptions -o python/jitload/libjitload_cxxguard.so crates/jitload-runtime/shim/cxx.cpp
-
 $(WHEEL_STAMP): $(SOURCES) | setup
 	@mkdir -p target
 	@# One build at a time: parallel `make build`s would delete each other's wheels.
-	@# _fastload (no LLVM) is a second extension module: cargo builds it, maturin ships it
-	@# from the package directory next to _native, which maturin builds.
+	@# The route every other one takes (pip, an sdist): maturin, whose cargo build of _native
+	@# also builds _fastload and the C++ guard library (crates/jitload-py/build.rs).
 	flock target/.build.lock bash -c 'rm -rf target/wheels && \
-	  cargo build --release -q -p jitload-fastload && \
-	  cp target/release/lib_fastload.so python/jitload/_fastload.abi3.so && \
-	  $(CXX_GUARD_BUILD) && \
 	  $(VENV)/bin/maturin build --release --compatibility linux --auditwheel skip -o target/wheels -q && \
 	  $(PY) -m pip install -q --force-reinstall --no-deps target/wheels/jitload-*.whl'
 	@touch $@
@@ -49,7 +43,19 @@ typecheck: build
 	$(PY) -m mypy --strict python/jitload python/_jitload_hook.py python/_jitload_finder.py
 	$(PY) -m mypy.stubtest jitload._native jitload._fastload
 
-test: lint typecheck test-rust test-python corpus-fast
+test: lint typecheck test-rust test-python corpus-fast test-sdist
+
+# The manylinux_2_28 wheel with LLVM from PyPI (karellen-llvm-core); see docs/distribution.md.
+wheel-manylinux: setup
+	nice bash scripts/manylinux-wheel.sh target/wheels-manylinux
+
+# The manylinux wheel in a clean Debian 12 minbase root (debootstrap; needs root or sudo).
+test-wheel: wheel-manylinux
+	bash tests/wheel/minbase.sh target/wheels-manylinux/jitload-*manylinux_2_28_x86_64.whl
+
+# An sdist, built into a wheel in a clean venv, gives the Makefile's wheel (same files).
+test-sdist: build
+	nice $(PY) tests/packaging/sdist_wheel.py target/wheels/jitload-*.whl
 
 corpus-fast: build
 	$(PY) tests/corpus/run.py --fast

@@ -32,7 +32,7 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-want="maturin>=1.5,<2 pytest>=8 pytest-timeout setuptools wheel Cython>=3.0 build mypy"
+want="maturin>=1.5,<2 pytest>=8 pytest-timeout setuptools wheel Cython>=3.0 build mypy auditwheel>=6"
 stamp=.venv/.bootstrap-$(echo "$want" | md5sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip

@@ -9,6 +9,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LLVM_SYS_221_PREFIX");
     let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
     let config = format!("{prefix}/bin/llvm-config");
+    // Its flags are the shim's ABI: a different llvm-config (scripts/pip-llvm-prefix.sh) rebuilds.
+    println!("cargo:rerun-if-changed={config}");
     let out = Command::new(&config)
         .arg("--cxxflags")
         .output()
@@ -21,6 +23,11 @@ fn main() {
     // is ABI-compatible with libLLVM.
     for flag in flags.split_whitespace() {
         build.flag(flag);
+    }
+    // With a libc++-based libLLVM (scripts/pip-llvm-prefix.sh), jitload-py links that libc++.
+    println!("cargo:rerun-if-env-changed=JITLOAD_LIBCXX_DIR");
+    if std::env::var_os("JITLOAD_LIBCXX_DIR").is_some() {
+        build.cpp_link_stdlib(None);
     }
     build.compile("jitload_shim");
 }

@@ -22,11 +22,12 @@ fn main() {
         return;
     }
     // Exceptions and RTTI on (these guards catch C++ exceptions), so no LLVM flags.
-    cc::Build::new()
-        .cpp(true)
-        .file("shim/cxx.cpp")
-        .flag("-std=c++17")
-        .flag("-fexceptions")
-        .warnings(false)
-        .compile("jitload_cxx_shim");
+    let mut build = cc::Build::new();
+    build.cpp(true).file("shim/cxx.cpp").flag("-std=c++17").flag("-fexceptions").warnings(false);
+    // With a libc++-based libLLVM (scripts/pip-llvm-prefix.sh), jitload-py links that libc++.
+    println!("cargo:rerun-if-env-changed=JITLOAD_LIBCXX_DIR");
+    if std::env::var_os("JITLOAD_LIBCXX_DIR").is_some() {
+        build.cpp_link_stdlib(None);
+    }
+    build.compile("jitload_cxx_shim");
 }

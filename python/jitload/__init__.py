@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         JitloadError,
         JitloadWarning,
         LibraryError,
+        LLVMLibraryError,
         LinkError,
         RemovedError,
         SymbolNotFoundError,
@@ -60,6 +61,7 @@ _ERROR_NAMES = (
     "JitloadError",
     "JitloadWarning",
     "LibraryError",
+    "LLVMLibraryError",
     "LinkError",
     "RemovedError",
     "SymbolNotFoundError",
@@ -99,6 +101,7 @@ __all__ = [
     "JitloadError",
     "JitloadWarning",
     "LibraryError",
+    "LLVMLibraryError",
     "LinkError",
     "ToolchainError",
     "cache_stats",
@@ -111,6 +114,7 @@ __all__ = [
     "load_library",
     "loaded_libraries",
     "uninstall",
+    "versions",
 ]
 
 
@@ -211,6 +215,27 @@ def cache_stats() -> Dict[str, int]:
         "stores": engine.get("stores", 0),
         "store_failures": engine.get("store_failures", 0),
     }
+
+
+def versions() -> Dict[str, str]:
+    """jitload's version, and LLVM's and clang's with where they were found: keys
+    ``jitload``, ``llvm`` and ``libllvm`` (the library's path, or why none is usable),
+    ``clang`` and ``clang_path`` ("" when not found). Loads libLLVM, not jitload's compiler."""
+    from . import _clang, _llvm
+    from .errors import LLVMLibraryError, ToolchainError
+
+    found: Dict[str, str] = {"jitload": __version__}
+    try:
+        library = _llvm.find()
+        found.update(llvm=library.version_text, libllvm=f"{library.path} ({library.source})")
+    except LLVMLibraryError as e:
+        found.update(llvm="", libllvm=str(e))
+    try:
+        clang = _clang.find()
+        found.update(clang=_clang.version_number(clang), clang_path=clang)
+    except ToolchainError as e:
+        found.update(clang="", clang_path=str(e))
+    return found
 
 
 def dependent_libraries(path: str) -> List[str]:

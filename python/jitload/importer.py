@@ -55,12 +55,11 @@ class _SubinterpreterNative:
 
     def __init__(self) -> None:
         import ctypes
-        import importlib.util
+        import importlib.util  # noqa: F401
 
-        spec = importlib.util.find_spec("jitload._native")
-        if spec is None or spec.origin is None:
-            raise ImportError("jitload._native is not installed")
-        lib = ctypes.PyDLL(spec.origin)
+        from ._llvm import native_path
+
+        lib = ctypes.PyDLL(native_path())
         self._load = lib.jitload_subinterpreter_load
         self._load.restype = ctypes.py_object
         self._load.argtypes = [ctypes.py_object] * 4 + [ctypes.c_int, ctypes.c_int]
@@ -116,7 +115,11 @@ def _native() -> Any:
         native: Any
         try:
             from . import _native as native
-        except ImportError:
+        except ImportError as error:
+            from .errors import LLVMLibraryError
+
+            if isinstance(error, LLVMLibraryError):
+                raise  # no libLLVM: the ctypes entry points need it too
             try:
                 native = _SubinterpreterNative()
             except ImportError as e:
