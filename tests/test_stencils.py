@@ -1050,7 +1050,7 @@ def test_building_many_and_dropping_them_leaves_nothing_behind(lib: ctypes.CDLL)
     while _native._stencils.buried_thunks() and time.monotonic() < deadline:  # (which sweeps)
         time.sleep(0.05)
     pages_after, live_after = _native._stencils.code_pages()
-    assert live_after == live_before, (live_before, live_after)
+    assert live_after <= live_before, (live_before, live_after)  # (other tests' blocks may go meanwhile)
     assert pages_after <= pages_before + 1, (pages_before, pages_after)  # at most the open page
 
 
