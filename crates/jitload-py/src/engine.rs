@@ -268,6 +268,11 @@ pub fn epoch_guard_hole(name: &str) -> Option<u64> {
     })
 }
 
+/// Whether the inline epoch guard must fence on entry (decided once per process).
+pub fn epoch_guard_fences() -> bool {
+    jitload_engine::grace::inline::readers_fence()
+}
+
 /// The inline epoch guard's slow entry (the thread is not registered yet): enters the call.
 extern "C" fn jitload_fast_grace_enter() {
     // Registration only allocates; an allocation failure aborts, it does not unwind. The

@@ -305,7 +305,7 @@ fn wrap(
 fn parse_guard(guard: &Bound<'_, PyAny>) -> PyResult<Guard> {
     if let Ok(name) = guard.extract::<String>() {
         if name == "epoch" {
-            return Ok(Guard::Epoch);
+            return Ok(Guard::Epoch { fence: crate::engine::epoch_guard_fences() });
         }
         return Err(PyValueError::new_err(format!("unknown guard {name:?}: expected \"epoch\" or (enter, exit, ctx)")));
     }

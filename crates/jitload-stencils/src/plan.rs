@@ -17,8 +17,9 @@ pub enum Guard {
     /// The engine's epoch guard (`jitload_engine::grace`), inline in the stencils: code
     /// retired during the call is freed after it returns, and the error of a failed stub call
     /// is raised. Its words, addresses and slow paths are process-wide holes (`_JIT_GRACE*`,
-    /// `jitload_fast_grace_*`), resolved by the [`Runtime`].
-    Epoch,
+    /// `jitload_fast_grace_*`), resolved by the [`Runtime`]. `fence`: entering executes a full
+    /// fence (`grace::readers_fence()`; else the reclaimer fences for every thread).
+    Epoch { fence: bool },
 }
 
 /// What a call wrapper calls and how.
@@ -69,7 +70,7 @@ fn place(sig: &Signature, what: &str) -> Result<Placement, Error> {
 /// The stencils of a wrapper, without emitting them.
 pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     let sig = spec.signature;
-    let epoch = spec.guard == Some(Guard::Epoch);
+    let epoch = spec.guard == Some(Guard::Epoch { fence: false });
     let fusable = spec.guard.is_none() || epoch;
     if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) && !spec.release_gil && fusable {
         // The common shapes, one fused stencil each (entry, conversions, call, box): no
@@ -121,8 +122,10 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
         (None, true) => id::entry_buffers,
         (Some(Guard::Calls { .. }), false) => id::entry_guard,
         (Some(Guard::Calls { .. }), true) => id::entry_guard_buffers,
-        (Some(Guard::Epoch), false) => id::entry_epoch,
-        (Some(Guard::Epoch), true) => id::entry_epoch_buffers,
+        (Some(Guard::Epoch { fence: false }), false) => id::entry_epoch,
+        (Some(Guard::Epoch { fence: false }), true) => id::entry_epoch_buffers,
+        (Some(Guard::Epoch { fence: true }), false) => id::entry_epoch_fenced,
+        (Some(Guard::Epoch { fence: true }), true) => id::entry_epoch_fenced_buffers,
     };
     let mut entry = Piece::new(entry).with(sym::_JIT_NARGS, sig.args.len() as u64);
     if let Some(Guard::Calls { enter, exit, ctx }) = spec.guard {

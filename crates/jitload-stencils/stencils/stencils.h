@@ -142,9 +142,11 @@ INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : 
  *   +16  GRACE_CALL_ERROR or 0: a stub call on this thread recorded an error
  * _JIT_GRACE_EPOCH and _JIT_GRACE_PENDING are the addresses of the global epoch and of the
  * count of retired items waiting (64-bit words, read with volatile loads: relaxed atomic
- * loads on x86-64). Entering publishes the epoch with a locked exchange (a full barrier, as
- * grace.rs's SeqCst fence: the store is visible before any code pointer is read); leaving
- * clears it with a plain store (x86-64 stores are release stores). The slow paths are the
+ * loads on x86-64). Entering publishes the epoch with a plain store and a compiler barrier
+ * where the reclaimer fences for every thread (membarrier: grace.rs's readers_fence() is
+ * false), else with a locked exchange (a full barrier, as grace.rs's SeqCst fence: the store
+ * is visible before any code pointer is read); leaving clears it with a plain store (x86-64
+ * stores are release stores). The slow paths are the
  * host's: jitload_fast_grace_enter registers the thread and enters; exit_slow frees what
  * waits (without the GIL) and raises the stub-call error (dropping the result). */
 HOLE(_JIT_GRACE_EPOCH);
@@ -164,11 +166,15 @@ extern PyObject *jitload_fast_grace_exit_slow(PyObject *result);
 /* "re": a register or a sign-extended 32-bit immediate (GRACE_IDLE is -1). */
 #define GRACE_SET(OFFSET, v) __asm__ volatile("movq %0, %%fs:_JIT_GRACE+" #OFFSET : : "re"((uint64_t)(v)) : "memory")
 
-INLINE void grace_enter(void) {
+INLINE void grace_enter(int fence) {
     uint64_t s = GRACE_GET(0);
     if (LIKELY(s == GRACE_REGISTERED)) { /* the outermost call publishes its epoch */
         uint64_t epoch = *(volatile uint64_t *)_JIT_GRACE_EPOCH;
-        __asm__ volatile("xchgq %0, %%fs:_JIT_GRACE+8" : "+r"(epoch) : : "memory");
+        if (fence) {
+            __asm__ volatile("xchgq %0, %%fs:_JIT_GRACE+8" : "+r"(epoch) : : "memory");
+        } else {
+            GRACE_SET(8, epoch);
+        }
     } else if (UNLIKELY(!(s & GRACE_REGISTERED))) {
         jitload_fast_grace_enter();
         return;

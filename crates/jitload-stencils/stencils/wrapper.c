@@ -12,7 +12,8 @@
  *   box_*     raw result -> Python object; returns to the entry.
  *   entry0_*, entry1_*, entry2_*  fused entries for the common shapes (no argument, one or
  *             two 64-bit integers): entry, conversions, call and box in one stencil.
- *   entry_epoch*, entry{0,1,2}_epoch_*  the same under the engine's epoch guard, inline.
+ *   entry_epoch*, entry{0,1,2}_epoch_*  entries under the engine's epoch guard, inline
+ *             (entry_epoch_fenced*: where entering must fence, see stencils.h).
  *
  * The chain's state is four values: args, the frame and the register slots r0 and r1.
  * Under preserve_none they travel in r12-r15, which the C convention preserves, so they
@@ -45,9 +46,10 @@ extern PN HIDDEN PyObject *_JIT_CONTINUE(CHAIN);
 /* ---- entries ------------------------------------------------------------------------ */
 
 /* guard: 0 none, GUARD_CALLS the host's enter/exit functions, GUARD_EPOCH the engine's epoch
- * guard inline (stencils.h). */
+ * guard inline (stencils.h), GUARD_EPOCH_FENCED the same where entering must fence. */
 #define GUARD_CALLS 1
 #define GUARD_EPOCH 2
+#define GUARD_EPOCH_FENCED 3
 INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, Py_buffer *bufs, int guard) {
     if (UNLIKELY(nargs != (Py_ssize_t)VALUE(_JIT_NARGS))) {
         return jitload_fast_bad_nargs(self, nargs);
@@ -63,8 +65,8 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     fr.pending = NULL;
     slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
-    if (guard == GUARD_EPOCH) {
-        grace_enter();
+    if (guard == GUARD_EPOCH || guard == GUARD_EPOCH_FENCED) {
+        grace_enter(guard == GUARD_EPOCH_FENCED);
         r = _JIT_CONTINUE(args, &fr, 0, 0);
         if (grace_exit()) {
             r = jitload_fast_grace_exit_slow(r);
@@ -74,7 +76,7 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
         /* enter returns a token for exit, or UINTPTR_MAX with an exception set: no call. */
         fr.token = ((uintptr_t (*)(void *))_JIT_GUARD_ENTER)(_JIT_GUARD_CTX);
     }
-    if (guard != GUARD_EPOCH && (guard != GUARD_CALLS || LIKELY(fr.token != UINTPTR_MAX))) {
+    if (guard < GUARD_EPOCH && (guard != GUARD_CALLS || LIKELY(fr.token != UINTPTR_MAX))) {
         r = _JIT_CONTINUE(args, &fr, 0, 0);
         if (guard == GUARD_CALLS) {
             if (UNLIKELY(((int (*)(void *, uintptr_t))_JIT_GUARD_EXIT)(_JIT_GUARD_CTX, fr.token) < 0) && r) {
@@ -116,6 +118,13 @@ PyObject *entry_epoch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 PyObject *entry_epoch_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer bufs[MAX_BUFFERS];
     return entry(self, args, nargs, bufs, GUARD_EPOCH);
+}
+PyObject *entry_epoch_fenced(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return entry(self, args, nargs, NULL, GUARD_EPOCH_FENCED);
+}
+PyObject *entry_epoch_fenced_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer bufs[MAX_BUFFERS];
+    return entry(self, args, nargs, bufs, GUARD_EPOCH_FENCED);
 }
 
 /* ---- argument conversions ----------------------------------------------------------- */
@@ -354,7 +363,8 @@ HOLE(_JIT_KIND1);
 #define OWNED(KIND, r0) (__builtin_strcmp(#KIND, "pyobject") == 0 ? OWNED_pyobject(r0) : OWNED_OTHER(r0))
 
 /* EPOCH: 1 in the entries guarded by the engine's epoch guard (entry0_epoch_* ...): entered
- * before the conversions (as entry()'s guard), left before the handshake is restored. */
+ * before the conversions (as entry()'s guard), left before the handshake is restored. Only
+ * the unfenced guard is fused (where the kernel lacks membarrier, the chain's entry fences). */
 #define FUSED(NAME, KIND, EXPR, NARGS, SELF, CONVERT, CALL, EPOCH)                               \
     PyObject *NAME##_##KIND(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {           \
         if (UNLIKELY(nargs != NARGS)) {                                                          \
@@ -370,7 +380,7 @@ HOLE(_JIT_KIND1);
         uint64_t a0 = 0, a1 = 0;                                                                 \
         (void)a0, (void)a1, (void)args;                                                          \
         if (EPOCH) {                                                                             \
-            grace_enter();                                                                       \
+            grace_enter(0);                                                                      \
         }                                                                                        \
         CONVERT;                                                                                 \
         Ret r = CALL;                                                                            \
