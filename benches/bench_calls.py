@@ -265,7 +265,7 @@ class Peers:
     """Everything measured, built once."""
 
     def __init__(self, work: Path, light: bool = False) -> None:
-        """``light``: without numba and the engine (whose compilers are slow under valgrind)."""
+        """``light``: without numba (whose compiler is far too slow under valgrind)."""
         import jitload.fast as fast
 
         self.fast = fast
@@ -317,8 +317,6 @@ class Peers:
             if not light:
                 self.notes.append("numba not installed: pip install numba")
         try:
-            if light:
-                raise ImportError("light")
             import jitload
 
             engine_lib = jitload.Session().library("callbench")
@@ -330,8 +328,7 @@ class Peers:
             f["jitload.engine Function"] = engine_lib.function("f", "void()")
             self.engine_lib = engine_lib
         except Exception as exc:  # noqa: BLE001 - the engine is optional here
-            if not light:
-                self.notes.append(f"jitload engine Function skipped: {exc}")
+            self.notes.append(f"jitload engine Function skipped: {exc}")
 
         # Callbacks: (loop, pointer or callable) per peer.
         self.callbacks: Dict[str, Dict[str, Tuple[Callable[[Any, int], int], Any]]] = {"cb(i, 1)": {}, "cb()": {}}
@@ -586,8 +583,8 @@ def measure(peers: Peers, rounds: int, warmup: int, calls: int, callbacks: int, 
 
 # ---- instruction counts under valgrind (--instructions) --------------------------------
 
-# Peers whose instructions are counted (numba and the engine are left out: their compilers
-# run far too slowly under valgrind).
+# Peers whose instructions are counted (numba is left out: its compiler runs far too slowly
+# under valgrind; the engine's compile of two tiny functions takes seconds there).
 def count_child(n: int) -> None:
     """Runs under callgrind: each peer's loop between a zeroing and a dump of the counters."""
     with tempfile.TemporaryDirectory(prefix="jitload-callbench-") as tmp:

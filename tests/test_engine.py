@@ -238,6 +238,42 @@ def test_object_files(session: jitload.Session, tmp_path) -> None:
     m.remove()
     with pytest.raises(RemovedError):
         mul(1, 1)
+    import jitload.fast
+
+    if jitload.fast.available():
+        # Called directly, not through a stable entry point: the module is checked per call.
+        assert jitload.fast.info(mul).stencils[0] == "entry_guard"
+
+
+def test_functions_take_the_inline_epoch_guard(session: jitload.Session) -> None:
+    """Library.function wraps with the engine's epoch guard inline (docs/fast.md): one fused
+    stencil for the common shapes, the guarded chain entry for the rest; a failing stub call
+    raises through the guard's slow exit, nested or not."""
+    import jitload.fast
+
+    if not jitload.fast.available():
+        pytest.skip(str(jitload.fast.unavailable_reason()))
+    lib = session.library("inline-guard")
+    m = lib.add_ir(ADD)
+    lib.add_ir(USES_ADD)
+    lib.add_ir("define double @half(double %x) {\n  %h = fmul double %x, 0.5\n  ret double %h\n}\n")
+    add = lib.function("add", "int64(int64, int64)")
+    caller = lib.function("add_plus_1000", "int64(int64, int64)")
+    half = lib.function("half", "double(double)")
+    fused = jitload.fast.info(add).stencils
+    # Where the kernel lacks membarrier, entering fences: the chain's fenced entry instead.
+    assert fused in (["entry2_epoch_i64"], ["entry_epoch_fenced", "conv_i64_r0", "conv_i64_r1", "call_i2", "box_i64"])
+    assert jitload.fast.info(half).stencils[0] in ("entry_epoch", "entry_epoch_fenced")
+    assert add(2, 3) == 5 and caller(2, 3) == 1005 and half(3.0) == 1.5
+    m.remove()
+    for _ in range(3):  # the error is raised each time, and nothing stays behind
+        with pytest.raises(RemovedError, match="'add'"):
+            add(1, 2)
+        with pytest.raises(RemovedError, match="'add'"):
+            caller(1, 2)
+    assert half(5.0) == 2.5
+    with pytest.raises(ValueError, match="unknown guard"):
+        jitload.fast.wrap(lib.address("half"), "double(double)", guard="nope")  # type: ignore[arg-type]
 
 
 def test_c_source(session: jitload.Session) -> None:

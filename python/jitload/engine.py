@@ -279,6 +279,11 @@ class Library:
             from . import fast
 
             address = self.address(name)
+            if self._native.is_stub(name):
+                # Reached through a stable entry point, which raises RemovedError itself: the
+                # engine's epoch guard, inline in the wrapper, is all a call needs.
+                return fast.wrap(address, sig, name=name, owner=self, release_gil=release_gil, guard="epoch")
+            # An object-file function, called directly: its module is checked on every call.
             enter, exit_, ctx, guard = self._native.call_guard(name)
             return fast.wrap(address, sig, name=name, owner=(self, guard), release_gil=release_gil, guard=(enter, exit_, ctx))
         return Function(self, name, sig)

@@ -57,7 +57,7 @@ from __future__ import annotations
 import functools
 import sys
 import sysconfig
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Literal, Optional, Tuple, Union
 
 from . import _native
 from .signature import Signature, parse
@@ -121,7 +121,7 @@ def wrap(
     name: str = "function",
     owner: object = None,
     release_gil: bool = False,
-    guard: Optional[Tuple[int, int, int]] = None,
+    guard: Union[Tuple[int, int, int], Literal["epoch"], None] = None,
 ) -> Callable[..., Any]:
     """A Python callable for the native function at ``address`` with the C ``signature``.
 
@@ -131,7 +131,10 @@ def wrap(
     ``uintptr_t token = enter(ctx)`` before every call (``UINTPTR_MAX`` with an exception
     set refuses the call: the exception is raised) and ``int exit(ctx, token)`` after it
     (non-zero: exit set an exception; the result is dropped), with the GIL held, e.g. to
-    keep code from being freed while it runs.
+    keep code from being freed while it runs. ``guard="epoch"`` is the engine's own guard
+    (what :meth:`jitload.Library.function` uses), inline in the wrapper: code the engine
+    removes during a call is freed after the call returns, and a call that reached a removed
+    or ungeneratable function through its stable entry point raises the engine's error.
     """
     _require()
     sig = _signature(signature)

@@ -254,6 +254,60 @@ extern "C" fn guard_exit(_ctx: usize, _token: usize) -> std::ffi::c_int {
     .unwrap_or(-1)
 }
 
+/// The values of the holes of the wrapper stencils' inline epoch guard (stencils.h, "the
+/// engine's epoch guard"; `jitload_engine::grace::inline`), by hole name.
+pub fn epoch_guard_hole(name: &str) -> Option<u64> {
+    use jitload_engine::grace::inline;
+    Some(match name {
+        "_JIT_GRACE" => inline::tls_offset() as u64,
+        "_JIT_GRACE_EPOCH" => inline::epoch_address() as u64,
+        "_JIT_GRACE_PENDING" => inline::pending_address() as u64,
+        "jitload_fast_grace_enter" => jitload_fast_grace_enter as *const () as u64,
+        "jitload_fast_grace_exit_slow" => jitload_fast_grace_exit_slow as *const () as u64,
+        _ => return None,
+    })
+}
+
+/// Whether the inline epoch guard must fence on entry (decided once per process).
+pub fn epoch_guard_fences() -> bool {
+    jitload_engine::grace::inline::readers_fence()
+}
+
+/// The inline epoch guard's slow entry (the thread is not registered yet): enters the call.
+extern "C" fn jitload_fast_grace_enter() {
+    // Registration only allocates; an allocation failure aborts, it does not unwind. The
+    // catch is for the FFI edge all the same (a panic must not cross into the stencil).
+    let _ = std::panic::catch_unwind(grace::enter);
+}
+
+/// The inline epoch guard's slow exit, with the GIL held, after the stencil ended the call:
+/// frees what waits if this was the outermost call, and raises the error of a failed stub
+/// call (dropping `result`). Returns the result to return, or NULL with an exception set.
+extern "C" fn jitload_fast_grace_exit_slow(result: *mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject {
+    std::panic::catch_unwind(|| {
+        // SAFETY: the wrapper calls us with the GIL held.
+        let py = unsafe { Python::assume_attached() };
+        if !grace::in_call() && grace::pending() {
+            py.detach(grace::reclaim);
+        }
+        if !grace::call_error_flag() {
+            return result;
+        }
+        match take_call_error(py) {
+            Some(err) => {
+                if !result.is_null() {
+                    // SAFETY: the wrapper's new reference, dropped instead of returned.
+                    unsafe { pyo3::ffi::Py_DECREF(result) };
+                }
+                err.restore(py);
+                std::ptr::null_mut()
+            }
+            None => result,
+        }
+    })
+    .unwrap_or(std::ptr::null_mut())
+}
+
 /// Ends this thread's call; if code retired meanwhile may now be freed, frees it without
 /// the GIL (it may run module destructors and ORC work).
 fn leave(py: Python<'_>) {

@@ -55,7 +55,7 @@ fn runtime() -> PyResult<&'static Runtime> {
                     // same call (the callable's vectorcall slot, else tp_call, and CPython's
                     // result check).
                     "PyObject_Vectorcall" => return dlsym(name).or_else(|| dlsym("PyObject_VectorcallDict")),
-                    _ => return dlsym(name),
+                    _ => return crate::engine::epoch_guard_hole(name).or_else(|| dlsym(name)),
                 };
                 Some(helper as u64)
             })
@@ -158,7 +158,7 @@ pub struct FastWrapper {
     result_name: String,
     target: u64,
     release_gil: bool,
-    guarded: bool,
+    guard: Option<Guard>,
     owner: Option<Py<PyAny>>,
     code: CodeBlock,
     def: Box<ffi::PyMethodDef>,
@@ -207,7 +207,7 @@ impl FastWrapper {
     /// Whether a call guard runs around each call.
     #[getter]
     fn guarded(&self) -> bool {
-        self.guarded
+        self.guard.is_some()
     }
 
     /// Address and size of the patched code.
@@ -219,13 +219,9 @@ impl FastWrapper {
     /// Names of the stencils the wrapper is made of, in order.
     #[getter]
     fn stencils(&self) -> PyResult<Vec<&'static str>> {
-        let spec = WrapperSpec { signature: &self.signature, target: self.target, release_gil: self.release_gil, guard: None };
+        let spec = WrapperSpec { signature: &self.signature, target: self.target, release_gil: self.release_gil, guard: self.guard };
         let pieces = jitload_stencils::plan::wrapper_pieces(&spec).map_err(stencil_error)?;
-        let mut names: Vec<&'static str> = pieces.iter().map(|p| jitload_stencils::STENCILS[p.stencil].name).collect();
-        if self.guarded {
-            names[0] = if names[0] == "entry_buffers" { "entry_guard_buffers" } else { "entry_guard" };
-        }
-        Ok(names)
+        Ok(pieces.iter().map(|p| jitload_stencils::STENCILS[p.stencil].name).collect())
     }
 
     fn __repr__(&self) -> String {
@@ -245,7 +241,8 @@ impl FastWrapper {
 /// `result(args...)` (type names of `jitload.signature`). Returns a builtin function
 /// object. `owner` is kept alive as long as the wrapper; `guard` is `(enter, exit, ctx)`
 /// addresses of `uintptr_t enter(void *ctx)` / `int exit(void *ctx, uintptr_t token)` run
-/// around every call (a non-zero exit means it set an exception).
+/// around every call (a non-zero exit means it set an exception), or `"epoch"`: the engine's
+/// epoch guard, inline (`jitload_stencils::Guard::Epoch`).
 #[pyfunction]
 #[pyo3(signature = (address, result, args, name="function", owner=None, release_gil=false, guard=None))]
 #[allow(clippy::too_many_arguments)]
@@ -257,14 +254,14 @@ fn wrap(
     name: &str,
     owner: Option<Py<PyAny>>,
     release_gil: bool,
-    guard: Option<(u64, u64, u64)>,
+    guard: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     if address == 0 {
         return Err(PyValueError::new_err(format!("cannot wrap {name}: the address is NULL")));
     }
     let signature = parse_signature(result, &args)?;
     let runtime = runtime()?;
-    let guard = guard.map(|(enter, exit, ctx)| Guard { enter, exit, ctx });
+    let guard = guard.map(|g| parse_guard(&g)).transpose()?;
     let spec = WrapperSpec { signature: &signature, target: address, release_gil, guard };
     let code = build_wrapper(runtime, &spec).map_err(stencil_error)?;
     let name_c = CString::new(name).map_err(|_| PyValueError::new_err("the name contains a NUL character"))?;
@@ -288,7 +285,7 @@ fn wrap(
         result_name: result.to_string(),
         target: address,
         release_gil,
-        guarded: guard.is_some(),
+        guard,
         owner,
         code,
         def,
@@ -302,6 +299,18 @@ fn wrap(
     let function = unsafe { ffi::PyCFunction_NewEx(def_ptr, state.as_ptr(), std::ptr::null_mut()) };
     // SAFETY: a new reference or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(py, function) }.map(Bound::unbind)
+}
+
+/// `"epoch"` or `(enter, exit, ctx)` (see `wrap`).
+fn parse_guard(guard: &Bound<'_, PyAny>) -> PyResult<Guard> {
+    if let Ok(name) = guard.extract::<String>() {
+        if name == "epoch" {
+            return Ok(Guard::Epoch { fence: crate::engine::epoch_guard_fences() });
+        }
+        return Err(PyValueError::new_err(format!("unknown guard {name:?}: expected \"epoch\" or (enter, exit, ctx)")));
+    }
+    let (enter, exit, ctx) = guard.extract::<(u64, u64, u64)>()?;
+    Ok(Guard::Calls { enter, exit, ctx })
 }
 
 /// The FastWrapper behind the frame's `self`.

@@ -6,16 +6,20 @@ use crate::sig::{CType, Signature};
 use crate::table::id;
 use crate::{sym, Error, Runtime};
 
-/// Native functions run around every call of a wrapper, with the GIL held:
-/// `uintptr_t enter(void *ctx)` before (returning `UINTPTR_MAX` with a Python exception set
-/// means "do not call": the wrapper raises it) and `int exit(void *ctx, uintptr_t token)`
-/// after (non-zero: `exit` set an exception; the call's result is dropped). For code that
-/// must not be freed while a call runs (the engine's epochs) or calls that must be refused.
+/// What runs around every call of a wrapper, with the GIL held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Guard {
-    pub enter: u64,
-    pub exit: u64,
-    pub ctx: u64,
+pub enum Guard {
+    /// Native functions: `uintptr_t enter(void *ctx)` before (returning `UINTPTR_MAX` with a
+    /// Python exception set means "do not call": the wrapper raises it) and
+    /// `int exit(void *ctx, uintptr_t token)` after (non-zero: `exit` set an exception; the
+    /// call's result is dropped). For calls that must be checked or refused.
+    Calls { enter: u64, exit: u64, ctx: u64 },
+    /// The engine's epoch guard (`jitload_engine::grace`), inline in the stencils: code
+    /// retired during the call is freed after it returns, and the error of a failed stub call
+    /// is raised. Its words, addresses and slow paths are process-wide holes (`_JIT_GRACE*`,
+    /// `jitload_fast_grace_*`), resolved by the [`Runtime`]. `fence`: entering executes a full
+    /// fence (`grace::readers_fence()`; else the reclaimer fences for every thread).
+    Epoch { fence: bool },
 }
 
 /// What a call wrapper calls and how.
@@ -66,14 +70,22 @@ fn place(sig: &Signature, what: &str) -> Result<Placement, Error> {
 /// The stencils of a wrapper, without emitting them.
 pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     let sig = spec.signature;
-    if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) && !spec.release_gil && spec.guard.is_none() {
+    let epoch = spec.guard == Some(Guard::Epoch { fence: false });
+    let fusable = spec.guard.is_none() || epoch;
+    if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) && !spec.release_gil && fusable {
         // The common shapes, one fused stencil each (entry, conversions, call, box): no
-        // argument, or one or two 64-bit integers.
+        // argument, or one or two 64-bit integers; unguarded or under the epoch guard.
         #[rustfmt::skip]
         const FUSED: [[usize; 14]; 3] = [
             [id::entry0_void, id::entry0_bool, id::entry0_i8, id::entry0_i16, id::entry0_i32, id::entry0_i64, id::entry0_u8, id::entry0_u16, id::entry0_u32, id::entry0_u64, id::entry0_f32, id::entry0_f64, id::entry0_ptr, id::entry0_pyobject],
             [id::entry1_void, id::entry1_bool, id::entry1_i8, id::entry1_i16, id::entry1_i32, id::entry1_i64, id::entry1_u8, id::entry1_u16, id::entry1_u32, id::entry1_u64, id::entry1_f32, id::entry1_f64, id::entry1_ptr, id::entry1_pyobject],
             [id::entry2_void, id::entry2_bool, id::entry2_i8, id::entry2_i16, id::entry2_i32, id::entry2_i64, id::entry2_u8, id::entry2_u16, id::entry2_u32, id::entry2_u64, id::entry2_f32, id::entry2_f64, id::entry2_ptr, id::entry2_pyobject],
+        ];
+        #[rustfmt::skip]
+        const FUSED_EPOCH: [[usize; 14]; 3] = [
+            [id::entry0_epoch_void, id::entry0_epoch_bool, id::entry0_epoch_i8, id::entry0_epoch_i16, id::entry0_epoch_i32, id::entry0_epoch_i64, id::entry0_epoch_u8, id::entry0_epoch_u16, id::entry0_epoch_u32, id::entry0_epoch_u64, id::entry0_epoch_f32, id::entry0_epoch_f64, id::entry0_epoch_ptr, id::entry0_epoch_pyobject],
+            [id::entry1_epoch_void, id::entry1_epoch_bool, id::entry1_epoch_i8, id::entry1_epoch_i16, id::entry1_epoch_i32, id::entry1_epoch_i64, id::entry1_epoch_u8, id::entry1_epoch_u16, id::entry1_epoch_u32, id::entry1_epoch_u64, id::entry1_epoch_f32, id::entry1_epoch_f64, id::entry1_epoch_ptr, id::entry1_epoch_pyobject],
+            [id::entry2_epoch_void, id::entry2_epoch_bool, id::entry2_epoch_i8, id::entry2_epoch_i16, id::entry2_epoch_i32, id::entry2_epoch_i64, id::entry2_epoch_u8, id::entry2_epoch_u16, id::entry2_epoch_u32, id::entry2_epoch_u64, id::entry2_epoch_f32, id::entry2_epoch_f64, id::entry2_epoch_ptr, id::entry2_epoch_pyobject],
         ];
         let column = match sig.result {
             CType::Void => 0,
@@ -91,7 +103,8 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
             CType::Ptr | CType::Buffer => 12,
             CType::PyObject => 13,
         };
-        let mut piece = Piece::new(FUSED[sig.args.len()][column]).with(sym::_JIT_TARGET, spec.target);
+        let table = if epoch { &FUSED_EPOCH } else { &FUSED };
+        let mut piece = Piece::new(table[sig.args.len()][column]).with(sym::_JIT_TARGET, spec.target);
         const CONV: [u16; 2] = [sym::_JIT_CONV0, sym::_JIT_CONV1];
         const KIND: [u16; 2] = [sym::_JIT_KIND0, sym::_JIT_KIND1];
         for (k, &ty) in sig.args.iter().enumerate() {
@@ -104,15 +117,19 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     if buffers > MAX_BUFFERS {
         return Err(Error::Signature(format!("at most {MAX_BUFFERS} ptr/buffer arguments, not {buffers}")));
     }
-    let entry = match (spec.guard.is_some(), buffers > 0) {
-        (false, false) => id::entry_plain,
-        (false, true) => id::entry_buffers,
-        (true, false) => id::entry_guard,
-        (true, true) => id::entry_guard_buffers,
+    let entry = match (spec.guard, buffers > 0) {
+        (None, false) => id::entry_plain,
+        (None, true) => id::entry_buffers,
+        (Some(Guard::Calls { .. }), false) => id::entry_guard,
+        (Some(Guard::Calls { .. }), true) => id::entry_guard_buffers,
+        (Some(Guard::Epoch { fence: false }), false) => id::entry_epoch,
+        (Some(Guard::Epoch { fence: false }), true) => id::entry_epoch_buffers,
+        (Some(Guard::Epoch { fence: true }), false) => id::entry_epoch_fenced,
+        (Some(Guard::Epoch { fence: true }), true) => id::entry_epoch_fenced_buffers,
     };
     let mut entry = Piece::new(entry).with(sym::_JIT_NARGS, sig.args.len() as u64);
-    if let Some(g) = spec.guard {
-        entry = entry.with(sym::_JIT_GUARD_ENTER, g.enter).with(sym::_JIT_GUARD_EXIT, g.exit).with(sym::_JIT_GUARD_CTX, g.ctx);
+    if let Some(Guard::Calls { enter, exit, ctx }) = spec.guard {
+        entry = entry.with(sym::_JIT_GUARD_ENTER, enter).with(sym::_JIT_GUARD_EXIT, exit).with(sym::_JIT_GUARD_CTX, ctx);
     }
     let mut pieces = vec![entry];
     let placement = place(sig, "a wrapper")?;

@@ -12,6 +12,8 @@
  *   box_*     raw result -> Python object; returns to the entry.
  *   entry0_*, entry1_*, entry2_*  fused entries for the common shapes (no argument, one or
  *             two 64-bit integers): entry, conversions, call and box in one stencil.
+ *   entry_epoch*, entry{0,1,2}_epoch_*  entries under the engine's epoch guard, inline
+ *             (entry_epoch_fenced*: where entering must fence, see stencils.h).
  *
  * The chain's state is four values: args, the frame and the register slots r0 and r1.
  * Under preserve_none they travel in r12-r15, which the C convention preserves, so they
@@ -19,7 +21,8 @@
  * never touch memory between conversion, call and boxing.
  *
  * Holes: _JIT_NARGS, _JIT_ARG, _JIT_DEST, _JIT_KIND, _JIT_MIN, _JIT_MAX, _JIT_TARGET, _JIT_TLS,
- * _JIT_GUARD_{ENTER,EXIT,CTX}, C API functions and host helpers. Continuation: _JIT_CONTINUE.
+ * _JIT_GUARD_{ENTER,EXIT,CTX}, _JIT_GRACE{,_EPOCH,_PENDING} (the epoch guard, stencils.h),
+ * C API functions and host helpers. Continuation: _JIT_CONTINUE.
  */
 #include "stencils.h"
 
@@ -42,6 +45,11 @@ extern PN HIDDEN PyObject *_JIT_CONTINUE(CHAIN);
 
 /* ---- entries ------------------------------------------------------------------------ */
 
+/* guard: 0 none, GUARD_CALLS the host's enter/exit functions, GUARD_EPOCH the engine's epoch
+ * guard inline (stencils.h), GUARD_EPOCH_FENCED the same where entering must fence. */
+#define GUARD_CALLS 1
+#define GUARD_EPOCH 2
+#define GUARD_EPOCH_FENCED 3
 INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, Py_buffer *bufs, int guard) {
     if (UNLIKELY(nargs != (Py_ssize_t)VALUE(_JIT_NARGS))) {
         return jitload_fast_bad_nargs(self, nargs);
@@ -57,13 +65,20 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     fr.pending = NULL;
     slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
-    if (guard) {
+    if (guard == GUARD_EPOCH || guard == GUARD_EPOCH_FENCED) {
+        grace_enter(guard == GUARD_EPOCH_FENCED);
+        r = _JIT_CONTINUE(args, &fr, 0, 0);
+        if (grace_exit()) {
+            r = jitload_fast_grace_exit_slow(r);
+        }
+    }
+    if (guard == GUARD_CALLS) {
         /* enter returns a token for exit, or UINTPTR_MAX with an exception set: no call. */
         fr.token = ((uintptr_t (*)(void *))_JIT_GUARD_ENTER)(_JIT_GUARD_CTX);
     }
-    if (!guard || LIKELY(fr.token != UINTPTR_MAX)) {
+    if (guard < GUARD_EPOCH && (guard != GUARD_CALLS || LIKELY(fr.token != UINTPTR_MAX))) {
         r = _JIT_CONTINUE(args, &fr, 0, 0);
-        if (guard) {
+        if (guard == GUARD_CALLS) {
             if (UNLIKELY(((int (*)(void *, uintptr_t))_JIT_GUARD_EXIT)(_JIT_GUARD_CTX, fr.token) < 0) && r) {
                 decref(r);
                 r = NULL;
@@ -91,11 +106,25 @@ PyObject *entry_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return entry(self, args, nargs, bufs, 0);
 }
 PyObject *entry_guard(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return entry(self, args, nargs, NULL, 1);
+    return entry(self, args, nargs, NULL, GUARD_CALLS);
 }
 PyObject *entry_guard_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer bufs[MAX_BUFFERS];
-    return entry(self, args, nargs, bufs, 1);
+    return entry(self, args, nargs, bufs, GUARD_CALLS);
+}
+PyObject *entry_epoch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return entry(self, args, nargs, NULL, GUARD_EPOCH);
+}
+PyObject *entry_epoch_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer bufs[MAX_BUFFERS];
+    return entry(self, args, nargs, bufs, GUARD_EPOCH);
+}
+PyObject *entry_epoch_fenced(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return entry(self, args, nargs, NULL, GUARD_EPOCH_FENCED);
+}
+PyObject *entry_epoch_fenced_buffers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer bufs[MAX_BUFFERS];
+    return entry(self, args, nargs, bufs, GUARD_EPOCH_FENCED);
 }
 
 /* ---- argument conversions ----------------------------------------------------------- */
@@ -333,7 +362,10 @@ HOLE(_JIT_KIND1);
 #define OWNED_OTHER(r0) ((PyObject *)NULL)
 #define OWNED(KIND, r0) (__builtin_strcmp(#KIND, "pyobject") == 0 ? OWNED_pyobject(r0) : OWNED_OTHER(r0))
 
-#define FUSED(NAME, KIND, EXPR, NARGS, SELF, CONVERT, CALL)                                      \
+/* EPOCH: 1 in the entries guarded by the engine's epoch guard (entry0_epoch_* ...): entered
+ * before the conversions (as entry()'s guard), left before the handshake is restored. Only
+ * the unfenced guard is fused (where the kernel lacks membarrier, the chain's entry fences). */
+#define FUSED(NAME, KIND, EXPR, NARGS, SELF, CONVERT, CALL, EPOCH)                               \
     PyObject *NAME##_##KIND(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {           \
         if (UNLIKELY(nargs != NARGS)) {                                                          \
             return jitload_fast_bad_nargs(self, nargs);                                          \
@@ -347,16 +379,32 @@ HOLE(_JIT_KIND1);
         slot_set((uintptr_t)fr);                                                                 \
         uint64_t a0 = 0, a1 = 0;                                                                 \
         (void)a0, (void)a1, (void)args;                                                          \
+        if (EPOCH) {                                                                             \
+            grace_enter(0);                                                                      \
+        }                                                                                        \
         CONVERT;                                                                                 \
         Ret r = CALL;                                                                            \
         uint64_t r0 = r.i, r1 = double_bits(r.d);                                                \
         (void)r0, (void)r1;                                                                      \
+        if (EPOCH && grace_exit()) {                                                             \
+            /* Box first: the slow exit drops the result when it raises. */                      \
+            PyObject *boxed = EXPR;                                                              \
+            slot_set(fr->prev);                                                                  \
+            boxed = jitload_fast_grace_exit_slow(boxed);                                         \
+            if (UNLIKELY(fr->pending != NULL)) {                                                 \
+                return jitload_fast_raise_pending(boxed, fr);                                    \
+            }                                                                                    \
+            return boxed;                                                                        \
+        }                                                                                        \
         slot_set(fr->prev);                                                                      \
         if (UNLIKELY(fr->pending != NULL)) {                                                     \
             return jitload_fast_raise_pending(OWNED(KIND, r0), fr);                              \
         }                                                                                        \
         return EXPR;                                                                             \
     fail:                                                                                        \
+        if (EPOCH && grace_exit()) {                                                             \
+            jitload_fast_grace_exit_slow(NULL);                                                  \
+        }                                                                                        \
         slot_set(fr->prev);                                                                      \
         if (UNLIKELY(fr->pending != NULL)) { /* a callback raised during a conversion */          \
             return jitload_fast_raise_pending(NULL, fr);                                         \
@@ -365,13 +413,22 @@ HOLE(_JIT_KIND1);
     }
 
 #define IS_PYOBJECT(KIND) (__builtin_strcmp(#KIND, "pyobject") == 0) /* folded at compile time */
-#define ENTRY0(KIND, EXPR) \
-    FUSED(entry0, KIND, EXPR, 0, IS_PYOBJECT(KIND), if (0) goto fail, ((Ret (*)(void))_JIT_TARGET)())
-#define ENTRY1(KIND, EXPR) \
-    FUSED(entry1, KIND, EXPR, 1, 1, FUSED_CONV(0, a0), ((Ret (*)(uint64_t))_JIT_TARGET)(a0))
-#define ENTRY2(KIND, EXPR)                                                  \
-    FUSED(entry2, KIND, EXPR, 2, 1, FUSED_CONV(0, a0); FUSED_CONV(1, a1), \
-          ((Ret (*)(uint64_t, uint64_t))_JIT_TARGET)(a0, a1))
+#define CONVERT0 if (0) goto fail
+#define CALL0 ((Ret (*)(void))_JIT_TARGET)()
+#define CONVERT1 FUSED_CONV(0, a0)
+#define CALL1 ((Ret (*)(uint64_t))_JIT_TARGET)(a0)
+#define CONVERT2 FUSED_CONV(0, a0); FUSED_CONV(1, a1)
+#define CALL2 ((Ret (*)(uint64_t, uint64_t))_JIT_TARGET)(a0, a1)
+#define ENTRY0(KIND, EXPR) FUSED(entry0, KIND, EXPR, 0, IS_PYOBJECT(KIND), CONVERT0, CALL0, 0)
+#define ENTRY1(KIND, EXPR) FUSED(entry1, KIND, EXPR, 1, 1, CONVERT1, CALL1, 0)
+#define ENTRY2(KIND, EXPR) FUSED(entry2, KIND, EXPR, 2, 1, CONVERT2, CALL2, 0)
+/* The same under the engine's epoch guard. */
+#define ENTRY0_EPOCH(KIND, EXPR) FUSED(entry0_epoch, KIND, EXPR, 0, IS_PYOBJECT(KIND), CONVERT0, CALL0, 1)
+#define ENTRY1_EPOCH(KIND, EXPR) FUSED(entry1_epoch, KIND, EXPR, 1, 1, CONVERT1, CALL1, 1)
+#define ENTRY2_EPOCH(KIND, EXPR) FUSED(entry2_epoch, KIND, EXPR, 2, 1, CONVERT2, CALL2, 1)
 BOXES(ENTRY0)
 BOXES(ENTRY1)
 BOXES(ENTRY2)
+BOXES(ENTRY0_EPOCH)
+BOXES(ENTRY1_EPOCH)
+BOXES(ENTRY2_EPOCH)

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use jitload_stencils::memory::{self, Strategy};
 use jitload_stencils::table::{self, OBJECTS};
-use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
+use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Guard, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
 
 // ---- golden files ----------------------------------------------------------------------
 
@@ -101,9 +101,10 @@ fn tables_are_stamped_and_complete() {
             assert!((h.offset as usize) + 4 <= s.code.len(), "{}: hole past the end", s.name);
         }
     }
-    // Every required process-wide symbol is a C API name, a host helper or the tstate getter.
+    // Every required process-wide symbol is a C API name, a host helper, the tstate getter or
+    // the engine's epoch guard's words.
     for name in Runtime::required_symbols() {
-        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET" || name == "_JIT_FUNCTION_TYPE" || name == "_JIT_TS_THREAD_ID", "{name}");
+        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET" || name == "_JIT_FUNCTION_TYPE" || name == "_JIT_TS_THREAD_ID" || name.starts_with("_JIT_GRACE"), "{name}");
     }
 }
 
@@ -339,6 +340,28 @@ fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     let (pages, live) = memory::pool_stats();
     assert_eq!(live, live_before);
     assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
+}
+
+/// The entries each guard takes: the epoch guard fuses the common shapes unless entering must
+/// fence (no membarrier), which only the chain's entries do.
+#[test]
+fn guards_pick_their_entries() {
+    let names = |sig: &str, guard: Option<Guard>| -> Vec<&'static str> {
+        let sig = Signature::parse(sig).unwrap();
+        let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard };
+        jitload_stencils::plan::wrapper_pieces(&spec).unwrap().iter().map(|p| STENCILS[p.stencil].name).collect()
+    };
+    let calls = Some(Guard::Calls { enter: 1, exit: 2, ctx: 3 });
+    let (epoch, fenced) = (Some(Guard::Epoch { fence: false }), Some(Guard::Epoch { fence: true }));
+    assert_eq!(names("int64(int64, int64)", None), ["entry2_i64"]);
+    assert_eq!(names("int64(int64, int64)", epoch), ["entry2_epoch_i64"]);
+    assert_eq!(names("void()", epoch), ["entry0_epoch_void"]);
+    assert_eq!(names("int64(int64, int64)", fenced), ["entry_epoch_fenced", "conv_i64_r0", "conv_i64_r1", "call_i2", "box_i64"]);
+    assert_eq!(names("int64(int64, int64)", calls)[0], "entry_guard");
+    assert_eq!(names("double(double)", epoch)[0], "entry_epoch");
+    assert_eq!(names("uint64(buffer, size_t)", epoch)[0], "entry_epoch_buffers");
+    assert_eq!(names("uint64(buffer, size_t)", fenced)[0], "entry_epoch_fenced_buffers");
+    assert_eq!(names("uint64(buffer, size_t)", calls)[0], "entry_guard_buffers");
 }
 
 #[test]
