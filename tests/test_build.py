@@ -144,3 +144,30 @@ def test_build_ext_rejects_a_config_setting_without_a_value(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jitload", "build-ext", str(FIXTURE), "--wheel", str(tmp_path), "-C", "novalue"],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "'novalue' is not KEY=VALUE" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "fixture, module, setting",
+    [
+        ("meson_project", "mesonpkg._meson", "setup-args=-Doffset=5"),  # meson-python
+        ("cmake_project", "cmakepkg._cmake", "cmake.define.OFFSET=5"),  # scikit-build-core + CMake
+    ],
+)
+def test_build_ext_wheel_meson_and_cmake_projects(tmp_path, fixture, module, setting):
+    """meson and CMake take the stand-ins for clang (their compiler checks, `ar`, C, C++ and
+    assembly sources, a static library) inside pip's isolated build environment; the backend
+    gets its -C setting."""
+    project = tmp_path / "proj"
+    shutil.copytree(Path(__file__).parent / "fixtures" / fixture, project)
+    wheels = tmp_path / "wheels"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jitload", "build-ext", str(project), "--wheel", str(wheels), "-C", setting],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (wheel,) = wheels.glob("*.whl")
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True)
+    res = run_python(f"import {module} as m; print(m.__file__.endswith('.bc'), m.total(4), m.COMPILER_ID.lower())", cwd=target)
+    # 4*4 + (1+2+3+4) + 3*4 + 5
+    assert res.stdout.split() == ["True", "43", "clang"], res.stderr
