@@ -109,8 +109,10 @@ def test_assembly_object_travels_in_the_bitcode_and_both_loaders_link_it(tmp_pat
     def link(multiplier: int) -> None:
         for src in ("asmmod.c", "scale.S"):
             subprocess.run([*cc, f"-DMULTIPLIER={multiplier}", str(ASM_FIXTURE / "src" / src), "-o", str(tmp_path / f"{src}.o")], check=True)
-        rc = _toolchain.link_main(["-shared", str(tmp_path / "asmmod.c.o"), str(tmp_path / "scale.S.o"), "-o", str(pkg / f"_asm{BC_SUFFIX}")])
-        assert rc == 0
+        # As meson links: the compiler driver with its arguments in a response file.
+        rsp = tmp_path / "link.rsp"
+        rsp.write_text(f'-shared "{tmp_path / "asmmod.c.o"}" {tmp_path / "scale.S.o"} -o {pkg / f"_asm{BC_SUFFIX}"}\n')
+        assert _toolchain.main(["c++", f"@{rsp}"]) == 0
 
     link(3)
     cache = tmp_path / "cache"

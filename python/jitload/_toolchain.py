@@ -265,11 +265,27 @@ def link_main(args: List[str], cxx: bool = False) -> int:
     return 0
 
 
+def expand_response_files(args: List[str]) -> List[str]:
+    """``@file`` arguments replaced by the arguments the file holds (as gcc and clang read
+    them: whitespace-separated, shell-style quotes), so a link meson writes to a response
+    file is still seen as a link."""
+    import shlex
+
+    out: List[str] = []
+    for a in args:
+        if a.startswith("@") and os.path.isfile(a[1:]):
+            with open(a[1:]) as f:
+                out.extend(expand_response_files(shlex.split(f.read())))
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: List[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    tool, args = argv[0], argv[1:]
+    tool, args = argv[0], expand_response_files(argv[1:])
     # setuptools builds a C++ link command from CXX (with its flags) plus LDCXXSHARED minus its
     # "first word", which leaves our own "-m jitload._toolchain ld" in the middle: drop it,
     # keep the meaning.
