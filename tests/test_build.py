@@ -56,12 +56,14 @@ def test_build_ext_inplace(tmp_path):
     assert res.stdout.split() == ["True", "15.0", "True"], res.stderr
 
 
-def test_build_ext_wheel_installs_and_imports(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--no-build-isolation"]], ids=["isolated", "no-isolation"])
+def test_build_ext_wheel_installs_and_imports(tmp_path, flags):
     project = tmp_path / "proj"
     shutil.copytree(FIXTURE, project)
     wheels = tmp_path / "wheels"
-    # The default path: pip's isolated build environment, which has no jitload in it.
-    proc = subprocess.run([sys.executable, "-m", "jitload", "build-ext", str(project), "--wheel", str(wheels)], capture_output=True, text=True)
+    # The default: pip's isolated build environment, which has no jitload in it.
+    proc = subprocess.run([sys.executable, "-m", "jitload", "build-ext", str(project), "--wheel", str(wheels), *flags],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     (wheel,) = wheels.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
