@@ -125,6 +125,25 @@ def test_assembly_object_travels_in_the_bitcode_and_both_loaders_link_it(tmp_pat
     assert _asm_import(tmp_path, cache) == [True, 1030, 5, 0, True]
 
 
+def test_link_assembles_assembly_sources_it_is_given(tmp_path):
+    """numpy's meson build hands its .s files to the link itself, as a compiler driver takes them."""
+    from jitload import _toolchain
+
+    (tmp_path / "m.c").write_text(
+        "#include <Python.h>\nlong asm_answer(void);\n"
+        "static struct PyModuleDef d = {PyModuleDef_HEAD_INIT, \"asmlink\", 0, -1, 0};\n"
+        "PyMODINIT_FUNC PyInit_asmlink(void) { PyObject *m = PyModule_Create(&d);\n"
+        "  if (m) PyModule_AddIntConstant(m, \"answer\", asm_answer()); return m; }\n"
+    )
+    (tmp_path / "answer.s").write_text(".text\n.globl asm_answer\nasm_answer:\n  movl $42, %eax\n  ret\n.section .note.GNU-stack,\"\",@progbits\n")
+    cc = [sys.executable, "-m", "jitload._toolchain", "cc", "-c", f"-I{sysconfig.get_paths()['include']}"]
+    subprocess.run([*cc, str(tmp_path / "m.c"), "-o", str(tmp_path / "m.o")], check=True)
+    out = tmp_path / f"asmlink{BC_SUFFIX}"
+    assert _toolchain.link_main(["-shared", str(tmp_path / "m.o"), str(tmp_path / "answer.s"), "-o", str(out)]) == 0
+    res = run_python("import asmlink; print(asmlink.__file__.endswith('.bc'), asmlink.answer)", cwd=tmp_path)
+    assert res.stdout.split() == ["True", "42"], res.stderr
+
+
 def test_build_ext_wheel_isolated_with_assembly_and_a_config_setting(tmp_path):
     """`build-ext --wheel` with pip's build isolation on a project with a `.S` source and an
     in-tree backend that turns `-C multiplier=N` into a macro of the C and assembly code."""

@@ -164,6 +164,21 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+#: Assembly source suffixes a compiler driver accepts (``.S`` and ``.sx`` are preprocessed).
+ASSEMBLY_SUFFIXES = (".s", ".S", ".sx")
+
+
+def assemble(source: str, scratch: str) -> str:
+    """Assembles ``source`` with clang into a relocatable object in ``scratch``; returns its
+    path (the source's own path if clang fails, so the link names it as unusable)."""
+    obj = os.path.join(scratch, f"{len(os.listdir(scratch))}-{os.path.basename(source)}.o")
+    proc = subprocess.run([_clang.find("clang"), "-c", source, "-o", obj], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return source
+    return obj
+
+
 def _find_static_or_bitcode(name: str, library_dirs: List[str]) -> Optional[str]:
     """A ``-lname`` that our own builds produced (bitcode .so or bitcode archive) in the
     project's library directories."""
@@ -226,6 +241,10 @@ def link_main(args: List[str], cxx: bool = False) -> int:
             libraries.remove(lib)
             inputs.append(found)
     for path in inputs:
+        if path.endswith(ASSEMBLY_SUFFIXES):
+            # The driver assembles sources given to a link (numpy's meson build hands it
+            # its SVML .s files that way): do the same, and carry the object.
+            path = assemble(path, scratch)
         contributed = split_input(path, scratch)
         if contributed is not None:
             objects.extend(contributed[0])
