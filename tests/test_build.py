@@ -194,3 +194,16 @@ def test_build_ext_wheel_meson_and_cmake_projects(tmp_path, fixture, module, set
     res = run_python(f"import {module} as m; print(m.__file__.endswith('.bc'), m.total(4), m.COMPILER_ID.lower())", cwd=target)
     # 4*4 + (1+2+3+4) + 3*4 + 5
     assert res.stdout.split() == ["True", "43", "clang"], res.stderr
+
+
+def test_a_carried_native_object_that_is_not_an_object_is_an_import_error(tmp_path):
+    (tmp_path / "junkobj.ll").write_text(
+        "define ptr @PyInit_junkobj() {\n  ret ptr null\n}\n"
+        '!jitload.native_objects = !{!0, !1}\n!0 = !{!"junk.o", !"not an object"}\n!1 = !{!"half"}\n'
+    )
+    res = run_python(
+        "import jitload\ntry:\n    import junkobj\nexcept ImportError as e:\n    print(type(e).__name__, '|', e)\n",
+        cwd=tmp_path, env={"JITLOAD_CACHE": "0"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "junkobj.ll" in res.stdout and "native object junk.o" in res.stdout, res.stdout
