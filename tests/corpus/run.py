@@ -137,11 +137,12 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
             p.unlink()
         result["so_removed"] = len(removed)
         assert not list(project.rglob("*.so")), "a .so survived"
-        cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *pkg["test_cmd"]]
+        test_cmd = [a.replace("{site}", str(project)) for a in pkg["test_cmd"]]
+        cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *test_cmd]
         env = {**os.environ, **env_extra}
         test_env = {k: str(v) for k, v in pkg.get("test_env", {}).items()}
         # PYTHONPATH entries in the manifest are relative to the test directory.
-        # "{site}": where a wheel-built package is installed.
+        # "{site}" (here and in test_cmd): where a wheel-built package is installed.
         pythonpath = [p.replace("{site}", str(project)) for p in test_env.pop("PYTHONPATH", ".").split(os.pathsep) if p]
         env.update(test_env)
         env["PYTHONPATH"] = os.pathsep.join(str((cwd / p).resolve()) for p in pythonpath)
