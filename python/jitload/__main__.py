@@ -2,8 +2,9 @@
 
   compile SRC... -o OUT.bc [-I DIR] [-D NAME] [-l LIB] [-L DIR] [-O N] [--cflag FLAG]
       compile C/C++ sources with clang 22 and link them into one bitcode module
-  build-ext PATH [--inplace | --wheel DIR] [--no-build-isolation]
-      build every extension of a setuptools project (directory or sdist) to bitcode
+  build-ext PATH [--inplace | --wheel DIR] [--no-build-isolation] [-C KEY=VALUE]...
+      build every extension of a project (directory or sdist) to bitcode; --wheel runs the
+      project's PEP 517 backend (setuptools, meson-python, scikit-build-core, ...)
   info
       LLVM version, host target, bitcode suffixes
   --version
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import JitloadError
+from .errors import JitloadError, ToolchainError
 
 
 class _VersionAction(argparse.Action):
@@ -58,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     mode = b.add_mutually_exclusive_group()
     mode.add_argument("--inplace", action="store_true", help="write .bc files beside the sources (default for directories)")
     mode.add_argument("--wheel", metavar="DIR", help="write a wheel whose extension modules are .bc files")
-    b.add_argument("--no-build-isolation", action="store_true")
+    b.add_argument("--no-build-isolation", action="store_true", help="build in this environment (it must have the build requirements)")
+    b.add_argument(
+        "-C", "--config-settings", dest="config_settings", action="append", default=[], metavar="KEY=VALUE",
+        help="setting for the project's build backend, as pip wheel -C (repeatable; implies --wheel)",
+    )
 
     sub.add_parser("info", help="LLVM version, host target and suffixes")
     k = sub.add_parser("cache", help="the persistent object cache: info, clear, prune")
@@ -88,11 +93,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             from . import build
 
             path = Path(args.path)
-            if path.is_dir() and not args.wheel:
+            if args.inplace and args.config_settings:
+                raise ToolchainError("-C settings go to a PEP 517 backend, which only a --wheel build runs")
+            if path.is_dir() and not args.wheel and not args.config_settings:
                 for p in build.build_ext_inplace(path):
                     print(p)
             else:  # an sdist always becomes a wheel (default: into the current directory)
-                print(build.build_wheel(path, args.wheel or Path.cwd(), isolation=not args.no_build_isolation))
+                wheel = build.build_wheel(
+                    path, args.wheel or Path.cwd(), isolation=not args.no_build_isolation, config_settings=args.config_settings
+                )
+                print(wheel)
         elif args.command == "info":
             import jitload
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import List, Optional, Tuple
 
-from . import _clang, elf
+from . import _clang, _native_objects, elf
 from .errors import JitloadError
 
 # Linker flags with a separate argument that the bitcode link has no use for.
@@ -115,26 +115,68 @@ def archive_members(path: str) -> Optional[List[Tuple[str, bytes]]]:
     return members
 
 
-def bitcode_inputs(path: str, scratch: str) -> Optional[List[str]]:
-    """Bitcode files standing for link input ``path``: itself if it is bitcode (also a
-    "shared library" our own link made), the bitcode members of an archive (written to
-    ``scratch``), or None if it is native. An archive with native members is native."""
+def split_input(path: str, scratch: str) -> Optional[Tuple[List[str], List[Tuple[str, bytes]]]]:
+    """What link input ``path`` contributes: bitcode files (itself if it is bitcode, also a
+    "shared library" our own link made, or an archive's bitcode members written to
+    ``scratch``) and native objects (name, bytes): itself if it is a relocatable ELF object
+    (assembly sources, prebuilt objects), or an archive's native members. None if it is
+    neither (a shared library, a linker script, ...)."""
     from .build import BITCODE_MAGIC, is_bitcode
 
     if is_bitcode(path):
-        return [path]
+        return [path], []
     members = archive_members(path)
     if members is None:
-        return None
-    if any(body[:4] not in BITCODE_MAGIC for _, body in members):
-        return None
-    out = []
+        data = _read_head(path, 64)
+        return ([], [(path, _read(path))]) if is_relocatable_elf(data) else None
+    bitcode: List[str] = []
+    native: List[Tuple[str, bytes]] = []
     for i, (name, body) in enumerate(members):
-        member = os.path.join(scratch, f"{len(os.listdir(scratch))}-{i}-{os.path.basename(name) or 'member'}")
-        with open(member, "wb") as f:
-            f.write(body)
-        out.append(member)
-    return out
+        if body[:4] in BITCODE_MAGIC:
+            member = os.path.join(scratch, f"{len(os.listdir(scratch))}-{i}-{os.path.basename(name) or 'member'}")
+            with open(member, "wb") as f:
+                f.write(body)
+            bitcode.append(member)
+        elif is_relocatable_elf(body):
+            native.append((f"{path}({name})", body))
+        else:
+            return None
+    return bitcode, native
+
+
+def is_relocatable_elf(data: bytes) -> bool:
+    """An ELF relocatable object (``e_type`` ET_REL), as ``cc -c`` makes from assembly."""
+    if len(data) < 18 or data[:4] != b"\x7fELF":
+        return False
+    return int.from_bytes(data[16:18], "little" if data[5] == 1 else "big") == 1
+
+
+def _read_head(path: str, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+#: Assembly source suffixes a compiler driver accepts (``.S`` and ``.sx`` are preprocessed).
+ASSEMBLY_SUFFIXES = (".s", ".S", ".sx")
+
+
+def assemble(source: str, scratch: str) -> str:
+    """Assembles ``source`` with clang into a relocatable object in ``scratch``; returns its
+    path (the source's own path if clang fails, so the link names it as unusable)."""
+    obj = os.path.join(scratch, f"{len(os.listdir(scratch))}-{os.path.basename(source)}.o")
+    proc = subprocess.run([_clang.find("clang"), "-c", source, "-o", obj], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return source
+    return obj
 
 
 def _find_static_or_bitcode(name: str, library_dirs: List[str]) -> Optional[str]:
@@ -189,24 +231,28 @@ def link_main(args: List[str], cxx: bool = False) -> int:
         return 2
     scratch = tempfile.mkdtemp(prefix="jitload-ld-")
     objects: List[str] = []
-    native: List[str] = []
+    native: List[Tuple[str, bytes]] = []
+    unusable: List[str] = []
     for lib in list(libraries):
-        # A library the same build made (a bitcode "shared library" or a bitcode archive):
-        # linked into this module, as a static library would be.
+        # A library the same build made (a bitcode "shared library" or an archive): linked
+        # into this module, as a static library would be.
         found = _find_static_or_bitcode(lib, library_dirs) if lib not in _RUNTIME_LIBRARIES else None
-        if found is not None:
-            members = bitcode_inputs(found, scratch)
-            if members is not None:
-                libraries.remove(lib)
-                inputs.append(found)
+        if found is not None and split_input(found, scratch) is not None:
+            libraries.remove(lib)
+            inputs.append(found)
     for path in inputs:
-        members = bitcode_inputs(path, scratch)
-        if members is not None:
-            objects.extend(members)
+        if path.endswith(ASSEMBLY_SUFFIXES):
+            # The driver assembles sources given to a link (numpy's meson build hands it
+            # its SVML .s files that way): do the same, and carry the object.
+            path = assemble(path, scratch)
+        contributed = split_input(path, scratch)
+        if contributed is not None:
+            objects.extend(contributed[0])
+            native.extend(contributed[1])
         elif path.endswith((".so",)) or ".so." in os.path.basename(path):
             libraries.append(":" + path)  # an explicit shared library: the JIT loads it by path
         else:
-            native.append(path)
+            unusable.append(path)
     runtime = cxx_runtime(args)
     for lib in list(libraries):
         if lib in _RUNTIME_LIBRARIES:
@@ -214,13 +260,19 @@ def link_main(args: List[str], cxx: bool = False) -> int:
             cxx, runtime = True, _RUNTIME_LIBRARIES[lib]
     if cxx or any(looks_like_cxx(o) for o in objects):
         libraries.append(":" + runtime)
-    if native:
+    if unusable:
         print(
-            "jitload ld: these inputs are native code, not bitcode, and cannot be linked into a bitcode "
-            "module: " + ", ".join(native),
+            "jitload ld: these inputs are neither bitcode nor relocatable objects, and cannot be linked into a "
+            "bitcode module: " + ", ".join(unusable),
             file=sys.stderr,
         )
         return 1
+    if native:
+        # Assembly and other native objects travel inside the module (see _native_objects).
+        carrier = os.path.join(scratch, "native-objects.ll")
+        with open(carrier, "w") as f:
+            f.write(_native_objects.ir_text(native))
+        objects.append(carrier)
     try:
         deps = list(dict.fromkeys(elf.resolve_library(lib, library_dirs) for lib in libraries))
         _native.link_bitcode(list(dict.fromkeys(objects)), output, deps, abi.record_for(output))
@@ -232,11 +284,27 @@ def link_main(args: List[str], cxx: bool = False) -> int:
     return 0
 
 
+def expand_response_files(args: List[str]) -> List[str]:
+    """``@file`` arguments replaced by the arguments the file holds (as gcc and clang read
+    them: whitespace-separated, shell-style quotes), so a link meson writes to a response
+    file is still seen as a link."""
+    import shlex
+
+    out: List[str] = []
+    for a in args:
+        if a.startswith("@") and os.path.isfile(a[1:]):
+            with open(a[1:]) as f:
+                out.extend(expand_response_files(shlex.split(f.read())))
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: List[str]) -> int:
     if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    tool, args = argv[0], argv[1:]
+    tool, args = argv[0], expand_response_files(argv[1:])
     # setuptools builds a C++ link command from CXX (with its flags) plus LDCXXSHARED minus its
     # "first word", which leaves our own "-m jitload._toolchain ld" in the middle: drop it,
     # keep the meaning.

@@ -95,6 +95,19 @@ def _run(cmd: List[str], what: str, env: Optional[Dict[str, str]] = None, cwd: O
         raise ToolchainError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(tail))
 
 
+def standin_script(tool: str) -> str:
+    """The shell script of one stand-in (``cc``, ``c++``, ``ld``): this interpreter, by absolute
+    path, in isolated mode (``-I``: a build frontend's PYTHONPATH and user site cannot change
+    what it imports), importing jitload from the directory this copy was loaded from. So it
+    works from any environment a build frontend creates (pip's or ``build``'s isolated build
+    environments), which need not have jitload installed."""
+    import shlex
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = f"import sys; sys.path.insert(0, {package_parent!r}); from jitload._toolchain import main; sys.exit(main(sys.argv[1:]))"
+    return f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -c {shlex.quote(code)} {tool} "$@"\n'
+
+
 def toolchain_dir() -> str:
     """A directory of executables standing for the compilers and the linker (``cc``, ``c++``,
     ``ld``; ``llvm-ar``/``llvm-ranlib`` for archives of bitcode), each one word, so build
@@ -103,16 +116,14 @@ def toolchain_dir() -> str:
     global _TOOLCHAIN_DIR
     if _TOOLCHAIN_DIR is None or not os.path.isdir(_TOOLCHAIN_DIR):
         import atexit
-        import shlex
         import shutil
 
         d = tempfile.mkdtemp(prefix="jitload-toolchain-")
         atexit.register(shutil.rmtree, d, True)
-        python = shlex.quote(sys.executable)
-        for name, tool in (("cc", "cc"), ("c++", "c++"), ("ld", "ld")):
-            path = os.path.join(d, name)
+        for tool in ("cc", "c++", "ld"):
+            path = os.path.join(d, tool)
             with open(path, "w") as f:
-                f.write(f'#!/bin/sh\nexec {python} -m jitload._toolchain {tool} "$@"\n')
+                f.write(standin_script(tool))
             os.chmod(path, 0o755)
         # Build systems strip release modules (pybind11's CMake does): bitcode has nothing to
         # strip that the JIT would keep, so stripping is a no-op.
@@ -202,18 +213,33 @@ def run_build(project: "os.PathLike[str] | str", python_args: Sequence[str], ext
 
 
 def build_wheel(
-    project: "os.PathLike[str] | str", out_dir: "os.PathLike[str] | str", *, isolation: bool = True, extra_env: Optional[Dict[str, str]] = None
+    project: "os.PathLike[str] | str",
+    out_dir: "os.PathLike[str] | str",
+    *,
+    isolation: bool = True,
+    extra_env: Optional[Dict[str, str]] = None,
+    config_settings: Sequence[str] = (),
 ) -> Path:
-    """Build a wheel of ``project`` (directory or sdist) whose extension modules are ``.bc``."""
+    """Build a wheel of ``project`` (directory or sdist) whose extension modules are ``.bc``.
+
+    The project's own PEP 517 backend runs through ``pip wheel``: by default in an isolated
+    environment into which pip installs the project's build requirements (``isolation=False``:
+    in this interpreter's environment, which must have them). ``config_settings`` are
+    ``KEY=VALUE`` strings handed to the backend as ``pip wheel -C KEY=VALUE`` does (e.g.
+    meson-python's ``setup-args=-Dfoo=bar``; a key may repeat)."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = toolchain_env()
     env.update(extra_env or {})
+    for setting in config_settings:
+        if "=" not in setting:
+            raise ToolchainError(f"config setting {setting!r} is not KEY=VALUE")
     with tempfile.TemporaryDirectory(prefix="jitload-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp, str(Path(project).resolve())]
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp]
         if not isolation:
-            cmd.insert(4, "--no-build-isolation")
-        _run(cmd, f"building a wheel of {project}", env=env)
+            cmd.append("--no-build-isolation")
+        cmd += [f"--config-settings={setting}" for setting in config_settings]
+        _run([*cmd, str(Path(project).resolve())], f"building a wheel of {project}", env=env)
         wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise ToolchainError(f"expected one wheel from {project}, got {[w.name for w in wheels]}")

@@ -72,7 +72,8 @@ def fetch_sdist(pkg: Dict[str, Any]) -> Path:
         # build would install CMake again (the build deps are installed already, by ensure_pip).
         # --no-binary names the package only: with :all:, the metadata build's own build
         # dependencies come from source too (pyyaml's Cython: 14 min on a loaded 2-core
-        # machine, against 10 s).
+        # machine, against 10 s); a wheel-built package's build requirements (meson, cmake,
+        # ...) stay binary, and pip prepares its metadata in an isolated environment.
         r = sh([PY, "-m", "pip", "download", "-q", "--no-deps", *pkg.get("fetch_args", []), "--no-binary", pkg["name"], "-d", str(dest), f"{pkg['name']}=={pkg['version']}"])
         if r.returncode != 0 or not path.exists():
             raise RuntimeError(f"cannot download {pkg['sdist']}: {r.stderr[-2000:]}")
@@ -81,6 +82,29 @@ def fetch_sdist(pkg: Dict[str, Any]) -> Path:
         path.unlink()
         raise RuntimeError(f"{pkg['sdist']}: sha256 {digest} does not match the pinned {pkg['sha256']}")
     return path
+
+
+def install_bitcode_wheel(pkg: Dict[str, Any], sdist: Path, work: Path) -> tuple[Path, Path]:
+    """The way a user builds (``build = "wheel"``): ``jitload build-ext SDIST --wheel`` with
+    pip's build isolation (the project's own backend and build requirements), the wheel
+    installed with ``pip install --target`` into ``work/site``. The sdist's ``test_files``
+    are copied into ``work/run``, the test directory, so the sources cannot shadow the
+    installed package. Returns (site, run)."""
+    from jitload.build import build_wheel, unpack_sdist
+
+    env_extra = {k: str(v) for k, v in pkg.get("build_env", {}).items()}
+    wheel = build_wheel(sdist, work / "dist", extra_env=env_extra, config_settings=pkg.get("config_settings", []))
+    site = work / "site"
+    r = sh([PY, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)])
+    if r.returncode != 0:
+        raise RuntimeError(f"pip install {wheel.name} failed: {r.stderr[-2000:]}")
+    project = unpack_sdist(sdist, work / "src")
+    run = work / "run"
+    run.mkdir()
+    for rel in pkg.get("test_files", []):
+        source = project / rel
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, run / rel)
+    return site, run
 
 
 def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
@@ -94,12 +118,17 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
         sdist = fetch_sdist(pkg)
         work = WORK / "work" / pkg["name"]
         shutil.rmtree(work, ignore_errors=True)
-        project = unpack_sdist(sdist, work)
         env_extra = {k: str(v) for k, v in pkg.get("build_env", {}).items()}
         t_build = time.time()
-        # "{corpus}" in build_cmd names this directory (for shared build drivers such as cmake_build.py).
-        build_cmd = [a.replace("{corpus}", str(HERE)) for a in pkg.get("build_cmd", ["setup.py", "build_ext", "--inplace"])]
-        built = run_build(project, build_cmd, extra_env=env_extra)
+        if pkg.get("build") == "wheel":
+            project, cwd = install_bitcode_wheel(pkg, sdist, work)
+            built = list(project.rglob("*.bc"))
+        else:
+            project = unpack_sdist(sdist, work)
+            # "{corpus}" in build_cmd names this directory (for shared build drivers such as cmake_build.py).
+            build_cmd = [a.replace("{corpus}", str(HERE)) for a in pkg.get("build_cmd", ["setup.py", "build_ext", "--inplace"])]
+            built = run_build(project, build_cmd, extra_env=env_extra)
+            cwd = project / pkg.get("test_cwd", ".")
         result["build_s"] = round(time.time() - t_build, 1)
         result["bitcode_files"] = [str(p.relative_to(project)) for p in built]
         # Nothing native may remain: any .so left (a prebuilt one shipped in the sdist, say)
@@ -109,12 +138,13 @@ def run_package(pkg: Dict[str, Any]) -> Dict[str, Any]:
             p.unlink()
         result["so_removed"] = len(removed)
         assert not list(project.rglob("*.so")), "a .so survived"
-        cwd = project / pkg.get("test_cwd", ".")
-        cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *pkg["test_cmd"]]
+        test_cmd = [a.replace("{site}", str(project)) for a in pkg["test_cmd"]]
+        cmd = [PY, str(HERE / "harness.py"), "--extensions", ",".join(pkg["extensions"]), "--check", pkg.get("check_expr", "True"), "--", *test_cmd]
         env = {**os.environ, **env_extra}
         test_env = {k: str(v) for k, v in pkg.get("test_env", {}).items()}
         # PYTHONPATH entries in the manifest are relative to the test directory.
-        pythonpath = [p for p in test_env.pop("PYTHONPATH", ".").split(os.pathsep) if p]
+        # "{site}" (here and in test_cmd): where a wheel-built package is installed.
+        pythonpath = [p.replace("{site}", str(project)) for p in test_env.pop("PYTHONPATH", ".").split(os.pathsep) if p]
         env.update(test_env)
         env["PYTHONPATH"] = os.pathsep.join(str((cwd / p).resolve()) for p in pythonpath)
         t_test = time.time()

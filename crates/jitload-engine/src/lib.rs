@@ -10,6 +10,7 @@ pub mod isolate;
 pub mod library;
 pub mod link;
 pub mod llvm;
+pub mod native;
 pub mod objfile;
 pub mod session;
 pub mod stubs;

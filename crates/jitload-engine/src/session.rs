@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::EngineError;
 use crate::ir;
+use crate::native;
 use crate::llvm::context::Context;
 use crate::objcache::ObjectCache;
 use crate::isolate;
@@ -214,13 +215,15 @@ impl Session {
         if let Some(required) = &options.required_symbol {
             check_required(&symbols, required, path)?;
         }
-        let undefined = ir::undefined_symbols(&symbols);
+        let natives = native::carried_objects(&module, path)?;
+        let undefined = native::undefined_with(ir::undefined_symbols(&symbols), &symbols, &natives);
         let dependent_libraries = module.dependent_libraries();
         let has_ctors = module.lower_init_array("llvm.global_ctors", CTORS, false);
         let has_dtors = module.lower_init_array("llvm.global_dtors", DTORS, true);
         // Locals made external by a parallel split only need to be unique in this module's own
         // JITDylib, and a fixed suffix keeps the object the same for the cache.
-        let objects = self.compile_objects(&mut module, options.opt_level, path, "jlp")?;
+        let mut objects = self.compile_objects(&mut module, options.opt_level, path, "jlp")?;
+        objects.extend(natives.into_iter().map(|n| n.bytes));
         let exports = module
             .symbols()
             .into_iter()

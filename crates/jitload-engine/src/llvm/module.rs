@@ -290,7 +290,18 @@ impl<'ctx> Module<'ctx> {
 
     /// Library names recorded in `!llvm.dependent-libraries`.
     pub fn dependent_libraries(&self) -> Vec<String> {
-        let key = cstr("llvm.dependent-libraries");
+        self.named_metadata("llvm.dependent-libraries")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .collect()
+    }
+
+    /// The nodes of the named metadata `key`, each as its operands: the bytes of an MDString,
+    /// `None` for any other operand.
+    pub fn named_metadata(&self, key: &str) -> Vec<Vec<Option<Vec<u8>>>> {
+        let key = cstr(key);
         // SAFETY: raw is live; key is NUL-terminated.
         let n = unsafe { LLVMGetNamedMetadataNumOperands(self.raw, key.as_ptr()) } as usize;
         let mut nodes: Vec<LLVMValueRef> = vec![ptr::null_mut(); n];
@@ -298,7 +309,7 @@ impl<'ctx> Module<'ctx> {
             // SAFETY: nodes has room for exactly n operands.
             unsafe { LLVMGetNamedMetadataOperands(self.raw, key.as_ptr(), nodes.as_mut_ptr()) };
         }
-        let mut libs = Vec::new();
+        let mut out = Vec::with_capacity(n);
         for node in nodes {
             // SAFETY: node is an MDNode wrapped as a value.
             let count = unsafe { LLVMGetMDNodeNumOperands(node) } as usize;
@@ -307,18 +318,22 @@ impl<'ctx> Module<'ctx> {
                 // SAFETY: ops has room for count operands.
                 unsafe { LLVMGetMDNodeOperands(node, ops.as_mut_ptr()) };
             }
-            for op in ops.into_iter().filter(|op| !op.is_null()) {
-                let mut len: c_uint = 0;
-                // SAFETY: op is a metadata value; returns null if it is not an MDString.
-                let s = unsafe { LLVMGetMDString(op, &mut len) };
-                if !s.is_null() {
+            let strings = ops
+                .into_iter()
+                .map(|op| {
+                    if op.is_null() {
+                        return None;
+                    }
+                    let mut len: c_uint = 0;
+                    // SAFETY: op is a metadata value; returns null if it is not an MDString.
+                    let s = unsafe { LLVMGetMDString(op, &mut len) };
                     // SAFETY: s points to len bytes owned by the context.
-                    let bytes = unsafe { std::slice::from_raw_parts(s.cast::<u8>(), len as usize) };
-                    libs.push(String::from_utf8_lossy(bytes).into_owned());
-                }
-            }
+                    (!s.is_null()).then(|| unsafe { std::slice::from_raw_parts(s.cast::<u8>(), len as usize) }.to_vec())
+                })
+                .collect();
+            out.push(strings);
         }
-        libs
+        out
     }
 
     /// Appends `lib` to `!llvm.dependent-libraries` (as `#pragma comment(lib, ...)` does).
