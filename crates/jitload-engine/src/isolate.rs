@@ -89,6 +89,25 @@ pub fn in_compiler_child() -> bool {
     IN_CHILD.load(Ordering::Relaxed)
 }
 
+/// In-process LLVM work (optimisation and code generation) and forks exclude each other.
+/// LLVM keeps process-wide locks (e.g. the timer groups code generation registers with): a
+/// fork while another thread of the interpreter held one gave the child a lock nobody would
+/// release, and the child hung until the time limit (found by
+/// tests/regressions/repro_cross_library_free.py: a lazy library compiling a function
+/// in-process while another thread's add_ir forked).
+static LLVM_VS_FORK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs in-process LLVM work `f` so that no fork happens meanwhile (in a compiler child,
+/// where nothing forks and the lock's copy may be held, it just runs `f`). `f` must not call
+/// back into Python or compile in a child itself (the fork would wait on this thread).
+pub(crate) fn without_forks<T>(f: impl FnOnce() -> T) -> T {
+    if in_compiler_child() {
+        return f();
+    }
+    let _shared = LLVM_VS_FORK.read().unwrap_or_else(|e| e.into_inner());
+    f()
+}
+
 /// Whether the child's stderr goes to the interpreter's stderr as it is written
 /// (`JITLOAD_COMPILER_STDERR=1`, for debugging LLVM); by default it is captured.
 fn pass_stderr() -> bool {
@@ -134,9 +153,17 @@ pub fn in_child(work: impl FnOnce() -> Vec<u8>) -> Result<ChildOutput, ChildErro
     let err_pipe = if capture { Some(Pipe::new()?) } else { None };
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
+    // No other thread is inside LLVM while we fork (see `without_forks`); held only for
+    // the fork itself.
+    let exclusive = LLVM_VS_FORK.write().unwrap_or_else(|e| e.into_inner());
     // SAFETY: fork has no preconditions; the child only runs `work` (see the contract above),
     // writes to the pipe and calls _exit, never returning into the caller's frames.
     let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        drop(exclusive); // the parent's copy; the child never touches its own
+    } else {
+        std::mem::forget(exclusive);
+    }
     if pid < 0 {
         return Err(ChildError::Failed(format!("cannot fork a compiler process: {}", std::io::Error::last_os_error())));
     }
