@@ -89,23 +89,70 @@ pub fn in_compiler_child() -> bool {
     IN_CHILD.load(Ordering::Relaxed)
 }
 
-/// In-process LLVM work (optimisation and code generation) and forks exclude each other.
-/// LLVM keeps process-wide locks (e.g. the timer groups code generation registers with): a
-/// fork while another thread of the interpreter held one gave the child a lock nobody would
-/// release, and the child hung until the time limit (found by
-/// tests/regressions/repro_cross_library_free.py: a lazy library compiling a function
-/// in-process while another thread's add_ir forked).
-static LLVM_VS_FORK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+/// In-process LLVM work and forks exclude each other. LLVM keeps process-wide locks (e.g.
+/// the timer groups code generation registers with): a fork while another thread of the
+/// interpreter held one gave the child a lock nobody would release, and the child hung until
+/// the time limit (found by tests/regressions/repro_cross_library_free.py: a lazy library
+/// compiling a function in-process while another thread's add_ir forked).
+///
+/// Readers (guarded LLVM work, `llvm::guard::guarded`) never wait for one another, nor for a
+/// fork that is only waiting: nested and concurrent guarded work (parallel code generation
+/// runs guarded pieces on other threads while its caller is guarded) cannot deadlock; they
+/// wait only while a fork is actually under way. Not a `RwLock` guard: a fatal error inside
+/// the guarded work longjmps over Rust frames, so the count is kept outside that region.
+struct ForkGate {
+    /// (guarded LLVM calls in progress, a fork under way)
+    state: std::sync::Mutex<(usize, bool)>,
+    changed: std::sync::Condvar,
+}
 
-/// Runs in-process LLVM work `f` so that no fork happens meanwhile (in a compiler child,
-/// where nothing forks and the lock's copy may be held, it just runs `f`). `f` must not call
-/// back into Python or compile in a child itself (the fork would wait on this thread).
-pub(crate) fn without_forks<T>(f: impl FnOnce() -> T) -> T {
+static FORK_GATE: ForkGate = ForkGate { state: std::sync::Mutex::new((0, false)), changed: std::sync::Condvar::new() };
+
+/// Marks the start of in-process LLVM work on this thread (a no-op in a compiler child,
+/// which never forks and whose copy of the gate may be mid-fork).
+pub(crate) fn llvm_work_begins() {
     if in_compiler_child() {
-        return f();
+        return;
     }
-    let _shared = LLVM_VS_FORK.read().unwrap_or_else(|e| e.into_inner());
-    f()
+    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    while state.1 {
+        state = FORK_GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    state.0 += 1;
+    OWN_LLVM_WORK.with(|n| n.set(n.get() + 1));
+}
+
+thread_local! {
+    /// How much of the gate's count is this thread's own (a fork from inside guarded work
+    /// waits only for the other threads').
+    static OWN_LLVM_WORK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the end of what [`llvm_work_begins`] started.
+pub(crate) fn llvm_work_ends() {
+    if in_compiler_child() {
+        return;
+    }
+    OWN_LLVM_WORK.with(|n| n.set(n.get().saturating_sub(1)));
+    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.0 = state.0.saturating_sub(1);
+    FORK_GATE.changed.notify_all();
+}
+
+/// Waits until no in-process LLVM work runs, then keeps new work out until `fork_done`.
+fn fork_begins() {
+    let own = OWN_LLVM_WORK.with(|n| n.get());
+    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    while state.0 > own || state.1 {
+        state = FORK_GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    state.1 = true;
+}
+
+fn fork_done() {
+    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
+    state.1 = false;
+    FORK_GATE.changed.notify_all();
 }
 
 /// Whether the child's stderr goes to the interpreter's stderr as it is written
@@ -153,16 +200,13 @@ pub fn in_child(work: impl FnOnce() -> Vec<u8>) -> Result<ChildOutput, ChildErro
     let err_pipe = if capture { Some(Pipe::new()?) } else { None };
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
-    // No other thread is inside LLVM while we fork (see `without_forks`); held only for
-    // the fork itself.
-    let exclusive = LLVM_VS_FORK.write().unwrap_or_else(|e| e.into_inner());
+    // No other thread is inside LLVM while we fork (see `ForkGate`); only for the fork itself.
+    fork_begins();
     // SAFETY: fork has no preconditions; the child only runs `work` (see the contract above),
     // writes to the pipe and calls _exit, never returning into the caller's frames.
     let pid = unsafe { libc::fork() };
     if pid != 0 {
-        drop(exclusive); // the parent's copy; the child never touches its own
-    } else {
-        std::mem::forget(exclusive);
+        fork_done(); // the parent's gate; the child never touches its copy
     }
     if pid < 0 {
         return Err(ChildError::Failed(format!("cannot fork a compiler process: {}", std::io::Error::last_os_error())));

@@ -324,12 +324,10 @@ impl Session {
 
     /// Optimises `module` for the host at `opt` and emits an object.
     pub(crate) fn compile(&self, module: &mut Module<'_>, opt: OptLevel, path: &str) -> Result<Vec<u8>, EngineError> {
-        isolate::without_forks(|| {
-            let tm = self.optimize(module, opt, path)?;
-            let object = tm.emit(module, false).map_err(stage_error(path, "code generation"))?;
-            codegen_diagnostics(module, path)?;
-            Ok(object)
-        })
+        let tm = self.optimize(module, opt, path)?;
+        let object = tm.emit(module, false).map_err(stage_error(path, "code generation"))?;
+        codegen_diagnostics(module, path)?;
+        Ok(object)
     }
 
     /// Optimises `module` and generates code, in parallel on pieces of the module when it is
@@ -337,10 +335,6 @@ impl Session {
     /// piece in its own context on its own thread). `unique` suffixes the names of local
     /// symbols the split makes external; it must be unique within the JITDylib.
     pub(crate) fn compile_objects(&self, module: &mut Module<'_>, opt: OptLevel, path: &str, unique: &str) -> Result<Vec<Vec<u8>>, EngineError> {
-        isolate::without_forks(|| self.compile_objects_here(module, opt, path, unique))
-    }
-
-    fn compile_objects_here(&self, module: &mut Module<'_>, opt: OptLevel, path: &str, unique: &str) -> Result<Vec<Vec<u8>>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
         let threads = codegen_threads();
         // At -O0 code generation is fast enough that splitting (and the bitcode round trip of
