@@ -286,11 +286,11 @@ def bench_compile(reps: int, parallel_reps: int) -> Tuple[List[Dict[str, Any]], 
 
     def jit_once(ir: str, opt: int, fn: str, check: Callable[[int], None], codegen_threads: Optional[int] = None) -> float:
         if codegen_threads is not None:  # read by the engine at every compile
-            os.environ["JITLOAD_CODEGEN_THREADS"] = str(codegen_threads)
+            jitload.set_option("JITLOAD_CODEGEN_THREADS", str(codegen_threads))
         try:
             return jit_timed(ir, opt, fn, check)
         finally:
-            os.environ.pop("JITLOAD_CODEGEN_THREADS", None)
+            jitload.set_option("JITLOAD_CODEGEN_THREADS", "")
 
     def jit_timed(ir: str, opt: int, fn: str, check: Callable[[int], None]) -> float:
         t0 = time.perf_counter()

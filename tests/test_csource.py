@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import jitload
-from jitload import _clang, csource
+from jitload import _clang, _settings, config, csource
 from jitload.errors import CSourceError, JitloadWarning, ToolchainError
 from conftest import BC_SUFFIX, build, run_python, single_phase, unique
 
@@ -41,7 +41,7 @@ def write(path: Path, text: str) -> Path:
 def cache_dir(tmp_path, monkeypatch):
     """A private cache root for the test (`$JITLOAD_CACHE_DIR`); entries go to `<it>/csource`."""
     root = tmp_path / "cache"
-    monkeypatch.setenv("JITLOAD_CACHE_DIR", str(root))
+    monkeypatch.setattr(config.options, "cache_dir", str(root))
     return root / "csource"
 
 
@@ -337,11 +337,12 @@ def test_depfile_parsing():
 
 
 def test_default_cache_location(monkeypatch, tmp_path):
-    monkeypatch.delenv("JITLOAD_CACHE_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert csource.default_cache_dir() == str(tmp_path / "xdg" / "jitload" / "csource")
-    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert csource.default_cache_dir() == str(tmp_path / "home" / ".cache" / "jitload" / "csource")
-    monkeypatch.setenv("JITLOAD_CACHE_DIR", str(tmp_path / "mine"))
-    assert csource.default_cache_dir() == str(tmp_path / "mine" / "csource")
+    """C sources are cached in `csource` under the object cache's directory, chosen by the XDG
+    rules the native modules use too (tests/test_settings.py checks they agree)."""
+    xdg, home, mine = str(tmp_path / "xdg"), str(tmp_path / "home"), str(tmp_path / "mine")
+    assert _settings.cache_dir({"XDG_CACHE_HOME": xdg, "HOME": home}) == os.path.join(xdg, "jitload")
+    assert _settings.cache_dir({"XDG_CACHE_HOME": "relative/ignored", "HOME": home}) == os.path.join(home, ".cache", "jitload")
+    assert _settings.cache_dir({"JITLOAD_CACHE_DIR": mine, "XDG_CACHE_HOME": xdg}) == mine
+    assert _settings.cache_dir({}) is None
+    monkeypatch.setattr(config.options, "cache_dir", mine)
+    assert csource.default_cache_dir() == os.path.join(mine, "csource")

@@ -117,7 +117,9 @@ def test_clang_in_the_environment_comes_first(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "clang-22").symlink_to(system)
     monkeypatch.setattr(_llvm, "environment_prefix", lambda: str(tmp_path))
-    monkeypatch.delenv("JITLOAD_CLANG", raising=False)
+    from jitload import config
+
+    monkeypatch.setattr(config.options, "clang", None)
     _clang.find.cache_clear()
     try:
         assert _clang.find() == str(tmp_path / "bin" / "clang-22")

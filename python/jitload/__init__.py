@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         LibraryError,
         LLVMLibraryError,
         LinkError,
+        OptionWarning,
         RemovedError,
         SymbolNotFoundError,
         ToolchainError,
@@ -63,6 +64,7 @@ _ERROR_NAMES = (
     "LibraryError",
     "LLVMLibraryError",
     "LinkError",
+    "OptionWarning",
     "RemovedError",
     "SymbolNotFoundError",
     "ToolchainError",
@@ -103,6 +105,7 @@ __all__ = [
     "LibraryError",
     "LLVMLibraryError",
     "LinkError",
+    "OptionWarning",
     "ToolchainError",
     "cache_stats",
     "host_target",
@@ -113,6 +116,8 @@ __all__ = [
     "llvm_version",
     "load_library",
     "loaded_libraries",
+    "options",
+    "set_option",
     "uninstall",
     "versions",
 ]
@@ -192,6 +197,40 @@ def loaded_libraries() -> List[str]:
     from . import _native
 
     return list(_native.user_libraries())
+
+
+def options() -> Dict[str, object]:
+    """Every ``JITLOAD_*`` setting's value in effect (name -> value: bool, int, float or str;
+    None for a setting with no default that is not set). Warns (:class:`OptionWarning`) about
+    values that did not parse. Does not load LLVM. ``python -m jitload options`` prints them
+    with their meanings.
+
+    >>> import jitload
+    >>> jitload.options()["JITLOAD_OPT_LEVEL"] in (0, 1, 2, 3)
+    True
+    """
+    from . import _settings, config
+
+    config.warn_problems()
+    values, _, _ = _settings.read(config._environ)
+    return {name: values.get(name) for name, *_ in _settings.SETTINGS}
+
+
+def set_option(name: str, value: str) -> None:
+    """Set one ``JITLOAD_*`` setting for the rest of the process, as if the environment had
+    said ``name=value`` from the start (``""`` restores the default), in the import hook and
+    both native modules. Raises ValueError naming the problem. What already took a value
+    keeps it (a session takes its settings when it is made).
+
+    >>> import jitload
+    >>> jitload.set_option("JITLOAD_CODEGEN_THREADS", "2")
+    >>> jitload.options()["JITLOAD_CODEGEN_THREADS"]
+    2
+    >>> jitload.set_option("JITLOAD_CODEGEN_THREADS", "")
+    """
+    from . import config
+
+    config.set_option(name, value)
 
 
 def cache_stats() -> Dict[str, int]:

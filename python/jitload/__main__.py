@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("info", help="LLVM version, host target and suffixes")
+    sub.add_parser("options", help="every JITLOAD_* setting: value in effect, where it came from, meaning")
     k = sub.add_parser("cache", help="the persistent object cache: info, clear, prune")
     k.add_argument("action", choices=["info", "clear", "prune"])
     k.add_argument("--max-mb", type=int, default=None, help="prune down to this size (default: the configured limit)")
@@ -112,10 +113,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("suffixes: " + " ".join(jitload.BITCODE_SUFFIXES))
         elif args.command == "cache":
             return _cache(args.action, args.max_mb)
+        elif args.command == "options":
+            _options()
     except JitloadError as e:
         print(f"jitload: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _options() -> None:
+    from . import _settings, config
+
+    config.warn_problems()
+    values, given, _ = _settings.read(config._environ)
+    for name, _, _, default, doc in _settings.SETTINGS:
+        value = values.get(name)
+        shown = "(not set)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        source = "set" if name in given else "default"
+        print(f"{name}={shown}  [{source}]  {doc}")
+    print(f"cache directory: {config.options.cache_dir or '(none: HOME is not set)'}")
 
 
 def _cache(action: str, max_mb: Optional[int]) -> int:

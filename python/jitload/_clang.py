@@ -54,7 +54,9 @@ def find(tool: str = "clang") -> str:
     Python environment (``pip install "jitload[build]"``), then the system's. Bitcode must
     not come from a newer clang than the JIT's LLVM, so the version is checked.
     """
-    env = os.environ.get("JITLOAD_CLANGXX" if tool == "clang++" else "JITLOAD_CLANG")
+    from . import config
+
+    env = config.options.clangxx if tool == "clang++" else config.options.clang
     candidates = [env] if env else []
     candidates += _environment_clangs(tool)
     candidates += [f"{tool}-{CLANG_MAJOR}", f"/usr/lib/llvm-{CLANG_MAJOR}/bin/{tool}", tool]

@@ -10,7 +10,10 @@ from ._pyinit import (
     find_extension as find_extension,
     in_main_interpreter as in_main_interpreter,
     loaded_extension_count as loaded_extension_count,
+    option_problems as option_problems,
+    options as options,
     python_abi_records as python_abi_records,
+    set_option as set_option,
     track_extension as track_extension,
 )
 
@@ -22,7 +25,10 @@ __all__ = [
     "in_main_interpreter",
     "load_cached",
     "loaded_extension_count",
+    "option_problems",
+    "options",
     "python_abi_records",
+    "set_option",
     "stats",
     "track_extension",
 ]

@@ -62,7 +62,9 @@ def environment_prefix() -> str:
 def candidates() -> list[Tuple[str, str]]:
     """(file name or path, where it came from) to try, in order; see the module docstring."""
     found = []
-    explicit = os.environ.get("JITLOAD_LIBLLVM")
+    from . import config
+
+    explicit = config.options.libllvm
     if explicit:
         found.append((explicit, "JITLOAD_LIBLLVM"))
     for lib_dir in dict.fromkeys([os.path.join(environment_prefix(), "lib"), os.path.join(sys.prefix, "lib")]):

@@ -36,6 +36,10 @@ def _load() -> object:
     try:
         module = module_from_spec(spec)
         loader.exec_module(module)
+        from . import config
+
+        config.warn_problems()
+        config.apply_overrides(module)
     except ImportError as e:
         if not any(word in str(e) for word in ("symbol", "version", "shared object")):
             raise  # not the dynamic linker's (e.g. PyO3 declining a subinterpreter)

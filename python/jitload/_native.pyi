@@ -11,7 +11,10 @@ from ._pyinit import (
     find_extension as find_extension,
     in_main_interpreter as in_main_interpreter,
     loaded_extension_count as loaded_extension_count,
+    option_problems as option_problems,
+    options as options,
     python_abi_records as python_abi_records,
+    set_option as set_option,
     track_extension as track_extension,
 )
 
@@ -38,7 +41,10 @@ __all__ = [
     "load_extension",
     "load_library",
     "loaded_extension_count",
+    "option_problems",
+    "options",
     "python_abi_records",
+    "set_option",
     "take_call_error",
     "track_extension",
     "user_libraries",

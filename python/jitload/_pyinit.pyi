@@ -5,7 +5,7 @@ Stubs only: re-exported by ``_native.pyi`` and ``_fastload.pyi``."""
 
 from importlib.machinery import ModuleSpec
 from types import ModuleType
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 def exec_extension(module: ModuleType) -> None:
     """Run a PEP 489 module's exec slots (no-op for single-phase modules and for modules whose
@@ -35,3 +35,13 @@ def python_abi_records(data: bytes) -> List[Tuple[str, str]]:
 
 def error_classes() -> List[str]:
     """The names of the ``jitload.errors`` classes native code raises (the Rust ErrorClass)."""
+
+def options() -> Dict[str, object]:
+    """Every setting as this native module parsed it: name -> (value or None, whether it was
+    given, kind, default, meaning); and ``cache_dir`` -> the cache directory or None."""
+
+def option_problems() -> List[str]:
+    """What did not parse when this native module read the environment."""
+
+def set_option(name: str, value: str) -> None:
+    """Set one setting in this native module (ValueError naming the problem)."""

@@ -1,4 +1,10 @@
-"""Runtime options of the import hook, set by :func:`jitload.install` or environment variables.
+"""jitload's settings in effect in this process: the ``JITLOAD_*`` environment variables read
+once at the first bitcode import (or ``import jitload``'s first use of them), then what
+:func:`jitload.install` and :func:`jitload.set_option` changed.
+
+``python -m jitload options`` lists every setting with its value and meaning; the table is in
+:mod:`jitload._settings` (and the ``jitload-options`` crate, which the native modules read).
+The ones users set most:
 
 ``JITLOAD_PREFER_BITCODE=1`` — a ``.bc`` beside a ``.so`` wins (default: the ``.so`` wins).
 ``JITLOAD_OPT_LEVEL=0..3`` — optimisation level for JIT compilation (default 2, as ``-O2``).
@@ -23,33 +29,26 @@ the compiler process also gets this many CPU seconds per code generation thread,
 ``JITLOAD_COMPILE_MEMORY_MB`` — address space the compiler child may add (default 1024; the largest corpus module needs about 300).
 ``JITLOAD_COMPILER_STDERR=1`` — let the compiler child write to the interpreter's stderr (default: captured,
 and its end quoted in the exception when the compile fails).
+
+A value that does not parse, or a ``JITLOAD_*`` name that is not a setting, gives a
+:class:`jitload.OptionWarning` naming the variable, and the default is used.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
+from . import _settings
 
-from _jitload_hook import env_flag as _env_flag
-
-
-def _env_opt_level() -> int:
-    raw = os.environ.get("JITLOAD_OPT_LEVEL", "2").strip() or "2"
-    if raw not in ("0", "1", "2", "3"):
-        raise ValueError(f"JITLOAD_OPT_LEVEL must be 0, 1, 2 or 3, not {raw!r}")
-    return int(raw)
-
-
-def _env_isolation() -> bool:
-    raw = os.environ.get("JITLOAD_ISOLATION", "fork").strip().lower() or "fork"
-    if raw not in ("fork", "none"):
-        raise ValueError(f"JITLOAD_ISOLATION must be 'fork' or 'none', not {raw!r}")
-    return raw == "fork"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 
 class Options:
-    """The hook's options. A plain class: this module is imported by the first bitcode import
-    of a process, where dataclasses/typing would cost ~25 ms."""
+    """The settings the Python side acts on. A plain class: this module is imported by the
+    first bitcode import of a process, where dataclasses/typing would cost ~25 ms."""
 
     def __init__(
         self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False, cache: bool = True
@@ -59,16 +58,93 @@ class Options:
         self.isolate = isolate
         self.c_source = c_source
         self.cache = cache
+        self.fastload = True
+        self.fast_wrappers = True
+        self.cache_dir: Optional[str] = None
+        self.clang: Optional[str] = None
+        self.clangxx: Optional[str] = None
+        self.libllvm: Optional[str] = None
+
+    @classmethod
+    def from_values(cls, values: "Dict[str, Any]", environ: "Any") -> "Options":
+        o = cls(
+            prefer_bitcode=values["JITLOAD_PREFER_BITCODE"],
+            opt_level=values["JITLOAD_OPT_LEVEL"],
+            isolate=values["JITLOAD_ISOLATION"] == "fork",
+            c_source=values["JITLOAD_C_SOURCE"],
+            cache=values["JITLOAD_CACHE"],
+        )
+        o.fastload = values["JITLOAD_FASTLOAD"]
+        o.fast_wrappers = values["JITLOAD_FAST"]
+        o.cache_dir = _settings.cache_dir(environ)
+        o.clang = values.get("JITLOAD_CLANG")
+        o.clangxx = values.get("JITLOAD_CLANGXX")
+        o.libllvm = values.get("JITLOAD_LIBLLVM")
+        return o
 
     @classmethod
     def from_environment(cls) -> "Options":
-        return cls(
-            prefer_bitcode=_env_flag("JITLOAD_PREFER_BITCODE"),
-            opt_level=_env_opt_level(),
-            isolate=_env_isolation(),
-            c_source=_env_flag("JITLOAD_C_SOURCE"),
-            cache=os.environ.get("JITLOAD_CACHE", "1").strip().lower() not in ("0", "off", "false", "no"),
-        )
+        values, _, _ = _settings.read(os.environ)
+        return cls.from_values(values, os.environ)
 
 
-options = Options.from_environment()
+_values, _given, _problems = _settings.read(os.environ)
+# The environment as read, and every set_option since: what a native module loaded later gets.
+_environ: Dict[str, str] = dict(os.environ)
+_overrides: Dict[str, str] = {}
+options = Options.from_values(_values, _environ)
+
+
+def warn_problems() -> None:
+    """Each setting that did not parse, as a :class:`jitload.OptionWarning` (once: the
+    environment is read once)."""
+    global _problems
+    problems, _problems = _problems, []
+    if problems:
+        import warnings
+
+        from .errors import OptionWarning
+
+        for problem in problems:
+            warnings.warn(problem, OptionWarning, stacklevel=3)
+
+
+def set_option(name: str, value: str) -> None:
+    """Sets one setting for the rest of the process, as if the environment had said
+    ``name=value`` from the start ("" restores the default); ValueError if it does not parse.
+    Code that already took a value keeps it (a session takes its settings when it is made)."""
+    global options
+    if name not in _settings._BY_NAME:
+        hint = _settings.suggest(name)
+        raise ValueError(f"{name} is not a jitload setting{f' (did you mean {hint}?)' if hint else ''}")
+    try:
+        _settings.parse(name, value)
+    except ValueError as e:
+        raise ValueError(f'{name}="{value}" is not valid: {e}') from None
+    _overrides[name] = value
+    _environ[name] = value
+    values, _, _ = _settings.read(_environ)
+    # install()'s choices stay (they were made after the environment's).
+    keep = {k: getattr(options, k) for k in ("prefer_bitcode", "opt_level", "isolate", "c_source", "cache")}
+    options = Options.from_values(values, _environ)
+    changed = {
+        "JITLOAD_PREFER_BITCODE": "prefer_bitcode",
+        "JITLOAD_OPT_LEVEL": "opt_level",
+        "JITLOAD_ISOLATION": "isolate",
+        "JITLOAD_C_SOURCE": "c_source",
+        "JITLOAD_CACHE": "cache",
+    }.get(name)
+    for attr, v in keep.items():
+        if attr != changed:
+            setattr(options, attr, v)
+    for native in ("jitload._fastload", "jitload._native"):
+        # Only a module that finished loading (jitload._native is a Python stand-in while it loads).
+        setter = getattr(sys.modules.get(native), "__dict__", {}).get("set_option")
+        if setter is not None:
+            setter(name, value)
+
+
+def apply_overrides(native: Any) -> None:
+    """Gives a native module loaded just now the settings :func:`set_option` changed before."""
+    for name, value in _overrides.items():
+        native.set_option(name, value)

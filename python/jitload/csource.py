@@ -268,13 +268,12 @@ def file_flags(path: StrPath) -> List[str]:
 
 
 def default_cache_dir() -> str:
-    """Where compiled C sources are cached (see the module documentation); not created."""
-    env = os.environ.get("JITLOAD_CACHE_DIR", "").strip()
-    if env:
-        return os.path.join(os.path.abspath(os.path.expanduser(env)), "csource")
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jitload", "csource")
+    """Where compiled C sources are cached (see the module documentation); not created:
+    ``csource`` in the object cache's directory (``JITLOAD_CACHE_DIR``, XDG rules)."""
+    from . import config
+
+    base = config.options.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "jitload")
+    return os.path.join(base, "csource")
 
 
 # -- flags ---------------------------------------------------------------------------------------

@@ -403,7 +403,9 @@ def _fast_available() -> bool:
     together: a fast callback re-raises its exception only through a fast wrapper.
     ``JITLOAD_FAST=0`` keeps the ctypes path."""
     if not _fast_state:
-        use = os.environ.get("JITLOAD_FAST", "1").strip().lower() not in ("0", "off", "false", "no")
+        from . import config
+
+        use = config.options.fast_wrappers
         if use:
             from . import fast
 

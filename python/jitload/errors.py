@@ -21,6 +21,7 @@ __all__ = [
     "CSourceError",
     "JitloadWarning",
     "AbiWarning",
+    "OptionWarning",
     "DuplicateSymbolError",
     "SymbolNotFoundError",
     "RemovedError",
@@ -89,6 +90,12 @@ class JitloadWarning(UserWarning):
 class AbiWarning(JitloadWarning):
     """A plain ``.bc``/``.ll`` module without a record of the Python it was built for was
     loaded on trust (once per file). See :mod:`jitload.abi`."""
+
+
+class OptionWarning(JitloadWarning):
+    """A ``JITLOAD_*`` environment variable has a value that does not parse (the default is
+    used), or a name close to a setting's that is not one (a typo). See ``python -m jitload
+    options``."""
 
 
 class DuplicateSymbolError(JitloadError):

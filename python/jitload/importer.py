@@ -139,11 +139,14 @@ def _fastload() -> Any:
     global _fastload_module
     if _fastload_module is None:
         fast: Any = False
-        if os.environ.get("JITLOAD_FASTLOAD", "1").strip().lower() not in ("0", "off", "false", "no"):
+        config.warn_problems()
+        if config.options.fastload:
             try:
                 from . import _fastload as fast
             except ImportError:
                 pass
+            else:
+                config.apply_overrides(fast)
         _fastload_module = fast
     return _fastload_module or None
 

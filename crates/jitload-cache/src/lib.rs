@@ -10,7 +10,7 @@
 //! use jitload_cache::{Cache, KeyBuilder};
 //!
 //! # fn main() -> Result<(), jitload_cache::CacheError> {
-//! let dir = Cache::default_dir().expect("HOME is set");
+//! let dir = std::env::temp_dir().join("jitload-example-cache"); // jitload takes it from jitload-options
 //! let cache = Cache::open(dir, 1 << 30)?;
 //! let key = KeyBuilder::new("jitload-object-v1")
 //!     .field("input", b"...bitcode bytes...")
@@ -35,8 +35,8 @@
 //! - [`KeyBuilder::new`]`(domain)`, [`.field`](KeyBuilder::field)`(name, value)` (each part
 //!   length-prefixed, so `("ab","c")` and `("a","bc")` differ), [`.finish`](KeyBuilder::finish)
 //!   → [`CacheKey`], a 32-byte BLAKE3 digest with [`hex`](CacheKey::hex).
-//! - [`Cache::open`]`(dir, max_bytes) -> Result<Cache, CacheError>`,
-//!   [`Cache::default_dir`]`() -> Option<PathBuf>`.
+//! - [`Cache::open`]`(dir, max_bytes) -> Result<Cache, CacheError>` (jitload's directory and
+//!   bound come from `jitload-options`: this crate reads no environment).
 //! - [`Cache::get`]`(&key) -> Option<Vec<u8>>`: a miss for anything doubtful.
 //! - [`Cache::put`]`(&key, &payload) -> Result<(), CacheError>`.
 //! - [`Cache::info`]`() -> Result<CacheInfo, _>`, [`Cache::clear`]`() -> Result<usize, _>`,
@@ -115,7 +115,6 @@
 mod entry;
 mod error;
 mod key;
-mod location;
 mod prune;
 mod security;
 mod store;

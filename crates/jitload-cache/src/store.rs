@@ -103,12 +103,6 @@ impl Cache {
         })
     }
 
-    /// `$JITLOAD_CACHE_DIR`, else `$XDG_CACHE_HOME/jitload`, else `$HOME/.cache/jitload`;
-    /// `None` if none of them is set. Empty variables count as unset.
-    pub fn default_dir() -> Option<PathBuf> {
-        crate::location::default_dir()
-    }
-
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir

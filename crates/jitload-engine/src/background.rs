@@ -209,7 +209,7 @@ fn run_with<T: Send + 'static>(
                 "still running after {:.1} s (the limit is JITLOAD_COMPILE_TIMEOUT_S={}); LLVM cannot be stopped \
                  mid-compile in-process, so it finishes in the background and its result is dropped",
                 limit.as_secs_f64(),
-                crate::isolate::setting("JITLOAD_COMPILE_TIMEOUT_S", "600")
+                crate::isolate::setting("JITLOAD_COMPILE_TIMEOUT_S")
             ),
         },
     })

@@ -9,22 +9,19 @@ use std::time::{Duration, Instant};
 
 use crate::error::EngineError;
 
-/// Extra address space the child may use on top of what the parent has mapped. Real
-/// modules need far less (a 1.4 MB IR module at -O2 compiles within 256 MB); corrupt input
-/// that makes LLVM grow a buffer until allocation fails spends CPU in proportion to it
-/// (`fastmath-smallvector-fatal.bc`: 1.7 s of CPU at 1024 MB, 5.5 s at 2048 MB).
-const DEFAULT_EXTRA_MEMORY_MB: u64 = 1024;
-
-/// `JITLOAD_COMPILE_MEMORY_MB`, else the default.
+/// Extra address space the child may use on top of what the parent has mapped
+/// (`JITLOAD_COMPILE_MEMORY_MB`, default 1024). Real modules need far less (a 1.4 MB IR
+/// module at -O2 compiles within 256 MB); corrupt input that makes LLVM grow a buffer until
+/// allocation fails spends CPU in proportion to it (`fastmath-smallvector-fatal.bc`: 1.7 s
+/// of CPU at 1024 MB, 5.5 s at 2048 MB).
 fn extra_memory_mb() -> u64 {
-    std::env::var("JITLOAD_COMPILE_MEMORY_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_EXTRA_MEMORY_MB)
+    jitload_options::get().compile_memory_mb
 }
 
 /// How long a compile may take before the child is killed (`JITLOAD_COMPILE_TIMEOUT_S`,
 /// default 600 s): some corrupt bitcode makes LLVM loop forever (found by the mutation run).
 pub(crate) fn timeout() -> Duration {
-    let secs = std::env::var("JITLOAD_COMPILE_TIMEOUT_S").ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(600.0);
-    Duration::from_secs_f64(secs.max(0.1))
+    jitload_options::get().compile_timeout
 }
 
 /// Asked every 50 ms while waiting for the child (and for an in-process compile's thread,
@@ -158,7 +155,7 @@ fn fork_done() {
 /// Whether the child's stderr goes to the interpreter's stderr as it is written
 /// (`JITLOAD_COMPILER_STDERR=1`, for debugging LLVM); by default it is captured.
 fn pass_stderr() -> bool {
-    std::env::var("JITLOAD_COMPILER_STDERR").is_ok_and(|v| v.trim() == "1")
+    jitload_options::get().compiler_stderr
 }
 
 fn mapped_bytes() -> u64 {
@@ -414,7 +411,7 @@ pub(crate) fn child_error(path: &str, e: ChildError) -> EngineError {
                 "still running after {:.1} s, so the compiler process was stopped (the limit is \
                  JITLOAD_COMPILE_TIMEOUT_S={})",
                 limit.as_secs_f64(),
-                setting("JITLOAD_COMPILE_TIMEOUT_S", "600")
+                setting("JITLOAD_COMPILE_TIMEOUT_S")
             ),
         },
         ChildError::OutOfMemory(mb) => EngineError::Compile {
@@ -423,7 +420,7 @@ pub(crate) fn child_error(path: &str, e: ChildError) -> EngineError {
             message: format!(
                 "the compiler process needed more than the {mb} MB of memory it may use (JITLOAD_COMPILE_MEMORY_MB={}, \
                  on top of what the interpreter has mapped); raise it if the module is really that large",
-                setting("JITLOAD_COMPILE_MEMORY_MB", &DEFAULT_EXTRA_MEMORY_MB.to_string())
+                setting("JITLOAD_COMPILE_MEMORY_MB")
             ),
         },
         ChildError::Interrupted => EngineError::Interrupted { path: path.to_string() },
@@ -431,11 +428,8 @@ pub(crate) fn child_error(path: &str, e: ChildError) -> EngineError {
 }
 
 /// A setting's value as the user gave it, or "<default>, the default".
-pub(crate) fn setting(name: &str, default: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
-        _ => format!("{default}, the default"),
-    }
+pub(crate) fn setting(name: &str) -> String {
+    jitload_options::get().describe(name)
 }
 
 enum Stop {

@@ -155,7 +155,7 @@ impl Session {
 
     /// The persistent object cache.
     pub fn object_cache(&self) -> &ObjectCache {
-        self.cache.get_or_init(ObjectCache::from_env)
+        self.cache.get_or_init(|| ObjectCache::from_options(&jitload_options::get()))
     }
 
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
@@ -474,11 +474,7 @@ const PARALLEL_CODEGEN_MIN_INSTRUCTIONS: usize = 4000;
 /// Threads for code generation: `JITLOAD_CODEGEN_THREADS`, else the available cores (at
 /// most 8).
 pub(crate) fn codegen_threads() -> usize {
-    std::env::var("JITLOAD_CODEGEN_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .clamp(1, 8)
+    jitload_options::get().codegen_threads
 }
 
 /// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is

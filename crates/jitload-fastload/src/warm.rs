@@ -46,7 +46,7 @@ impl std::fmt::Display for Miss {
 
 pub fn object_cache() -> &'static ObjectCache {
     static CACHE: OnceLock<ObjectCache> = OnceLock::new();
-    CACHE.get_or_init(ObjectCache::from_env)
+    CACHE.get_or_init(|| ObjectCache::from_options(&jitload_options::get()))
 }
 
 fn process_scope() -> Arc<SharedScope> {

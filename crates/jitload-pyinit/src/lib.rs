@@ -7,6 +7,7 @@
 //! `log` records to Python's `logging` ([`pylog`]).
 
 mod extensions;
+mod options;
 pub mod init;
 pub mod pylog;
 pub mod subinterp;
@@ -284,6 +285,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
+    options::register(m)?;
     Ok(())
 }
 

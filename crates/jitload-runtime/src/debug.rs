@@ -8,18 +8,14 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-fn env_on(name: &str) -> bool {
-    matches!(std::env::var(name).map(|v| v.trim().to_ascii_lowercase()).as_deref(), Ok("1" | "true" | "yes" | "on"))
-}
-
 /// Whether new sessions register their code with debuggers.
 pub fn debugger_enabled() -> bool {
-    env_on("JITLOAD_DEBUGGER")
+    jitload_options::get().debugger
 }
 
 /// Whether linked code is written to the perf map.
 pub fn perf_map_enabled() -> bool {
-    env_on("JITLOAD_PERF_MAP")
+    jitload_options::get().perf_map
 }
 
 static PERF_MAP: Mutex<Option<std::fs::File>> = Mutex::new(None);

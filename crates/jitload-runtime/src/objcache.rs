@@ -23,7 +23,6 @@ use std::sync::OnceLock;
 
 /// Bump when the payload format (`Compiled`'s wire form) or what is compiled changes.
 const FORMAT: &str = "jitload-object-v3";
-const DEFAULT_MAX_MB: u64 = 2048;
 
 /// Hits, misses and stores since the session started.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,28 +43,16 @@ pub struct ObjectCache {
     store_failures: AtomicU64,
 }
 
-fn disabled_by_env() -> bool {
-    matches!(
-        std::env::var("JITLOAD_CACHE").map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Ok("0" | "off" | "false" | "no")
-    )
-}
-
-fn max_bytes_from_env() -> u64 {
-    let mb = std::env::var("JITLOAD_CACHE_MAX_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(DEFAULT_MAX_MB);
-    mb.saturating_mul(1 << 20)
-}
-
 impl ObjectCache {
-    /// Opens the cache the environment asks for.
-    pub fn from_env() -> ObjectCache {
-        if disabled_by_env() {
+    /// Opens the cache the settings ask for (`JITLOAD_CACHE`, `JITLOAD_CACHE_DIR`, ...).
+    pub fn from_options(options: &jitload_options::Options) -> ObjectCache {
+        if !options.cache {
             return ObjectCache::new(None, None);
         }
-        let Some(dir) = Cache::default_dir() else {
+        let Some(dir) = options.cache_dir.clone() else {
             return ObjectCache::new(None, Some("jitload: no cache directory (HOME is not set); compiling every import".into()));
         };
-        match Cache::open(dir, max_bytes_from_env()) {
+        match Cache::open(dir, options.cache_max_bytes) {
             Ok(cache) => ObjectCache::new(Some(cache), None),
             Err(e) => ObjectCache::new(None, Some(format!("jitload: not using the object cache: {e}; compiling every import"))),
         }

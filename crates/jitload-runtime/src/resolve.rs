@@ -97,8 +97,10 @@ fn candidates(spec: &str) -> Vec<String> {
     }
     let mut out = vec![format!("lib{spec}.so")];
     let prefix = format!("lib{spec}.so.");
-    let env_dirs = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-    for dir in env_dirs.split(':').filter(|d| !d.is_empty()).chain(LIBRARY_DIRS.iter().copied()) {
+    let options = jitload_options::get();
+    let env_dirs = options.library_path.iter().map(|d| d.to_string_lossy());
+    for dir in env_dirs.chain(LIBRARY_DIRS.iter().map(|d| std::borrow::Cow::Borrowed(*d))) {
+        let dir = dir.as_ref();
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         let mut versioned: Vec<String> = entries
             .filter_map(|e| e.ok())

@@ -14,10 +14,7 @@
 
 /// Whether code is tuned for the host CPU (`JITLOAD_TUNE_CPU=host`) rather than `generic`.
 pub fn tune_for_host() -> bool {
-    matches!(
-        std::env::var("JITLOAD_TUNE_CPU").map(|v| v.trim().to_ascii_lowercase()).as_deref(),
-        Ok("host" | "native")
-    )
+    jitload_options::get().tune_for_host
 }
 
 /// The object cache key's field for the tuning choice.

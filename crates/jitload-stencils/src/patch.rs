@@ -212,8 +212,7 @@ fn write(
 /// Direct calls instead of `call [rip+GOT]` (on unless `JITLOAD_STENCIL_RELAX_CALLS=0`, for
 /// measuring the difference).
 fn relax_calls() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("JITLOAD_STENCIL_RELAX_CALLS").as_deref() != Ok("0"))
+    jitload_options::get().stencil_relax_calls
 }
 
 /// Whether the stencil's last instruction is `jmp rel32` to `_JIT_CONTINUE`.
