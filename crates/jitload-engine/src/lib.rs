@@ -15,7 +15,6 @@ pub mod objfile;
 pub mod session;
 pub mod stubs;
 
-pub use jitload_runtime::{cxx, debug, objcache, resolve};
 
 pub use error::EngineError;
 pub use llvm::target::{HostTarget, OptLevel};

@@ -22,10 +22,10 @@ use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
 use crate::llvm::guard::guarded;
-use crate::llvm::module::{Module, SymbolKind};
+use crate::llvm::module::{Module, GlobalKind};
 use crate::llvm::orc::{Dylib, Tracker};
 use crate::llvm::target::OptLevel;
-use crate::resolve::Library as SharedLibrary;
+use jitload_runtime::dynlib::SharedLibrary;
 use crate::session::Session;
 use crate::stubs::{self, ResolverCtx, StubBlock, STUBS_PER_BLOCK};
 
@@ -477,7 +477,7 @@ impl Library {
         if let Some(control) = control {
             // A thread-local: this thread's copy (each thread that asks gets its own).
             // SAFETY: `control` is the module's own control object, linked and alive.
-            return Ok(unsafe { crate::cxx::thread_local_address(control) });
+            return Ok(unsafe { jitload_runtime::cxx::thread_local_address(control) });
         }
         Err(EngineError::NotFound { library: self.inner.name.clone(), symbol: symbol.to_string(), close: self.close_names(symbol) })
     }
@@ -812,7 +812,7 @@ impl Library {
             // the module's names are unbound.
             if s.thread_local {
                 direct.push(emutls_name(&s.name));
-            } else if s.kind == SymbolKind::Function && !s.weak_definition && !s.name.starts_with("__jitload_") {
+            } else if s.kind == GlobalKind::Function && !s.weak_definition && !s.name.starts_with("__jitload_") {
                 functions.push(s.name.clone());
             } else {
                 direct.push(s.name.clone());
@@ -850,7 +850,7 @@ impl Library {
             // Promoted (hidden) functions are stubbed too: pieces call each other through stubs.
             for s in module.symbols() {
                 if s.defined
-                    && s.kind == SymbolKind::Function
+                    && s.kind == GlobalKind::Function
                     && !s.exported
                     && !s.name.contains(".jitload.")
                     && !s.name.starts_with("__jitload_")
@@ -927,9 +927,9 @@ impl Library {
         let addresses = jit
             .lookup(self.inner.dylib, &[&body])
             .map_err(|m| removed_meanwhile(crate::session::link_error(path, m)))?;
-        if crate::debug::perf_map_enabled() {
+        if jitload_runtime::debug::perf_map_enabled() {
             let known = HashMap::from([(body.clone(), addresses[0])]);
-            crate::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
+            jitload_runtime::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));
         }
         Ok(addresses[0])
     }
@@ -1100,9 +1100,9 @@ impl Library {
         let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
         let addresses = jit.lookup(self.inner.dylib, &names).map_err(|m| crate::session::link_error(path, m))?;
         let found: HashMap<String, u64> = wanted.into_iter().zip(addresses).collect();
-        if crate::debug::perf_map_enabled() {
+        if jitload_runtime::debug::perf_map_enabled() {
             for object in &prepared.objects {
-                crate::debug::write_perf_map(&crate::objfile::function_addresses(object, &found));
+                jitload_runtime::debug::write_perf_map(&crate::objfile::function_addresses(object, &found));
             }
         }
         Ok(found)

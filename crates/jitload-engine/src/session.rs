@@ -8,13 +8,14 @@ use crate::error::EngineError;
 use crate::ir;
 use crate::native;
 use crate::llvm::context::Context;
-use crate::objcache::ObjectCache;
+use jitload_runtime::objcache::ObjectCache;
 use crate::isolate;
 use crate::llvm::guard::guarded;
 use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
-use crate::resolve::{builtins_archive, Library, ModuleScope, SharedScope};
+use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
+use jitload_runtime::resolve::{ModuleScope, SharedScope};
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
 /// How to load one module.
@@ -87,7 +88,7 @@ impl Session {
 
     fn with_scope(scope: SharedScope) -> Result<Session, EngineError> {
         let jit = Jit::new().map_err(|message| EngineError::Jit { message })?;
-        if crate::debug::debugger_enabled() {
+        if jitload_runtime::debug::debugger_enabled() {
             if let Err(e) = jit.enable_debugger_support() {
                 log::warn!("jitload: cannot register JIT'd code with debuggers: {e}");
             }
@@ -136,7 +137,7 @@ impl Session {
 
     /// Opens a library and adds it to the scope every module resolves against.
     pub fn load_library(&self, spec: &str) -> Result<String, EngineError> {
-        let lib = Library::open(spec).map_err(|reason| EngineError::Library { name: spec.to_string(), reason })?;
+        let lib = SharedLibrary::open(spec).map_err(|reason| EngineError::Library { name: spec.to_string(), reason })?;
         let path = lib.path.clone();
         self.scope.add_user_library(Arc::new(lib));
         Ok(path)
@@ -272,10 +273,10 @@ impl Session {
         let found = self.jit.lookup_with_weakness(dylib, &wanted).map_err(|message| link_error(path, message))?;
         let addresses: Vec<u64> = found.iter().map(|&(a, _)| a).collect();
         let weak: Vec<String> = wanted.iter().zip(&found).filter(|(_, f)| f.1).map(|(n, _)| n.to_string()).collect();
-        if crate::debug::perf_map_enabled() {
+        if jitload_runtime::debug::perf_map_enabled() {
             let known = wanted.iter().map(|w| w.to_string()).zip(addresses.iter().copied()).collect();
             for object in &objects {
-                crate::debug::write_perf_map(&crate::objfile::function_addresses(object, &known));
+                jitload_runtime::debug::write_perf_map(&crate::objfile::function_addresses(object, &known));
             }
         }
         let mut it = addresses.iter().copied();
@@ -295,7 +296,7 @@ impl Session {
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
         let mut dependencies = Vec::new();
         for lib in libraries {
-            let opened = Library::open(lib).map_err(|reason| EngineError::DependentLibrary {
+            let opened = SharedLibrary::open(lib).map_err(|reason| EngineError::DependentLibrary {
                 path: path.to_string(),
                 library: lib.clone(),
                 reason,
@@ -418,7 +419,7 @@ impl Session {
     /// its exports, since that module still points into it.
     pub fn release(&self, module: LoadedModule) -> Result<(), Box<LoadedModule>> {
         // Threads may still run its `thread_local` destructors at their exit: keep it.
-        if module.dso_handle.is_some_and(crate::cxx::has_thread_destructors) {
+        if module.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) {
             return Err(Box::new(module));
         }
         if !self.scope.remove_exports(module.id) {

@@ -12,7 +12,8 @@ use std::sync::{Arc, OnceLock};
 use jitload_objload::{LoadedObject, SymbolKind};
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 use jitload_runtime::objcache::ObjectCache;
-use jitload_runtime::resolve::{Library, ModuleScope, SharedScope};
+use jitload_runtime::dynlib::SharedLibrary;
+use jitload_runtime::resolve::{ModuleScope, SharedScope};
 
 /// A module linked from the cache.
 pub struct WarmModule {
@@ -73,7 +74,7 @@ pub fn link_cached(bytes: &[u8], path: &str, init_symbol: &str, opt_level: u8) -
     }
     let mut dependencies = Vec::new();
     for lib in &compiled.dependent_libraries {
-        let opened = Library::open(lib).map_err(|e| Miss::Unusable(format!("dependent library {lib}: {e}")))?;
+        let opened = SharedLibrary::open(lib).map_err(|e| Miss::Unusable(format!("dependent library {lib}: {e}")))?;
         dependencies.push(Arc::new(opened));
     }
     let scope = ModuleScope { shared: shared.clone(), dependencies };

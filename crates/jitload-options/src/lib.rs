@@ -23,7 +23,7 @@ use std::time::Duration;
 
 /// How code memory is made executable (`JITLOAD_CODE_MEMORY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeMemory {
+pub enum CodeMemoryMode {
     /// mprotect, switching to a dual mapping the first time the host refuses.
     Auto,
     Mprotect,
@@ -52,7 +52,7 @@ pub struct Options {
     pub compile_timeout: Duration,
     pub compile_memory_mb: u64,
     pub compiler_stderr: bool,
-    pub code_memory: CodeMemory,
+    pub code_memory: CodeMemoryMode,
     pub stencil_pool: bool,
     pub stencil_relax_calls: bool,
     pub libllvm: Option<String>,
@@ -132,9 +132,9 @@ impl Options {
         };
         // The new name wins over the deprecated one when both are given.
         let code_memory = match (given.contains_key("JITLOAD_CODE_MEMORY"), choice("JITLOAD_CODE_MEMORY"), choice("JITLOAD_STENCIL_MEMORY")) {
-            (false, _, "mprotect") | (true, "mprotect", _) => CodeMemory::Mprotect,
-            (false, _, "dualmap") | (true, "dualmap", _) => CodeMemory::DualMap,
-            _ => CodeMemory::Auto,
+            (false, _, "mprotect") | (true, "mprotect", _) => CodeMemoryMode::Mprotect,
+            (false, _, "dualmap") | (true, "dualmap", _) => CodeMemoryMode::DualMap,
+            _ => CodeMemoryMode::Auto,
         };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let seconds = match values.get("JITLOAD_COMPILE_TIMEOUT_S") {
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(o.opt_level, 2);
         assert_eq!(o.cache_max_bytes, 2048 << 20);
         assert_eq!(o.compile_timeout, Duration::from_secs(600));
-        assert_eq!(o.code_memory, CodeMemory::Auto);
+        assert_eq!(o.code_memory, CodeMemoryMode::Auto);
         assert_eq!(o.cache_dir, Some(PathBuf::from("/h/.cache/jitload")));
         assert!(o.problems.is_empty());
         assert_eq!(o.describe("JITLOAD_COMPILE_MEMORY_MB"), "1024, the default");
@@ -289,12 +289,12 @@ mod tests {
             ("LD_LIBRARY_PATH", "/a::/b"),
         ]);
         assert!(!o.cache && o.tune_for_host);
-        assert_eq!(o.code_memory, CodeMemory::DualMap);
+        assert_eq!(o.code_memory, CodeMemoryMode::DualMap);
         assert_eq!(o.compile_memory_mb, 300);
         assert_eq!(o.describe("JITLOAD_COMPILE_MEMORY_MB"), "300");
         assert_eq!(o.library_path, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         let both = options(&[("JITLOAD_STENCIL_MEMORY", "dualmap"), ("JITLOAD_CODE_MEMORY", "mprotect")]);
-        assert_eq!(both.code_memory, CodeMemory::Mprotect);
+        assert_eq!(both.code_memory, CodeMemoryMode::Mprotect);
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 /// Directories searched for shared libraries given by bare name (after LD_LIBRARY_PATH).
 #[pyfunction]
 fn library_dirs() -> Vec<&'static str> {
-    jitload_engine::resolve::LIBRARY_DIRS.to_vec()
+    jitload_runtime::dynlib::LIBRARY_DIRS.to_vec()
 }
 
 /// The version of the LLVM library in use, e.g. "22.1.8".

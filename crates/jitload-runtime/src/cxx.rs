@@ -398,7 +398,7 @@ mod tests {
 
     /// This thread's address of libstdc++'s thread-local `std::__once_callable`.
     fn once_callable_here() -> u64 {
-        let lib = crate::resolve::Library::open("libstdc++.so.6").expect("libstdc++ is installed");
+        let lib = crate::dynlib::SharedLibrary::open("libstdc++.so.6").expect("libstdc++ is installed");
         lib.symbol("_ZSt15__once_callable").expect("libstdc++ defines it")
     }
 
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn an_ordinary_symbol_is_not_a_thread_local() {
-        let lib = crate::resolve::Library::open("libstdc++.so.6").unwrap();
+        let lib = crate::dynlib::SharedLibrary::open("libstdc++.so.6").unwrap();
         let address = lib.symbol("_ZSt9terminatev").unwrap();
         assert_eq!(foreign_tls_control("_ZSt9terminatev", address), None);
     }

@@ -6,11 +6,13 @@
 pub mod compiled;
 pub mod cxx;
 pub mod debug;
+pub mod dynlib;
 pub mod exit;
 pub mod objcache;
 pub mod pkgcontext;
 pub mod python_abi;
 pub mod resolve;
+pub mod scope_state;
 pub mod scope_table;
 pub mod tuning;
 pub mod wire;

@@ -42,7 +42,7 @@ type ModuleCreate2 = unsafe extern "C" fn(*mut c_void, c_int) -> *mut c_void;
 
 fn cpython_module_create2() -> Option<ModuleCreate2> {
     static REAL: OnceLock<Option<usize>> = OnceLock::new();
-    let address = (*REAL.get_or_init(|| crate::resolve::process_symbol("PyModule_Create2").map(|a| a as usize)))?;
+    let address = (*REAL.get_or_init(|| crate::dynlib::process_symbol("PyModule_Create2").map(|a| a as usize)))?;
     // SAFETY: CPython's `PyObject *PyModule_Create2(PyModuleDef *, int)`.
     Some(unsafe { std::mem::transmute::<usize, ModuleCreate2>(address) })
 }

@@ -17,7 +17,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
-use crate::resolve::{Library, ScopeState};
+use crate::dynlib::SharedLibrary;
+use crate::scope_state::ScopeState;
 
 /// A borrowed UTF-8 string crossing the table.
 #[repr(C)]
@@ -104,7 +105,7 @@ extern "C" fn own_add_user_library(name: Str, path: Str, handle: usize) {
     guarded((), || {
         // SAFETY: as above.
         let (name, path) = unsafe { (name.get().to_string(), path.get().to_string()) };
-        SCOPE.add_user_library(Arc::new(Library::from_raw(name, path, handle)));
+        SCOPE.add_user_library(Arc::new(SharedLibrary::from_raw(name, path, handle)));
     })
 }
 
@@ -223,7 +224,7 @@ pub(crate) fn lookup_user_library(symbol: &str) -> Option<u64> {
     Some((table().lookup_user_library)(Str::new(symbol))).filter(|&a| a != 0)
 }
 
-pub(crate) fn add_user_library(library: &Library) {
+pub(crate) fn add_user_library(library: &SharedLibrary) {
     (table().add_user_library)(Str::new(&library.name), Str::new(&library.path), library.handle())
 }
 

@@ -18,7 +18,7 @@ use super::{cstr, take_message};
 
 /// What kind of symbol a module-level name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SymbolKind {
+pub enum GlobalKind {
     Function,
     Data,
 }
@@ -27,7 +27,7 @@ pub enum SymbolKind {
 #[derive(Debug, Clone)]
 pub struct ModuleSymbol {
     pub name: String,
-    pub kind: SymbolKind,
+    pub kind: GlobalKind,
     /// Defined here (a body or an initializer), as opposed to declared.
     pub defined: bool,
     /// Visible to other modules (external/weak linkage and default visibility).
@@ -233,7 +233,7 @@ impl<'ctx> Module<'ctx> {
             // SAFETY: f is a function of this module.
             let intrinsic = unsafe { LLVMGetIntrinsicID(f) } != 0;
             if !intrinsic {
-                out.push(self.describe(f, SymbolKind::Function));
+                out.push(self.describe(f, GlobalKind::Function));
             }
             // SAFETY: f is a function of this module.
             f = unsafe { LLVMGetNextFunction(f) };
@@ -242,7 +242,7 @@ impl<'ctx> Module<'ctx> {
         let mut g = unsafe { LLVMGetFirstGlobal(self.raw) };
         while !g.is_null() {
             if !value_name(g).starts_with("llvm.") {
-                out.push(self.describe(g, SymbolKind::Data));
+                out.push(self.describe(g, GlobalKind::Data));
             }
             // SAFETY: g is a global of this module.
             g = unsafe { LLVMGetNextGlobal(g) };
@@ -250,7 +250,7 @@ impl<'ctx> Module<'ctx> {
         // SAFETY: as above.
         let mut a = unsafe { LLVMGetFirstGlobalAlias(self.raw) };
         while !a.is_null() {
-            let mut sym = self.describe(a, SymbolKind::Data);
+            let mut sym = self.describe(a, GlobalKind::Data);
             sym.defined = true;
             out.push(sym);
             // SAFETY: a is an alias of this module.
@@ -259,7 +259,7 @@ impl<'ctx> Module<'ctx> {
         out
     }
 
-    fn describe(&self, v: LLVMValueRef, kind: SymbolKind) -> ModuleSymbol {
+    fn describe(&self, v: LLVMValueRef, kind: GlobalKind) -> ModuleSymbol {
         use LLVMLinkage::*;
         // SAFETY: v is a live global value of this module.
         let linkage = unsafe { LLVMGetLinkage(v) };
@@ -283,7 +283,7 @@ impl<'ctx> Module<'ctx> {
             used,
             weak_definition: weak_definition && !declaration,
             // SAFETY: as above; LLVMIsThreadLocal is only asked of global variables.
-            thread_local: kind == SymbolKind::Data
+            thread_local: kind == GlobalKind::Data
                 && unsafe { !LLVMIsAGlobalVariable(v).is_null() && LLVMIsThreadLocal(v) != 0 },
         }
     }
