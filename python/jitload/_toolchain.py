@@ -15,6 +15,7 @@ import tempfile
 from typing import List, Optional, Tuple
 
 from . import _clang, _native_objects, elf
+from ._bitcode_file import BITCODE_MAGIC, is_bitcode
 from .errors import JitloadError
 
 # Linker flags with a separate argument that the bitcode link has no use for.
@@ -60,7 +61,6 @@ def compile_main(tool: str, args: List[str]) -> int:
     # A configure-style probe that links a test program: do a normal native build. Objects
     # from our compiles are bitcode (CMake's compiler checks link them into executables):
     # clang links those with LTO through lld.
-    from .build import is_bitcode
 
     if any(not a.startswith("-") and is_bitcode(a) for a in args):
         return subprocess.call([clang, "-flto=full", "-fuse-ld=lld", *args])
@@ -121,7 +121,6 @@ def split_input(path: str, scratch: str) -> Optional[Tuple[List[str], List[Tuple
     ``scratch``) and native objects (name, bytes): itself if it is a relocatable ELF object
     (assembly sources, prebuilt objects), or an archive's native members. None if it is
     neither (a shared library, a linker script, ...)."""
-    from .build import BITCODE_MAGIC, is_bitcode
 
     if is_bitcode(path):
         return [path], []
@@ -191,7 +190,6 @@ def _find_static_or_bitcode(name: str, library_dirs: List[str]) -> Optional[str]
 
 
 def _is_bitcode_file(path: str) -> bool:
-    from .build import is_bitcode
 
     return is_bitcode(path)
 

@@ -29,7 +29,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Set, Tuple
+    from typing import Any, List, Set, Tuple
 
 #: Named metadata holding the record.
 METADATA_NAME = "jitload.python"
@@ -55,19 +55,17 @@ def record_for(output: str) -> str:
     return f"jitload-python-abi:{tag}:{sys.version_info[0]}.{sys.version_info[1]};"
 
 
-def read_records(data: bytes) -> "List[Tuple[str, str]]":
+def read_records(data: bytes, native: "Any") -> "List[Tuple[str, str]]":
     """Every distinct (tag, version) record in a module's bytes (a module linked from
-    several recorded ones may hold several). Read by the native module (memmem; a Python
-    ``bytes.find`` took ~0.5 ns a byte, 1 ms for a 2 MB module)."""
-    from .importer import _runtime
-
-    return list(_runtime().python_abi_records(data))
+    several recorded ones may hold several), read by ``native`` (either native module:
+    memmem; a Python ``bytes.find`` took ~0.5 ns a byte, 1 ms for a 2 MB module)."""
+    return list(native.python_abi_records(data))
 
 
-def check(path: str, data: bytes, fullname: str) -> None:
-    """Raise :class:`~jitload.errors.AbiError` if module ``fullname`` at ``path`` (contents
-    ``data``) was built for another Python; warn once for an unrecorded plain ``.bc``/``.ll``."""
-    records = read_records(data)
+def check(path: str, records: "List[Tuple[str, str]]", fullname: str) -> None:
+    """Raise :class:`~jitload.errors.AbiError` if module ``fullname`` at ``path`` (with the
+    ABI ``records`` of :func:`read_records`) was built for another Python; warn once for an
+    unrecorded plain ``.bc``/``.ll``."""
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     soabi = this_soabi()
     for tag, version in records:

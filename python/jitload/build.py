@@ -18,19 +18,11 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import _clang, elf
+from ._bitcode_file import BITCODE_MAGIC, is_bitcode
 from .errors import ToolchainError
 
-BITCODE_MAGIC = (b"BC\xc0\xde", b"\xde\xc0\x17\x0b")
 #: Source suffixes compiled as C++ (with clang++-22).
 CXX_SUFFIXES = (".cc", ".cpp", ".cxx", ".C", ".c++")
-
-
-def is_bitcode(path: "os.PathLike[str] | str") -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) in BITCODE_MAGIC
-    except OSError:
-        return False
 
 
 def bitcode_name(so_name: str) -> str:

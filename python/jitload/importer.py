@@ -165,6 +165,11 @@ def find_loaded(path: str, spec: ModuleSpec, key: str) -> Optional[Tuple[ModuleT
     None when nothing loaded serves it. Asks only the native modules already loaded."""
     fast = _fastload()
     native = _native_module or sys.modules.get("jitload._native")
+    if native is not None and "find_extension" not in getattr(native, "__dict__", {}):
+        # jitload._native's Python stand-in, still loading the extension in another thread:
+        # no code can have been loaded with it yet (and asking it would wait for that import
+        # while this thread holds another module's import lock).
+        native = None
     if native is None and not (fast.in_main_interpreter() if fast else not _in_subinterpreter()):
         native = _native()  # another interpreter of this process may have loaded code with it
     owners = [o for o in (fast, native) if o]
@@ -208,7 +213,7 @@ def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple
         else:
             from . import abi
 
-            abi.check(path, data, spec.name)
+            abi.check(path, abi.read_records(data, _runtime()), spec.name)
     fast = _fastload() if options.cache else None
     if fast is not None:
         module = fast.load_cached(path, spec.name, symbol, spec, opt_level=options.opt_level, data=data)

@@ -178,3 +178,13 @@ pub fn producer(bytes: &[u8]) -> Option<String> {
     }
     None
 }
+
+/// Whether a producer string such as "LLVM23.0.0" or "clang 23.1" names a newer major
+/// version than `reader` ("22.1.8").
+pub fn producer_is_newer(producer: &str, reader: &str) -> bool {
+    let major = |s: &str| -> Option<u32> {
+        let digits: String = s.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    };
+    matches!((major(producer), major(reader)), (Some(p), Some(r)) if p > r)
+}

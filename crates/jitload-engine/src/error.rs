@@ -95,7 +95,7 @@ fn bitcode_message(message: &str, producer: Option<&str>, reader: &str) -> Strin
     let mut out = format!("unreadable LLVM bitcode: {message}");
     if let Some(p) = producer {
         let _ = write!(out, " (made by {p}; this JIT reads bitcode up to LLVM {reader}");
-        if crate::ir::producer_is_newer(p, reader) {
+        if crate::bitstream::producer_is_newer(p, reader) {
             out.push_str(": rebuild it with clang 22 or older");
         }
         out.push(')');
@@ -143,7 +143,7 @@ impl EngineError {
 
 impl EngineError {
     /// Encodes the error for the trip from the compiler process to the parent.
-    pub(crate) fn to_wire(&self, w: &mut crate::isolate::Writer) {
+    pub(crate) fn to_wire(&self, w: &mut jitload_runtime::wire::Writer) {
         use EngineError::*;
         let none = String::new();
         match self {
@@ -179,7 +179,7 @@ impl EngineError {
     }
 
     /// Decodes what [`EngineError::to_wire`] wrote; `None` on malformed input.
-    pub(crate) fn from_wire(r: &mut crate::isolate::Reader<'_>) -> Option<EngineError> {
+    pub(crate) fn from_wire(r: &mut jitload_runtime::wire::Reader<'_>) -> Option<EngineError> {
         use EngineError::*;
         let tag = r.u8()?;
         let f = r.strs()?;

@@ -100,15 +100,6 @@ fn producer_from_message(message: &str) -> Option<String> {
     Some(message[start..start + end].to_string())
 }
 
-/// Whether a producer string such as "LLVM23.0.0" or "clang 23.1" names a newer major
-/// version than `reader` ("22.1.8").
-pub fn producer_is_newer(producer: &str, reader: &str) -> bool {
-    let major = |s: &str| -> Option<u32> {
-        let digits: String = s.chars().skip_while(|c| !c.is_ascii_digit()).take_while(|c| c.is_ascii_digit()).collect();
-        digits.parse().ok()
-    };
-    matches!((major(producer), major(reader)), (Some(p), Some(r)) if p > r)
-}
 
 
 /// The names a module uses without defining them (weak references excluded: those may stay
@@ -127,9 +118,9 @@ mod tests {
 
     #[test]
     fn newer_producer_is_detected() {
-        assert!(producer_is_newer("LLVM23.0.0git", "22.1.8"));
-        assert!(!producer_is_newer("LLVM22.1.8", "22.1.8"));
-        assert!(!producer_is_newer("LLVM19.1.7", "22.1.8"));
+        assert!(crate::bitstream::producer_is_newer("LLVM23.0.0git", "22.1.8"));
+        assert!(!crate::bitstream::producer_is_newer("LLVM22.1.8", "22.1.8"));
+        assert!(!crate::bitstream::producer_is_newer("LLVM19.1.7", "22.1.8"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::error::EngineError;
+use jitload_runtime::wire::{Reader, Writer};
 
 /// Extra address space the child may use on top of what the parent has mapped
 /// (`JITLOAD_COMPILE_MEMORY_MB`, default 1024). Real modules need far less (a 1.4 MB IR
@@ -78,80 +79,6 @@ const STDERR_KEEP: usize = 64 << 10;
 /// Most of it quoted in an exception.
 const STDERR_QUOTE: usize = 1200;
 
-static IN_CHILD: AtomicBool = AtomicBool::new(false);
-
-/// True in a compiler child: code that would take a lock another thread of the parent may
-/// have held at the fork (the target-machine pool, the logger) must not.
-pub fn in_compiler_child() -> bool {
-    IN_CHILD.load(Ordering::Relaxed)
-}
-
-/// In-process LLVM work and forks exclude each other. LLVM keeps process-wide locks (e.g.
-/// the timer groups code generation registers with): a fork while another thread of the
-/// interpreter held one gave the child a lock nobody would release, and the child hung until
-/// the time limit (found by tests/regressions/repro_cross_library_free.py: a lazy library
-/// compiling a function in-process while another thread's add_ir forked).
-///
-/// Readers (guarded LLVM work, `llvm::guard::guarded`) never wait for one another, nor for a
-/// fork that is only waiting: nested and concurrent guarded work (parallel code generation
-/// runs guarded pieces on other threads while its caller is guarded) cannot deadlock; they
-/// wait only while a fork is actually under way. Not a `RwLock` guard: a fatal error inside
-/// the guarded work longjmps over Rust frames, so the count is kept outside that region.
-struct ForkGate {
-    /// (guarded LLVM calls in progress, a fork under way)
-    state: std::sync::Mutex<(usize, bool)>,
-    changed: std::sync::Condvar,
-}
-
-static FORK_GATE: ForkGate = ForkGate { state: std::sync::Mutex::new((0, false)), changed: std::sync::Condvar::new() };
-
-/// Marks the start of in-process LLVM work on this thread (a no-op in a compiler child,
-/// which never forks and whose copy of the gate may be mid-fork).
-pub(crate) fn llvm_work_begins() {
-    if in_compiler_child() {
-        return;
-    }
-    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
-    while state.1 {
-        state = FORK_GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-    }
-    state.0 += 1;
-    OWN_LLVM_WORK.with(|n| n.set(n.get() + 1));
-}
-
-thread_local! {
-    /// How much of the gate's count is this thread's own (a fork from inside guarded work
-    /// waits only for the other threads').
-    static OWN_LLVM_WORK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the end of what [`llvm_work_begins`] started.
-pub(crate) fn llvm_work_ends() {
-    if in_compiler_child() {
-        return;
-    }
-    OWN_LLVM_WORK.with(|n| n.set(n.get().saturating_sub(1)));
-    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
-    state.0 = state.0.saturating_sub(1);
-    FORK_GATE.changed.notify_all();
-}
-
-/// Waits until no in-process LLVM work runs, then keeps new work out until `fork_done`.
-fn fork_begins() {
-    let own = OWN_LLVM_WORK.with(|n| n.get());
-    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
-    while state.0 > own || state.1 {
-        state = FORK_GATE.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-    }
-    state.1 = true;
-}
-
-fn fork_done() {
-    let mut state = FORK_GATE.state.lock().unwrap_or_else(|e| e.into_inner());
-    state.1 = false;
-    FORK_GATE.changed.notify_all();
-}
-
 /// Whether the child's stderr goes to the interpreter's stderr as it is written
 /// (`JITLOAD_COMPILER_STDERR=1`, for debugging LLVM); by default it is captured.
 fn pass_stderr() -> bool {
@@ -171,7 +98,7 @@ fn mapped_bytes() -> u64 {
 /// runs on up to `codegen_threads` threads, so a compile within the time limit can use that
 /// many CPU seconds per second; the limit never fires before the parent's.
 fn cpu_limit_seconds() -> u64 {
-    let threads = crate::session::codegen_threads() as f64;
+    let threads = jitload_options::get().codegen_threads as f64;
     (timeout().as_secs_f64() * threads).ceil() as u64 + 1
 }
 
@@ -198,12 +125,12 @@ pub fn in_child(work: impl FnOnce() -> Vec<u8>) -> Result<ChildOutput, ChildErro
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // No other thread is inside LLVM while we fork (see `ForkGate`); only for the fork itself.
-    fork_begins();
+    crate::fork_gate::fork_begins();
     // SAFETY: fork has no preconditions; the child only runs `work` (see the contract above),
     // writes to the pipe and calls _exit, never returning into the caller's frames.
     let pid = unsafe { libc::fork() };
     if pid != 0 {
-        fork_done(); // the parent's gate; the child never touches its copy
+        crate::fork_gate::fork_done(); // the parent's gate; the child never touches its copy
     }
     if pid < 0 {
         return Err(ChildError::Failed(format!("cannot fork a compiler process: {}", std::io::Error::last_os_error())));
@@ -281,7 +208,7 @@ unsafe fn child_main(
         // A crash must not write a core file of a multi-gigabyte compile.
         set(libc::RLIMIT_CORE, 0, 0);
     }
-    IN_CHILD.store(true, Ordering::Relaxed);
+    crate::fork_gate::enter_compiler_child();
     crate::llvm::guard::exit_on_out_of_memory(EXIT_OUT_OF_MEMORY);
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_default();
     let mut written = 0usize;
@@ -572,8 +499,6 @@ fn kill(pid: libc::pid_t) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-pub use jitload_runtime::wire::{Reader, Writer};
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,8 +549,8 @@ mod tests {
 
     #[test]
     fn the_child_knows_it_is_one() {
-        let got = compile_in_child("flag", || Ok(vec![u8::from(in_compiler_child())]), encode_bytes, decode_bytes).unwrap();
+        let got = compile_in_child("flag", || Ok(vec![u8::from(crate::fork_gate::in_compiler_child())]), encode_bytes, decode_bytes).unwrap();
         assert_eq!(got, vec![1]);
-        assert!(!in_compiler_child());
+        assert!(!crate::fork_gate::in_compiler_child());
     }
 }

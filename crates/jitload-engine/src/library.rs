@@ -191,7 +191,7 @@ struct Prepared {
 
 impl Prepared {
     /// Encodes an eager module's preparation for the trip from the compiler child.
-    fn write(&self, w: &mut crate::isolate::Writer) {
+    fn write(&self, w: &mut jitload_runtime::wire::Writer) {
         w.u32(self.objects.len() as u32);
         for object in &self.objects {
             w.bytes(object);
@@ -201,7 +201,7 @@ impl Prepared {
     }
 
     /// Decodes what [`Prepared::write`] wrote; `None` on malformed input.
-    fn read(r: &mut crate::isolate::Reader<'_>) -> Option<Prepared> {
+    fn read(r: &mut jitload_runtime::wire::Reader<'_>) -> Option<Prepared> {
         let objects = (0..r.u32()?).map(|_| r.bytes()).collect::<Option<Vec<_>>>()?;
         let (functions, direct, undefined, dependent_libraries) = (r.strs()?, r.strs()?, r.strs()?, r.strs()?);
         let (constructors, destructors) = (r.strs()?.pop(), r.strs()?.pop());

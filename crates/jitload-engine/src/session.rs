@@ -310,7 +310,7 @@ impl Session {
     pub(crate) fn machine(&self, opt: OptLevel) -> Result<Machine<'_>, String> {
         // In a compiler child another thread of the parent may have held the pool's lock at
         // the fork: never touch it there.
-        let pooled = if isolate::in_compiler_child() {
+        let pooled = if crate::fork_gate::in_compiler_child() {
             None
         } else {
             let mut pool = self.machines.lock().unwrap_or_else(|e| e.into_inner());
@@ -320,7 +320,7 @@ impl Session {
             Some(tm) => tm,
             None => TargetMachine::new(&self.host, opt)?,
         };
-        Ok(Machine { tm: Some(tm), pool: (!isolate::in_compiler_child()).then_some(&self.machines) })
+        Ok(Machine { tm: Some(tm), pool: (!crate::fork_gate::in_compiler_child()).then_some(&self.machines) })
     }
 
     /// Optimises `module` for the host at `opt` and emits an object.
@@ -337,7 +337,7 @@ impl Session {
     /// symbols the split makes external; it must be unique within the JITDylib.
     pub(crate) fn compile_objects(&self, module: &mut Module<'_>, opt: OptLevel, path: &str, unique: &str) -> Result<Vec<Vec<u8>>, EngineError> {
         let tm = self.optimize(module, opt, path)?;
-        let threads = codegen_threads();
+        let threads = jitload_options::get().codegen_threads;
         // At -O0 code generation is fast enough that splitting (and the bitcode round trip of
         // each piece) costs more than a second core saves (measured: 284 ms one piece, 487 ms
         // two, for 23k instructions).
@@ -471,12 +471,6 @@ const MACHINE_POOL_SIZE: usize = 8;
 
 /// Below this many instructions one thread generates code sooner than a split would.
 const PARALLEL_CODEGEN_MIN_INSTRUCTIONS: usize = 4000;
-
-/// Threads for code generation: `JITLOAD_CODEGEN_THREADS`, else the available cores (at
-/// most 8).
-pub(crate) fn codegen_threads() -> usize {
-    jitload_options::get().codegen_threads
-}
 
 /// Runs `work` on a fresh LLVM context under crash recovery. If LLVM crashed, the context is
 /// abandoned (leaked), never disposed: the crash may have left it inconsistent.

@@ -28,12 +28,11 @@ pub(crate) fn single_phase_def(module: &Bound<'_, PyAny>) -> Option<*mut ffi::Py
 
 /// Whether the calling thread runs in the main interpreter.
 pub(crate) fn in_main_interpreter() -> bool {
-    let main = crate::init::lookup("PyInterpreterState_Main");
-    if main.is_null() {
+    let Some(main) = jitload_runtime::dynlib::process_symbol("PyInterpreterState_Main") else {
         return true;
-    }
+    };
     // SAFETY: `PyInterpreterState *PyInterpreterState_Main(void)`, exported by every CPython.
-    let main: unsafe extern "C" fn() -> *mut ffi::PyInterpreterState = unsafe { std::mem::transmute(main) };
+    let main: unsafe extern "C" fn() -> *mut ffi::PyInterpreterState = unsafe { std::mem::transmute(main as usize) };
     // SAFETY: the caller holds the GIL of the current interpreter.
     unsafe { ffi::PyInterpreterState_Get() == main() }
 }

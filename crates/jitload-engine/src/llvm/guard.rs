@@ -58,13 +58,13 @@ pub fn guarded<'a, T>(f: impl FnOnce() -> T + 'a) -> Result<T, String> {
     FATAL_REASON.with(|r| r.borrow_mut().take());
     // In-process LLVM work keeps forks out (see `isolate::ForkGate`): counted here, outside
     // the region a crash longjmps over.
-    crate::isolate::llvm_work_begins();
+    crate::fork_gate::llvm_work_begins();
     // SAFETY: trampoline::<T> matches the data pointer's type. If LLVM crashes, the shim
     // longjmps back over the frames of `f`, skipping their destructors: that leaks what `f`
     // built, which is the documented contract of this function, and no Rust frame between
     // here and the crash holds a lock or other state that must be released.
     let ok = unsafe { jitload_run_guarded(trampoline::<T>, (&mut call as *mut Call<'a, T>).cast()) } != 0;
-    crate::isolate::llvm_work_ends();
+    crate::fork_gate::llvm_work_ends();
     GUARDED.with(|g| g.set(was));
     if !ok {
         let reason = FATAL_REASON.with(|r| r.borrow_mut().take());
