@@ -67,24 +67,6 @@ SETTINGS = (
     ("JITLOAD_CLANGXX", "text", None, "", "the clang++ 22 the build tools run"),
 )
 
-# `JITLOAD_*` variables that are not run-time settings (build scripts, the test suite).
-NOT_SETTINGS = frozenset(
-    (
-        "JITLOAD_BLESS",
-        "JITLOAD_CACHE_TEST_DIR",
-        "JITLOAD_CACHE_TEST_ID",
-        "JITLOAD_CACHE_TEST_ROLE",
-        "JITLOAD_FUZZ_ITERATIONS",
-        "JITLOAD_FUZZ_SEED",
-        "JITLOAD_KEEP",
-        "JITLOAD_LIBCXX_DIR",
-        "JITLOAD_LIBGCC_S",
-        "JITLOAD_OBJDUMP",
-        "JITLOAD_SKIP_EXTRAS",
-        "JITLOAD_STENCILS_H",
-    )
-)
-
 _BY_NAME = {s[0]: s for s in SETTINGS}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -130,9 +112,11 @@ def _number(x: float) -> str:
 
 
 def suggest(name: str) -> "Optional[str]":
-    """The setting name closest to an unknown ``name`` (within 3 edits), for "did you mean"."""
+    """The setting an unknown ``name`` is a typo of (at most two edits away), for "did you
+    mean". Farther names are not ours: build scripts and test harnesses have ``JITLOAD_*``
+    variables too."""
     best = min(((_distance(s[0], name), s[0]) for s in SETTINGS), default=(99, ""))
-    return best[1] if best[0] <= 3 else None
+    return best[1] if best[0] <= 2 else None
 
 
 def _distance(a: str, b: str) -> int:
@@ -153,7 +137,7 @@ def read(environ: "Mapping[str, str]") -> "Tuple[Dict[str, Value], Dict[str, str
     # A name close to a setting's is a typo worth a warning; other JITLOAD_* names belong to
     # build scripts and test harnesses.
     for name in sorted(environ):
-        if name.startswith("JITLOAD_") and name not in _BY_NAME and name not in NOT_SETTINGS:
+        if name.startswith("JITLOAD_") and name not in _BY_NAME:
             hint = suggest(name)
             if hint:
                 problems.append(f"{name} is not a jitload setting (did you mean {hint}?); ignored")

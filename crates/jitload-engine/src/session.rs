@@ -15,7 +15,9 @@ use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
+use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
 use jitload_runtime::resolve::{ModuleScope, SharedScope};
+use std::collections::HashMap;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
 /// How to load one module.
@@ -36,21 +38,62 @@ impl Default for LoadOptions {
     }
 }
 
-/// Code that has been linked into the session. Its memory lives until [`Session::release`].
-pub struct LoadedModule {
-    pub id: u64,
-    pub path: String,
-    /// Address of `LoadOptions::required_symbol`, if one was asked for.
-    pub required_address: Option<u64>,
-    /// Runs the module's static constructors (`llvm.global_ctors`), if it has any.
-    pub constructors: Option<u64>,
-    pub dependent_libraries: Vec<String>,
+/// Code that has been linked into the session (see `jitload_runtime::link`). Its memory
+/// lives until [`Session::release`].
+pub type LoadedModule = Linked<OrcCode>;
+
+/// A module's code in ORC: its JITDylib and the resource tracker that owns its memory.
+pub struct OrcCode {
     pub dylib: Dylib,
-    /// The module's lowered static destructors, run at exit or on release.
-    destructors: Option<u64>,
-    /// The module's own `__dso_handle` (C++): what its `__cxa_atexit` registrations name.
-    dso_handle: Option<u64>,
     tracker: Tracker,
+}
+
+/// The link contract's ORC backend (the warm path's is `jitload-objload`).
+struct OrcLinker<'s>(&'s Session);
+
+impl Linker for OrcLinker<'_> {
+    type Code = OrcCode;
+
+    fn link(&self, label: &str, path: &str, objects: &[Vec<u8>], scope: Arc<ModuleScope>) -> Result<OrcCode, String> {
+        let jit = &self.0.jit;
+        let dylib = jit.create_dylib(label);
+        jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
+        if let Some(archive) = builtins_archive() {
+            // A missing or unreadable archive only loses rare helpers; linking reports those.
+            if let Err(e) = jit.add_archive(dylib, archive) {
+                log::debug!("compiler-rt builtins not used: {e}");
+            }
+        }
+        let tracker = jit.create_tracker(dylib);
+        for object in objects {
+            jit.add_object(&tracker, object, path)?;
+        }
+        Ok(OrcCode { dylib, tracker })
+    }
+
+    fn lookup(&self, code: &OrcCode, names: &[&str]) -> Result<Vec<(u64, bool)>, String> {
+        self.0.jit.lookup_with_weakness(code.dylib, names)
+    }
+
+    fn lookup_optional(&self, code: &OrcCode, name: &str) -> Option<u64> {
+        self.0.jit.lookup_optional(code.dylib, name)
+    }
+
+    fn functions(&self, _code: &OrcCode, objects: &[Vec<u8>], known: &HashMap<String, u64>) -> Vec<(u64, u64, String)> {
+        objects.iter().flat_map(|object| crate::objfile::function_addresses(object, known)).collect()
+    }
+
+    fn free(&self, code: OrcCode, path: &str) {
+        let OrcCode { dylib, tracker } = code;
+        if let Err(e) = tracker.remove() {
+            log::warn!("jitload: freeing {path} failed: {e}");
+        }
+        drop(tracker);
+        if let Err(e) = self.0.jit.remove_dylib(dylib) {
+            log::warn!("jitload: removing the library of a released module failed: {e}");
+        }
+        self.0.jit.clear_dead_symbols();
+    }
 }
 
 /// One JIT: an LLJIT, the host description and the shared symbol scope.
@@ -235,75 +278,13 @@ impl Session {
         Ok(Compiled { objects, exports, undefined, dependent_libraries, has_ctors, has_dtors })
     }
 
-    /// Adds the compiled object to a new JITDylib, links it and records what it exports.
-    fn link(
-        &self,
-        id: u64,
-        compiled: Compiled,
-        scope: ModuleScope,
-        path: &str,
-        options: &LoadOptions,
-    ) -> Result<LoadedModule, EngineError> {
-        let Compiled { objects, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
-        let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
-        let scope = Arc::new(scope);
-        self.jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
-        if let Some(archive) = builtins_archive() {
-            // A missing or unreadable archive only loses rare helpers; linking reports those.
-            if let Err(e) = self.jit.add_archive(dylib, archive) {
-                log::debug!("compiler-rt builtins not used: {e}");
-            }
-        }
-        let tracker = self.jit.create_tracker(dylib);
-        for object in &objects {
-            self.jit
-                .add_object(&tracker, object, path)
-                .map_err(|message| EngineError::Link { path: path.to_string(), message })?;
-        }
-
-        let mut wanted: Vec<&str> = Vec::new();
-        wanted.extend(options.required_symbol.as_deref());
-        if has_ctors {
-            wanted.push(CTORS);
-        }
-        if has_dtors {
-            wanted.push(DTORS);
-        }
-        wanted.extend(exports.iter().map(String::as_str));
-        let found = self.jit.lookup_with_weakness(dylib, &wanted).map_err(|message| link_error(path, message))?;
-        let addresses: Vec<u64> = found.iter().map(|&(a, _)| a).collect();
-        let weak: Vec<String> = wanted.iter().zip(&found).filter(|(_, f)| f.1).map(|(n, _)| n.to_string()).collect();
-        if jitload_runtime::debug::perf_map_enabled() {
-            let known = wanted.iter().map(|w| w.to_string()).zip(addresses.iter().copied()).collect();
-            for object in &objects {
-                jitload_runtime::debug::write_perf_map(&crate::objfile::function_addresses(object, &known));
-            }
-        }
-        let mut it = addresses.iter().copied();
-        let required_address = options.required_symbol.as_ref().and_then(|_| it.next());
-        let constructors = if has_ctors { it.next() } else { None };
-        let destructors = if has_dtors { it.next() } else { None };
-        if let Some(d) = destructors {
-            jitload_runtime::exit::at_exit(d);
-        }
-        let dso_handle = self.jit.lookup_optional(dylib, "__dso_handle");
-        let weak: Vec<&str> = weak.iter().map(String::as_str).collect();
-        self.scope.add_exports(id, path, &weak, exports.into_iter().zip(it).collect());
-        log::debug!("loaded {path} as jitload.{id}");
-        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, dso_handle, tracker })
+    /// Links the compiled objects into a new JITDylib and records what they export.
+    fn link(&self, id: u64, compiled: Compiled, scope: ModuleScope, path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        link::link(&OrcLinker(self), scope, id, path, compiled, options.required_symbol.as_deref()).map_err(|f| link_failure(path, f))
     }
 
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
-        let mut dependencies = Vec::new();
-        for lib in libraries {
-            let opened = SharedLibrary::open(lib).map_err(|reason| EngineError::DependentLibrary {
-                path: path.to_string(),
-                library: lib.clone(),
-                reason,
-            })?;
-            dependencies.push(Arc::new(opened));
-        }
-        Ok(ModuleScope { shared: self.scope.clone(), dependencies })
+        link::open_scope(&self.scope, libraries).map_err(|f| link_failure(path, f))
     }
 
     /// A target machine for the host at `opt`, from the pool when one is free.
@@ -418,24 +399,7 @@ impl Session {
     /// JITDylib. Refused (the module is handed back) when another module was linked against
     /// its exports, since that module still points into it.
     pub fn release(&self, module: LoadedModule) -> Result<(), Box<LoadedModule>> {
-        // Threads may still run its `thread_local` destructors at their exit: keep it.
-        if module.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) {
-            return Err(Box::new(module));
-        }
-        if !self.scope.remove_exports(module.id) {
-            return Err(Box::new(module));
-        }
-        jitload_runtime::exit::run_before_free(&module.path, module.dso_handle, module.destructors);
-        if let Err(e) = module.tracker.remove() {
-            log::warn!("jitload: freeing {} failed: {e}", module.path);
-        }
-        let LoadedModule { dylib, tracker, .. } = module;
-        drop(tracker);
-        if let Err(e) = self.jit.remove_dylib(dylib) {
-            log::warn!("jitload: removing the library of a released module failed: {e}");
-        }
-        self.jit.clear_dead_symbols();
-        Ok(())
+        link::release(&OrcLinker(self), module)
     }
 }
 
@@ -546,6 +510,13 @@ fn check_resolvable(undefined: &[String], scope: &ModuleScope, path: &str) -> Re
 }
 
 /// Link-time failures: "Symbols not found: [ a, b ]" becomes an Unresolved list.
+fn link_failure(path: &str, failure: LinkFailure) -> EngineError {
+    match failure {
+        LinkFailure::DependentLibrary { library, reason } => EngineError::DependentLibrary { path: path.to_string(), library, reason },
+        LinkFailure::Link(message) => link_error(path, message),
+    }
+}
+
 pub(crate) fn link_error(path: &str, message: String) -> EngineError {
     let mut all = orc::take_reported_errors();
     all.push(message);

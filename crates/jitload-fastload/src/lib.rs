@@ -55,7 +55,8 @@ fn load_cached<'py>(
         }
     };
     HITS.fetch_add(1, Ordering::Relaxed);
-    let (id, init, ctors) = (module.id, module.init_address, module.constructors);
+    let (id, ctors) = (module.id, module.constructors);
+    let init = module.required_address.expect("the init symbol was required");
     jitload_pyinit::keep_and_init(py, id, Box::new(module), init, ctors, fullname, &shown, spec).map(Some)
 }
 

@@ -9,22 +9,53 @@
 
 use std::sync::{Arc, OnceLock};
 
+use std::collections::HashMap;
+
 use jitload_objload::{LoadedObject, SymbolKind};
-use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
+use jitload_runtime::compiled::Compiled;
+use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
 use jitload_runtime::objcache::ObjectCache;
-use jitload_runtime::dynlib::SharedLibrary;
 use jitload_runtime::resolve::{ModuleScope, SharedScope};
 
-/// A module linked from the cache.
-pub struct WarmModule {
-    pub id: u64,
-    pub path: String,
-    pub init_address: u64,
-    pub constructors: Option<u64>,
-    destructors: Option<u64>,
-    dso_handle: Option<u64>,
-    shared: Arc<SharedScope>,
-    object: LoadedObject,
+/// A module linked from the cache (see `jitload_runtime::link`).
+pub struct WarmModule(Linked<LoadedObject>);
+
+impl std::ops::Deref for WarmModule {
+    type Target = Linked<LoadedObject>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// The link contract's backend without LLVM (the engine's is ORC).
+struct ObjloadLinker;
+
+impl Linker for ObjloadLinker {
+    type Code = LoadedObject;
+
+    fn link(&self, _label: &str, _path: &str, objects: &[Vec<u8>], scope: Arc<ModuleScope>) -> Result<LoadedObject, String> {
+        let objects: Vec<&[u8]> = objects.iter().map(Vec::as_slice).collect();
+        LoadedObject::load_all(&objects, &|name| scope.resolve(name)).map_err(|e| e.to_string())
+    }
+
+    fn lookup(&self, code: &LoadedObject, names: &[&str]) -> Result<Vec<(u64, bool)>, String> {
+        names
+            .iter()
+            .map(|name| code.symbol_info(name).map(|info| (info.address, info.weak)).ok_or_else(|| format!("{name} is not in the linked object")))
+            .collect()
+    }
+
+    fn lookup_optional(&self, code: &LoadedObject, name: &str) -> Option<u64> {
+        code.symbol(name)
+    }
+
+    fn functions(&self, code: &LoadedObject, _objects: &[Vec<u8>], _known: &HashMap<String, u64>) -> Vec<(u64, u64, String)> {
+        code.symbols().filter(|(_, s)| s.kind == SymbolKind::Function && s.size > 0).map(|(n, s)| (s.address, s.size, n.to_string())).collect()
+    }
+
+    fn free(&self, code: LoadedObject, _path: &str) {
+        drop(code);
+    }
 }
 
 /// Why the warm path gave the module back to the engine (for `stats` and debug logs).
@@ -72,55 +103,22 @@ pub fn link_cached(bytes: &[u8], path: &str, init_symbol: &str, opt_level: u8) -
     if let Some(name) = compiled.undefined.iter().find(|s| shared.clash(s).is_some()) {
         return Err(Miss::Unusable(format!("{name} is defined by several loaded modules")));
     }
-    let mut dependencies = Vec::new();
-    for lib in &compiled.dependent_libraries {
-        let opened = SharedLibrary::open(lib).map_err(|e| Miss::Unusable(format!("dependent library {lib}: {e}")))?;
-        dependencies.push(Arc::new(opened));
-    }
-    let scope = ModuleScope { shared: shared.clone(), dependencies };
-    let objects: Vec<&[u8]> = compiled.objects.iter().map(Vec::as_slice).collect();
-    let object = LoadedObject::load_all(&objects, &|name| scope.resolve(name)).map_err(|e| Miss::Unusable(e.to_string()))?;
-    let symbol = |name: &str| object.symbol(name).ok_or_else(|| Miss::Unusable(format!("{name} is not in the linked object")));
-    let init_address = symbol(init_symbol)?;
-    let constructors = compiled.has_ctors.then(|| symbol(CTORS)).transpose()?;
-    let destructors = compiled.has_dtors.then(|| symbol(DTORS)).transpose()?;
-    let dso_handle = object.symbol("__dso_handle");
-
+    let scope = link::open_scope(&shared, &compiled.dependent_libraries)?;
     let id = jitload_runtime::scope_table::next_id();
-    let mut exports = Vec::with_capacity(compiled.exports.len());
-    let mut weak = Vec::new();
-    for name in &compiled.exports {
-        let info = object.symbol_info(name).ok_or_else(|| Miss::Unusable(format!("export {name} is not in the linked object")))?;
-        if info.weak {
-            weak.push(name.as_str());
+    Ok(WarmModule(link::link(&ObjloadLinker, scope, id, path, compiled, Some(init_symbol))?))
+}
+
+impl From<LinkFailure> for Miss {
+    fn from(failure: LinkFailure) -> Miss {
+        match failure {
+            LinkFailure::DependentLibrary { library, reason } => Miss::Unusable(format!("dependent library {library}: {reason}")),
+            LinkFailure::Link(message) => Miss::Unusable(message),
         }
-        exports.push((name.clone(), info.address));
     }
-    if jitload_runtime::debug::perf_map_enabled() {
-        let functions: Vec<(u64, u64, String)> = object
-            .symbols()
-            .filter(|(_, s)| s.kind == SymbolKind::Function && s.size > 0)
-            .map(|(n, s)| (s.address, s.size, n.to_string()))
-            .collect();
-        jitload_runtime::debug::write_perf_map(&functions);
-    }
-    shared.add_exports(id, path, &weak, exports);
-    if let Some(d) = destructors {
-        jitload_runtime::exit::at_exit(d);
-    }
-    Ok(WarmModule { id, path: path.to_string(), init_address, constructors, destructors, dso_handle, shared, object })
 }
 
 impl jitload_pyinit::Loaded for WarmModule {
-    /// As the engine's `Session::release`: refused while threads may still run its
-    /// thread-exit destructors or other modules link against it; else its static objects'
-    /// destructors run, then its lowered destructors, then the memory goes.
     fn release(self: Box<Self>) -> Result<(), Box<dyn jitload_pyinit::Loaded>> {
-        if self.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) || !self.shared.remove_exports(self.id) {
-            return Err(self);
-        }
-        jitload_runtime::exit::run_before_free(&self.path, self.dso_handle, self.destructors);
-        drop(self.object);
-        Ok(())
+        link::release(&ObjloadLinker, self.0).map_err(|kept| Box::new(WarmModule(*kept)) as Box<dyn jitload_pyinit::Loaded>)
     }
 }

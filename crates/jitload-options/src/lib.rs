@@ -13,7 +13,7 @@
 
 mod settings;
 
-pub use settings::{find, parse, Kind, Setting, Value, NOT_SETTINGS, SETTINGS};
+pub use settings::{find, parse, Kind, Setting, Value, SETTINGS};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -79,7 +79,7 @@ impl Options {
         // A name close to a setting's is a typo worth a warning; other JITLOAD_* names belong
         // to build scripts and test harnesses, and are none of our business.
         for name in vars.keys().filter(|n| n.starts_with("JITLOAD_")) {
-            if find(name).is_none() && !NOT_SETTINGS.contains(&name.as_str()) {
+            if find(name).is_none() {
                 if let Some(hint) = settings::suggest(name) {
                     problems.push(format!("{name} is not a jitload setting (did you mean {hint}?); ignored"));
                 }

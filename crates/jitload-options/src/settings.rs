@@ -93,23 +93,6 @@ pub const SETTINGS: &[Setting] = &[
     setting("JITLOAD_CLANGXX", Kind::Text, "", "the clang++ 22 the build tools run"),
 ];
 
-/// Variables named `JITLOAD_*` that are not run-time settings (read by build scripts and the
-/// test suite), so an unknown-name warning does not name them.
-pub const NOT_SETTINGS: &[&str] = &[
-    "JITLOAD_BLESS",
-    "JITLOAD_CACHE_TEST_DIR",
-    "JITLOAD_CACHE_TEST_ID",
-    "JITLOAD_CACHE_TEST_ROLE",
-    "JITLOAD_FUZZ_ITERATIONS",
-    "JITLOAD_FUZZ_SEED",
-    "JITLOAD_KEEP",
-    "JITLOAD_LIBCXX_DIR",
-    "JITLOAD_LIBGCC_S",
-    "JITLOAD_OBJDUMP",
-    "JITLOAD_SKIP_EXTRAS",
-    "JITLOAD_STENCILS_H",
-];
-
 /// The setting called `name`.
 pub fn find(name: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.name == name)
@@ -148,9 +131,10 @@ pub fn parse(setting: &Setting, raw: &str) -> Result<Option<Value>, String> {
     Ok(Some(value))
 }
 
-/// The setting names closest to an unknown `name` (for "did you mean").
+/// The setting an unknown `name` is a typo of (at most two edits away), for "did you mean".
+/// Farther names are not ours: build scripts and test harnesses have `JITLOAD_*` variables too.
 pub fn suggest(name: &str) -> Option<&'static str> {
-    SETTINGS.iter().map(|s| (distance(s.name, name), s.name)).filter(|(d, _)| *d <= 3).min().map(|(_, n)| n)
+    SETTINGS.iter().map(|s| (distance(s.name, name), s.name)).filter(|(d, _)| *d <= 2).min().map(|(_, n)| n)
 }
 
 /// Levenshtein distance (short names, so the quadratic table is fine).
@@ -208,7 +192,6 @@ mod tests {
         for s in SETTINGS {
             assert!(s.name.starts_with("JITLOAD_"), "{}", s.name);
             assert!(parse(s, s.default).is_ok(), "{}'s default {:?}", s.name, s.default);
-            assert!(!NOT_SETTINGS.contains(&s.name), "{}", s.name);
         }
     }
 
@@ -217,5 +200,7 @@ mod tests {
         assert_eq!(suggest("JITLOAD_CACH"), Some("JITLOAD_CACHE"));
         assert_eq!(suggest("JITLOAD_OPTLEVEL"), Some("JITLOAD_OPT_LEVEL"));
         assert_eq!(suggest("JITLOAD_SOMETHING_ELSE_ENTIRELY"), None);
+        // A CI script's variable, three edits from JITLOAD_CACHE: not a typo of it.
+        assert_eq!(suggest("JITLOAD_CI_CACHE"), None);
     }
 }

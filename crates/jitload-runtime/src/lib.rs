@@ -8,6 +8,7 @@ pub mod cxx;
 pub mod debug;
 pub mod dynlib;
 pub mod exit;
+pub mod link;
 pub mod objcache;
 pub mod pkgcontext;
 pub mod python_abi;
