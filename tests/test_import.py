@@ -443,6 +443,35 @@ def test_bitcode_modules_import_in_subinterpreters(modules_dir):
     assert out.stdout.split() == ["subinterpreter", "ok", "BitcodeError", "main", "ok", "2"], out.stdout + out.stderr
 
 
+C_ENTRY_CACHE = """
+import importlib.util, os, sys
+from jitload import importer
+native = importer._SubinterpreterNative()
+def entries():
+    return sum(len(files) for _, _, files in os.walk({cache!r}))
+for name, use_cache in (({off!r}, False), ({on!r}, True)):
+    before = entries()
+    path = os.path.join({d!r}, name + {suffix!r})
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = native.load_extension(path, name, "PyInit_" + name, spec, use_cache=use_cache)
+    assert module.add(2, 3) == 5
+    print("on" if use_cache else "off", entries() > before)
+"""
+
+
+def test_the_subinterpreter_entry_points_keep_the_cache_setting(modules_dir, tmp_path):
+    """The C entry points a subinterpreter loads through (where PyO3 refuses `_native`) take
+    `use_cache` as the module does (they used to drop it and always use the cache)."""
+    off, on = unique("centryoff"), unique("centryon")
+    for name in (off, on):
+        build(modules_dir, name, single_phase(name, ADD_METHOD, method_table=ADD_ENTRY))
+    cache = tmp_path / "cache"
+    code = C_ENTRY_CACHE.format(d=str(modules_dir), cache=str(cache), off=off, on=on, suffix=BC_SUFFIX)
+    out = run_python(code, env={"JITLOAD_CACHE_DIR": str(cache)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["off", "False", "on", "True"], out.stdout + out.stderr
+
+
 ISOLATED_SUBINTERPRETER = SUBINTERPRETERS.replace("{", "{{").replace("}", "}}") + """
 sid = create("isolated")
 run(sid, '''

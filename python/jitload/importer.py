@@ -62,7 +62,7 @@ class _SubinterpreterNative:
         lib = ctypes.PyDLL(native_path())
         self._load = lib.jitload_subinterpreter_load
         self._load.restype = ctypes.py_object
-        self._load.argtypes = [ctypes.py_object] * 4 + [ctypes.c_int, ctypes.c_int]
+        self._load.argtypes = [ctypes.py_object] * 4 + [ctypes.c_int] * 3
         self._exec = lib.jitload_subinterpreter_exec
         self._exec.restype = ctypes.c_int
         self._exec.argtypes = [ctypes.py_object]
@@ -88,7 +88,7 @@ class _SubinterpreterNative:
         isolate: bool = True,
         use_cache: bool = True,
     ) -> ModuleType:
-        module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate))
+        module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate), int(use_cache))
         return module
 
     def exec_extension(self, module: ModuleType) -> None:

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-/// `load_extension(path, fullname, init_symbol, spec, opt_level, isolate)` for subinterpreters.
+/// `load_extension(path, fullname, init_symbol, spec, opt_level, isolate, use_cache)` for
+/// subinterpreters.
 /// Returns a new reference, or NULL with an exception set.
 ///
 /// # Safety
@@ -23,6 +24,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_load(
     spec: *mut ffi::PyObject,
     opt_level: c_int,
     isolate: c_int,
+    use_cache: c_int,
 ) -> *mut ffi::PyObject {
     // SAFETY: the contract of this function is the contract of with_current_interpreter.
     unsafe {
@@ -38,7 +40,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_load(
             let fullname: String = fullname.extract()?;
             let init_symbol: String = init_symbol.extract()?;
             let level = u8::try_from(opt_level).unwrap_or(u8::MAX);
-            let module = crate::load_extension(py, path, &fullname, &init_symbol, &spec, level, isolate != 0, true)?;
+            let module = crate::load_extension(py, path, &fullname, &init_symbol, &spec, level, isolate != 0, use_cache != 0)?;
             Ok(module.into_ptr())
         })
     }
