@@ -86,7 +86,7 @@ reliability: build
 	nice -n 10 $(PY) tests/reliability/fuzz.py --runs 100000
 	nice -n 10 $(PY) tests/reliability/mutate.py --count 10000 --mode library
 	nice -n 10 $(PY) tests/reliability/mutate.py --count 10000 --mode import
-	JITLOAD_CACHE=0 nice -n 10 $(PY) tests/reliability/stress.py --threads 8 --seconds 120
+	JITLOAD_CACHE=0 nice -n 10 $(PY) tests/reliability/stress.py --threads 8 --seconds 120 --record
 	nice -n 10 $(PY) tests/reliability/leaks.py --cycles 1000
 	$(PY) tests/reliability/report.py
 

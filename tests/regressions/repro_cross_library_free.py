@@ -10,7 +10,7 @@ over (new version numbers). Library B is linked to A and defines ``via_b(x)``, w
 check the result is a version of ``target``.
 
 Symptom: SIGSEGV within seconds, a jump to an unmapped page in JIT memory (gdb:
-``0x00007ffff6e2e000 in ?? ()`` called from JIT'd code); in benches/stress_engine.py it
+``0x00007ffff6e2e000 in ?? ()`` called from JIT'd code); in the stress harness (tests/reliability/stress.py) it
 showed as a segfault in ``op_private_library`` (a private library calling an anchor of the
 shared lazy library) while the anchor was replaced. Calling ``target`` through A's own
 Function object, or ``via_a`` defined in A, never crashes (the stress run passes without

@@ -13,7 +13,7 @@ is printed and counted.
 Symptom: rare — about once per 30 s here (1 in ~700,000 calls) — ``LinkError: <module>: 1 undefined symbol: f1; load the library
 that defines them with jitload.load_library(...)`` — the name is the library's own
 function, removed a moment earlier; nothing needs loading. No crash, no wrong value: the
-exception class and message are what is wrong. (benches/stress_engine.py counts it as a
+exception class and message are what is wrong. (the stress harness (tests/reliability/stress.py) counts it as a
 failure, since callers cannot tell it from a real missing dependency.)
 
 Likely cause: compiling a lazy piece links it against the stubs of the functions it calls;

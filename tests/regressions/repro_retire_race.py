@@ -15,7 +15,7 @@ module (``b0..b199``) in the same library. Nothing is shared between them but th
 Symptom: within seconds, ``add_ir`` returns a module that is already ``removed`` (printed
 as "RETIRED EARLY"); calls into it then return another module's results ("WRONG") or crash
 the process (SIGSEGV in JIT'd memory: the stub jumps to freed code). In
-benches/stress_engine.py this showed as calls of ``s4_f0`` returning the result of another
+the stress harness (tests/reliability/stress.py) this showed as calls of ``s4_f0`` returning the result of another
 slot's function, then a segfault.
 
 Cause (reading crates/jitload-engine/src/library.rs, `install`): an eager add inserts the

@@ -9,7 +9,7 @@ when neither thread has made progress for 10 s, prints both threads' Python stac
 exits 2.
 
 Symptom: both threads hang (usually within a second or two), R in ``Module.remove`` and N
-in ``Library.add_ir``; the process never finishes. In benches/stress_engine.py this showed
+in ``Library.add_ir``; the process never finishes. In the stress harness (tests/reliability/stress.py) this showed
 as the watchdog's STALL, with native stacks of several threads waiting in
 ``Library::stubs()`` (the stub table's RwLock read) called from ``retarget``.
 
