@@ -4,7 +4,6 @@
 pub mod background;
 pub mod bitstream;
 pub mod error;
-pub mod grace;
 pub mod ir;
 pub mod isolate;
 pub mod library;

@@ -854,16 +854,13 @@ fn input_hash() -> &'static str {
 /// How code memory is made executable now: "mprotect" or "dualmap".
 #[pyfunction]
 fn memory_strategy() -> &'static str {
-    match jitload_stencils::memory::strategy() {
-        jitload_stencils::memory::Strategy::Mprotect => "mprotect",
-        jitload_stencils::memory::Strategy::DualMap => "dualmap",
-    }
+    jitload_codemem::provider().name()
 }
 
 /// Pooled code pages mapped now and the live blocks (wrappers, thunks) in them.
 #[pyfunction]
 fn code_pages() -> (usize, usize) {
-    jitload_stencils::memory::pool_stats()
+    jitload_codemem::block::pool_stats()
 }
 
 /// How many wrapper calls are running on this thread now (0 outside any: for tests).

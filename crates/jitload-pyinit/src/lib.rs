@@ -277,6 +277,7 @@ pub fn python_abi_records(data: &[u8]) -> Vec<(String, String)> {
 
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    configure_code_memory();
     m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
@@ -285,6 +286,24 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(loaded_extension_count, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     Ok(())
+}
+
+// options: moves to jitload-options
+/// Configures this native module's code memory (each native module links its own
+/// jitload-codemem): `JITLOAD_CODE_MEMORY=auto|mprotect|dualmap` (`JITLOAD_STENCIL_MEMORY`, its
+/// former name, is still read when it is not set), `JITLOAD_STENCIL_POOL=0` turns the page
+/// pool for small blocks off.
+fn configure_code_memory() {
+    let (name, value) = match std::env::var("JITLOAD_CODE_MEMORY") {
+        Ok(value) => ("JITLOAD_CODE_MEMORY", value),
+        Err(_) => ("JITLOAD_STENCIL_MEMORY", std::env::var("JITLOAD_STENCIL_MEMORY").unwrap_or_default()),
+    };
+    match jitload_codemem::Mode::parse(&value) {
+        Some(mode) => jitload_codemem::configure(mode),
+        None if value.is_empty() => {}
+        None => log::warn!("{name}={value:?} is not one of auto, mprotect, dualmap: ignored"),
+    }
+    jitload_codemem::block::set_pooling(std::env::var("JITLOAD_STENCIL_POOL").as_deref() != Ok("0"));
 }
 
 /// The exception classes jitload's native code raises, defined in `jitload.errors` (plain
