@@ -29,20 +29,12 @@ impl CodeMemory {
         self.base as u64
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The name of the provider that sealed this block (`"mprotect"`, `"dualmap"`).
     pub fn sealed_by(&self) -> &'static str {
         self.sealed_by
     }
 
-    /// The code as bytes (readable: the mapping is read+execute).
+    /// The code as bytes (readable: the mapping is read+execute); their length is the block's.
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: base..base+len is our readable mapping, alive as long as self.
         unsafe { std::slice::from_raw_parts(self.base, self.len) }

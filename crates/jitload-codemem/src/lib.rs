@@ -26,6 +26,21 @@
 //! that way at once (it is still written and not yet running), so callers never retry.
 //! This crate reads no environment.
 //!
+//! # Not covered: code ORC links
+//!
+//! The engine's compiled code is linked by ORC's JITLink (`ObjectLinkingLayer`), whose default
+//! `InProcessMemoryManager` maps and `mprotect`s through `sys::Memory`, not through this crate,
+//! so `dualmap` does not reach it: on a host refusing `mprotect` to executable, the engine's
+//! links would fail (not tried on such a host), while the warm path, stubs and wrappers work. The C API's
+//! `LLVMOrcCreateRTDyldObjectLinkingLayerWithMCJITMemoryManagerLikeCallbacks` would mean
+//! giving up JITLink for RuntimeDyld. What it takes instead, in the engine's C++ shim: an
+//! `orc::MemoryMapper` whose `reserve`/`initialize`/`release` call back into this crate
+//! (map, seal each segment by its protection, unmap; `initialize` also runs the allocation's
+//! finalize actions, as `InProcessMemoryMapper` does), wrapped in a
+//! `MapperJITLinkMemoryManager`, and an `ObjectLinkingLayer` built with it through
+//! `LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator` (adding the EH-frame registration plugin
+//! LLJIT's default creator adds).
+//!
 //! # Memory shapes
 //!
 //! * [`block`]: a block of code of its own, and small blocks sharing pooled pages ([`place`]).
