@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// The crates `_fastload` is built from: a change in any of them rebuilds it.
-const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options"];
+const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options", "jitload-codemem"];
 
 fn main() {
     let started = SystemTime::now();

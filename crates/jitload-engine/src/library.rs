@@ -573,7 +573,7 @@ impl Library {
     /// Frees a module's memory once no call can be running in it.
     fn retire(&self, module: Arc<ModuleCode>) {
         let session = self.inner.session.clone();
-        crate::grace::retire(move || {
+        jitload_codemem::grace::retire(move || {
             if let Some(&dtors) = module.destructors.get() {
                 // SAFETY: the lowered destructor function of this module, `void()`, still
                 // linked: its tracker is removed just below.

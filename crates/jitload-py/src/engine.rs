@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use jitload_engine::grace;
+use jitload_codemem::grace;
 use jitload_engine::{EngineError, Generated, Library, LibraryOptions, Provider, Session};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -212,7 +212,7 @@ pub struct CallGuard {
 
 /// Runs before each fast call, with the GIL held: returns a token for `guard_exit` (0), or
 /// `usize::MAX` with an exception set to refuse the call. The call's epoch slot (see
-/// `jitload_engine::grace`) is a thread-local: no lock, no allocation.
+/// `jitload_codemem::grace`) is a thread-local: no lock, no allocation.
 extern "C" fn guard_enter(ctx: usize) -> usize {
     std::panic::catch_unwind(|| {
         // SAFETY: ctx is the GuardCtx owned by the CallGuard the wrapper keeps alive.
@@ -255,9 +255,9 @@ extern "C" fn guard_exit(_ctx: usize, _token: usize) -> std::ffi::c_int {
 }
 
 /// The values of the holes of the wrapper stencils' inline epoch guard (stencils.h, "the
-/// engine's epoch guard"; `jitload_engine::grace::inline`), by hole name.
+/// engine's epoch guard"; `jitload_codemem::grace::inline`), by hole name.
 pub fn epoch_guard_hole(name: &str) -> Option<u64> {
-    use jitload_engine::grace::inline;
+    use jitload_codemem::grace::inline;
     Some(match name {
         "_JIT_GRACE" => inline::tls_offset() as u64,
         "_JIT_GRACE_EPOCH" => inline::epoch_address() as u64,
@@ -270,7 +270,7 @@ pub fn epoch_guard_hole(name: &str) -> Option<u64> {
 
 /// Whether the inline epoch guard must fence on entry (decided once per process).
 pub fn epoch_guard_fences() -> bool {
-    jitload_engine::grace::inline::readers_fence()
+    jitload_codemem::grace::inline::readers_fence()
 }
 
 /// The inline epoch guard's slow entry (the thread is not registered yet): enters the call.
@@ -316,7 +316,7 @@ fn leave(py: Python<'_>) {
     }
 }
 
-/// Held by a wrapper for the length of one native call (see `jitload_engine::grace`); it
+/// Held by a wrapper for the length of one native call (see `jitload_codemem::grace`); it
 /// must end on the thread that began it.
 #[pyclass(module = "jitload._native", unsendable)]
 pub struct CallTicket {

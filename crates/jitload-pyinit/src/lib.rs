@@ -278,6 +278,7 @@ pub fn python_abi_records(data: &[u8]) -> Vec<(String, String)> {
 
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    configure_code_memory();
     m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
@@ -287,6 +288,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     options::register(m)?;
     Ok(())
+}
+
+/// Configures this native module's code memory (each native module links its own
+/// jitload-codemem) from the settings: `JITLOAD_CODE_MEMORY=auto|mprotect|dualmap` (or its
+/// former name `JITLOAD_STENCIL_MEMORY`), `JITLOAD_STENCIL_POOL=0` turns the page pool for small
+/// blocks off. Blocks made earlier keep how they were made.
+pub(crate) fn configure_code_memory() {
+    let options = jitload_options::get();
+    jitload_codemem::configure(match options.code_memory {
+        jitload_options::CodeMemoryMode::Auto => jitload_codemem::Mode::Auto,
+        jitload_options::CodeMemoryMode::Mprotect => jitload_codemem::Mode::Mprotect,
+        jitload_options::CodeMemoryMode::DualMap => jitload_codemem::Mode::DualMap,
+    });
+    jitload_codemem::block::set_pooling(options.stencil_pool);
 }
 
 /// The exception classes jitload's native code raises, defined in `jitload.errors` (plain

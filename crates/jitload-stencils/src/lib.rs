@@ -5,7 +5,7 @@
 //! with `preserve_none` and `[[clang::musttail]]` continuations; their external symbols are
 //! *holes*. `build.rs` cuts each function's code and relocations out of the object into
 //! tables ([`table`]); at run time [`patch::emit`] copies the stencils a signature needs one
-//! after another into fresh W^X memory ([`memory`]) and fills the holes: the next stencil,
+//! after another into fresh W^X memory (`jitload_codemem`) and fills the holes: the next stencil,
 //! argument indexes and frame offsets, ranges, the target function, C API functions.
 //!
 //! * [`build_wrapper`]: a `METH_FASTCALL` C function converting Python arguments, calling a
@@ -19,7 +19,6 @@
 //! wrappers is documented in [`frames`].
 
 pub mod frames;
-pub mod memory;
 pub mod patch;
 pub mod plan;
 pub mod sig;

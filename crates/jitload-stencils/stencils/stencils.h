@@ -132,7 +132,7 @@ INLINE uintptr_t slot_get(void) {
 INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : : "r"(v) : "memory"); }
 
 /* ---- the engine's epoch guard, inline ------------------------------------------------
- * What jitload_engine::grace's enter() and exit() do, on the same words (a contract: the
+ * What jitload_codemem::grace's enter() and exit() do, on the same words (a contract: the
  * layout is documented in grace.rs and checked by its test `the_inline_guard_contract_holds`).
  * Each thread has three 64-bit words of the host's initial-exec TLS at %fs:_JIT_GRACE
  * (`_JIT_GRACE` an absolute 32-bit displacement, like _JIT_TLS):
