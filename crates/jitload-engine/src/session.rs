@@ -49,6 +49,9 @@ pub struct LoadedModule {
     destructors: Option<u64>,
     /// The module's own `__dso_handle` (C++): what its `__cxa_atexit` registrations name.
     dso_handle: Option<u64>,
+    /// A symbol the module uses that can leave pointers into it beyond its module objects
+    /// (see `jitload_runtime::outlive`): its code is then never released.
+    pinned_by: Option<String>,
     tracker: Tracker,
 }
 
@@ -243,6 +246,7 @@ impl Session {
         path: &str,
         options: &LoadOptions,
     ) -> Result<LoadedModule, EngineError> {
+        let pinned_by = jitload_runtime::outlive::pinning_symbol(&compiled.undefined).map(str::to_string);
         let Compiled { objects, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
         let dylib = self.jit.create_dylib(&format!("jitload.{id}:{path}"));
         let scope = Arc::new(scope);
@@ -289,7 +293,18 @@ impl Session {
         let weak: Vec<&str> = weak.iter().map(String::as_str).collect();
         self.scope.add_exports(id, path, &weak, exports.into_iter().zip(it).collect());
         log::debug!("loaded {path} as jitload.{id}");
-        Ok(LoadedModule { id, path: path.to_string(), required_address, constructors, dependent_libraries, dylib, destructors, dso_handle, tracker })
+        Ok(LoadedModule {
+            id,
+            path: path.to_string(),
+            required_address,
+            constructors,
+            dependent_libraries,
+            dylib,
+            destructors,
+            dso_handle,
+            pinned_by,
+            tracker,
+        })
     }
 
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
@@ -415,10 +430,15 @@ impl Session {
 
     /// Frees a loaded module: runs its static destructors, then releases its code, data and
     /// JITDylib. Refused (the module is handed back) when another module was linked against
-    /// its exports, since that module still points into it.
+    /// its exports, since that module still points into it, or when the module uses a
+    /// function through which something other than its module objects may still reach it.
     pub fn release(&self, module: LoadedModule) -> Result<(), Box<LoadedModule>> {
         // Threads may still run its `thread_local` destructors at their exit: keep it.
         if module.dso_handle.is_some_and(crate::cxx::has_thread_destructors) {
+            return Err(Box::new(module));
+        }
+        if let Some(symbol) = &module.pinned_by {
+            log::debug!("jitload: keeping the code of {} for the life of the process: it uses {symbol}", module.path);
             return Err(Box::new(module));
         }
         if !self.scope.remove_exports(module.id) {

@@ -22,6 +22,8 @@ pub struct WarmModule {
     pub constructors: Option<u64>,
     destructors: Option<u64>,
     dso_handle: Option<u64>,
+    /// A symbol that keeps the code for the life of the process (`jitload_runtime::outlive`).
+    pinned_by: Option<String>,
     shared: Arc<SharedScope>,
     object: LoadedObject,
 }
@@ -107,15 +109,24 @@ pub fn link_cached(bytes: &[u8], path: &str, init_symbol: &str, opt_level: u8) -
     if let Some(d) = destructors {
         jitload_runtime::exit::at_exit(d);
     }
-    Ok(WarmModule { id, path: path.to_string(), init_address, constructors, destructors, dso_handle, shared, object })
+    let pinned_by = jitload_runtime::outlive::pinning_symbol(&compiled.undefined).map(str::to_string);
+    Ok(WarmModule { id, path: path.to_string(), init_address, constructors, destructors, dso_handle, pinned_by, shared, object })
 }
 
 impl jitload_pyinit::Loaded for WarmModule {
     /// As the engine's `Session::release`: refused while threads may still run its
-    /// thread-exit destructors or other modules link against it; else its static objects'
+    /// thread-exit destructors, when it uses a function that may leave pointers into it
+    /// elsewhere (`jitload_runtime::outlive`) or other modules link against it; else its static objects'
     /// destructors run, then its lowered destructors, then the memory goes.
     fn release(self: Box<Self>) -> Result<(), Box<dyn jitload_pyinit::Loaded>> {
-        if self.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) || !self.shared.remove_exports(self.id) {
+        if self.dso_handle.is_some_and(jitload_runtime::cxx::has_thread_destructors) {
+            return Err(self);
+        }
+        if let Some(symbol) = &self.pinned_by {
+            log::debug!("jitload: keeping the code of {} for the life of the process: it uses {symbol}", self.path);
+            return Err(self);
+        }
+        if !self.shared.remove_exports(self.id) {
             return Err(self);
         }
         jitload_runtime::exit::run_before_free(&self.path, self.dso_handle, self.destructors);

@@ -8,6 +8,7 @@ pub mod cxx;
 pub mod debug;
 pub mod exit;
 pub mod objcache;
+pub mod outlive;
 pub mod pkgcontext;
 pub mod python_abi;
 pub mod resolve;
