@@ -124,6 +124,7 @@ def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str, bool]:
         mismatch = _cxx_mismatch(name) if os.path.exists(name) else None
         if mismatch:
             return None, f"{os.path.realpath(name)} ({source}): {mismatch}", False
+    use_libgcc_unwinder()
     try:
         lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as e:
@@ -143,6 +144,26 @@ def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str, bool]:
     if mismatch:
         return None, f"{path} ({source}): LLVM {found.version_text} {mismatch}", True
     return found, "", True
+
+
+def use_libgcc_unwinder() -> None:
+    """Makes libgcc_s the unwinder every library loaded from now on binds to; called before
+    a libLLVM is loaded (its symbols are bound then: ``RTLD_NOW``).
+
+    Why: JIT'd C++ code throws through libstdc++ (what clang's headers on Linux compile
+    against), which unwinds with libgcc_s. A libc++-based libLLVM (karellen-llvm-core's)
+    brings LLVM's own ``libunwind.so.1`` too, and left alone its ``__register_frame`` — how
+    ORC registers JIT'd code's ``.eh_frame`` — binds to libunwind's, a second unwinder that
+    libgcc_s never asks: every exception thrown into JIT'd frames ends in std::terminate.
+    The dynamic linker looks in the global scope before a library's own dependencies, so with
+    libgcc_s global first, libLLVM's and libc++abi's unwinder symbols bind to it. A libLLVM
+    built on libstdc++ binds to libgcc_s anyway."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libgcc_s.so.1", mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+    except OSError:
+        pass  # no libgcc_s at all (a musl system): then nothing in the process uses it
 
 
 def cxx_runtime(path: str) -> Optional[str]:
