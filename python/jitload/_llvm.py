@@ -152,18 +152,23 @@ def use_libgcc_unwinder() -> None:
 
     Why: JIT'd C++ code throws through libstdc++ (what clang's headers on Linux compile
     against), which unwinds with libgcc_s. A libc++-based libLLVM (karellen-llvm-core's)
-    brings LLVM's own ``libunwind.so.1`` too, and left alone its ``__register_frame`` — how
-    ORC registers JIT'd code's ``.eh_frame`` — binds to libunwind's, a second unwinder that
-    libgcc_s never asks: every exception thrown into JIT'd frames ends in std::terminate.
-    The dynamic linker looks in the global scope before a library's own dependencies, so with
-    libgcc_s global first, libLLVM's and libc++abi's unwinder symbols bind to it. A libLLVM
-    built on libstdc++ binds to libgcc_s anyway."""
+    brings LLVM's own ``libunwind.so.1`` too: left alone, its ``__register_frame`` (how ORC
+    registers JIT'd code's ``.eh_frame``) and libc++abi's ``_Unwind_*`` bind to libunwind, a
+    second unwinder that libgcc_s never asks, and every exception thrown into JIT'd frames
+    ends in std::terminate (or a crash in a libc++ frame). The dynamic linker looks in the
+    global scope before a library's own dependencies, so, made global first:
+    ``libjitload_unwind.so`` takes ``__register_frame``/``__deregister_frame`` (such a
+    libLLVM calls them once per FDE, libunwind's convention; see its source,
+    crates/jitload-py/shim/unwind.c), then libgcc_s everything else. A libLLVM built on
+    libstdc++ binds to libgcc_s anyway, and calls the registration in libgcc's convention,
+    which ``libjitload_unwind.so`` passes on unchanged."""
     import ctypes
 
-    try:
-        ctypes.CDLL("libgcc_s.so.1", mode=os.RTLD_NOW | os.RTLD_GLOBAL)
-    except OSError:
-        pass  # no libgcc_s at all (a musl system): then nothing in the process uses it
+    for library in (os.path.join(os.path.dirname(os.path.abspath(__file__)), "libjitload_unwind.so"), "libgcc_s.so.1"):
+        try:
+            ctypes.CDLL(library, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        except OSError:
+            pass  # missing from a partial build, or no libgcc_s: nothing in the process unwinds with it
 
 
 def cxx_runtime(path: str) -> Optional[str]:
