@@ -28,7 +28,7 @@ demo: build
 	$(PY) examples/demo.py
 
 test-rust: setup
-	cargo test --release -p jitload-engine -p jitload-runtime -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -q
+	cargo test --release -p jitload-engine -p jitload-runtime -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -p jitload-options -q
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
