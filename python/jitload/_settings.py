@@ -50,7 +50,7 @@ SETTINGS = (
     ),
     ("JITLOAD_CODEGEN_THREADS", "count", (1, 8), "", "threads for code generation of large modules (default: the cores, at most 8)"),
     ("JITLOAD_COMPILE_TIMEOUT_S", "seconds", (0.1, 1e9), "600", "how long an isolated compile may run before it is stopped"),
-    ("JITLOAD_COMPILE_MEMORY_MB", "count", (16, 1 << 30), "1024", "address space the compiler child may add"),
+    ("JITLOAD_COMPILE_MEMORY_MB", "count", (1, 1 << 30), "1024", "address space the compiler child may add"),
     ("JITLOAD_COMPILER_STDERR", "flag", None, "off", "let the compiler child write to the interpreter's stderr (default: captured)"),
     (
         "JITLOAD_CODE_MEMORY",

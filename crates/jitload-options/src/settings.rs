@@ -72,7 +72,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting("JITLOAD_CODEGEN_THREADS", Kind::Count { min: 1, max: 8 }, "", "threads for code generation of large modules (default: the cores, at most 8)"),
     setting("JITLOAD_COMPILE_TIMEOUT_S", Kind::Seconds { min: 0.1, max: 1e9 }, "600", "how long an isolated compile may run before it is stopped"),
-    setting("JITLOAD_COMPILE_MEMORY_MB", Kind::Count { min: 16, max: 1 << 30 }, "1024", "address space the compiler child may add"),
+    setting("JITLOAD_COMPILE_MEMORY_MB", Kind::Count { min: 1, max: 1 << 30 }, "1024", "address space the compiler child may add"),
     setting("JITLOAD_COMPILER_STDERR", Kind::Flag, "off", "let the compiler child write to the interpreter's stderr (default: captured)"),
     setting(
         "JITLOAD_CODE_MEMORY",
