@@ -1120,3 +1120,27 @@ def test_code_memory_mode(lib: ctypes.CDLL, variable: str, value: str) -> None:
     env[variable] = value
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [value, "5", "20"]
+
+
+def test_a_callback_error_under_the_epoch_guard_survives_a_later_guarded_call(lib: ctypes.CDLL) -> None:
+    """The epoch-guarded entries learn of a callback's exception from the guard's flags word
+    (a count of frames holding one), not from their frame: an exception stored in the outer
+    call's frame must still be raised after a later callback ran another guarded call to the
+    end, and leave nothing behind for the calls after it."""
+    pytest.importorskip("jitload._native")
+    loop = fast.wrap(addr(lib, "loop2"), "int64(int64, int64)", name="loop2", guard="epoch")
+    add = fast.wrap(addr(lib, "add"), "int64(int64, int64)", name="add", guard="epoch")
+    assert "entry2_epoch_i64" in fast.info(loop).stencils
+    seen = []
+
+    def cb(i: int, one: int) -> int:
+        if i == 0:
+            raise ValueError("first")
+        seen.append(add(i, one))  # a guarded call that ends normally, after the error
+        return 0
+
+    thunk = fast.callback(cb, "int64(int64, int64)")
+    with pytest.raises(ValueError, match="first"):
+        loop(thunk.address, 3)
+    assert seen == [2, 3]
+    assert add(2, 3) == 5 and loop(thunk.address, 0) == 0, "no error left over"

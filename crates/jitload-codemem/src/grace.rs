@@ -40,10 +40,14 @@ const IDLE: u64 = u64::MAX;
 const UNREGISTERED: u64 = 0;
 /// Bit 0 of a thread's state word: its epoch word is registered in [`SLOTS`].
 const REGISTERED: u64 = 1;
-/// Bits of the flags word: a stub call on this thread recorded an error; retired items wait
-/// for this thread's call (set by the reclaimer, cleared by the thread's outermost exit).
+/// The flags word: bit 0, a stub call on this thread recorded an error; bit 1, retired items
+/// wait for this thread's call (set by the reclaimer, cleared by the thread's outermost
+/// exit); bits 2-63 count the wrapper frames of this thread holding a callback's exception
+/// (the wrapper stencils' handshake, jitload-stencils' frames.rs: the epoch-guarded entries
+/// test this word on exit instead of their frame).
 pub const CALL_ERROR_FLAG: u64 = 1;
 const WAKE_FLAG: u64 = 2;
+const ONE_CALLBACK_ERROR: u64 = 4;
 
 static EPOCH: AtomicU64 = AtomicU64::new(1);
 /// How many retired items wait.
@@ -176,6 +180,16 @@ pub fn set_call_error_flag(set: bool) {
 #[inline]
 pub fn call_error_flag() -> bool {
     state()[2].load(Ordering::Relaxed) & CALL_ERROR_FLAG != 0
+}
+
+/// Counts a wrapper frame of this thread that now holds a callback's exception.
+pub fn callback_error_stored() {
+    state()[2].fetch_add(ONE_CALLBACK_ERROR, Ordering::Relaxed);
+}
+
+/// A wrapper frame's callback exception was taken (raised): one fewer.
+pub fn callback_error_taken() {
+    state()[2].fetch_sub(ONE_CALLBACK_ERROR, Ordering::Relaxed);
 }
 
 /// The fence modes ([`readers_fence`]): not decided yet, readers fence, the reclaimer does.
@@ -317,6 +331,7 @@ pub mod inline {
     /// The flags word's bits: a stub-call error waits; retired items wait for this call.
     pub const CALL_ERROR: u64 = super::CALL_ERROR_FLAG;
     pub const WAKE: u64 = super::WAKE_FLAG;
+    pub const ONE_CALLBACK_ERROR: u64 = super::ONE_CALLBACK_ERROR;
 
     /// Whether inline code must fence after publishing its epoch ([`super::readers_fence`]).
     pub fn readers_fence() -> bool {
@@ -513,7 +528,7 @@ mod tests {
     fn the_inline_guard_contract_holds() {
         let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!((inline::EPOCH_WORD, inline::FLAGS_WORD), (8, 16));
-        assert_eq!((inline::IDLE, inline::UNREGISTERED, inline::CALL_ERROR, inline::WAKE), (u64::MAX, 0, 1, 2));
+        assert_eq!((inline::IDLE, inline::UNREGISTERED, inline::CALL_ERROR, inline::WAKE, inline::ONE_CALLBACK_ERROR), (u64::MAX, 0, 1, 2, 4));
         let thread_pointer: usize;
         // SAFETY: reads the TCB self-pointer at %fs:0, which every x86-64 Linux thread has.
         unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) thread_pointer, options(nostack, readonly, preserves_flags)) };
@@ -543,6 +558,12 @@ mod tests {
         set_call_error_flag(true);
         assert_eq!(read(inline::FLAGS_WORD), inline::CALL_ERROR);
         set_call_error_flag(false);
+        assert_eq!(read(inline::FLAGS_WORD), 0);
+        callback_error_stored();
+        callback_error_stored();
+        assert_eq!(read(inline::FLAGS_WORD), 2 * inline::ONE_CALLBACK_ERROR);
+        callback_error_taken();
+        callback_error_taken();
         assert_eq!(read(inline::FLAGS_WORD), 0);
     }
 

@@ -26,6 +26,12 @@
 //! the wrapper that led to the callback and restores it on return; exceptions of callbacks
 //! under the inner call go to the inner frame.
 //!
+//! Under the engine's epoch guard (`entry*_epoch_*`) the fused entries skip the compare of
+//! `pending` on return: storing an exception also counts it in the guard's flags word
+//! (`jitload_codemem::grace`), which their exit tests anyway, and [`take_pending`] uncounts
+//! it; a frame's exit that finds the count non-zero checks its own `pending` on the slow
+//! path (the count may be an outer frame's, which its own exit then handles).
+//!
 //! (An earlier version tagged the slot itself (`| 1`) instead of reading `pending`: the
 //! wrapper then had to load the slot again after the call and compare it with its frame's
 //! address, which it kept in a callee-saved register across the call.)
@@ -217,7 +223,22 @@ pub unsafe fn report_pending(exception: *mut libc::c_void) -> Pending {
         }
         (*frame).pending = exception;
     }
+    // The epoch-guarded entries test the guard's flags word on exit rather than `pending`.
+    jitload_codemem::grace::callback_error_stored();
     Pending::Stored
+}
+
+/// Takes the exception [`report_pending`] stored in `frame` (NULL if none).
+///
+/// # Safety
+/// `frame` is a live wrapper frame of the calling thread.
+pub unsafe fn take_pending(frame: *mut CallFrame) -> *mut libc::c_void {
+    // SAFETY: the caller's contract.
+    let pending = unsafe { std::mem::replace(&mut (*frame).pending, std::ptr::null_mut()) };
+    if !pending.is_null() {
+        jitload_codemem::grace::callback_error_taken();
+    }
+    pending
 }
 
 /// Wrapper calls running on the calling thread now (frames reachable from its slot).

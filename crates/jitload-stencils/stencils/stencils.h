@@ -139,7 +139,9 @@ INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : 
  *   +8   the epoch the outermost call began in; GRACE_IDLE outside calls; GRACE_UNREGISTERED
  *        (0) before the thread's first call
  *   +16  flags: a stub call on this thread recorded an error; retired code waits for this
- *        thread's call (set by the reclaimer): either way the exit's slow path must run
+ *        thread's call (set by the reclaimer); a count of this thread's wrapper frames
+ *        holding a callback's exception (src/frames.rs): any of them sends the exit to its
+ *        slow path, which also tests the frame's `pending`
  * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with a volatile
  * load: a relaxed atomic load on x86-64). Entering returns the token, the epoch word as it
  * was; an idle word gets the global epoch, published with a plain store and a compiler

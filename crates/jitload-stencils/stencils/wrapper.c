@@ -397,7 +397,9 @@ HOLE(_JIT_KIND1);
             return boxed;                                                                        \
         }                                                                                        \
         slot_set(fr->prev);                                                                      \
-        if (UNLIKELY(fr->pending != NULL)) {                                                     \
+        /* Under the epoch guard a callback's exception also flags the guard's word: tested */   \
+        /* above, so no second test here (stencils.h). */                                        \
+        if (!EPOCH && UNLIKELY(fr->pending != NULL)) {                                           \
             return jitload_fast_raise_pending(OWNED(KIND, r0), fr);                              \
         }                                                                                        \
         return EXPR;                                                                             \

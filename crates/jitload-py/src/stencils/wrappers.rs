@@ -2,7 +2,7 @@
 
 use std::ffi::{c_int, CString};
 
-use jitload_stencils::frames::CallFrame;
+use jitload_stencils::frames::{take_pending, CallFrame};
 use jitload_stencils::{build_wrapper, CType, CodeBlock, Guard, Signature, WrapperSpec};
 use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -245,7 +245,7 @@ pub(super) extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, 
         }
         // SAFETY: the live frame, whose pending holds a reference stored by
         // jitload_fast_cb_error (report_pending).
-        let pending = unsafe { std::mem::replace(&mut (*fr).pending, std::ptr::null_mut()) } as *mut ffi::PyObject;
+        let pending = unsafe { take_pending(fr) } as *mut ffi::PyObject;
         // SAFETY: as above: we take over that reference.
         let exc = unsafe { Bound::from_owned_ptr(py, pending) };
         let current = PyErr::take(py);
