@@ -30,9 +30,10 @@ ROOT = HERE.parent.parent
 WORK = Path(os.environ.get("JITLOAD_CORPUS_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jitload-corpus")
 PY = sys.executable
 # The CI subset: an external library + Cython + multi-phase init (pyyaml), a package with a
-# pure-Python fallback that must not be taken (markupsafe), a bundled C library (xxhash).
-# Each builds and tests in seconds.
-FAST = {"pyyaml", "markupsafe", "xxhash"}
+# pure-Python fallback that must not be taken (markupsafe), a bundled C library (xxhash),
+# and one package built the way users build (cytoolz: `build-ext <sdist> --wheel` under pip's
+# build isolation, five Cython modules; about a minute).
+FAST = {"pyyaml", "markupsafe", "xxhash", "cytoolz"}
 
 
 def sh(cmd: List[str], **kw: Any) -> subprocess.CompletedProcess:
