@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' -o -name '*.cpp' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint typecheck test-rust test-python test-dualmap test-sdist wheel-manylinux test-wheel corpus corpus-fast bench bench-wheels clean
+.PHONY: setup build demo test lint typecheck test-rust test-python test-dualmap test-sdist test-install wheel-manylinux test-wheel corpus corpus-fast bench bench-wheels clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -48,19 +48,25 @@ typecheck: build
 	$(PY) -m mypy --strict python/jitload python/_jitload_hook.py python/_jitload_finder.py
 	$(PY) -m mypy.stubtest jitload._native jitload._fastload
 
-test: lint typecheck test-rust test-python test-dualmap corpus-fast test-sdist
+# test-wheel: the manylinux wheel in a clean Debian root (root or sudo; skipped otherwise).
+test: lint typecheck test-rust test-python test-dualmap corpus-fast test-sdist test-wheel
 
 # The manylinux_2_28 wheel with LLVM from PyPI (karellen-llvm-core); see docs/distribution.md.
 wheel-manylinux: setup
 	nice bash scripts/manylinux-wheel.sh target/wheels-manylinux
 
-# The manylinux wheel in a clean Debian 12 minbase root (debootstrap; needs root or sudo).
+# The manylinux wheel in a clean Debian 12 minbase root (debootstrap; needs root or sudo), C
+# and C++ modules; the root is cached as a tarball in ~/.cache/jitload-ci.
 test-wheel: wheel-manylinux
 	bash tests/wheel/minbase.sh target/wheels-manylinux/jitload-*manylinux_2_28_x86_64.whl
 
 # An sdist, built into a wheel in a clean venv, gives the Makefile's wheel (same files).
 test-sdist: build
 	nice $(PY) tests/packaging/sdist_wheel.py target/wheels/jitload-*.whl
+
+# `pip install .` into a fresh venv, then the whole Python suite against that install.
+test-install: setup
+	nice bash tests/packaging/install_suite.sh
 
 corpus-fast: build
 	$(PY) tests/corpus/run.py --fast

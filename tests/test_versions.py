@@ -71,6 +71,8 @@ def _import_cold(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 @pytest.mark.parametrize("version", [(23, 1, 0), (21, 1, 8)])
 def test_wrong_llvm_version_first_on_the_library_path(tmp_path: Path, version: tuple[int, int, int]) -> None:
+    if any(source == "pip-installed LLVM" for _, source in _llvm.candidates()):
+        pytest.skip("a pip-installed libLLVM (the manylinux wheel's) comes before the library path, by design")
     fake = _fake_libllvm(tmp_path / "lib", version)
     env = {"LD_LIBRARY_PATH": f"{fake.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     start = run_python("pass", env=env)
@@ -92,7 +94,10 @@ def test_right_version_wrong_library(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     kind, message = out.stdout.splitlines()[:2]
     assert kind == "LLVMLibraryError"
-    assert f"with {fake} (LLVM 22.1.0, JITLOAD_LIBLLVM)" in message and "symbol" in message and "Fix: " in message
+    assert f"with {fake} (LLVM 22.1.0, JITLOAD_LIBLLVM)" in message and "Fix: " in message
+    # The dynamic linker's reason: a symbol the fake lacks, or (the manylinux wheel's _native)
+    # the libc++ that only the real library's run path finds.
+    assert "symbol" in message or "libc++.so.1: cannot open shared object file" in message
 
 
 def test_missing_libllvm(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ void __deregister_frame(const void *begin) {
   pthread_mutex_lock(&lock);
   struct section **at, *s;
   if (!find_libgcc()) {
+    // no libgcc_s: nothing was registered
   } else if (!is_fde(p)) {
     libgcc_deregister(p);
   } else if ((s = *(at = find(p)))) {
