@@ -32,7 +32,9 @@ test-rust: setup
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q --all-targets -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -- -D warnings; \
+	@if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all --check; \
+	else echo "lint: rustfmt not installed, skipped"; fi
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q --all-targets -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -p jitload-options -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build

@@ -22,6 +22,11 @@ done
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   missing+=(rustc-web cargo-web)   # Debian 12's current Rust (the plain rustc is too old for PyO3)
 fi
+# The lint step's rustfmt and clippy, where Rust came from rustup (Debian's Rust has neither;
+# the lint step then says it skipped them).
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   as_root apt-get update -qq

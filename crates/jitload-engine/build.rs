@@ -11,10 +11,7 @@ fn main() {
     let config = format!("{prefix}/bin/llvm-config");
     // Its flags are the shim's ABI: a different llvm-config (scripts/pip-llvm-prefix.sh) rebuilds.
     println!("cargo:rerun-if-changed={config}");
-    let out = Command::new(&config)
-        .arg("--cxxflags")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {config} (install llvm-22-dev): {e}"));
+    let out = Command::new(&config).arg("--cxxflags").output().unwrap_or_else(|e| panic!("cannot run {config} (install llvm-22-dev): {e}"));
     assert!(out.status.success(), "{config} --cxxflags failed");
     let flags = String::from_utf8(out.stdout).expect("utf-8 flags");
     let mut build = cc::Build::new();

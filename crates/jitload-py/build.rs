@@ -21,7 +21,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// The crates `_fastload` is built from: a change in any of them rebuilds it.
-const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options", "jitload-codemem"];
+const FASTLOAD_SOURCES: &[&str] =
+    &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options", "jitload-codemem"];
 
 fn main() {
     let started = SystemTime::now();
@@ -84,10 +85,7 @@ fn build_fastload(root: &Path, dest: &Path, started: SystemTime) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args(["build", "--locked", "-p", "jitload-fastload", "--target", &target])
-        .arg("--target-dir")
-        .arg(&nested_target);
+    cmd.current_dir(root).args(["build", "--locked", "-p", "jitload-fastload", "--target", &target]).arg("--target-dir").arg(&nested_target);
     if release {
         cmd.arg("--release");
     }
@@ -100,8 +98,7 @@ fn build_fastload(root: &Path, dest: &Path, started: SystemTime) {
             || key.starts_with("CARGO_FEATURE_")
             || key.starts_with("CARGO_CFG_")
             || key.starts_with("CARGO_MANIFEST_")
-            || ["OUT_DIR", "TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "NUM_JOBS", "CARGO_PRIMARY_PACKAGE", "CARGO_CRATE_NAME"]
-                .contains(&key.as_ref());
+            || ["OUT_DIR", "TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "NUM_JOBS", "CARGO_PRIMARY_PACKAGE", "CARGO_CRATE_NAME"].contains(&key.as_ref());
         // Under `cargo clippy` the nested build is a plain build, not a second lint run.
         let lint = key == "RUSTC_WORKSPACE_WRAPPER" || key == "CLIPPY_ARGS";
         if private || lint {

@@ -60,10 +60,7 @@ fn main() {
     }
     hasher.update(version.as_bytes());
     hasher.update(&std::fs::read(dir.join("build.rs")).expect("read build.rs"));
-    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir.join("stencils"))
-        .expect("read stencils/")
-        .map(|e| e.expect("dir entry").path())
-        .collect();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(dir.join("stencils")).expect("read stencils/").map(|e| e.expect("dir entry").path()).collect();
     sources.sort();
     for path in &sources {
         hasher.update(path.file_name().expect("file name").as_encoded_bytes()).update(b"\0");
@@ -98,12 +95,7 @@ fn find_clang() -> PathBuf {
 
 fn run(cmd: &mut Command) -> String {
     let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?} (install clang-22): {e}"));
-    assert!(
-        output.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
@@ -179,10 +171,7 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
                 // An absolute, sign-extended 32-bit field (inline asm displacements such as
                 // the handshake slot's `%fs:_JIT_TLS`): the value itself, which must fit.
                 elf::R_X86_64_32S => "Abs32S",
-                other => panic!(
-                    "{}: {name}+{offset:#x}: relocation type {other} against {symbol} is not one the patcher implements",
-                    path.display()
-                ),
+                other => panic!("{}: {name}+{offset:#x}: relocation type {other} against {symbol} is not one the patcher implements", path.display()),
             };
             // Abs32S: a displacement into a TLS block of 64-bit words (`%fs:_JIT_GRACE+8`).
             let addends: &[i64] = if kind == "Abs32S" { &[0, 8, 16] } else { &[-4] };

@@ -28,9 +28,7 @@ fn median(mut f: impl FnMut()) -> Duration {
 fn main() -> Result<(), jitload_cache::CacheError> {
     let dir = std::env::temp_dir().join(format!("jitload-cache-timing-{}", std::process::id()));
     let cache = Cache::open(dir.clone(), u64::MAX)?;
-    let payload: Vec<u8> = (0..1u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let key = KeyBuilder::new("timing").field("input", &payload).finish();
 
     // A put normally stores a new key; replacing an existing entry costs more on ext4, whose
@@ -38,20 +36,13 @@ fn main() -> Result<(), jitload_cache::CacheError> {
     let mut n = 0u32;
     let put_new = median(|| {
         n += 1;
-        let key = KeyBuilder::new("timing")
-            .field("n", &n.to_le_bytes())
-            .finish();
+        let key = KeyBuilder::new("timing").field("n", &n.to_le_bytes()).finish();
         cache.put(&key, &payload).expect("put");
     });
     let put = median(|| cache.put(&key, &payload).expect("put"));
     let get = median(|| assert_eq!(cache.get(&key).expect("hit").len(), payload.len()));
     let path = cache.entry_path(&key);
-    let read = median(|| {
-        assert_eq!(
-            std::fs::read(&path).expect("read").len(),
-            payload.len() + 88
-        )
-    });
+    let read = median(|| assert_eq!(std::fs::read(&path).expect("read").len(), payload.len() + 88));
     let hash = median(|| {
         std::hint::black_box(blake3::hash(&payload));
     });

@@ -94,9 +94,7 @@ pub fn check_header(h: &[u8; HEADER_LEN], key: &CacheKey, file_size: u64) -> Res
         return Err(Invalid::WrongKey);
     }
     let len = u64::from_le_bytes(h[48..56].try_into().expect("8 bytes"));
-    let file = file_size
-        .checked_sub(HEADER_LEN as u64)
-        .ok_or(Invalid::Truncated { size: file_size })?;
+    let file = file_size.checked_sub(HEADER_LEN as u64).ok_or(Invalid::Truncated { size: file_size })?;
     if len != file {
         return Err(Invalid::LengthMismatch { header: len, file });
     }
@@ -135,21 +133,15 @@ pub fn read(file: &File, file_size: u64, key: &CacheKey) -> Result<Vec<u8>, Read
     let mut reader = file;
     reader.read_exact(&mut h)?;
     let len = check_header(&h, key, file_size)?;
-    let len_usize =
-        usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let len_usize = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
     let mut payload = Vec::new();
     // try_reserve: a huge entry is a miss, never an abort.
-    payload
-        .try_reserve_exact(len_usize)
-        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    payload.try_reserve_exact(len_usize).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
     // `take` stops at exactly `len`, so read_to_end needs no extra probing read.
     reader.take(len).read_to_end(&mut payload)?;
     if payload.len() as u64 != len {
         // The file shrank under us (someone truncated it in place).
-        return Err(Invalid::Truncated {
-            size: HEADER_LEN as u64 + payload.len() as u64,
-        }
-        .into());
+        return Err(Invalid::Truncated { size: HEADER_LEN as u64 + payload.len() as u64 }.into());
     }
     if checksum(&h, &payload) != h[56..88] {
         return Err(Invalid::BadChecksum.into());
@@ -163,9 +155,7 @@ mod tests {
     use crate::KeyBuilder;
 
     fn key(n: &str) -> CacheKey {
-        KeyBuilder::new("entry-test")
-            .field("n", n.as_bytes())
-            .finish()
+        KeyBuilder::new("entry-test").field("n", n.as_bytes()).finish()
     }
 
     #[test]
@@ -198,13 +188,7 @@ mod tests {
     #[test]
     fn wrong_key_and_length() {
         let h = header(&key("a"), b"xyz");
-        assert_eq!(
-            check_header(&h, &key("b"), HEADER_LEN as u64 + 3),
-            Err(Invalid::WrongKey)
-        );
-        assert_eq!(
-            check_header(&h, &key("a"), HEADER_LEN as u64 + 4),
-            Err(Invalid::LengthMismatch { header: 3, file: 4 })
-        );
+        assert_eq!(check_header(&h, &key("b"), HEADER_LEN as u64 + 3), Err(Invalid::WrongKey));
+        assert_eq!(check_header(&h, &key("a"), HEADER_LEN as u64 + 4), Err(Invalid::LengthMismatch { header: 3, file: 4 }));
     }
 }

@@ -32,10 +32,6 @@ pub enum CacheError {
 
 impl CacheError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        CacheError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        CacheError::Io { op, path: path.into(), source }
     }
 }

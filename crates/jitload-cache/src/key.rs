@@ -23,9 +23,7 @@ impl KeyBuilder {
     /// Starts a key in `domain` (e.g. `"jitload-object-v1"`): keys from different domains
     /// never collide. Bump the domain when the meaning of the cached bytes changes.
     pub fn new(domain: &str) -> Self {
-        let mut builder = KeyBuilder {
-            hasher: blake3::Hasher::new_derive_key(KEY_CONTEXT),
-        };
+        let mut builder = KeyBuilder { hasher: blake3::Hasher::new_derive_key(KEY_CONTEXT) };
         builder.field("domain", domain.as_bytes());
         builder
     }
@@ -117,15 +115,9 @@ mod tests {
     #[test]
     fn field_boundaries_matter() {
         assert_ne!(key(&[("ab", b"c")]), key(&[("a", b"bc")]));
-        assert_ne!(
-            key(&[("x", b"ab"), ("y", b"c")]),
-            key(&[("x", b"a"), ("y", b"bc")])
-        );
+        assert_ne!(key(&[("x", b"ab"), ("y", b"c")]), key(&[("x", b"a"), ("y", b"bc")]));
         assert_ne!(key(&[("x", b"")]), key(&[]));
-        assert_ne!(
-            key(&[("x", b"1"), ("y", b"2")]),
-            key(&[("y", b"2"), ("x", b"1")])
-        );
+        assert_ne!(key(&[("x", b"1"), ("y", b"2")]), key(&[("y", b"2"), ("x", b"1")]));
     }
 
     #[test]
@@ -137,19 +129,14 @@ mod tests {
 
     #[test]
     fn same_fields_same_key() {
-        assert_eq!(
-            key(&[("a", b"1"), ("b", b"2")]),
-            key(&[("a", b"1"), ("b", b"2")])
-        );
+        assert_eq!(key(&[("a", b"1"), ("b", b"2")]), key(&[("a", b"1"), ("b", b"2")]));
     }
 
     #[test]
     fn derivation_is_pinned() {
         // Changing how keys are derived silently orphans every user's cache; make it a
         // deliberate act (update this value and the domain together).
-        let k = KeyBuilder::new("jitload-object-v1")
-            .field("input", b"hello")
-            .finish();
+        let k = KeyBuilder::new("jitload-object-v1").field("input", b"hello").finish();
         assert_eq!(k.hex(), PINNED);
     }
     const PINNED: &str = "c5014345e906d75e6d2e383afb1119adbfd8dea6ae442f9240de6fcddd30ae45";
@@ -159,9 +146,7 @@ mod tests {
         let k = key(&[("a", b"1")]);
         let hex = k.hex();
         assert_eq!(hex.len(), 64);
-        assert!(hex
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_eq!(CacheKey::from_hex(&hex), Some(k));
         assert_eq!(CacheKey::from_hex(&hex.to_uppercase()), Some(k));
         assert_eq!(CacheKey::from_hex(&hex[1..]), None);

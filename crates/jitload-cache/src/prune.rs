@@ -48,8 +48,7 @@ pub(crate) struct Listing {
 }
 
 fn is_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn is_shard(name: &str) -> bool {
@@ -57,8 +56,7 @@ fn is_shard(name: &str) -> bool {
 }
 
 fn is_entry(shard: &str, name: &str) -> bool {
-    name.strip_suffix(ENTRY_SUFFIX)
-        .is_some_and(|hex| hex.len() == 64 && is_hex(hex) && hex.starts_with(shard))
+    name.strip_suffix(ENTRY_SUFFIX).is_some_and(|hex| hex.len() == 64 && is_hex(hex) && hex.starts_with(shard))
 }
 
 fn older_than(mtime: (i64, i64), age: Duration, now: SystemTime) -> bool {
@@ -66,18 +64,13 @@ fn older_than(mtime: (i64, i64), age: Duration, now: SystemTime) -> bool {
         return true;
     };
     let written = UNIX_EPOCH + Duration::from_secs(secs);
-    now.duration_since(written)
-        .is_ok_and(|elapsed| elapsed > age)
+    now.duration_since(written).is_ok_and(|elapsed| elapsed > age)
 }
 
 /// Lists every entry under `objects` (whose path is `objects_path`, for messages). With
 /// `sweep_temps`, also removes temporary files older than [`STALE_TEMP_AGE`]. Names that are
 /// neither are left alone: the directory may hold other things later.
-pub(crate) fn scan(
-    objects: &Dir,
-    objects_path: &Path,
-    sweep_temps: bool,
-) -> Result<Listing, CacheError> {
+pub(crate) fn scan(objects: &Dir, objects_path: &Path, sweep_temps: bool) -> Result<Listing, CacheError> {
     let list_err = |path: &Path, e| CacheError::io("list directory", path, e);
     let now = SystemTime::now();
     let mut listing = Listing::default();
@@ -89,12 +82,7 @@ pub(crate) fn scan(
         let dir = match objects.open_dir_at(shard) {
             Ok(dir) => dir,
             // Not there any more, or a symlink/file where a shard should be: nothing of ours.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::ELOOP) =>
-            {
-                continue
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => continue,
             Err(e) => return Err(CacheError::io("open directory", shard_path, e)),
         };
@@ -114,11 +102,7 @@ pub(crate) fn scan(
             };
             if entry {
                 listing.bytes += stat.size;
-                listing.entries.push(Found {
-                    name: format!("{shard}/{name}"),
-                    size: stat.size,
-                    mtime: stat.mtime,
-                });
+                listing.entries.push(Found { name: format!("{shard}/{name}"), size: stat.size, mtime: stat.mtime });
             } else if older_than(stat.mtime, STALE_TEMP_AGE, now) && dir.unlink_at(name).is_ok() {
                 listing.stale_temps_removed += 1;
             }
@@ -128,20 +112,10 @@ pub(crate) fn scan(
 }
 
 /// Removes least-recently-used entries until at most `target` bytes remain.
-pub(crate) fn evict(
-    objects: &Dir,
-    objects_path: &Path,
-    mut listing: Listing,
-    target: u64,
-) -> Result<PruneStats, CacheError> {
+pub(crate) fn evict(objects: &Dir, objects_path: &Path, mut listing: Listing, target: u64) -> Result<PruneStats, CacheError> {
     // Oldest first; the name breaks ties so concurrent pruners agree on the order.
-    listing
-        .entries
-        .sort_by(|a, b| (a.mtime, &a.name).cmp(&(b.mtime, &b.name)));
-    let mut stats = PruneStats {
-        stale_temps_removed: listing.stale_temps_removed,
-        ..PruneStats::default()
-    };
+    listing.entries.sort_by(|a, b| (a.mtime, &a.name).cmp(&(b.mtime, &b.name)));
+    let mut stats = PruneStats { stale_temps_removed: listing.stale_temps_removed, ..PruneStats::default() };
     let mut remaining = listing.bytes;
     let mut kept = listing.entries.len();
     for found in &listing.entries {
@@ -174,10 +148,7 @@ mod tests {
         let hex = "ab".to_owned() + &"0".repeat(62);
         assert!(is_shard("ab") && !is_shard("AB") && !is_shard("abc") && !is_shard("zz"));
         assert!(is_entry("ab", &format!("{hex}.jlo")));
-        assert!(
-            !is_entry("cd", &format!("{hex}.jlo")),
-            "entry in the wrong shard"
-        );
+        assert!(!is_entry("cd", &format!("{hex}.jlo")), "entry in the wrong shard");
         assert!(!is_entry("ab", &format!("{hex}.tmp")));
         assert!(!is_entry("ab", &format!("{}.jlo", &hex[1..])));
     }
@@ -188,9 +159,6 @@ mod tests {
         let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         assert!(!older_than((secs - 10, 0), STALE_TEMP_AGE, now));
         assert!(older_than((secs - 3700, 0), STALE_TEMP_AGE, now));
-        assert!(
-            !older_than((secs + 100, 0), STALE_TEMP_AGE, now),
-            "future mtime is not stale"
-        );
+        assert!(!older_than((secs + 100, 0), STALE_TEMP_AGE, now), "future mtime is not stale");
     }
 }

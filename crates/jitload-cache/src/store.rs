@@ -53,10 +53,7 @@ pub struct CacheInfo {
 
 fn entry_name(key: &CacheKey) -> (String, String) {
     let hex = key.hex();
-    (
-        hex[..2].to_owned(),
-        format!("{}/{hex}{ENTRY_SUFFIX}", &hex[..2]),
-    )
+    (hex[..2].to_owned(), format!("{}/{hex}{ENTRY_SUFFIX}", &hex[..2]))
 }
 
 impl Cache {
@@ -66,41 +63,21 @@ impl Cache {
     /// Fails with [`CacheError::Insecure`] if `dir` or its `objects` subdirectory is not
     /// owned by the effective user or is writable by group or others.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Cache, CacheError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| CacheError::io("create directory", &dir, e))?;
+        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| CacheError::io("create directory", &dir, e))?;
         let root = Dir::open(&dir).map_err(|e| CacheError::io("open directory", &dir, e))?;
-        let meta = root
-            .metadata()
-            .map_err(|e| CacheError::io("inspect", &dir, e))?;
+        let meta = root.metadata().map_err(|e| CacheError::io("inspect", &dir, e))?;
         security::check_dir(&dir, &meta)?;
 
         let objects_path = dir.join(OBJECTS);
         match root.mkdir_at(OBJECTS, 0o700) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(CacheError::io("create directory", &objects_path, e))
-            }
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(CacheError::io("create directory", &objects_path, e)),
             _ => {}
         }
-        let objects = root
-            .open_dir_at(OBJECTS)
-            .map_err(|e| CacheError::io("open directory", &objects_path, e))?;
-        let meta = objects
-            .metadata()
-            .map_err(|e| CacheError::io("inspect", &objects_path, e))?;
+        let objects = root.open_dir_at(OBJECTS).map_err(|e| CacheError::io("open directory", &objects_path, e))?;
+        let meta = objects.metadata().map_err(|e| CacheError::io("inspect", &objects_path, e))?;
         security::check_dir(&objects_path, &meta)?;
 
-        Ok(Cache {
-            dir,
-            objects_path,
-            objects,
-            max_bytes,
-            size: Mutex::new(None),
-            scans: AtomicU64::new(0),
-            refusals: WarnOnce::default(),
-        })
+        Ok(Cache { dir, objects_path, objects, max_bytes, size: Mutex::new(None), scans: AtomicU64::new(0), refusals: WarnOnce::default() })
     }
 
     /// The cache directory.
@@ -159,18 +136,12 @@ impl Cache {
             Ok(payload) => {
                 // Best effort: failing to refresh only makes the entry look older.
                 if let Err(e) = file.set_modified(SystemTime::now()) {
-                    log::debug!(
-                        "jitload cache: cannot refresh mtime of {}: {e}",
-                        path().display()
-                    );
+                    log::debug!("jitload cache: cannot refresh mtime of {}: {e}", path().display());
                 }
                 Some(payload)
             }
             Err(ReadError::Invalid(why)) => {
-                log::warn!(
-                    "jitload cache: removing invalid entry {}: {why}",
-                    path().display()
-                );
+                log::warn!("jitload cache: removing invalid entry {}: {why}", path().display());
                 self.remove_if_unchanged(&name, meta.dev(), meta.ino());
                 None
             }
@@ -204,10 +175,7 @@ impl Cache {
     pub fn put(&self, key: &CacheKey, payload: &[u8]) -> Result<(), CacheError> {
         let size = HEADER_LEN as u64 + payload.len() as u64;
         if size > self.max_bytes {
-            log::debug!(
-                "jitload cache: not storing {size} bytes, over the {}-byte limit",
-                self.max_bytes
-            );
+            log::debug!("jitload cache: not storing {size} bytes, over the {}-byte limit", self.max_bytes);
             return Ok(());
         }
         let (shard, name) = entry_name(key);
@@ -217,8 +185,7 @@ impl Cache {
             .and_then(|()| file.write_all(payload))
             .map_err(|e| CacheError::io("write", self.objects_path.join(temp.name()), e))?;
         drop(file);
-        temp.rename_to(&name)
-            .map_err(|e| CacheError::io("rename into place", self.objects_path.join(&name), e))?;
+        temp.rename_to(&name).map_err(|e| CacheError::io("rename into place", self.objects_path.join(&name), e))?;
         self.account(size);
         Ok(())
     }
@@ -265,12 +232,7 @@ impl Cache {
     pub fn info(&self) -> Result<CacheInfo, CacheError> {
         let listing = self.scan(false)?;
         *self.size.lock().unwrap_or_else(PoisonError::into_inner) = Some(listing.bytes);
-        Ok(CacheInfo {
-            dir: self.dir.clone(),
-            entries: listing.entries.len(),
-            bytes: listing.bytes,
-            max_bytes: self.max_bytes,
-        })
+        Ok(CacheInfo { dir: self.dir.clone(), entries: listing.entries.len(), bytes: listing.bytes, max_bytes: self.max_bytes })
     }
 
     /// Removes least-recently-used entries until at most `max_bytes` remain, and temporary
@@ -304,21 +266,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let cache = Cache::open(dir.clone(), 1 << 30).unwrap();
         for i in 0..50u32 {
-            let key = KeyBuilder::new("unit")
-                .field("i", &i.to_le_bytes())
-                .finish();
+            let key = KeyBuilder::new("unit").field("i", &i.to_le_bytes()).finish();
             cache.put(&key, &[7u8; 1000]).unwrap();
         }
-        assert_eq!(
-            cache.scans(),
-            1,
-            "puts under the limit must not rescan the directory"
-        );
+        assert_eq!(cache.scans(), 1, "puts under the limit must not rescan the directory");
         let info = cache.info().unwrap();
-        assert_eq!(
-            (info.entries, info.bytes),
-            (50, 50 * (1000 + HEADER_LEN as u64))
-        );
+        assert_eq!((info.entries, info.bytes), (50, 50 * (1000 + HEADER_LEN as u64)));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

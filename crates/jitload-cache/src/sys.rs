@@ -57,10 +57,7 @@ fn retry(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
 impl Dir {
     /// Opens the directory at `path` (symlinks in it are followed: the result is checked).
     pub fn open(path: &Path) -> io::Result<Dir> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC).open(path)?;
         Ok(Dir { file })
     }
 
@@ -87,22 +84,14 @@ impl Dir {
 
     /// Opens the subdirectory `name`, refusing a symlink as the last component.
     pub fn open_dir_at(&self, name: &str) -> io::Result<Dir> {
-        let file = self.open_at(
-            name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )?;
+        let file = self.open_at(name, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
         Ok(Dir { file })
     }
 
     /// Opens `name` for reading, refusing a symlink as the last component. O_NONBLOCK so a
     /// FIFO planted under an entry's name cannot hang us (it has no effect on regular files).
     pub fn open_read_at(&self, name: &str) -> io::Result<File> {
-        self.open_at(
-            name,
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK,
-            0,
-        )
+        self.open_at(name, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)
     }
 
     /// Creates `name`, which must not exist yet, for writing with permissions `mode`.
@@ -148,14 +137,7 @@ impl Dir {
         retry(|| {
             // SAFETY: `c` is NUL-terminated, `st` is writable memory of the right type and
             // size, and both outlive the call; the descriptor is open.
-            unsafe {
-                libc::fstatat(
-                    self.fd(),
-                    c.as_ptr(),
-                    st.as_mut_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            }
+            unsafe { libc::fstatat(self.fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) }
         })?;
         // SAFETY: fstatat succeeded, so it filled in the whole struct.
         let st = unsafe { st.assume_init() };
@@ -172,9 +154,7 @@ impl Dir {
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         // A fresh open file description, so the listing has its own position and fdopendir
         // can own it.
-        let fd = self
-            .open_at(".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?
-            .into_raw_fd();
+        let fd = self.open_at(".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?.into_raw_fd();
         // SAFETY: `fd` is an open directory descriptor that we own; on success fdopendir
         // takes it over.
         let dirp = unsafe { libc::fdopendir(fd) };

@@ -24,50 +24,26 @@ impl<'a> TempFile<'a> {
     /// Creates `<entry>.<pid>.<counter>.<nanos>.tmp` with mode 0600 next to the entry
     /// `entry` (a name relative to `dir`, in subdirectory `shard`, created if missing).
     /// `dir_path` is for messages.
-    pub fn create(
-        dir: &'a Dir,
-        dir_path: &Path,
-        shard: &str,
-        entry: &str,
-    ) -> Result<(Self, File), CacheError> {
+    pub fn create(dir: &'a Dir, dir_path: &Path, shard: &str, entry: &str) -> Result<(Self, File), CacheError> {
         let mut made_shard = false;
         let mut clashes = 0;
         loop {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let name = format!("{entry}.{}.{n}.{nanos:x}{TEMP_SUFFIX}", std::process::id());
             match dir.create_new_at(&name, 0o600) {
-                Ok(file) => {
-                    return Ok((
-                        TempFile {
-                            dir,
-                            name,
-                            renamed: false,
-                        },
-                        file,
-                    ))
-                }
+                Ok(file) => return Ok((TempFile { dir, name, renamed: false }, file)),
                 // First write into this shard: create it and try again.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !made_shard => {
                     made_shard = true;
                     match dir.mkdir_at(shard, 0o700) {
-                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                            return Err(CacheError::io("create directory", dir_path.join(shard), e))
-                        }
+                        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(CacheError::io("create directory", dir_path.join(shard), e)),
                         _ => {}
                     }
                 }
                 // The same pid in another pid namespace sharing the directory: try another name.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && clashes < 16 => clashes += 1,
-                Err(e) => {
-                    return Err(CacheError::io(
-                        "create temporary file",
-                        dir_path.join(&name),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(CacheError::io("create temporary file", dir_path.join(&name), e)),
             }
         }
     }

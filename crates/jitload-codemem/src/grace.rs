@@ -235,9 +235,7 @@ mod membarrier {
         // SAFETY: membarrier takes plain integers; QUERY and REGISTER change no memory.
         let supported = unsafe { libc::syscall(libc::SYS_membarrier, QUERY, 0, 0) };
         // SAFETY: as above.
-        supported >= 0
-            && supported & PRIVATE_EXPEDITED != 0
-            && unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0
+        supported >= 0 && supported & PRIVATE_EXPEDITED != 0 && unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0
     }
 
     /// Every running thread of the process executes a full memory barrier before this returns.

@@ -125,10 +125,7 @@ fn worker() {
 /// Runs `work` on a compiler thread and waits for it with the engine's interrupt check and
 /// time limit (see the module docs). `path` labels the errors. `work` must only prepare: its
 /// result may be dropped unseen.
-pub fn run<T: Send + 'static>(
-    path: &str,
-    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, EngineError> {
+pub fn run<T: Send + 'static>(path: &str, work: impl FnOnce() -> Result<T, EngineError> + Send + 'static) -> Result<T, EngineError> {
     run_with(path, work, crate::isolate::interrupt_check(), crate::isolate::timeout())
 }
 
@@ -142,9 +139,8 @@ fn run_with<T: Send + 'static>(
     let theirs = handoff.clone();
     let label = path.to_string();
     submit(Box::new(move || {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
-            Err(EngineError::LlvmCrash { path: label, reason: "the compiler thread panicked".into() })
-        });
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .unwrap_or_else(|_| Err(EngineError::LlvmCrash { path: label, reason: "the compiler thread panicked".into() }));
         // After a crash LLVM recovered from, the thread's own state (LLVM's thread-locals, a
         // stack it jumped over) is not trusted again: the thread ends after this job.
         let reuse = !matches!(result, Err(EngineError::LlvmCrash { .. }));
@@ -170,10 +166,7 @@ fn run_with<T: Send + 'static>(
         {
             let slot = handoff.slot.lock().unwrap_or_else(|e| e.into_inner());
             let wait = POLL.min(deadline.saturating_duration_since(Instant::now()));
-            let (mut slot, _) = handoff
-                .ready
-                .wait_timeout_while(slot, wait, |s| matches!(s, Slot::Waiting))
-                .unwrap_or_else(|e| e.into_inner());
+            let (mut slot, _) = handoff.ready.wait_timeout_while(slot, wait, |s| matches!(s, Slot::Waiting)).unwrap_or_else(|e| e.into_inner());
             // Still `Waiting` unless the worker handed its result over (only we abandon).
             if let Slot::Done(result) = std::mem::replace(&mut *slot, Slot::Waiting) {
                 return result;

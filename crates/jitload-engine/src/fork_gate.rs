@@ -81,4 +81,3 @@ pub(crate) fn fork_done() {
     state.1 = false;
     FORK_GATE.changed.notify_all();
 }
-

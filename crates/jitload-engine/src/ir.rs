@@ -65,8 +65,9 @@ fn parse_kind<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str, kind: InputKin
             let producer = producer_from_message(&message).or_else(|| crate::bitstream::producer(bytes));
             EngineError::Bitcode { path: path.to_string(), message, producer, reader: crate::llvm::llvm_version() }
         })?,
-        InputKind::IrText => Module::parse_ir(ctx, bytes, path)
-            .map_err(|message| EngineError::IrSyntax { path: path.to_string(), message: message.trim().to_string() })?,
+        InputKind::IrText => {
+            Module::parse_ir(ctx, bytes, path).map_err(|message| EngineError::IrSyntax { path: path.to_string(), message: message.trim().to_string() })?
+        }
     };
     module.verify().map_err(|message| EngineError::Verify { path: path.to_string(), message })?;
     Ok(module)
@@ -81,11 +82,7 @@ pub fn retarget(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Resul
         let arch_ok = HostTarget::arch_of(&triple) == HostTarget::arch_of(&host.triple);
         let os_ok = HostTarget::os_of(&triple).starts_with(HostTarget::os_of(&host.triple));
         if !arch_ok || !os_ok {
-            return Err(EngineError::Target {
-                path: path.to_string(),
-                module_triple: triple,
-                host_triple: host.triple.clone(),
-            });
+            return Err(EngineError::Target { path: path.to_string(), module_triple: triple, host_triple: host.triple.clone() });
         }
     }
     module.set_triple(&host.triple);
@@ -100,13 +97,10 @@ fn producer_from_message(message: &str) -> Option<String> {
     Some(message[start..start + end].to_string())
 }
 
-
-
 /// The names a module uses without defining them (weak references excluded: those may stay
 /// unresolved), sorted, each once: what must resolve before it is linked.
 pub fn undefined_symbols(symbols: &[ModuleSymbol]) -> Vec<String> {
-    let mut undefined: Vec<String> =
-        symbols.iter().filter(|s| !s.defined && s.used && !s.weak_reference).map(|s| s.name.clone()).collect();
+    let mut undefined: Vec<String> = symbols.iter().filter(|s| !s.defined && s.used && !s.weak_reference).map(|s| s.name.clone()).collect();
     undefined.sort();
     undefined.dedup();
     undefined

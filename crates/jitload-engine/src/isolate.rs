@@ -242,9 +242,7 @@ fn raise_memory_limit() -> bool {
 /// C++ handlers exit with [`EXIT_OUT_OF_MEMORY`] instead).
 fn shows_out_of_memory(stderr: &[u8]) -> bool {
     let text = String::from_utf8_lossy(stderr);
-    ["memory allocation of", "LLVM ERROR: out of memory", "std::bad_alloc", "Cannot allocate memory"]
-        .iter()
-        .any(|m| text.contains(m))
+    ["memory allocation of", "LLVM ERROR: out of memory", "std::bad_alloc", "Cannot allocate memory"].iter().any(|m| text.contains(m))
 }
 
 /// The end of the child's stderr, for an error message ("" if it wrote nothing).
@@ -309,12 +307,8 @@ pub(crate) fn compile_in_child<T>(
     };
     match result {
         // Crash recovery in the child caught an allocation failure's abort (Rust's handler).
-        Err(EngineError::LlvmCrash { .. }) if shows_out_of_memory(&output.stderr) => {
-            Err(child_error(path, ChildError::OutOfMemory(extra_memory_mb())))
-        }
-        Err(EngineError::LlvmCrash { path, reason }) => {
-            Err(EngineError::LlvmCrash { reason: format!("{reason}{}", quote_stderr(&output.stderr)), path })
-        }
+        Err(EngineError::LlvmCrash { .. }) if shows_out_of_memory(&output.stderr) => Err(child_error(path, ChildError::OutOfMemory(extra_memory_mb()))),
+        Err(EngineError::LlvmCrash { path, reason }) => Err(EngineError::LlvmCrash { reason: format!("{reason}{}", quote_stderr(&output.stderr)), path }),
         other => {
             if !output.stderr.is_empty() {
                 log::debug!("the compiler process for {path} wrote: {}", String::from_utf8_lossy(&output.stderr).trim());

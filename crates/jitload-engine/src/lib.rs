@@ -15,8 +15,7 @@ pub mod objfile;
 pub mod session;
 pub mod stubs;
 
-
 pub use error::EngineError;
-pub use llvm::target::{HostTarget, OptLevel};
 pub use library::{Generated, Library, LibraryOptions, Provider};
+pub use llvm::target::{HostTarget, OptLevel};
 pub use session::{LoadOptions, LoadedModule, Session};

@@ -22,9 +22,7 @@ pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String
         if linked.triple().is_empty() {
             linked.set_triple(&module.triple());
         }
-        linked
-            .link_in(module)
-            .map_err(|message| EngineError::Compile { path: shown.clone(), stage: "bitcode linking".into(), message })?;
+        linked.link_in(module).map_err(|message| EngineError::Compile { path: shown.clone(), stage: "bitcode linking".into(), message })?;
     }
     for lib in dependent_libraries {
         linked.add_dependent_library(lib);
@@ -35,9 +33,7 @@ pub fn link_files(inputs: &[&Path], output: &Path, dependent_libraries: &[String
     let out = output.display().to_string();
     linked.verify().map_err(|message| EngineError::Verify { path: out.clone(), message })?;
     let tmp = output.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, linked.to_bitcode())
-        .and_then(|_| std::fs::rename(&tmp, output))
-        .map_err(|source| EngineError::Write { path: out, source })
+    std::fs::write(&tmp, linked.to_bitcode()).and_then(|_| std::fs::rename(&tmp, output)).map_err(|source| EngineError::Write { path: out, source })
 }
 
 /// The dependent libraries recorded in a bitcode/IR file.

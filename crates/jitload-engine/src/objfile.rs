@@ -92,10 +92,7 @@ pub fn thread_local_use(bytes: &[u8]) -> Option<String> {
             let RelocationFlags::Elf { r_type } = relocation.flags() else { continue };
             let Some((model, kind)) = tls_relocation(r_type) else { continue };
             let symbol = match relocation.target() {
-                RelocationTarget::Symbol(index) => file
-                    .symbol_by_index(index)
-                    .ok()
-                    .and_then(|s| s.name().ok().filter(|n| !n.is_empty()).map(str::to_string)),
+                RelocationTarget::Symbol(index) => file.symbol_by_index(index).ok().and_then(|s| s.name().ok().filter(|n| !n.is_empty()).map(str::to_string)),
                 _ => None,
             };
             let what = symbol.map_or_else(|| "a thread-local".to_string(), |n| format!("thread-local '{n}'"));

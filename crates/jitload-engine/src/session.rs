@@ -6,19 +6,19 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::EngineError;
 use crate::ir;
-use crate::native;
-use crate::llvm::context::Context;
-use jitload_runtime::objcache::ObjectCache;
 use crate::isolate;
+use crate::llvm::context::Context;
 use crate::llvm::guard::guarded;
 use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
+use crate::native;
+use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
 use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
+use jitload_runtime::objcache::ObjectCache;
 use jitload_runtime::resolve::{ModuleScope, SharedScope};
 use std::collections::HashMap;
-use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
 /// How to load one module.
 #[derive(Debug, Clone)]
@@ -113,7 +113,6 @@ pub struct Session {
     process: Dylib,
 }
 
-
 impl Session {
     /// The process-wide session, created on first use.
     pub fn global() -> Result<Arc<Session>, EngineError> {
@@ -145,16 +144,8 @@ impl Session {
                 log::debug!("compiler-rt builtins not used: {e}");
             }
         }
-        Ok(Session {
-            jit,
-            host: HostTarget::detect(),
-            scope,
-            machines: Mutex::new(Vec::new()),
-            cache: OnceLock::new(),
-            process,
-        })
+        Ok(Session { jit, host: HostTarget::detect(), scope, machines: Mutex::new(Vec::new()), cache: OnceLock::new(), process })
     }
-
 
     pub(crate) fn jit(&self) -> &Jit {
         &self.jit
@@ -245,13 +236,7 @@ impl Session {
     /// Parse, verify, retarget, check the init symbol, lower constructors, optimise and
     /// compile to an object. Touches no state shared with other threads (it may run in a
     /// forked child).
-    fn compile_module(
-        &self,
-        ctx: &Context,
-        bytes: &[u8],
-        path: &str,
-        options: &LoadOptions,
-    ) -> Result<Compiled, EngineError> {
+    fn compile_module(&self, ctx: &Context, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
         let mut module = ir::parse(ctx, bytes, path)?;
         ir::retarget(&mut module, &self.host, path)?;
         module.define_dso_handle();
@@ -339,8 +324,11 @@ impl Session {
                     scope.spawn(move || {
                         let piece = format!("{path} (piece {})", i + 1);
                         in_guarded_context(&piece, |ctx| {
-                            let mut part = Module::parse_bitcode(ctx, bitcode, &piece)
-                                .map_err(|message| EngineError::Compile { path: piece.clone(), stage: "splitting".into(), message })?;
+                            let mut part = Module::parse_bitcode(ctx, bitcode, &piece).map_err(|message| EngineError::Compile {
+                                path: piece.clone(),
+                                stage: "splitting".into(),
+                                message,
+                            })?;
                             let tm = self.machine(opt).map_err(stage_error(&piece, "target setup"))?;
                             part.set_data_layout(&tm.data_layout());
                             let object = tm.emit(&part, false).map_err(stage_error(&piece, "code generation"))?;
@@ -353,9 +341,7 @@ impl Session {
             workers
                 .into_iter()
                 .map(|w| {
-                    w.join().unwrap_or_else(|_| {
-                        Err(EngineError::LlvmCrash { path: path.to_string(), reason: "a code generation thread panicked".into() })
-                    })
+                    w.join().unwrap_or_else(|_| Err(EngineError::LlvmCrash { path: path.to_string(), reason: "a code generation thread panicked".into() }))
                 })
                 .collect()
         })
@@ -472,8 +458,7 @@ fn check_required(symbols: &[ModuleSymbol], required: &str, path: &str) -> Resul
     if symbols.iter().any(|s| s.defined && s.name == required) {
         return Ok(());
     }
-    let mut found: Vec<String> =
-        symbols.iter().filter(|s| s.defined && s.name.starts_with("PyInit")).map(|s| s.name.clone()).collect();
+    let mut found: Vec<String> = symbols.iter().filter(|s| s.defined && s.name.starts_with("PyInit")).map(|s| s.name.clone()).collect();
     found.sort();
     Err(EngineError::MissingInit { path: path.to_string(), expected: required.to_string(), found })
 }

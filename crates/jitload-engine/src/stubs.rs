@@ -44,8 +44,7 @@ impl StubBlock {
             return Err("stubs (replace, lazy and on-demand functions) are implemented for x86-64 only".into());
         }
         let data = CODE_AREA.next_multiple_of(jitload_codemem::page_size());
-        let mut image = jitload_codemem::Image::new(data + DATA_HEADER + 8 * STUBS_PER_BLOCK, 1)
-            .map_err(|e| format!("cannot map stub memory: {e}"))?;
+        let mut image = jitload_codemem::Image::new(data + DATA_HEADER + 8 * STUBS_PER_BLOCK, 1).map_err(|e| format!("cannot map stub memory: {e}"))?;
         let base = image.address();
         let (code, slots) = image.bytes_mut().split_at_mut(data);
         write_entry(code, data);

@@ -113,7 +113,7 @@ fn main() {
         for _ in 0..n {
             drop(LoadedObject::load(&bytes, &resolve).expect("load"));
         }
-            return;
+        return;
     }
     let functions: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(130);
     let dir = std::env::temp_dir().join(format!("jitload-objload-timing-{}", std::process::id()));

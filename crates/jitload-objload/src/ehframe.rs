@@ -154,10 +154,7 @@ pub(crate) fn validate(frame: &[u8], address: u64, code: std::ops::Range<u64>) -
             cies.push((off, encoding));
         } else {
             let cie = (off + 4).checked_sub(id as usize).ok_or_else(|| format!("FDE at {off:#x} points before the section"))?;
-            let encoding = cies
-                .binary_search_by_key(&cie, |&(o, _)| o)
-                .map(|i| cies[i].1)
-                .map_err(|_| format!("FDE at {off:#x} does not point to a CIE"))?;
+            let encoding = cies.binary_search_by_key(&cie, |&(o, _)| o).map(|i| cies[i].1).map_err(|_| format!("FDE at {off:#x} does not point to a CIE"))?;
             if encoding & 0x70 != ABSPTR && encoding & 0x70 != PCREL {
                 return Err(format!("unsupported FDE pointer encoding {encoding:#x} at {off:#x}"));
             }

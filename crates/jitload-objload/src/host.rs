@@ -24,7 +24,7 @@ pub fn cpu_fingerprint() -> Vec<u8> {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use core::arch::x86_64::{CpuidResult, __cpuid_count, _xgetbv};
+    use core::arch::x86_64::{__cpuid_count, _xgetbv, CpuidResult};
 
     #[allow(unused_unsafe)]
     fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {

@@ -9,9 +9,9 @@ use object::{LittleEndian as LE, SymbolIndex};
 
 use crate::bind::{self, Bound};
 use crate::load::{align_up, malformed, reserve, ArrayKind, Class, Def, Object, MAX_IMAGE, STUB_SIZE};
-use jitload_codemem::Image;
 use crate::relocate::Context;
 use crate::{ehframe, Exports, LoadError, LoadStats, LoadedObject, SymbolInfo, SymbolKind};
+use jitload_codemem::Image;
 
 /// Where everything goes, as offsets from the start of the image.
 struct Layout {

@@ -62,10 +62,15 @@ pub(crate) enum Def {
     /// The null symbol: value 0.
     Null,
     /// Undefined; replaced by `bind` with one of the four kinds below.
-    Undefined { weak: bool },
+    Undefined {
+        weak: bool,
+    },
     /// Bound to a definition in the image: symbol `symbol` of object `object` of the set
     /// (an undefined symbol, or a weak or COMMON definition that another one overrides).
-    Elsewhere { object: usize, symbol: usize },
+    Elsewhere {
+        object: usize,
+        symbol: usize,
+    },
     /// An address outside the image (from `resolve`, 0 for a missing weak symbol, or another
     /// object's absolute symbol).
     Resolved(u64),
@@ -74,10 +79,15 @@ pub(crate) enum Def {
     /// `_GLOBAL_OFFSET_TABLE_`: the image's GOT.
     GotBase,
     /// Defined at this offset in a placed section.
-    Section { section: usize, value: u64 },
+    Section {
+        section: usize,
+        value: u64,
+    },
     Absolute(u64),
     /// COMMON: allocated in the data class; `offset` set by the layout.
-    Common { offset: u64 },
+    Common {
+        offset: u64,
+    },
     /// Defined in a section that is not loaded (debug info, ...).
     NotLoaded,
 }
@@ -185,12 +195,7 @@ impl<'d> Linker<'d> {
                 elf::SHT_INIT_ARRAY => Some((ArrayKind::Init, priority(name, b".init_array"))),
                 elf::SHT_FINI_ARRAY => Some((ArrayKind::Fini, priority(name, b".fini_array"))),
                 elf::SHT_PREINIT_ARRAY => Some((ArrayKind::Preinit, priority(name, b".preinit_array"))),
-                other => {
-                    return Err(LoadError::Unsupported(format!(
-                        "allocatable section {} of type {other:#x}",
-                        String::from_utf8_lossy(name)
-                    )))
-                }
+                other => return Err(LoadError::Unsupported(format!("allocatable section {} of type {other:#x}", String::from_utf8_lossy(name)))),
             };
             for legacy in [&b".ctors"[..], b".dtors"] {
                 if name == legacy || name.strip_prefix(legacy).is_some_and(|rest| rest.starts_with(b".")) {
@@ -236,9 +241,7 @@ impl<'d> Linker<'d> {
             }
             match sym.st_type() {
                 elf::STT_TLS => return Err(LoadError::Unsupported(TLS.into())),
-                elf::STT_GNU_IFUNC => {
-                    return Err(LoadError::Unsupported(format!("GNU indirect function {}", self.symbol_name(index.0))))
-                }
+                elf::STT_GNU_IFUNC => return Err(LoadError::Unsupported(format!("GNU indirect function {}", self.symbol_name(index.0)))),
                 _ => {}
             }
             let shndx = sym.st_shndx(LE);
@@ -255,9 +258,7 @@ impl<'d> Linker<'d> {
                         .symtab
                         .symbol_section(LE, sym, index)
                         .map_err(malformed)?
-                        .ok_or_else(|| {
-                            LoadError::Unsupported(format!("symbol {} in special section {shndx:#x}", self.symbol_name(index.0)))
-                        })?
+                        .ok_or_else(|| LoadError::Unsupported(format!("symbol {} in special section {shndx:#x}", self.symbol_name(index.0))))?
                         .0;
                     match placed.get(section) {
                         None => return Err(malformed(format!("symbol {} in section {section}, which does not exist", index.0))),
@@ -325,14 +326,9 @@ struct Uses {
 fn unsupported_relocation(linker: &Linker<'_>, r_type: u32, target: usize, sym: usize, refusal: Refusal) -> LoadError {
     match refusal {
         Refusal::ThreadLocal => LoadError::Unsupported(TLS.into()),
-        Refusal::Unknown => LoadError::UnsupportedRelocation {
-            kind: r_type,
-            section: linker.section_name(target),
-            symbol: linker.symbol_name(sym),
-        },
+        Refusal::Unknown => LoadError::UnsupportedRelocation { kind: r_type, section: linker.section_name(target), symbol: linker.symbol_name(sym) },
     }
 }
-
 
 /// One object of a set, from parsing to relocation.
 pub(crate) struct Object<'d> {
@@ -406,8 +402,7 @@ impl<'d> Object<'d> {
                     )));
                 }
                 let u = &mut uses[sym];
-                u.call |= kind.formula == Formula::Call
-                    || (kind.formula == Formula::PcRelative && section.executable && kind.field == Field::Signed32);
+                u.call |= kind.formula == Formula::Call || (kind.formula == Formula::PcRelative && section.executable && kind.field == Field::Signed32);
                 u.got |= matches!(kind.formula, Formula::GotPcRelative | Formula::GotOffset);
             }
         }

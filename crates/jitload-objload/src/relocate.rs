@@ -49,9 +49,8 @@ impl Context<'_, '_> {
         let a = i128::from(rela.r_addend(LE));
         let p = i128::from(place);
         let needs = self.object.needs.get(sym).copied().unwrap_or_default();
-        let got_slot = |what: &str| -> Result<i128, LoadError> {
-            needs.got.map(|slot| 8 * i128::from(slot)).ok_or_else(|| malformed(format!("no GOT slot for {what}")))
-        };
+        let got_slot =
+            |what: &str| -> Result<i128, LoadError> { needs.got.map(|slot| 8 * i128::from(slot)).ok_or_else(|| malformed(format!("no GOT slot for {what}"))) };
         let stub = needs.stub.map(|i| i128::from(self.stubs_base + STUB_SIZE * u64::from(i)));
         let fits32 = |v: i128| (i32::MIN as i128..=i32::MAX as i128).contains(&v);
         let value = match kind.formula {
@@ -60,9 +59,8 @@ impl Context<'_, '_> {
             Formula::PcRelative => {
                 let direct = s + a - p;
                 // An out-of-reach `call`/`jmp rel32` to an external function takes its stub.
-                let is_branch = section.executable
-                    && at >= 2
-                    && (matches!(memory[at - 1], 0xe8 | 0xe9) || (memory[at - 2] == 0x0f && memory[at - 1] & 0xf0 == 0x80));
+                let is_branch =
+                    section.executable && at >= 2 && (matches!(memory[at - 1], 0xe8 | 0xe9) || (memory[at - 2] == 0x0f && memory[at - 1] & 0xf0 == 0x80));
                 match stub {
                     Some(stub) if !fits32(direct) && is_branch && kind.field == Field::Signed32 => {
                         stats.calls_through_stubs += 1;

@@ -54,8 +54,8 @@ fn seed(bytes: Vec<u8>) -> Seed {
         hot.push(shoff..shoff + 64 * sections.len());
         for s in sections.iter() {
             let kind = s.sh_type(le);
-            let interesting = matches!(kind, object::elf::SHT_SYMTAB | object::elf::SHT_RELA | 0x7000_0001)
-                || s.sh_flags(le) & u64::from(object::elf::SHF_ALLOC) != 0;
+            let interesting =
+                matches!(kind, object::elf::SHT_SYMTAB | object::elf::SHT_RELA | 0x7000_0001) || s.sh_flags(le) & u64::from(object::elf::SHF_ALLOC) != 0;
             if let (true, Some((offset, size))) = (interesting, s.file_range(le)) {
                 hot.push(offset as usize..(offset + size) as usize);
             }
@@ -65,28 +65,8 @@ fn seed(bytes: Vec<u8>) -> Seed {
     Seed { bytes, hot }
 }
 
-const INTERESTING: &[u64] = &[
-    0,
-    1,
-    2,
-    4,
-    7,
-    8,
-    0x10,
-    0x7f,
-    0x80,
-    0xff,
-    0x100,
-    0xfff0,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x1_0000_0000,
-    u64::MAX,
-    u64::MAX - 7,
-    1 << 40,
-];
+const INTERESTING: &[u64] =
+    &[0, 1, 2, 4, 7, 8, 0x10, 0x7f, 0x80, 0xff, 0x100, 0xfff0, 0xffff, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 0x1_0000_0000, u64::MAX, u64::MAX - 7, 1 << 40];
 
 fn mutate(seed: &Seed, rng: &mut Rng) -> Vec<u8> {
     let mut m = seed.bytes.clone();
@@ -159,9 +139,7 @@ fn run_mutants(iterations: usize, base_seed: u64, load: &dyn Fn(usize, &mut Rng)
     const BATCH: usize = 1000;
     // Shared with the children: [next mutant index, loaded ok, refused].
     // SAFETY: an anonymous shared mapping of three words, unmapped at the end of the test.
-    let shared = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
-    };
+    let shared = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) };
     assert_ne!(shared, libc::MAP_FAILED);
     let words = shared as *mut u64;
     let (mut loaded, mut refused) = (0u64, 0u64);

@@ -71,8 +71,7 @@ pub struct Options {
 impl Options {
     /// Parses the settings among `vars` (name, value pairs; other variables are ignored).
     pub fn from_vars<I: IntoIterator<Item = (OsString, OsString)>>(vars: I) -> Options {
-        let vars: BTreeMap<String, String> =
-            vars.into_iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
+        let vars: BTreeMap<String, String> = vars.into_iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
         let mut problems = Vec::new();
         let mut given = BTreeMap::new();
         let mut values = BTreeMap::new();

@@ -117,9 +117,7 @@ impl PyLibrary {
     /// Binds `name` to a native address kept valid by `keepalive`; returns a module id.
     #[pyo3(signature = (name, address, keepalive, replace=false))]
     fn define_address(&self, py: Python<'_>, name: &str, address: u64, keepalive: Py<PyAny>, replace: bool) -> PyResult<u64> {
-        self.inner
-            .define_address(name, address, Box::new(keepalive), replace)
-            .map_err(|e| engine_error(py, e, None))
+        self.inner.define_address(name, address, Box::new(keepalive), replace).map_err(|e| engine_error(py, e, None))
     }
 
     /// Makes `name` a function whose code `generator(name)` returns (IR text, bitcode or an

@@ -7,8 +7,8 @@
 //! `log` records to Python's `logging` ([`pylog`]).
 
 mod extensions;
-mod options;
 pub mod init;
+mod options;
 pub mod pylog;
 pub mod subinterp;
 

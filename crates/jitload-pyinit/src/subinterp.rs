@@ -84,7 +84,8 @@ pub unsafe extern "C" fn jitload_track_extension(
                 Bound::from_borrowed_ptr(py, fullname),
                 Bound::from_borrowed_ptr(py, key),
             );
-            let tracked = crate::track_extension(&module, &path.extract::<String>()?, &fullname.extract::<String>()?, &key.extract::<String>()?, releasable != 0);
+            let tracked =
+                crate::track_extension(&module, &path.extract::<String>()?, &fullname.extract::<String>()?, &key.extract::<String>()?, releasable != 0);
             Ok(c_int::from(tracked))
         })
     }

@@ -40,8 +40,7 @@ impl std::fmt::Display for CxxException {
 }
 
 type CallVoid = unsafe extern "C" fn(extern "C" fn(), *mut c_char, usize, *mut c_char, usize) -> c_int;
-type CallPtr =
-    unsafe extern "C" fn(unsafe extern "C" fn() -> *mut c_void, *mut *mut c_void, *mut c_char, usize, *mut c_char, usize) -> c_int;
+type CallPtr = unsafe extern "C" fn(unsafe extern "C" fn() -> *mut c_void, *mut *mut c_void, *mut c_char, usize, *mut c_char, usize) -> c_int;
 type CallInt2 = unsafe extern "C" fn(
     unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
     *mut c_void,
@@ -152,9 +151,8 @@ fn load_guard_library() -> Option<Guards> {
         let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
         (!p.is_null()).then_some(p)
     };
-    let found = (!handle.is_null())
-        .then(|| Some((symbol(c"jitload_cxx_call_void")?, symbol(c"jitload_cxx_call_ptr")?, symbol(c"jitload_cxx_call_int2")?)))
-        .flatten();
+    let found =
+        (!handle.is_null()).then(|| Some((symbol(c"jitload_cxx_call_void")?, symbol(c"jitload_cxx_call_ptr")?, symbol(c"jitload_cxx_call_int2")?))).flatten();
     let Some((void, ptr, int2)) = found else {
         log::warn!("jitload: cannot load {}; C++ exceptions from module code are not caught", path.display());
         return None;
@@ -224,11 +222,7 @@ pub unsafe fn call_ptr(f: unsafe extern "C" fn() -> *mut c_void) -> Result<*mut 
 ///
 /// # Safety
 /// `f(a, b)` must be a valid call.
-pub unsafe fn call_int2(
-    f: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
-    a: *mut c_void,
-    b: *mut c_void,
-) -> Result<c_int, CxxException> {
+pub unsafe fn call_int2(f: unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int, a: *mut c_void, b: *mut c_void) -> Result<c_int, CxxException> {
     let Some(guards) = guards() else {
         // SAFETY: the caller vouches for f(a, b).
         return Ok(unsafe { f(a, b) });
@@ -359,12 +353,7 @@ pub fn foreign_tls_control(name: &str, address: u64) -> Option<u64> {
     }
     let (module, offset) = tls_location(address)?;
     let index = Box::into_raw(Box::new(TlsIndex { module, offset }));
-    let control = Box::into_raw(Box::new(EmutlsControl {
-        size: 0,
-        align: FOREIGN_ALIGN,
-        loc: index.cast(),
-        templ: std::ptr::null_mut(),
-    }));
+    let control = Box::into_raw(Box::new(EmutlsControl { size: 0, align: FOREIGN_ALIGN, loc: index.cast(), templ: std::ptr::null_mut() }));
     // Both boxes are leaked on purpose: JIT'd code may keep their addresses forever.
     map.insert(name.to_string(), control as usize);
     Some(control as u64)
@@ -413,11 +402,7 @@ mod tests {
         let here = once_callable_here();
         let control = foreign_tls_control("_ZSt15__once_callable", here).expect("it is a thread-local");
         assert_eq!(emutls_get_address(control as *mut c_void) as u64, here);
-        let (there, via_control) = std::thread::spawn(move || {
-            (once_callable_here(), emutls_get_address(control as *mut c_void) as u64)
-        })
-        .join()
-        .unwrap();
+        let (there, via_control) = std::thread::spawn(move || (once_callable_here(), emutls_get_address(control as *mut c_void) as u64)).join().unwrap();
         assert_eq!(via_control, there, "the other thread gets its own copy");
         assert_ne!(there, here);
     }

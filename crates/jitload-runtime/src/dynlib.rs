@@ -119,11 +119,8 @@ fn candidates(spec: &str) -> Vec<String> {
     for dir in env_dirs.chain(LIBRARY_DIRS.iter().map(|d| std::borrow::Cow::Borrowed(*d))) {
         let dir = dir.as_ref();
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut versioned: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
+        let mut versioned: Vec<String> =
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect();
         // Shortest name first: libfoo.so.2 before libfoo.so.2.0.9 (same library, SONAME form).
         versioned.sort_by_key(|n| (n.len(), n.clone()));
         out.extend(versioned.into_iter().map(|n| Path::new(dir).join(n).to_string_lossy().into_owned()));

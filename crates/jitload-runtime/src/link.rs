@@ -73,8 +73,7 @@ pub enum LinkFailure {
 pub fn open_scope(shared: &Arc<SharedScope>, libraries: &[String]) -> Result<ModuleScope, LinkFailure> {
     let mut dependencies = Vec::with_capacity(libraries.len());
     for library in libraries {
-        let opened = SharedLibrary::open(library)
-            .map_err(|reason| LinkFailure::DependentLibrary { library: library.clone(), reason })?;
+        let opened = SharedLibrary::open(library).map_err(|reason| LinkFailure::DependentLibrary { library: library.clone(), reason })?;
         dependencies.push(Arc::new(opened));
     }
     Ok(ModuleScope { shared: shared.clone(), dependencies })
@@ -121,18 +120,7 @@ pub fn link<L: Linker>(
     let exported: Vec<(String, u64)> = exports.iter().cloned().zip(addresses).collect();
     shared.add_exports(id, path, &weak, exported);
     log::debug!("loaded {path} as jitload.{id}");
-    Ok(Linked {
-        id,
-        path: path.to_string(),
-        required_address,
-        constructors,
-        dependent_libraries,
-        destructors,
-        dso_handle,
-        pinned_by,
-        shared,
-        code,
-    })
+    Ok(Linked { id, path: path.to_string(), required_address, constructors, dependent_libraries, destructors, dso_handle, pinned_by, shared, code })
 }
 
 /// Frees a linked module's code (see the module's notes); refused (the module handed back)

@@ -105,8 +105,7 @@ impl ObjectCache {
             }
             Err(e) => {
                 if self.store_failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                    *self.warning.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(format!("jitload: cannot store compiled code in the cache: {e}"));
+                    *self.warning.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("jitload: cannot store compiled code in the cache: {e}"));
                 }
             }
         }

@@ -37,10 +37,7 @@ mod tests {
     fn finds_records_and_ignores_malformed_ones() {
         let data = b"xx jitload-python-abi:cpython-311-x86_64-linux-gnu:3.11; yy jitload-python-abi:abi3:3.10;\
             jitload-python-abi:bad tag:3.11; jitload-python-abi:nover; jitload-python-abi:cpython-311-x86_64-linux-gnu:3.11;";
-        assert_eq!(
-            records(data),
-            vec![("cpython-311-x86_64-linux-gnu".to_string(), "3.11".to_string()), ("abi3".to_string(), "3.10".to_string())]
-        );
+        assert_eq!(records(data), vec![("cpython-311-x86_64-linux-gnu".to_string(), "3.11".to_string()), ("abi3".to_string(), "3.10".to_string())]);
         assert!(records(b"no record here").is_empty());
         assert!(records(b"jitload-python-abi:").is_empty());
     }

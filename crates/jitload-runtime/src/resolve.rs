@@ -80,9 +80,7 @@ impl ModuleScope {
             "__emutls_get_address" => return Some(crate::cxx::emutls_get_address as *const () as usize as u64),
             "__cxa_thread_atexit" => return Some(crate::cxx::cxa_thread_atexit as *const () as usize as u64),
             // CPython's, under the package context jitload keeps where CPython's is not exported.
-            "PyModule_Create2" if process_symbol(symbol).is_some() => {
-                return Some(crate::pkgcontext::module_create2 as *const () as usize as u64)
-            }
+            "PyModule_Create2" if process_symbol(symbol).is_some() => return Some(crate::pkgcontext::module_create2 as *const () as usize as u64),
             _ => {}
         }
         if let Some(a) = self.shared.lookup_export(symbol) {
@@ -112,11 +110,6 @@ impl ModuleScope {
         if let Some(a) = self.shared.lookup_user_library(symbol) {
             return Some(a);
         }
-        runtime_libraries()
-            .iter()
-            .find_map(|l| l.symbol(symbol))
-            .or_else(|| libc_nonshared(symbol))
-            .or_else(|| cxx_runtime_symbol(symbol))
+        runtime_libraries().iter().find_map(|l| l.symbol(symbol)).or_else(|| libc_nonshared(symbol)).or_else(|| cxx_runtime_symbol(symbol))
     }
 }
-

@@ -115,4 +115,3 @@ impl ScopeState {
         self.user_libraries.read().unwrap_or_else(|e| e.into_inner()).iter().find_map(|l| l.symbol(symbol))
     }
 }
-

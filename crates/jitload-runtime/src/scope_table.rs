@@ -120,14 +120,8 @@ extern "C" fn own_user_libraries(sink: *mut c_void, push: Push) {
 extern "C" fn own_add_exports(owner: u64, path: Str, weak: *const Str, weak_len: usize, names: *const Str, addresses: *const u64, len: usize) {
     guarded((), || {
         // SAFETY: the wrapper passes slices' pointers and lengths, of live strings.
-        let (path, weak, names, addresses) = unsafe {
-            (
-                path.get(),
-                slice(weak, weak_len).iter().map(|s| s.get()).collect::<Vec<_>>(),
-                slice(names, len),
-                slice(addresses, len),
-            )
-        };
+        let (path, weak, names, addresses) =
+            unsafe { (path.get(), slice(weak, weak_len).iter().map(|s| s.get()).collect::<Vec<_>>(), slice(names, len), slice(addresses, len)) };
         // SAFETY: as above.
         let symbols = names.iter().zip(addresses).map(|(n, &a)| (unsafe { n.get() }.to_string(), a));
         SCOPE.add_exports(owner, path, &weak, symbols);

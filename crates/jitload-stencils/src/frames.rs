@@ -36,7 +36,6 @@
 //! wrapper then had to load the slot again after the call and compare it with its frame's
 //! address, which it kept in a callee-saved register across the call.)
 
-
 /// Python -> native wrapper frame (C `CallFrame`).
 #[repr(C)]
 pub struct CallFrame {

@@ -127,10 +127,6 @@ impl Runtime {
 
     /// The process-wide holes the stencils need, by name (what a resolver must provide).
     pub fn required_symbols() -> Vec<&'static str> {
-        SYMBOL_NAMES
-            .iter()
-            .copied()
-            .filter(|n| !PER_PIECE.contains(n) && *n != "_JIT_TLS")
-            .collect()
+        SYMBOL_NAMES.iter().copied().filter(|n| !PER_PIECE.contains(n) && *n != "_JIT_TLS").collect()
     }
 }

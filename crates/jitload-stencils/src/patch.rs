@@ -17,9 +17,9 @@
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.
 
-use jitload_codemem::{CodeMemory, PlaceError};
 use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
 use crate::{sym, Error, Runtime};
+use jitload_codemem::{CodeMemory, PlaceError};
 
 /// Alignment of each stencil in a block: entries and loop heads like 16.
 const ALIGN: usize = 16;
@@ -120,14 +120,7 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     }
 }
 
-fn write(
-    runtime: &Runtime,
-    pieces: &[Piece],
-    stencils: &[&'static Stencil],
-    layout: &Layout,
-    base: u64,
-    buf: &mut [u8],
-) -> Result<(usize, usize), Error> {
+fn write(runtime: &Runtime, pieces: &[Piece], stencils: &[&'static Stencil], layout: &Layout, base: u64, buf: &mut [u8]) -> Result<(usize, usize), Error> {
     let (offsets, lens, got_start) = (&layout.offsets, &layout.lens, layout.got_start);
     buf[..got_start].fill(INT3);
     let mut got: Vec<u64> = Vec::new();
@@ -213,9 +206,7 @@ fn relax_calls() -> bool {
 /// Whether the stencil's last instruction is `jmp rel32` to `_JIT_CONTINUE`.
 fn ends_with_continue(s: &Stencil) -> bool {
     let n = s.code.len();
-    n >= 5
-        && s.code[n - 5] == 0xE9
-        && s.holes.iter().any(|h| h.kind == HoleKind::Rel32 && h.symbol == sym::_JIT_CONTINUE && h.offset as usize == n - 4)
+    n >= 5 && s.code[n - 5] == 0xE9 && s.holes.iter().any(|h| h.kind == HoleKind::Rel32 && h.symbol == sym::_JIT_CONTINUE && h.offset as usize == n - 4)
 }
 
 /// `S + A - P` as a rel32, if it fits.

@@ -164,15 +164,8 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
         (false, true, _, true) => id::call_full_nogil,
         (false, false, n, nogil) => {
             const PLAIN: [usize; 7] = [id::call_i0, id::call_i1, id::call_i2, id::call_i3, id::call_i4, id::call_i5, id::call_i6];
-            const NOGIL: [usize; 7] = [
-                id::call_i0_nogil,
-                id::call_i1_nogil,
-                id::call_i2_nogil,
-                id::call_i3_nogil,
-                id::call_i4_nogil,
-                id::call_i5_nogil,
-                id::call_i6_nogil,
-            ];
+            const NOGIL: [usize; 7] =
+                [id::call_i0_nogil, id::call_i1_nogil, id::call_i2_nogil, id::call_i3_nogil, id::call_i4_nogil, id::call_i5_nogil, id::call_i6_nogil];
             if nogil {
                 NOGIL[n]
             } else {
@@ -259,10 +252,11 @@ pub fn thunk_pieces(signature: &Signature, cell: *const ThunkCell) -> Result<Vec
     }
     if sig.args.len() <= 2 && sig.args.iter().all(|a| matches!(a, CType::I64 | CType::U64)) {
         // One or two 64-bit integers: one fused stencil (entry, boxing, call, result).
-        let column = [id::cb0_void, id::cb0_bool, id::cb0_i64, id::cb0_sint, id::cb0_u64, id::cb0_uint, id::cb0_f32, id::cb0_f64, id::cb0_ptr, id::cb0_pyobject]
-            .iter()
-            .position(|&s| s == fused)
-            .ok_or_else(|| Error::Plan(format!("no fused callback for {sig}")))?;
+        let column =
+            [id::cb0_void, id::cb0_bool, id::cb0_i64, id::cb0_sint, id::cb0_u64, id::cb0_uint, id::cb0_f32, id::cb0_f64, id::cb0_ptr, id::cb0_pyobject]
+                .iter()
+                .position(|&s| s == fused)
+                .ok_or_else(|| Error::Plan(format!("no fused callback for {sig}")))?;
         #[rustfmt::skip]
         const FUSED: [[usize; 10]; 2] = [
             [id::cb1_void, id::cb1_bool, id::cb1_i64, id::cb1_sint, id::cb1_u64, id::cb1_uint, id::cb1_f32, id::cb1_f64, id::cb1_ptr, id::cb1_pyobject],

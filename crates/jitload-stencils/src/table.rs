@@ -47,13 +47,7 @@ pub fn by_name(name: &str) -> Option<&'static Stencil> {
 pub fn describe(stencil: &Stencil) -> String {
     let mut out = format!("{} ({} group, {} bytes)\n", stencil.name, stencil.group, stencil.code.len());
     for h in stencil.holes {
-        out.push_str(&format!(
-            "  {:#06x} {:<12} {}{:+}\n",
-            h.offset,
-            format!("{:?}", h.kind),
-            SYMBOL_NAMES[h.symbol as usize],
-            h.addend
-        ));
+        out.push_str(&format!("  {:#06x} {:<12} {}{:+}\n", h.offset, format!("{:?}", h.kind), SYMBOL_NAMES[h.symbol as usize], h.addend));
     }
     out
 }

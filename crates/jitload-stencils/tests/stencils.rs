@@ -105,7 +105,16 @@ fn tables_are_stamped_and_complete() {
     // Every required process-wide symbol is a C API name, a host helper, the tstate getter or
     // the engine's epoch guard's words.
     for name in Runtime::required_symbols() {
-        assert!(name.starts_with("Py") || name.starts_with("_Py") || name.starts_with("jitload_fast_") || name == "_JIT_TSTATE_GET" || name == "_JIT_FUNCTION_TYPE" || name == "_JIT_TS_THREAD_ID" || name.starts_with("_JIT_GRACE"), "{name}");
+        assert!(
+            name.starts_with("Py")
+                || name.starts_with("_Py")
+                || name.starts_with("jitload_fast_")
+                || name == "_JIT_TSTATE_GET"
+                || name == "_JIT_FUNCTION_TYPE"
+                || name == "_JIT_TS_THREAD_ID"
+                || name.starts_with("_JIT_GRACE"),
+            "{name}"
+        );
     }
 }
 
@@ -213,7 +222,8 @@ fn check_wrapper(mode: Mode, name: &str) {
     let recording: &'static Recording = Box::leak(Box::new(Recording::new(memory::provider())));
     memory::set_provider(Some(recording));
     let sig = Signature::parse("int64(int64, int64)").unwrap();
-    let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
+    let block =
+        build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
     assert_eq!(block.memory().sealed_by(), name);
     assert_eq!(call(block.entry(), &[2, 3]), 5);
     assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
@@ -244,7 +254,13 @@ fn wrapper_with_every_register_class_and_the_stack() {
     // Only integer conversions run (the fake float type is never exact), so pass the
     // floats as raw bits through int64 slots: check the register assignment instead.
     let sig = Signature::parse("int64(int8, double, uint16, float, int64, int64, int64, int64, int64)").unwrap();
-    let pieces = jitload_stencils::plan::wrapper_pieces(&WrapperSpec { signature: &sig, target: native_mix as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
+    let pieces = jitload_stencils::plan::wrapper_pieces(&WrapperSpec {
+        signature: &sig,
+        target: native_mix as *const () as usize as u64,
+        release_gil: false,
+        guard: None,
+    })
+    .unwrap();
     let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
     assert_eq!(
         names,
@@ -305,7 +321,8 @@ fn many_blocks_are_freed() {
     let (_serial, runtime, sig) = serial_mprotect_add();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
-        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
+        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None })
+            .unwrap();
         drop(block);
     }
     let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();

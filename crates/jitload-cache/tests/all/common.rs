@@ -24,10 +24,7 @@ impl TestDir {
         install_logger();
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "jitload-cache-test-{}-{n}-{name}",
-            std::process::id()
-        ));
+        let path = std::env::temp_dir().join(format!("jitload-cache-test-{}-{n}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
@@ -65,9 +62,7 @@ impl Drop for TestDir {
 }
 
 pub fn key(name: &str) -> CacheKey {
-    KeyBuilder::new("jitload-cache-tests")
-        .field("name", name.as_bytes())
-        .finish()
+    KeyBuilder::new("jitload-cache-tests").field("name", name.as_bytes()).finish()
 }
 
 /// Key number `i` of the concurrency tests.
@@ -89,10 +84,7 @@ pub fn payload(key: u32, writer: u32, iter: u32, base_len: usize) -> Vec<u8> {
     for word in [key, writer, iter] {
         out.extend_from_slice(&word.to_le_bytes());
     }
-    let mut state = (u64::from(key) << 42)
-        ^ (u64::from(writer) << 21)
-        ^ u64::from(iter)
-        ^ 0x9e37_79b9_7f4a_7c15;
+    let mut state = (u64::from(key) << 42) ^ (u64::from(writer) << 21) ^ u64::from(iter) ^ 0x9e37_79b9_7f4a_7c15;
     while out.len() < len {
         // xorshift64
         state ^= state << 13;
@@ -116,12 +108,7 @@ pub fn check_payload(key: u32, base_len: usize, bytes: &[u8]) -> bool {
 /// `dir`. Returns the child; the caller waits. The child's output is captured.
 pub fn spawn_child(role: &str, dir: &Path, id: u32) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "concurrency::child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "concurrency::child_process_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_ROLE, role)
         .env(CHILD_DIR, dir)
         .env(CHILD_ID, id.to_string())
@@ -137,11 +124,7 @@ pub fn expect_child_ok(child: std::process::Child) {
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success() && stdout.contains("1 passed"), "child failed ({}):\n{stdout}\n{stderr}", out.status);
 }
 
 /// Files in the cache whose names end in `.tmp`.
@@ -174,10 +157,7 @@ impl log::Log for Recorder {
     }
     fn log(&self, record: &log::Record<'_>) {
         let text = record.args().to_string();
-        RECORDS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((record.level(), text));
+        RECORDS.lock().unwrap_or_else(|e| e.into_inner()).push((record.level(), text));
     }
     fn flush(&self) {}
 }
@@ -193,9 +173,5 @@ pub fn install_logger() {
 /// Records at `level` whose text contains `needle` (tests use their unique directory).
 pub fn logged(level: log::Level, needle: &str) -> Vec<String> {
     let records = RECORDS.lock().unwrap_or_else(|e| e.into_inner());
-    records
-        .iter()
-        .filter(|(l, t)| *l == level && t.contains(needle))
-        .map(|(_, t)| t.clone())
-        .collect()
+    records.iter().filter(|(l, t)| *l == level && t.contains(needle)).map(|(_, t)| t.clone()).collect()
 }

@@ -5,10 +5,7 @@ use std::sync::Arc;
 
 use jitload_cache::Cache;
 
-use crate::common::{
-    check_payload, expect_child_ok, install_logger, logged, nth_key, payload, spawn_child,
-    temp_files, TestDir,
-};
+use crate::common::{check_payload, expect_child_ok, install_logger, logged, nth_key, payload, spawn_child, temp_files, TestDir};
 use crate::common::{CHILD_DIR, CHILD_ID, CHILD_ROLE};
 
 const KEYS: u32 = 4;
@@ -20,15 +17,10 @@ fn hammer(cache: &Cache, writer: u32, iterations: u32) -> usize {
     let mut hits = 0;
     for iter in 0..iterations {
         let k = (writer + iter) % KEYS;
-        cache
-            .put(&nth_key(k), &payload(k, writer, iter, BASE_LEN))
-            .unwrap();
+        cache.put(&nth_key(k), &payload(k, writer, iter, BASE_LEN)).unwrap();
         let r = (writer * 3 + iter) % KEYS;
         if let Some(bytes) = cache.get(&nth_key(r)) {
-            assert!(
-                check_payload(r, BASE_LEN, &bytes),
-                "writer {writer} iter {iter}: wrong bytes for key {r}"
-            );
+            assert!(check_payload(r, BASE_LEN, &bytes), "writer {writer} iter {iter}: wrong bytes for key {r}");
             hits += 1;
         }
     }
@@ -42,24 +34,16 @@ fn threads(limit: u64) -> usize {
     let handles: Vec<_> = (0..8)
         .map(|writer| {
             let (cache, hits) = (Arc::clone(&cache), Arc::clone(&hits));
-            std::thread::spawn(move || {
-                hits.fetch_add(hammer(&cache, writer, 200), Ordering::Relaxed)
-            })
+            std::thread::spawn(move || hits.fetch_add(hammer(&cache, writer, 200), Ordering::Relaxed))
         })
         .collect();
     for handle in handles {
         handle.join().unwrap();
     }
-    assert!(
-        temp_files(&t.cache_dir()).is_empty(),
-        "temp files left behind"
-    );
+    assert!(temp_files(&t.cache_dir()).is_empty(), "temp files left behind");
     // Writes are atomic, so a reader never even sees a partial entry.
     let invalid = logged(log::Level::Warn, &t.cache_dir().display().to_string());
-    assert!(
-        invalid.is_empty(),
-        "readers saw invalid entries: {invalid:?}"
-    );
+    assert!(invalid.is_empty(), "readers saw invalid entries: {invalid:?}");
     hits.load(Ordering::Relaxed)
 }
 
@@ -87,10 +71,7 @@ fn processes_same_keys() {
     let cache = Cache::open(dir.clone(), u64::MAX).unwrap();
     for k in 0..KEYS {
         let bytes = cache.get(&nth_key(k)).expect("every key was written");
-        assert!(
-            check_payload(k, BASE_LEN, &bytes),
-            "wrong bytes for key {k}"
-        );
+        assert!(check_payload(k, BASE_LEN, &bytes), "wrong bytes for key {k}");
     }
     assert!(temp_files(&dir).is_empty(), "temp files left behind");
     assert_eq!(cache.info().unwrap().entries, KEYS as usize);
@@ -115,10 +96,7 @@ fn child_process_entry() {
                 hammer(&cache, id * 2, 100);
             });
             let invalid = logged(log::Level::Warn, &dir.display().to_string());
-            assert!(
-                invalid.is_empty(),
-                "readers saw invalid entries: {invalid:?}"
-            );
+            assert!(invalid.is_empty(), "readers saw invalid entries: {invalid:?}");
         }
         "full-disk" => crate::failures::full_disk_child(dir),
         other => panic!("unknown child role {other}"),

@@ -19,10 +19,7 @@ fn cache_with_entry(t: &TestDir) -> (Cache, std::path::PathBuf) {
 fn removal_reason(path: &std::path::Path) -> String {
     let warnings = logged(log::Level::Warn, &path.display().to_string());
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("removing invalid entry"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].contains("removing invalid entry"), "{warnings:?}");
     warnings[0].clone()
 }
 
@@ -48,14 +45,8 @@ fn corrupt_payload_byte() {
 #[test]
 fn corrupt_header_bytes() {
     // Magic, version, reserved, key echo, length, checksum: each is checked.
-    let reasons = [
-        (0, "bad magic"),
-        (9, "format version"),
-        (13, "reserved"),
-        (20, "different key"),
-        (50, "payload bytes, file holds"),
-        (60, "checksum mismatch"),
-    ];
+    let reasons =
+        [(0, "bad magic"), (9, "format version"), (13, "reserved"), (20, "different key"), (50, "payload bytes, file holds"), (60, "checksum mismatch")];
     for (offset, reason) in reasons {
         let t = TestDir::new("corrupt-header");
         let (cache, path) = cache_with_entry(&t);
@@ -72,19 +63,11 @@ fn truncated_entry() {
     for keep in [0u64, 10, 87, 88, 88 + 4999, 88 + 9999] {
         let t = TestDir::new("truncated");
         let (cache, path) = cache_with_entry(&t);
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(keep)
-            .unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(keep).unwrap();
         assert_eq!(cache.get(&key("a")), None, "truncated to {keep}");
         assert!(!path.exists(), "truncated to {keep}: entry not removed");
         let why = removal_reason(&path);
-        assert!(
-            why.contains("truncated") || why.contains("file holds"),
-            "truncated to {keep}: {why}"
-        );
+        assert!(why.contains("truncated") || why.contains("file holds"), "truncated to {keep}: {why}");
     }
 }
 
@@ -105,11 +88,7 @@ fn entry_under_another_keys_name() {
     let other = cache.entry_path(&key("b"));
     fs::create_dir_all(other.parent().unwrap()).unwrap();
     fs::copy(&path, &other).unwrap();
-    assert_eq!(
-        cache.get(&key("b")),
-        None,
-        "a valid entry of another key was accepted"
-    );
+    assert_eq!(cache.get(&key("b")), None, "a valid entry of another key was accepted");
     assert!(!other.exists());
     assert!(removal_reason(&other).contains("different key"));
     assert!(cache.get(&key("a")).is_some(), "the original is untouched");

@@ -22,10 +22,7 @@ fn read_only_directory() {
     }
     let err = cache.put(&key("a"), b"new").unwrap_err();
     assert!(matches!(err, CacheError::Io { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&shard.display().to_string()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&shard.display().to_string()), "{err}");
     assert!(cache.put(&key("b"), b"new").is_err());
     assert_eq!(cache.get(&key("a")).as_deref(), Some(&b"stored before"[..]));
     // A read-only cache opens fine too.
@@ -53,15 +50,9 @@ fn disk_full() {
     let cache = Cache::open(t.cache_dir(), u64::MAX).unwrap();
     cache.put(&key("small"), b"stored before").unwrap();
     expect_child_ok(spawn_child("full-disk", &t.cache_dir(), 0));
-    assert!(
-        temp_files(&t.cache_dir()).is_empty(),
-        "a failed put left its temp file"
-    );
+    assert!(temp_files(&t.cache_dir()).is_empty(), "a failed put left its temp file");
     assert_eq!(cache.get(&key("big")), None);
-    assert_eq!(
-        cache.get(&key("small")).as_deref(),
-        Some(&b"stored before"[..])
-    );
+    assert_eq!(cache.get(&key("small")).as_deref(), Some(&b"stored before"[..]));
 }
 
 /// Runs in the child of [`disk_full`]: writes past RLIMIT_FSIZE fail with EFBIG, as
@@ -71,24 +62,15 @@ pub fn full_disk_child(dir: std::path::PathBuf) {
     // lowering our own file-size limit touch only this process; the arguments are valid.
     unsafe {
         assert_ne!(libc::signal(libc::SIGXFSZ, libc::SIG_IGN), libc::SIG_ERR);
-        let limit = libc::rlimit {
-            rlim_cur: 64 * 1024,
-            rlim_max: 64 * 1024,
-        };
+        let limit = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
     }
     let cache = Cache::open(dir.clone(), u64::MAX).unwrap();
     let err = cache.put(&key("big"), &vec![1u8; 1 << 20]).unwrap_err();
     assert!(err.to_string().contains("cannot write"), "{err}");
-    assert!(
-        temp_files(&dir).is_empty(),
-        "temp file left after a failed write"
-    );
+    assert!(temp_files(&dir).is_empty(), "temp file left after a failed write");
     assert_eq!(cache.get(&key("big")), None);
-    assert_eq!(
-        cache.get(&key("small")).as_deref(),
-        Some(&b"stored before"[..])
-    );
+    assert_eq!(cache.get(&key("small")).as_deref(), Some(&b"stored before"[..]));
     cache.put(&key("fits"), b"still works").unwrap();
     assert!(cache.get(&key("fits")).is_some());
 }

@@ -15,18 +15,13 @@ const ENTRY: u64 = 88 + PAYLOAD as u64;
 const TICK: Duration = Duration::from_millis(30);
 
 fn put(cache: &Cache, name: &str) {
-    cache
-        .put(&key(name), &[name.as_bytes()[0]; PAYLOAD])
-        .unwrap();
+    cache.put(&key(name), &[name.as_bytes()[0]; PAYLOAD]).unwrap();
     sleep(TICK);
 }
 
 fn present(cache: &Cache, names: &[&str]) -> Vec<bool> {
     // Checking by path: a get would itself count as a use.
-    names
-        .iter()
-        .map(|n| cache.entry_path(&key(n)).exists())
-        .collect()
+    names.iter().map(|n| cache.entry_path(&key(n)).exists()).collect()
 }
 
 #[test]
@@ -40,15 +35,9 @@ fn least_recently_used_goes_first() {
     assert!(cache.get(&key("a")).is_some()); // "a" is now the most recently used.
     sleep(TICK);
     put(&cache, "e");
-    assert_eq!(
-        present(&cache, &["a", "b", "c", "d", "e"]),
-        [true, false, true, true, true]
-    );
+    assert_eq!(present(&cache, &["a", "b", "c", "d", "e"]), [true, false, true, true, true]);
     put(&cache, "f");
-    assert_eq!(
-        present(&cache, &["a", "c", "d", "e", "f"]),
-        [true, false, true, true, true]
-    );
+    assert_eq!(present(&cache, &["a", "c", "d", "e", "f"]), [true, false, true, true, true]);
     let info = cache.info().unwrap();
     assert_eq!((info.entries, info.bytes), (4, 4 * ENTRY));
 }
@@ -60,10 +49,7 @@ fn without_use_oldest_goes_first() {
     for name in ["a", "b", "c", "d", "e"] {
         put(&cache, name);
     }
-    assert_eq!(
-        present(&cache, &["a", "b", "c", "d", "e"]),
-        [false, true, true, true, true]
-    );
+    assert_eq!(present(&cache, &["a", "b", "c", "d", "e"]), [false, true, true, true, true]);
 }
 
 #[test]
@@ -79,10 +65,7 @@ fn limit_counts_other_writers() {
     }
     assert_eq!(present(&first, &["z", "a", "b", "c"]), [true; 4]);
     put(&first, "d");
-    assert_eq!(
-        present(&first, &["z", "a", "b", "c", "d"]),
-        [false, true, true, true, true]
-    );
+    assert_eq!(present(&first, &["z", "a", "b", "c", "d"]), [false, true, true, true, true]);
     assert!(second.info().unwrap().bytes <= ENTRY * 9 / 2);
 }
 
@@ -102,17 +85,11 @@ fn info_clear_prune() {
         put(&cache, name);
     }
     let info = cache.info().unwrap();
-    assert_eq!(
-        (info.entries, info.bytes, info.dir),
-        (3, 3 * ENTRY, t.cache_dir())
-    );
+    assert_eq!((info.entries, info.bytes, info.dir), (3, 3 * ENTRY, t.cache_dir()));
 
     let stats = cache.prune(2 * ENTRY).unwrap();
     assert_eq!((stats.removed, stats.freed_bytes), (1, ENTRY));
-    assert_eq!(
-        (stats.remaining_entries, stats.remaining_bytes),
-        (2, 2 * ENTRY)
-    );
+    assert_eq!((stats.remaining_entries, stats.remaining_bytes), (2, 2 * ENTRY));
     assert_eq!(present(&cache, &["a", "b", "c"]), [false, true, true]);
     assert_eq!(cache.prune(2 * ENTRY).unwrap().removed, 0);
 
@@ -136,18 +113,9 @@ fn stale_temp_files_are_swept() {
     fs::write(&stale, b"half written").unwrap();
     fs::write(&fresh, b"being written").unwrap();
     let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
-    fs::File::options()
-        .write(true)
-        .open(&stale)
-        .unwrap()
-        .set_modified(two_hours_ago)
-        .unwrap();
+    fs::File::options().write(true).open(&stale).unwrap().set_modified(two_hours_ago).unwrap();
 
-    assert_eq!(
-        cache.info().unwrap().entries,
-        1,
-        "temp files are not entries"
-    );
+    assert_eq!(cache.info().unwrap().entries, 1, "temp files are not entries");
     let stats = cache.prune(u64::MAX).unwrap();
     assert_eq!((stats.removed, stats.stale_temps_removed), (0, 1));
     assert!(!stale.exists(), "a dead writer's temp file was kept");

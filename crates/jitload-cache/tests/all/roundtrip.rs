@@ -26,10 +26,7 @@ fn put_then_get() {
 fn survives_reopening() {
     let t = TestDir::new("reopen");
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
-    Cache::open(t.cache_dir(), u64::MAX)
-        .unwrap()
-        .put(&key("big"), &big)
-        .unwrap();
+    Cache::open(t.cache_dir(), u64::MAX).unwrap().put(&key("big"), &big).unwrap();
     let cache = Cache::open(t.cache_dir(), u64::MAX).unwrap();
     let got = cache.get(&key("big")).unwrap();
     assert_eq!(got, big);
@@ -43,14 +40,8 @@ fn key_fields_cannot_collide() {
     let cache = Cache::open(t.cache_dir(), u64::MAX).unwrap();
     let k1 = KeyBuilder::new("d").field("ab", b"c").finish();
     let k2 = KeyBuilder::new("d").field("a", b"bc").finish();
-    let k3 = KeyBuilder::new("d")
-        .field("x", b"ab")
-        .field("y", b"c")
-        .finish();
-    let k4 = KeyBuilder::new("d")
-        .field("x", b"a")
-        .field("y", b"bc")
-        .finish();
+    let k3 = KeyBuilder::new("d").field("x", b"ab").field("y", b"c").finish();
+    let k4 = KeyBuilder::new("d").field("x", b"a").field("y", b"bc").finish();
     assert_ne!(k1, k2);
     assert_ne!(k3, k4);
     cache.put(&k1, b"one").unwrap();
@@ -67,21 +58,10 @@ fn layout_and_modes() {
     cache.put(&key("a"), b"x").unwrap();
     let entry = cache.entry_path(&key("a"));
     let hex = key("a").hex();
-    assert_eq!(
-        entry,
-        nested
-            .join("objects")
-            .join(&hex[..2])
-            .join(format!("{hex}.jlo"))
-    );
+    assert_eq!(entry, nested.join("objects").join(&hex[..2]).join(format!("{hex}.jlo")));
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&entry), 0o600);
-    for dir in [
-        t.path().join("missing"),
-        nested.clone(),
-        nested.join("objects"),
-        entry.parent().unwrap().to_path_buf(),
-    ] {
+    for dir in [t.path().join("missing"), nested.clone(), nested.join("objects"), entry.parent().unwrap().to_path_buf()] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
     let info = cache.info().unwrap();

@@ -11,10 +11,7 @@ fn expect_insecure(result: Result<Cache, CacheError>, path: &std::path::Path, wh
     match result {
         Err(e @ CacheError::Insecure { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(&path.display().to_string()),
-                "path missing: {msg}"
-            );
+            assert!(msg.contains(&path.display().to_string()), "path missing: {msg}");
             assert!(msg.contains(why), "reason missing: {msg}");
         }
         Err(e) => panic!("expected Insecure, got {e}"),
@@ -28,11 +25,7 @@ fn world_writable_directory() {
     let dir = t.cache_dir();
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o777);
-    expect_insecure(
-        Cache::open(dir.clone(), u64::MAX),
-        &dir,
-        "writable by group and others (mode 0777)",
-    );
+    expect_insecure(Cache::open(dir.clone(), u64::MAX), &dir, "writable by group and others (mode 0777)");
 }
 
 #[test]
@@ -41,11 +34,7 @@ fn group_writable_directory() {
     let dir = t.cache_dir();
     fs::create_dir(&dir).unwrap();
     chmod(&dir, 0o770);
-    expect_insecure(
-        Cache::open(dir.clone(), u64::MAX),
-        &dir,
-        "writable by group (mode 0770)",
-    );
+    expect_insecure(Cache::open(dir.clone(), u64::MAX), &dir, "writable by group (mode 0770)");
 }
 
 #[test]
@@ -54,11 +43,7 @@ fn world_writable_objects_directory() {
     let dir = t.cache_dir();
     drop(Cache::open(dir.clone(), u64::MAX).unwrap());
     chmod(&dir.join("objects"), 0o757);
-    expect_insecure(
-        Cache::open(dir.clone(), u64::MAX),
-        &dir.join("objects"),
-        "writable by others",
-    );
+    expect_insecure(Cache::open(dir.clone(), u64::MAX), &dir.join("objects"), "writable by others");
 }
 
 #[test]
@@ -80,11 +65,7 @@ fn directory_of_another_user() {
     let dir = t.cache_dir();
     fs::create_dir(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
-    expect_insecure(
-        Cache::open(dir.clone(), u64::MAX),
-        &dir,
-        "owned by uid 65534",
-    );
+    expect_insecure(Cache::open(dir.clone(), u64::MAX), &dir, "owned by uid 65534");
 }
 
 #[test]
@@ -102,17 +83,11 @@ fn group_or_world_writable_entry() {
     let needle = path.display().to_string();
     let warnings = logged(log::Level::Warn, &needle);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].contains("writable by group and others (mode 0666)"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].contains("writable by group and others (mode 0666)"), "{warnings:?}");
     assert_eq!(logged(log::Level::Debug, &needle).len(), 2);
     // A put replaces it with a safe one.
     cache.put(&key("a"), b"payload").unwrap();
-    assert_eq!(
-        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(cache.get(&key("a")).is_some());
 }
 

@@ -7,9 +7,18 @@ use super::*;
 /// Where a stub leads.
 pub(super) enum Target {
     /// Nowhere: reported as `Removed` when called.
-    Unbound { what: String },
-    Bound { address: u64, module: u64 },
-    Lazy { module: u64, source: Arc<LazySource>, function: String },
+    Unbound {
+        what: String,
+    },
+    Bound {
+        address: u64,
+        module: u64,
+    },
+    Lazy {
+        module: u64,
+        source: Arc<LazySource>,
+        function: String,
+    },
     Provider(Arc<dyn Provider>),
 }
 
@@ -86,8 +95,7 @@ impl Library {
             if slot >= i32::MAX as usize {
                 return Err(EngineError::Unsupported { what: format!("defining '{name}'"), reason: "too many functions in one library".into() });
             }
-            let new_block = StubBlock::new(ctx, slot as u32)
-                .map_err(|reason| EngineError::Unsupported { what: format!("defining '{name}'"), reason })?;
+            let new_block = StubBlock::new(ctx, slot as u32).map_err(|reason| EngineError::Unsupported { what: format!("defining '{name}'"), reason })?;
             table.blocks.push(Arc::new(new_block));
         }
         let stub = Arc::new(Stub {
@@ -174,11 +182,7 @@ impl Library {
                 // Whatever goes wrong while generating is reported as the generator's failure.
                 self.generate(stub, target, provider.as_ref()).map_err(|e| match e {
                     g @ EngineError::Generator { .. } => g,
-                    other => EngineError::Generator {
-                        library: self.inner.name.clone(),
-                        symbol: stub.name.clone(),
-                        message: other.to_string(),
-                    },
+                    other => EngineError::Generator { library: self.inner.name.clone(), symbol: stub.name.clone(), message: other.to_string() },
                 })
             }
         }
@@ -187,16 +191,10 @@ impl Library {
     /// Runs `provider` for the stub being resolved, compiles and links what it returns and
     /// binds the stub (whose lock the caller holds as `target`).
     pub(super) fn generate(&self, stub: &Stub, target: &mut Target, provider: &dyn Provider) -> Result<u64, EngineError> {
-        let failure = |message: String| EngineError::Generator {
-            library: self.inner.name.clone(),
-            symbol: stub.name.clone(),
-            message,
-        };
+        let failure = |message: String| EngineError::Generator { library: self.inner.name.clone(), symbol: stub.name.clone(), message };
         let bytes = match provider.generate(&stub.name)? {
             Generated::Ir(bytes) => bytes,
-            Generated::Object(_) => {
-                return Err(failure("it returned an object file; generators must return IR text or bitcode".into()))
-            }
+            Generated::Object(_) => return Err(failure("it returned an object file; generators must return IR text or bitcode".into())),
         };
         let path = format!("<code generated for {}>", stub.name);
         let id = self.session().next_id();

@@ -6,24 +6,13 @@ use super::*;
 impl Library {
     /// Links a prepared module and binds its names. `resolving` is the stub (and its locked
     /// target) being generated, if this runs inside a `define_lazy` resolution.
-    pub(super) fn install(
-        &self,
-        id: u64,
-        path: &str,
-        prepared: Prepared,
-        replace: bool,
-        resolving: Option<(&Stub, &mut Target)>,
-    ) -> Result<u64, EngineError> {
+    pub(super) fn install(&self, id: u64, path: &str, prepared: Prepared, replace: bool, resolving: Option<(&Stub, &mut Target)>) -> Result<u64, EngineError> {
         let skip = resolving.as_ref().map(|(s, _)| s.name.clone());
         let check: Vec<String> = prepared.functions.iter().filter(|f| Some(*f) != skip.as_ref()).cloned().collect();
         self.check_duplicates(&check, &prepared.direct, path, replace)?;
         let mut deps = Vec::new();
         for lib in &prepared.dependent_libraries {
-            let opened = SharedLibrary::open(lib).map_err(|reason| EngineError::DependentLibrary {
-                path: path.to_string(),
-                library: lib.clone(),
-                reason,
-            })?;
+            let opened = SharedLibrary::open(lib).map_err(|reason| EngineError::DependentLibrary { path: path.to_string(), library: lib.clone(), reason })?;
             deps.push(Arc::new(opened));
         }
         {
@@ -35,8 +24,7 @@ impl Library {
             }
         }
         let own: std::collections::HashSet<&String> = prepared.functions.iter().chain(&prepared.direct).collect();
-        let missing: Vec<String> =
-            prepared.undefined.iter().filter(|s| !own.contains(s) && !self.can_resolve(s)).cloned().collect();
+        let missing: Vec<String> = prepared.undefined.iter().filter(|s| !own.contains(s) && !self.can_resolve(s)).cloned().collect();
         if !missing.is_empty() {
             return Err(EngineError::Unresolved { path: format!("{path} (library '{}')", self.inner.name), symbols: missing });
         }
@@ -164,13 +152,8 @@ impl Library {
     /// Retires modules whose every name now leads elsewhere (all replaced) and that define
     /// nothing directly.
     pub(super) fn retire_superseded(&self) {
-        let candidates: Vec<Arc<ModuleCode>> = self
-            .state()
-            .modules
-            .values()
-            .filter(|m| m.direct.is_empty() && !m.functions.is_empty() && m.installed.load(Ordering::Acquire))
-            .cloned()
-            .collect();
+        let candidates: Vec<Arc<ModuleCode>> =
+            self.state().modules.values().filter(|m| m.direct.is_empty() && !m.functions.is_empty() && m.installed.load(Ordering::Acquire)).cloned().collect();
         for module in candidates {
             let still_used = module.functions.iter().any(|n| self.owner_of(n) == Some(module.id));
             if !still_used {

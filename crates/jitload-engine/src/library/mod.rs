@@ -22,12 +22,12 @@ use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
 use crate::llvm::guard::guarded;
-use crate::llvm::module::{Module, GlobalKind};
+use crate::llvm::module::{GlobalKind, Module};
 use crate::llvm::orc::{Dylib, Tracker};
 use crate::llvm::target::OptLevel;
-use jitload_runtime::dynlib::SharedLibrary;
 use crate::session::Session;
 use crate::stubs::{self, ResolverCtx, StubBlock, STUBS_PER_BLOCK};
+use jitload_runtime::dynlib::SharedLibrary;
 
 mod binding;
 mod install;
@@ -166,10 +166,7 @@ impl Library {
         });
         let library = Library { inner };
         let weak = Arc::downgrade(&library.inner);
-        session.jit().add_resolver(
-            dylib,
-            Arc::new(move |symbol: &str| weak.upgrade().and_then(|inner| Library { inner }.resolve_for_link(symbol))),
-        );
+        session.jit().add_resolver(dylib, Arc::new(move |symbol: &str| weak.upgrade().and_then(|inner| Library { inner }.resolve_for_link(symbol))));
         session.jit().add_to_link_order(dylib, session.process_dylib());
         Ok(library)
     }
@@ -290,13 +287,7 @@ impl Library {
     }
 
     /// Binds `name` to `address` (code outside the JIT, kept alive by `keepalive`).
-    pub fn define_address(
-        &self,
-        name: &str,
-        address: u64,
-        keepalive: Box<dyn std::any::Any + Send + Sync>,
-        replace: bool,
-    ) -> Result<u64, EngineError> {
+    pub fn define_address(&self, name: &str, address: u64, keepalive: Box<dyn std::any::Any + Send + Sync>, replace: bool) -> Result<u64, EngineError> {
         self.check_live()?;
         let id = self.session().next_id();
         let path = format!("<address of {name}>");
@@ -370,13 +361,7 @@ impl Library {
 
     /// Every name the library defines now, sorted.
     pub fn symbols(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .stubs()
-            .by_name
-            .values()
-            .filter(|s| s.live.load(Ordering::Acquire))
-            .map(|s| s.name.clone())
-            .collect();
+        let mut names: Vec<String> = self.stubs().by_name.values().filter(|s| s.live.load(Ordering::Acquire)).map(|s| s.name.clone()).collect();
         names.extend(self.state().direct.keys().filter(|n| !internal_name(n)).map(|n| user_name(n).to_string()));
         names.retain(|n| !internal_name(n));
         names.sort();
@@ -439,7 +424,6 @@ impl Library {
         state.links.clear();
         Ok(())
     }
-
 }
 
 impl Drop for Inner {
@@ -462,4 +446,3 @@ fn thread_token() -> u64 {
     thread_local!(static TOKEN: u8 = const { 0 });
     TOKEN.with(|t| t as *const u8 as u64)
 }
-

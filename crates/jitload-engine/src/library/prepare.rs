@@ -105,10 +105,8 @@ impl Library {
         let symbols = module.symbols();
         // The target machine emits every thread-local as its emulated-TLS control object
         // (see `cxx`): that is the name the module defines or needs.
-        let tls: std::collections::HashSet<&str> =
-            symbols.iter().filter(|s| s.thread_local).map(|s| s.name.as_str()).collect();
-        let undefined =
-            ir::undefined_symbols(&symbols).into_iter().map(|n| if tls.contains(n.as_str()) { emutls_name(&n) } else { n }).collect();
+        let tls: std::collections::HashSet<&str> = symbols.iter().filter(|s| s.thread_local).map(|s| s.name.as_str()).collect();
+        let undefined = ir::undefined_symbols(&symbols).into_iter().map(|n| if tls.contains(n.as_str()) { emutls_name(&n) } else { n }).collect();
         let mut functions = Vec::new();
         let mut direct = Vec::new();
         for s in symbols.iter().filter(|s| s.defined && s.exported) {
@@ -153,12 +151,7 @@ impl Library {
             let mut prepared = self.analyse(&mut module, path, id)?;
             // Promoted (hidden) functions are stubbed too: pieces call each other through stubs.
             for s in module.symbols() {
-                if s.defined
-                    && s.kind == GlobalKind::Function
-                    && !s.exported
-                    && !s.name.contains(".jitload.")
-                    && !s.name.starts_with("__jitload_")
-                {
+                if s.defined && s.kind == GlobalKind::Function && !s.exported && !s.name.contains(".jitload.") && !s.name.starts_with("__jitload_") {
                     prepared.functions.push(s.name.clone());
                 }
             }
@@ -180,10 +173,7 @@ impl Library {
             }
         };
         prepared.objects.push(globals_object);
-        prepared.lazy = Some(Arc::new(LazySource {
-            module: Mutex::new(LazyModule { module: Some(module), _context: context }),
-            path: path.to_string(),
-        }));
+        prepared.lazy = Some(Arc::new(LazySource { module: Mutex::new(LazyModule { module: Some(module), _context: context }), path: path.to_string() }));
         Ok(prepared)
     }
 
@@ -226,11 +216,8 @@ impl Library {
                 error
             }
         };
-        jit.add_object(tracker, &object, path)
-            .map_err(|message| removed_meanwhile(EngineError::Link { path: path.clone(), message }))?;
-        let addresses = jit
-            .lookup(self.inner.dylib, &[&body])
-            .map_err(|m| removed_meanwhile(crate::session::link_error(path, m)))?;
+        jit.add_object(tracker, &object, path).map_err(|message| removed_meanwhile(EngineError::Link { path: path.clone(), message }))?;
+        let addresses = jit.lookup(self.inner.dylib, &[&body]).map_err(|m| removed_meanwhile(crate::session::link_error(path, m)))?;
         if jitload_runtime::debug::perf_map_enabled() {
             let known = HashMap::from([(body.clone(), addresses[0])]);
             jitload_runtime::debug::write_perf_map(&crate::objfile::function_addresses(&object, &known));

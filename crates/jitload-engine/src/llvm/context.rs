@@ -3,10 +3,7 @@
 use std::ffi::c_void;
 use std::sync::Mutex;
 
-use llvm_sys::core::{
-    LLVMContextCreate, LLVMContextDispose, LLVMContextSetDiagnosticHandler, LLVMGetDiagInfoDescription,
-    LLVMGetDiagInfoSeverity,
-};
+use llvm_sys::core::{LLVMContextCreate, LLVMContextDispose, LLVMContextSetDiagnosticHandler, LLVMGetDiagInfoDescription, LLVMGetDiagInfoSeverity};
 use llvm_sys::prelude::{LLVMContextRef, LLVMDiagnosticInfoRef};
 use llvm_sys::LLVMDiagnosticSeverity;
 

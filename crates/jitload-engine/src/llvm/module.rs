@@ -56,9 +56,7 @@ impl MemBuf {
     fn copy_of(bytes: &[u8], name: &str) -> MemBuf {
         let name = cstr(name);
         // SAFETY: bytes is valid for len bytes; LLVM copies them; name is NUL-terminated.
-        MemBuf(unsafe {
-            LLVMCreateMemoryBufferWithMemoryRangeCopy(bytes.as_ptr().cast(), bytes.len(), name.as_ptr())
-        })
+        MemBuf(unsafe { LLVMCreateMemoryBufferWithMemoryRangeCopy(bytes.as_ptr().cast(), bytes.len(), name.as_ptr()) })
     }
 }
 
@@ -143,9 +141,7 @@ impl<'ctx> Module<'ctx> {
     pub fn verify(&self) -> Result<(), String> {
         let mut msg: *mut c_char = ptr::null_mut();
         // SAFETY: raw is a live module; ReturnStatusAction never aborts.
-        let broken = unsafe {
-            LLVMVerifyModule(self.raw, LLVMVerifierFailureAction::LLVMReturnStatusAction, &mut msg)
-        } != 0;
+        let broken = unsafe { LLVMVerifyModule(self.raw, LLVMVerifierFailureAction::LLVMReturnStatusAction, &mut msg) } != 0;
         // SAFETY: msg is an LLVM-allocated message we own.
         let text = unsafe { take_message(msg) };
         if broken {
@@ -207,13 +203,8 @@ impl<'ctx> Module<'ctx> {
                     }
                     for (key, value) in attributes {
                         LLVMRemoveStringAttributeAtIndex(f, idx, key.as_ptr().cast(), key.len() as c_uint);
-                        let attr = LLVMCreateStringAttribute(
-                            self.ctx.raw(),
-                            key.as_ptr().cast(),
-                            key.len() as c_uint,
-                            value.as_ptr().cast(),
-                            value.len() as c_uint,
-                        );
+                        let attr =
+                            LLVMCreateStringAttribute(self.ctx.raw(), key.as_ptr().cast(), key.len() as c_uint, value.as_ptr().cast(), value.len() as c_uint);
                         LLVMAddAttributeAtIndex(f, idx, attr);
                     }
                 }
@@ -268,10 +259,7 @@ impl<'ctx> Module<'ctx> {
         // SAFETY: as above.
         let hidden = unsafe { LLVMGetVisibility(v) } != llvm_sys::LLVMVisibility::LLVMDefaultVisibility;
         let local = matches!(linkage, LLVMInternalLinkage | LLVMPrivateLinkage);
-        let weak_definition = matches!(
-            linkage,
-            LLVMWeakAnyLinkage | LLVMWeakODRLinkage | LLVMLinkOnceAnyLinkage | LLVMLinkOnceODRLinkage | LLVMCommonLinkage
-        );
+        let weak_definition = matches!(linkage, LLVMWeakAnyLinkage | LLVMWeakODRLinkage | LLVMLinkOnceAnyLinkage | LLVMLinkOnceODRLinkage | LLVMCommonLinkage);
         // SAFETY: as above; a null first use means nothing refers to it.
         let used = !unsafe { LLVMGetFirstUse(v) }.is_null();
         ModuleSymbol {
@@ -283,19 +271,13 @@ impl<'ctx> Module<'ctx> {
             used,
             weak_definition: weak_definition && !declaration,
             // SAFETY: as above; LLVMIsThreadLocal is only asked of global variables.
-            thread_local: kind == GlobalKind::Data
-                && unsafe { !LLVMIsAGlobalVariable(v).is_null() && LLVMIsThreadLocal(v) != 0 },
+            thread_local: kind == GlobalKind::Data && unsafe { !LLVMIsAGlobalVariable(v).is_null() && LLVMIsThreadLocal(v) != 0 },
         }
     }
 
     /// Library names recorded in `!llvm.dependent-libraries`.
     pub fn dependent_libraries(&self) -> Vec<String> {
-        self.named_metadata("llvm.dependent-libraries")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .collect()
+        self.named_metadata("llvm.dependent-libraries").into_iter().flatten().flatten().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).collect()
     }
 
     /// The nodes of the named metadata `key`, each as its operands: the bytes of an MDString,
@@ -454,7 +436,7 @@ impl<'ctx> Module<'ctx> {
     pub fn link_in(&mut self, other: Module<'ctx>) -> Result<(), String> {
         let src = other.raw;
         std::mem::forget(other); // LLVMLinkModules2 destroys Src on both paths.
-        // SAFETY: both modules live in the same context; Src ownership passes to LLVM.
+                                 // SAFETY: both modules live in the same context; Src ownership passes to LLVM.
         let failed = unsafe { LLVMLinkModules2(self.raw, src) } != 0;
         let errors = self.ctx.take_errors();
         if failed {

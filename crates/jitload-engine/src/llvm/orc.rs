@@ -100,9 +100,7 @@ impl Jit {
             raw
         };
         // SAFETY: raw is a live LLJIT; report_error is valid for the whole process.
-        unsafe {
-            LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(raw), report_error, ptr::null_mut())
-        };
+        unsafe { LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(raw), report_error, ptr::null_mut()) };
         Ok(Jit { raw })
     }
 
@@ -197,11 +195,7 @@ impl Jit {
         // SAFETY: LLVM copies the bytes into a buffer that LLVMOrcLLJITAddObjectFileWithRT then
         // owns on both success and failure.
         unsafe {
-            let buf: LLVMMemoryBufferRef = llvm_sys::core::LLVMCreateMemoryBufferWithMemoryRangeCopy(
-                object.as_ptr().cast(),
-                object.len(),
-                cname.as_ptr(),
-            );
+            let buf: LLVMMemoryBufferRef = llvm_sys::core::LLVMCreateMemoryBufferWithMemoryRangeCopy(object.as_ptr().cast(), object.len(), cname.as_ptr());
             check(LLVMOrcLLJITAddObjectFileWithRT(self.raw, tracker.raw, buf))
         }
     }
@@ -231,10 +225,8 @@ impl Jit {
     }
 
     fn lookup_detailed(&self, dylib: Dylib, names: &[&str], flags: LLVMOrcSymbolLookupFlags) -> Result<Vec<(u64, bool)>, String> {
-        let mut order = [LLVMOrcCJITDylibSearchOrderElement {
-            JD: dylib.raw,
-            JDLookupFlags: LLVMOrcJITDylibLookupFlags::LLVMOrcJITDylibLookupFlagsMatchAllSymbols,
-        }];
+        let mut order =
+            [LLVMOrcCJITDylibSearchOrderElement { JD: dylib.raw, JDLookupFlags: LLVMOrcJITDylibLookupFlags::LLVMOrcJITDylibLookupFlagsMatchAllSymbols }];
         let mut set: Vec<LLVMOrcCLookupSetElement> = names
             .iter()
             .map(|n| {
@@ -265,10 +257,7 @@ impl Jit {
         };
         let result = waiter.wait();
         let map = result?;
-        names
-            .iter()
-            .map(|n| map.iter().find(|(k, _, _)| k == n).map(|&(_, a, w)| (a, w)).ok_or_else(|| format!("symbol {n} not returned")))
-            .collect()
+        names.iter().map(|n| map.iter().find(|(k, _, _)| k == n).map(|&(_, a, w)| (a, w)).ok_or_else(|| format!("symbol {n} not returned"))).collect()
     }
 }
 
@@ -353,10 +342,7 @@ extern "C" fn try_to_generate(
                     Name: element.Name,
                     Sym: LLVMJITEvaluatedSymbol {
                         Address: address,
-                        Flags: LLVMJITSymbolFlags {
-                            GenericFlags: LLVMJITSymbolGenericFlags::LLVMJITSymbolGenericFlagsExported as u8,
-                            TargetFlags: 0,
-                        },
+                        Flags: LLVMJITSymbolFlags { GenericFlags: LLVMJITSymbolGenericFlags::LLVMJITSymbolGenericFlagsExported as u8, TargetFlags: 0 },
                     },
                 });
             }

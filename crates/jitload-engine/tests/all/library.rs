@@ -125,7 +125,12 @@ fn define_lazy_generates_on_first_call() {
     let lib = Library::new(session(), "gen", LibraryOptions::default()).unwrap();
     lib.define_lazy("gen_mul", Arc::new(Gen), false).unwrap();
     lib.define_lazy("gen_bad", Arc::new(Gen), false).unwrap();
-    lib.add_ir(b"declare i64 @gen_mul(i64, i64)\ndefine i64 @caller(i64 %a, i64 %b) {\n %m = call i64 @gen_mul(i64 %a, i64 %b)\n ret i64 %m\n}\n", "c.ll", false).unwrap();
+    lib.add_ir(
+        b"declare i64 @gen_mul(i64, i64)\ndefine i64 @caller(i64 %a, i64 %b) {\n %m = call i64 @gen_mul(i64 %a, i64 %b)\n ret i64 %m\n}\n",
+        "c.ll",
+        false,
+    )
+    .unwrap();
     let r = call2(&lib, "caller", 6, 7);
     assert_eq!(r, 42, "{:?}", jitload_engine::stubs::take_call_error().map(|e| e.to_string()));
     assert_eq!(call2(&lib, "gen_mul", 2, 3), 6);

@@ -86,14 +86,7 @@ pub fn compile_split(source: &str, parts: usize, split_flags: &[&str], opt: &str
     let prefix = scratch_dir().join(format!("split{}-{n}", std::process::id()));
     let bc = prefix.with_extension("bc");
     std::fs::write(&bc, bitcode).expect("write bitcode");
-    let out = Command::new("llvm-split-22")
-        .arg(format!("-j={parts}"))
-        .args(split_flags)
-        .arg("-o")
-        .arg(&prefix)
-        .arg(&bc)
-        .output()
-        .expect("run llvm-split-22");
+    let out = Command::new("llvm-split-22").arg(format!("-j={parts}")).args(split_flags).arg("-o").arg(&prefix).arg(&bc).output().expect("run llvm-split-22");
     assert!(out.status.success(), "llvm-split-22 failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_file(&bc);
     let mut objects = Vec::new();
@@ -133,14 +126,7 @@ fn compile_file(source: &str, extension: &str, flags: &[&str]) -> Option<Vec<u8>
     let src = dir.join(format!("t{pid}-{n}.{extension}"));
     let obj = dir.join(format!("t{pid}-{n}.o"));
     std::fs::write(&src, source).expect("write source");
-    let out = Command::new(tool)
-        .args(["-c", "-fPIC"])
-        .args(flags)
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .output()
-        .expect("run clang");
+    let out = Command::new(tool).args(["-c", "-fPIC"]).args(flags).arg(&src).arg("-o").arg(&obj).output().expect("run clang");
     assert!(out.status.success(), "{tool} {flags:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&obj).expect("read object");
     let _ = std::fs::remove_file(&src);
@@ -161,9 +147,7 @@ fn dlopen(name: &str) -> usize {
 /// Handles of the libraries the resolver searches after the process.
 fn libraries() -> &'static [usize] {
     static LIBS: OnceLock<Vec<usize>> = OnceLock::new();
-    LIBS.get_or_init(|| {
-        ["libm.so.6", "libgcc_s.so.1", "libstdc++.so.6"].iter().map(|n| dlopen(n)).filter(|&h| h != 0).collect()
-    })
+    LIBS.get_or_init(|| ["libm.so.6", "libgcc_s.so.1", "libstdc++.so.6"].iter().map(|n| dlopen(n)).filter(|&h| h != 0).collect())
 }
 
 fn dlsym(handle: *mut libc::c_void, name: &str) -> Option<u64> {

@@ -204,7 +204,6 @@ fn common_symbols_live_in_bss() {
     assert_eq!(obj.symbol("common_array").map(|a| a % 8), Some(0));
 }
 
-
 #[test]
 fn large_bss_is_not_touched() {
     let src = r#"
@@ -256,7 +255,6 @@ fn constructors_and_destructors_are_reported() {
         assert_eq!(call!(obj, "get_finalized", fn() -> i32), 1, "{flags:?}");
     }
 }
-
 
 #[test]
 fn cxx_exceptions_thrown_and_caught_inside() {

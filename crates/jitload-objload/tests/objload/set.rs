@@ -10,13 +10,8 @@ use jitload_objload::{LoadError, LoadedObject, SymbolKind};
 
 /// PIC, PIE (clang's default without -fPIC), sections per function and variable, non-PIC
 /// (large code model: 64-bit absolute addresses), and unoptimised.
-const SET_VARIANTS: &[&[&str]] = &[
-    &["-O2"],
-    &["-O2", "-fPIE"],
-    &["-O2", "-ffunction-sections", "-fdata-sections"],
-    &["-O2", "-fno-pic", "-mcmodel=large"],
-    &["-O0"],
-];
+const SET_VARIANTS: &[&[&str]] =
+    &[&["-O2"], &["-O2", "-fPIE"], &["-O2", "-ffunction-sections", "-fdata-sections"], &["-O2", "-fno-pic", "-mcmodel=large"], &["-O0"]];
 
 fn load_set(objects: &[&[u8]]) -> LoadedObject {
     LoadedObject::load_all(objects, &system_resolve).unwrap_or_else(|e| panic!("load_all failed: {e}"))
@@ -232,10 +227,7 @@ fn duplicate_strong_definitions_are_an_error() {
 #[test]
 fn unresolved_names_across_the_set_are_listed_together() {
     let first = compile_c("extern int nope_a(void), in_second(void); int f(void) { return nope_a() + in_second(); }", &["-O2"]);
-    let second = compile_c(
-        "extern int nope_c, nope_b(void), nope_a(void); int in_second(void) { return nope_b() + nope_a() + nope_c; }",
-        &["-O2"],
-    );
+    let second = compile_c("extern int nope_c, nope_b(void), nope_a(void); int in_second(void) { return nope_b() + nope_a() + nope_c; }", &["-O2"]);
     let (Some(first), Some(second)) = (first, second) else { return };
     let asked = RefCell::new(HashMap::<String, usize>::new());
     let resolve = |name: &str| {

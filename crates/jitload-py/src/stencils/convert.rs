@@ -38,7 +38,11 @@ pub(super) fn convert(
             let value: Option<i128> = index.extract::<i64>().map(i128::from).ok().or_else(|| index.extract::<u64>().map(i128::from).ok());
             match value {
                 Some(v) if v >= min && v <= max => Ok(v as i64 as u64),
-                _ => Err(PyOverflowError::new_err(format!("{}: {} does not fit in {type_label}", what(), index.repr().map(|r| r.to_string()).unwrap_or_default()))),
+                _ => Err(PyOverflowError::new_err(format!(
+                    "{}: {} does not fit in {type_label}",
+                    what(),
+                    index.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))),
             }
         }
         CType::F64 | CType::F32 => {
@@ -63,7 +67,11 @@ pub(super) fn convert(
             if let Ok(index) = as_index(py, obj) {
                 return match index.extract::<u64>().ok().or_else(|| index.extract::<i64>().ok().map(|v| v as u64)) {
                     Some(v) => Ok(v),
-                    None => Err(PyOverflowError::new_err(format!("{}: {} does not fit in a pointer", what(), index.repr().map(|r| r.to_string()).unwrap_or_default()))),
+                    None => Err(PyOverflowError::new_err(format!(
+                        "{}: {} does not fit in a pointer",
+                        what(),
+                        index.repr().map(|r| r.to_string()).unwrap_or_default()
+                    ))),
                 };
             }
             if let Some(address) = ctypes_pointer(py, obj)? {
@@ -71,11 +79,7 @@ pub(super) fn convert(
             }
             match frame {
                 Some(frame) if has_buffer(obj) => acquire_buffer(py, obj, frame, what, type_label),
-                _ => Err(PyTypeError::new_err(format!(
-                    "{} must be an int, None, a ctypes pointer or a buffer ({type_label}), not {}",
-                    what(),
-                    type_name(obj)
-                ))),
+                _ => Err(PyTypeError::new_err(format!("{} must be an int, None, a ctypes pointer or a buffer ({type_label}), not {}", what(), type_name(obj)))),
             }
         }
         CType::Buffer => match frame {
@@ -111,13 +115,7 @@ fn ctypes_pointer(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<u64
     let ctypes = py.import("ctypes")?;
     let kinds = PyTuple::new(
         py,
-        [
-            ctypes.getattr("_Pointer")?,
-            ctypes.getattr("_CFuncPtr")?,
-            ctypes.getattr("c_void_p")?,
-            ctypes.getattr("c_char_p")?,
-            ctypes.getattr("c_wchar_p")?,
-        ],
+        [ctypes.getattr("_Pointer")?, ctypes.getattr("_CFuncPtr")?, ctypes.getattr("c_void_p")?, ctypes.getattr("c_char_p")?, ctypes.getattr("c_wchar_p")?],
     )?;
     if !obj.is_instance(&kinds)? {
         return Ok(None);

@@ -190,7 +190,14 @@ pub(super) fn buried_thunks() -> usize {
 /// what the native caller gets when the callback fails.
 #[pyfunction]
 #[pyo3(signature = (func, result, args, error_value=None, name=None))]
-pub(super) fn callback(py: Python<'_>, func: Py<PyAny>, result: &str, args: Vec<String>, error_value: Option<Bound<'_, PyAny>>, name: Option<String>) -> PyResult<Thunk> {
+pub(super) fn callback(
+    py: Python<'_>,
+    func: Py<PyAny>,
+    result: &str,
+    args: Vec<String>,
+    error_value: Option<Bound<'_, PyAny>>,
+    name: Option<String>,
+) -> PyResult<Thunk> {
     if !func.bind(py).is_callable() {
         return Err(PyTypeError::new_err(format!("callback() needs a callable, not {}", type_name(func.bind(py)))));
     }

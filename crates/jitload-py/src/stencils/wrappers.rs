@@ -131,7 +131,12 @@ pub(super) fn wrap(
     let code = build_wrapper(runtime, &spec).map_err(stencil_error)?;
     let name_c = CString::new(name).map_err(|_| PyValueError::new_err("the name contains a NUL character"))?;
     let params: Vec<String> = (0..args.len()).map(|i| format!("a{i}")).collect();
-    let doc = format!("{name}($self, {}{})\n--\n\n{result}({}): native code at {address:#x} (jitload.fast)", params.join(", "), if params.is_empty() { "" } else { ", /" }, args.join(", "));
+    let doc = format!(
+        "{name}($self, {}{})\n--\n\n{result}({}): native code at {address:#x} (jitload.fast)",
+        params.join(", "),
+        if params.is_empty() { "" } else { ", /" },
+        args.join(", ")
+    );
     let doc = doc.replace("($self, )", "($self)");
     let doc_c = CString::new(doc).map_err(|_| PyValueError::new_err("the signature contains a NUL character"))?;
     // SAFETY: the entry is a METH_FASTCALL function (see jitload_stencils::plan::build_wrapper),
@@ -235,7 +240,6 @@ pub(super) extern "C" fn jitload_fast_conv_slow(fr: *mut CallFrame, o: *mut ffi:
         }
     })
 }
-
 
 pub(super) extern "C" fn jitload_fast_raise_pending(result: *mut ffi::PyObject, fr: *mut CallFrame) -> *mut ffi::PyObject {
     guarded(std::ptr::null_mut(), |py| {
