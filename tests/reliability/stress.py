@@ -306,16 +306,22 @@ class Worker(threading.Thread):
         name = f"s{slot.index}_f{j}"
         x = self.rng.randrange(1, 256)
         lo = slot.lo
+        got = self.call_slot(slot, name, x, lo, cached)
+        if got is not None:
+            self.check_value(got, slot, j, x, lo, slot.hi, f"{slot.lib.name}:{name}")
+
+    def call_slot(self, slot: Slot, name: str, x: int, lo: int, cached: bool) -> Optional[int]:
+        """``name(x)`` in the slot's library (a callable kept from earlier when ``cached``);
+        None when it raised, which is checked against the slot's possible states."""
         try:
             f = self.functions.get((slot.sid, name)) if cached else None
             if f is None:
                 f = function(slot.lib, name, self.rng.random() < 0.75)
                 self.functions[(slot.sid, name)] = f
-            got = f(x)
+            return int(f(x))
         except Exception as exc:  # noqa: BLE001 - checked
             self.check_absent(exc, [(slot, lo, slot.hi)], f"{slot.lib.name}:{name}")
-            return
-        self.check_value(got, slot, j, x, lo, slot.hi, f"{slot.lib.name}:{name}")
+            return None
 
     def op_peer(self) -> None:
         slot = self.pick()
@@ -324,14 +330,8 @@ class Worker(threading.Thread):
         name = f"s{slot.index}_peer"
         x = self.rng.randrange(1, 256)
         lo, alo = slot.lo, anchor.lo
-        try:
-            f = self.functions.get((slot.sid, name))
-            if f is None:
-                f = function(slot.lib, name, self.rng.random() < 0.75)
-                self.functions[(slot.sid, name)] = f
-            got = f(x)
-        except Exception as exc:  # noqa: BLE001 - checked
-            self.check_absent(exc, [(slot, lo, slot.hi)], f"{slot.lib.name}:{name}")
+        got = self.call_slot(slot, name, x, lo, cached=True)
+        if got is None:
             return
         hi, ahi = slot.hi, anchor.hi
         if all(v is None for v in slot.possible(lo, hi)):

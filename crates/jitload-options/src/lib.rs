@@ -13,7 +13,7 @@
 
 mod settings;
 
-pub use settings::{find, parse, Kind, Setting, Value, SETTINGS};
+pub use settings::{edit_distance, find, parse, Kind, Setting, Value, SETTINGS};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

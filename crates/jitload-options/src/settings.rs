@@ -134,11 +134,12 @@ pub fn parse(setting: &Setting, raw: &str) -> Result<Option<Value>, String> {
 /// The setting an unknown `name` is a typo of (at most two edits away), for "did you mean".
 /// Farther names are not ours: build scripts and test harnesses have `JITLOAD_*` variables too.
 pub fn suggest(name: &str) -> Option<&'static str> {
-    SETTINGS.iter().map(|s| (distance(s.name, name), s.name)).filter(|(d, _)| *d <= 2).min().map(|(_, n)| n)
+    SETTINGS.iter().map(|s| (edit_distance(s.name, name), s.name)).filter(|(d, _)| *d <= 2).min().map(|(_, n)| n)
 }
 
-/// Levenshtein distance (short names, so the quadratic table is fine).
-fn distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance between two short names, for "did you mean" suggestions (here and
+/// in the engine's symbol lookups; the quadratic table is fine for names).
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -35,7 +35,8 @@ mod names;
 mod prepare;
 
 use binding::{Stub, StubTable, Target};
-use names::{body_name, edit_distance, emutls_name, internal_name, user_name};
+use jitload_options::edit_distance;
+use names::{body_name, emutls_name, internal_name, user_name};
 use prepare::{LazyModule, LazySource, Prepared};
 
 /// How a library compiles what is added to it.
