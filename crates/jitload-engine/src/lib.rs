@@ -15,6 +15,7 @@ pub mod native;
 pub mod objfile;
 pub mod session;
 pub mod stubs;
+pub mod variants;
 
 
 pub use error::EngineError;

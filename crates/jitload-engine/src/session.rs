@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::error::EngineError;
 use crate::ir;
 use crate::native;
+use crate::variants;
 use crate::llvm::context::Context;
 use jitload_runtime::objcache::ObjectCache;
 use crate::isolate;
@@ -252,7 +253,8 @@ impl Session {
         path: &str,
         options: &LoadOptions,
     ) -> Result<Compiled, EngineError> {
-        let mut module = ir::parse(ctx, bytes, path)?;
+        let module = ir::parse(ctx, bytes, path)?;
+        let mut module = variants::select(ctx, module, &self.host, path)?;
         ir::retarget(&mut module, &self.host, path)?;
         module.define_dso_handle();
         let symbols = module.symbols();
@@ -385,7 +387,8 @@ impl Session {
 
     fn inspect_here(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
         in_guarded_context(path, |ctx| {
-            let mut module = ir::parse_content(ctx, bytes, path)?;
+            let module = ir::parse_content(ctx, bytes, path)?;
+            let mut module = variants::select(ctx, module, &self.host, path)?;
             ir::retarget(&mut module, &self.host, path)?;
             // Capture the IR before codegen, which mutates the module, then emit assembly.
             let tm = self.optimize(&mut module, opt, path)?;
