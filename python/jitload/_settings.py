@@ -15,25 +15,14 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Mapping, Optional, Tuple, Union
+    from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
     Value = Union[bool, int, float, str]
 
 # (name, kind, argument, default, meaning). Kinds: flag; count (argument: (min, max));
 # seconds (argument: (min, max)); choice (argument: ((word, canonical), ...)); text.
 _MEMORY_CHOICES = (("auto", "auto"), ("mprotect", "mprotect"), ("dualmap", "dualmap"))
-_X86_LEVEL_CHOICES = (
-    ("auto", "auto"),
-    ("baseline", "x86-64"),
-    ("x86-64", "x86-64"),
-    ("v1", "x86-64"),
-    ("v2", "x86-64-v2"),
-    ("x86-64-v2", "x86-64-v2"),
-    ("v3", "x86-64-v3"),
-    ("x86-64-v3", "x86-64-v3"),
-    ("v4", "x86-64-v4"),
-    ("x86-64-v4", "x86-64-v4"),
-)
+_X86_LEVEL_CHOICES = (("auto", "auto"), ("baseline", "x86-64"), ("v2", "x86-64-v2"), ("v3", "x86-64-v3"), ("v4", "x86-64-v4"))
 SETTINGS = (
     ("JITLOAD_DISABLE", "flag", None, "off", "the .pth file does not install the import hook at start-up"),
     ("JITLOAD_PREFER_BITCODE", "flag", None, "off", "a .bc beside a .so wins (default: the .so wins)"),
@@ -101,7 +90,9 @@ _FALSE = ("0", "false", "no", "off")
 def parse(name: str, raw: str) -> "Optional[Value]":
     """``raw`` as setting ``name``'s kind; None for an empty value (not set). ValueError says
     what was expected; KeyError for a name that is not a setting."""
-    _, kind, arg, _, _ = _BY_NAME[name]
+    entry = _BY_NAME[name]
+    kind = entry[1]
+    arg: "Any" = entry[2]  # its shape depends on the kind (see SETTINGS)
     text = raw.strip()
     if not text:
         return None
@@ -111,7 +102,7 @@ def parse(name: str, raw: str) -> "Optional[Value]":
             return lower in _TRUE
         raise ValueError("expected 1/0, on/off, true/false or yes/no")
     if kind == "count":
-        low, high = arg  # type: ignore[misc]
+        low, high = arg
         if text.isdigit() and text.isascii() and low <= int(text) <= high:
             return int(text)
         raise ValueError(f"expected a whole number from {low} to {high}")
@@ -120,15 +111,15 @@ def parse(name: str, raw: str) -> "Optional[Value]":
             seconds = float(text)
         except ValueError:
             seconds = float("nan")
-        low, high = arg  # type: ignore[misc]
+        low, high = arg
         if low <= seconds <= high:
             return seconds
         raise ValueError(f"expected a number of seconds from {_number(low)} to {_number(high)}")
     if kind == "choice":
-        for word, canonical in arg:  # type: ignore[union-attr]
+        for word, canonical in arg:
             if word == lower:
-                return canonical  # type: ignore[no-any-return]
-        raise ValueError("expected one of " + ", ".join(w for w, _ in arg))  # type: ignore[union-attr]
+                return str(canonical)
+        raise ValueError("expected one of " + ", ".join(w for w, _ in arg))
     return text
 
 

@@ -46,18 +46,8 @@ const fn setting(name: &'static str, kind: Kind, default: &'static str, doc: &'s
 }
 
 /// `JITLOAD_X86_LEVEL`'s words: the canonical form is the level's name as `-march` spells it.
-const X86_LEVEL_WORDS: &[(&str, &str)] = &[
-    ("auto", "auto"),
-    ("baseline", "x86-64"),
-    ("x86-64", "x86-64"),
-    ("v1", "x86-64"),
-    ("v2", "x86-64-v2"),
-    ("x86-64-v2", "x86-64-v2"),
-    ("v3", "x86-64-v3"),
-    ("x86-64-v3", "x86-64-v3"),
-    ("v4", "x86-64-v4"),
-    ("x86-64-v4", "x86-64-v4"),
-];
+const X86_LEVEL_WORDS: &[(&str, &str)] =
+    &[("auto", "auto"), ("baseline", "x86-64"), ("v2", "x86-64-v2"), ("v3", "x86-64-v3"), ("v4", "x86-64-v4")];
 
 /// Every run-time setting.
 pub const SETTINGS: &[Setting] = &[
