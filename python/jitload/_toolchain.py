@@ -57,7 +57,7 @@ def compile_main(tool: str, args: List[str]) -> int:
         return link_main(args, cxx=tool == "clang++")
     if "-c" in args:
         # Also compiled for higher x86-64 levels, carried in the object (see _variants).
-        return _variants.compile_with_variants([clang, *_clang.BITCODE_FLAGS, *args])[0]
+        return _variants.compile_with_variants([clang, _clang.DEFAULT_OPT, *_clang.BITCODE_FLAGS, *args])[0]
     if "-E" in args or "-S" in args:
         return subprocess.call([clang, *args])
     # A configure-style probe that links a test program: do a normal native build. Objects

@@ -156,8 +156,8 @@ def toolchain_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     if os.path.exists(os.path.join(d, "llvm-ar")):
         cmake_args += [f"-DCMAKE_AR={os.path.join(d, 'llvm-ar')}", f"-DCMAKE_RANLIB={os.path.join(d, 'llvm-ranlib')}"]
     env["CMAKE_ARGS"] = " ".join([env.get("CMAKE_ARGS", ""), *cmake_args]).strip()
-    # setuptools appends CFLAGS/LDFLAGS; keep the user's, add nothing machine-specific.
-    env.setdefault("CFLAGS", "")
+    # CFLAGS stays the user's, or unset: recent setuptools (84 here) lets CFLAGS *replace* Python's own
+    # flags (-O3 -fwrapv ...), so even an empty one would change what the package is built with.
     return env
 
 
