@@ -231,13 +231,17 @@ def count_once(python: Path, workload: str, repeat: int) -> Tuple[int, Dict[str,
 
 def count_instructions(wheel_py: Path, bitcode_py: Path, chosen: List[str], repeat: int) -> List[Dict[str, Any]]:
     """Instructions per call on each side: (count over ``repeat`` calls - count over none) / repeat."""
-    for package in sorted({WORKLOADS[w][0] for w in chosen}):
-        # Under valgrind the CPU (CPUID) is another, so the object cache has no code for it:
-        # compile it once without instrumentation (valgrind's own tool is 10x faster).
-        imports = "; ".join(f"import {m}" for w in chosen if WORKLOADS[w][0] == package for m in WORKLOADS[w][1])
-        sh(["valgrind", "--tool=none", "-q", str(bitcode_py), "-c", imports])
+    warm = set()
     rows = []
     for workload in chosen:
+        package = WORKLOADS[workload][0]
+        if package not in warm:
+            # Under valgrind the CPU (CPUID) is another, so the object cache has no code for
+            # it: compile it once without instrumentation (valgrind's bare tool is ~10x faster
+            # than callgrind), with time for LLVM to run under valgrind.
+            imports = "; ".join(f"import {m}" for w in chosen if WORKLOADS[w][0] == package for m in WORKLOADS[w][1])
+            sh(["valgrind", "--tool=none", "-q", str(bitcode_py), "-c", imports], env={**os.environ, "JITLOAD_COMPILE_TIMEOUT_S": "7200"})
+            warm.add(package)
         per_call = {}
         for side, python in (("wheel", wheel_py), ("bitcode", bitcode_py)):
             base, _ = count_once(python, workload, 0)
