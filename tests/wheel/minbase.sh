@@ -2,22 +2,31 @@
 # `make test-wheel`: jitload's manylinux wheel in a clean Debian 12 root — a debootstrap
 # minbase with only python3, python3-venv and python3-dev (no LLVM, clang, gcc, make, Rust).
 # In a venv there: pip install the wheel (LLVM comes from PyPI) -> import a .bc built outside,
-# cold then warm; the README's engine example; with [build], `python -m jitload compile` of a
-# C file; markupsafe's bitcode wheel (built outside) installed with pip, its tests passing.
-#   tests/wheel/minbase.sh WHEEL        (as root, or with sudo)
+# cold then warm; C++ modules built outside (tests/fixtures/cxx's features, a pybind11 one:
+# tests/wheel/cxx_checks.py), cold then warm; the README's engine example; with [build],
+# `python -m jitload compile` of a C file; markupsafe's bitcode wheel (built outside)
+# installed with pip, its tests passing.
+#   tests/wheel/minbase.sh WHEEL        (as root, or with passwordless sudo; skipped otherwise)
 # The root is kept as a tarball in ~/.cache/jitload-ci between runs on the same machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 wheel=$(realpath "$1")
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+  echo "test-wheel: SKIPPED: debootstrap, chroot and mount need root (or passwordless sudo)"
+  exit 0
+fi
 cache=${JITLOAD_CI_CACHE:-$HOME/.cache/jitload-ci}
 tarball=$cache/bookworm-minbase-python3.tar.gz
 work=$PWD/target/minbase
 root=$work/root
 PY=$PWD/.venv/bin/python
 
-# Inputs built here, outside the root: a .bc, a C file, markupsafe's bitcode wheel.
-rm -rf "$work/in" && mkdir -p "$work/in"
+unmount_root() { for m in in proc dev/pts dev; do ! mountpoint -q "$root/$m" || as_root umount "$root/$m"; done; }
+unmount_root  # a run that was killed may have left them mounted: never delete through them
+
+# Inputs built here, outside the root: .bc files (C, C++), a C file, markupsafe's bitcode wheel.
+rm -rf "$work/in" && mkdir -p "$work/in/cxx"
 cp "$wheel" "$work/in/"
 suffix=$("$PY" -c 'import jitload; print(jitload.BITCODE_SUFFIXES[0])')
 for name in hello outside; do
@@ -30,6 +39,13 @@ PyMODINIT_FUNC PyInit_$name(void) { return PyModule_Create(&def); }
 C
 done
 "$PY" -m jitload compile "$work/in/outside.c" -o "$work/in/outside$suffix" >/dev/null
+"$PY" -m pip install -q pybind11==2.13.6
+fixtures=tests/fixtures/cxx
+"$PY" -m jitload compile $fixtures/features.cpp $fixtures/features_order.cpp -I $fixtures \
+  -D 'MODNAME="cxxfeatures"' -D MODNAME_ID=cxxfeatures -o "$work/in/cxx/cxxfeatures$suffix" >/dev/null
+"$PY" -m jitload compile tests/wheel/pybind_shapes.cpp -I "$("$PY" -c 'import pybind11; print(pybind11.get_include())')" \
+  -o "$work/in/cxx/pybind_shapes$suffix" >/dev/null
+cp tests/wheel/cxx_checks.py "$work/in/cxx/"
 "$PY" -m pip download -q --no-deps --no-binary :all: -d "$work/in" markupsafe==3.0.2
 # CIBUILDWHEEL=1: markupsafe falls back to pure Python silently if its extension fails to build.
 # No build isolation: the stand-ins under pip's isolation are issue 19's (work in progress).
@@ -37,7 +53,7 @@ CIBUILDWHEEL=1 "$PY" -m jitload build-ext "$work/in/markupsafe-3.0.2.tar.gz" --w
 tar xzf "$work/in/markupsafe-3.0.2.tar.gz" -C "$work/in" markupsafe-3.0.2/tests
 
 # The root: from the cache, or debootstrap from the mirror apt uses here.
-as_root rm -rf "$root" && mkdir -p "$root" "$cache"
+as_root rm -rf --one-file-system "$root" && mkdir -p "$root" "$cache"
 if [ -f "$tarball" ]; then
   as_root tar xzf "$tarball" -C "$root"
 else
@@ -56,7 +72,7 @@ as_root mount --bind "$work/in" "$root/in"
 as_root mount -t proc proc "$root/proc"
 as_root mount --bind /dev "$root/dev"
 as_root mount --bind /dev/pts "$root/dev/pts"
-trap 'as_root umount "$root/in" "$root/proc" "$root/dev/pts" "$root/dev" 2>/dev/null || true' EXIT
+trap unmount_root EXIT
 as_root cp /etc/resolv.conf "$root/etc/resolv.conf"
 pipenv=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DISABLE_PIP_VERSION_CHECK=1)
 if [ -n "${PIP_CERT:-}" ]; then  # this machine's pip trusts an extra certificate: so must the root's
@@ -80,6 +96,9 @@ cp "/in/outside$suffix" /tmp/
 export JITLOAD_CACHE_DIR=/tmp/cache
 /v/bin/python -c "import sys, outside, jitload; assert outside.twice(21) == 42; assert 'jitload._native' in sys.modules; print('cold import: compiled', jitload.cache_stats())"
 /v/bin/python -c "import sys, outside, jitload; assert outside.twice(21) == 42; assert 'jitload._native' not in sys.modules; print('warm import: from the cache, without LLVM', jitload.cache_stats())"
+cp -r /in/cxx /tmp/cxx && cd /tmp/cxx
+/v/bin/python cxx_checks.py cold && /v/bin/python cxx_checks.py warm
+cd /tmp
 /v/bin/python - <<'PYEX'
 import jitload
 lib = jitload.Session.default().library("demo")

@@ -5,7 +5,6 @@ pub mod background;
 pub mod bitstream;
 pub mod error;
 pub mod fork_gate;
-pub mod grace;
 pub mod ir;
 pub mod isolate;
 pub mod library;

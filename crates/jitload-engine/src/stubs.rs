@@ -20,22 +20,21 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Stubs per block: (page - shared entry) / stub size.
-pub const STUBS_PER_BLOCK: usize = PAGE / STUB_SIZE - 1;
-const PAGE: usize = 4096;
+/// Stubs per block: (code area - shared entry) / stub size.
+pub const STUBS_PER_BLOCK: usize = CODE_AREA / STUB_SIZE - 1;
+/// Bytes of stub code per block (the smallest page size; a block's image rounds it up to the
+/// host's pages).
+const CODE_AREA: usize = 4096;
 const STUB_SIZE: usize = 16;
 const DATA_HEADER: usize = 16;
 
-/// Two pages of stubs and slots. Unmapped on drop: the owner keeps it alive as long as any
-/// code may jump to its stubs.
+/// Pages of stubs, then the page of their slots. Unmapped on drop: the owner keeps it alive
+/// as long as any code may jump to its stubs.
 pub struct StubBlock {
-    base: *mut u8,
+    image: jitload_codemem::Image,
+    /// Where the data page starts (the code's length in whole pages).
+    data: usize,
 }
-
-// SAFETY: the block is plain memory; slots are only touched through atomics.
-unsafe impl Send for StubBlock {}
-// SAFETY: as above.
-unsafe impl Sync for StubBlock {}
 
 impl StubBlock {
     /// Maps a block whose unresolved stub `i` calls `(ctx.resolve)(first_slot + i)`. `ctx`
@@ -44,50 +43,35 @@ impl StubBlock {
         if !cfg!(target_arch = "x86_64") {
             return Err("stubs (replace, lazy and on-demand functions) are implemented for x86-64 only".into());
         }
-        // SAFETY: an anonymous private mapping with no address hint; checked for failure.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                2 * PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(format!("cannot map stub memory: {}", std::io::Error::last_os_error()));
-        }
-        let block = StubBlock { base: base.cast() };
-        // SAFETY: both pages are mapped read+write and owned by this block.
-        let (code, data) = unsafe {
-            (std::slice::from_raw_parts_mut(block.base, PAGE), std::slice::from_raw_parts_mut(block.base.add(PAGE), PAGE))
-        };
-        write_entry(code);
-        data[0..8].copy_from_slice(&(ctx as u64).to_le_bytes());
-        data[8..16].copy_from_slice(&trampoline_address().to_le_bytes());
+        let data = CODE_AREA.next_multiple_of(jitload_codemem::page_size());
+        let mut image = jitload_codemem::Image::new(data + DATA_HEADER + 8 * STUBS_PER_BLOCK, 1)
+            .map_err(|e| format!("cannot map stub memory: {e}"))?;
+        let base = image.address();
+        let (code, slots) = image.bytes_mut().split_at_mut(data);
+        write_entry(code, data);
+        slots[0..8].copy_from_slice(&(ctx as u64).to_le_bytes());
+        slots[8..16].copy_from_slice(&trampoline_address().to_le_bytes());
         for i in 0..STUBS_PER_BLOCK {
-            write_stub(code, i, first_slot + i as u32);
-            let initial = block.stub_address(i) + 6;
-            data[DATA_HEADER + 8 * i..DATA_HEADER + 8 * i + 8].copy_from_slice(&initial.to_le_bytes());
+            write_stub(code, data, i, first_slot + i as u32);
+            let initial = stub_address(base, i) + 6;
+            slots[DATA_HEADER + 8 * i..DATA_HEADER + 8 * i + 8].copy_from_slice(&initial.to_le_bytes());
         }
-        // SAFETY: the code page is ours; from now on it is read+execute and never written.
-        if unsafe { libc::mprotect(block.base.cast(), PAGE, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
-            return Err(format!("cannot make stub code executable: {}", std::io::Error::last_os_error()));
-        }
-        Ok(block)
+        // From now on the code is read+execute and never written; the slots stay read+write.
+        image.make_executable(0, data).map_err(|e| format!("cannot make stub code executable: {e}"))?;
+        Ok(StubBlock { image, data })
     }
 
     /// Address callers jump to for stub `i`.
     pub fn stub_address(&self, i: usize) -> u64 {
-        self.base as u64 + (STUB_SIZE * (i + 1)) as u64
+        stub_address(self.image.address(), i)
     }
 
     fn slot(&self, i: usize) -> &AtomicU64 {
         assert!(i < STUBS_PER_BLOCK);
-        // SAFETY: slot i is an 8-byte aligned word inside the block's data page, which lives
-        // as long as self; all accesses to it are atomic.
-        unsafe { &*(self.base.add(PAGE + DATA_HEADER + 8 * i) as *const AtomicU64) }
+        let address = self.image.address() as usize + self.data + DATA_HEADER + 8 * i;
+        // SAFETY: slot i is an 8-byte aligned word inside the block's read+write data page,
+        // which lives as long as self; all accesses to it are atomic.
+        unsafe { &*(address as *const AtomicU64) }
     }
 
     /// Points stub `i` at `address`; callers that jump to the stub from now on reach it.
@@ -106,30 +90,28 @@ impl StubBlock {
     }
 }
 
-impl Drop for StubBlock {
-    fn drop(&mut self) {
-        // SAFETY: base is our two-page mapping; nothing may jump here any more (owner's rule).
-        unsafe { libc::munmap(self.base.cast(), 2 * PAGE) };
-    }
+fn stub_address(base: u64, i: usize) -> u64 {
+    base + (STUB_SIZE * (i + 1)) as u64
 }
 
-/// `push qword [rip+ctx]; jmp qword [rip+resolver]` at the start of the code page.
-fn write_entry(code: &mut [u8]) {
+/// `push qword [rip+ctx]; jmp qword [rip+resolver]` at the start of the code; the data page
+/// starts `data` bytes after it.
+fn write_entry(code: &mut [u8], data: usize) {
     // push [rip + disp32]: FF 35; the displacement is from the end of the instruction (6).
-    let ctx_disp = (PAGE as i64 - 6) as i32;
+    let ctx_disp = (data as i64 - 6) as i32;
     code[0..2].copy_from_slice(&[0xFF, 0x35]);
     code[2..6].copy_from_slice(&ctx_disp.to_le_bytes());
     // jmp [rip + disp32]: FF 25; the resolver word is at data+8, this instruction ends at 12.
-    let resolver_disp = (PAGE as i64 + 8 - 12) as i32;
+    let resolver_disp = (data as i64 + 8 - 12) as i32;
     code[6..8].copy_from_slice(&[0xFF, 0x25]);
     code[8..12].copy_from_slice(&resolver_disp.to_le_bytes());
     code[12..16].fill(0xCC); // int3 padding
 }
 
 /// `jmp qword [rip+slot_i]; push id; jmp entry` at stub i.
-fn write_stub(code: &mut [u8], i: usize, id: u32) {
+fn write_stub(code: &mut [u8], data: usize, i: usize, id: u32) {
     let at = STUB_SIZE * (i + 1);
-    let slot = PAGE + DATA_HEADER + 8 * i;
+    let slot = data + DATA_HEADER + 8 * i;
     let s = &mut code[at..at + STUB_SIZE];
     s[0..2].copy_from_slice(&[0xFF, 0x25]);
     s[2..6].copy_from_slice(&((slot as i64 - (at as i64 + 6)) as i32).to_le_bytes());
@@ -146,15 +128,15 @@ thread_local! {
 /// Records why a stub call could not reach a function; the caller's wrapper raises it.
 pub fn set_call_error(error: crate::EngineError) {
     CALL_ERROR.with(|e| *e.borrow_mut() = Some(error));
-    crate::grace::set_call_error_flag(true);
+    jitload_codemem::grace::set_call_error_flag(true);
 }
 
 /// The error recorded by the last stub call on this thread that failed, if any.
 pub fn take_call_error() -> Option<crate::EngineError> {
-    if !crate::grace::call_error_flag() {
+    if !jitload_codemem::grace::call_error_flag() {
         return None; // the common case, without the thread-local lookup
     }
-    crate::grace::set_call_error_flag(false);
+    jitload_codemem::grace::set_call_error_flag(false);
     CALL_ERROR.with(|e| e.borrow_mut().take())
 }
 

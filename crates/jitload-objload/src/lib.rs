@@ -93,7 +93,6 @@ mod ehframe;
 pub mod host;
 mod link;
 mod load;
-mod mem;
 mod reloc;
 mod relocate;
 
@@ -219,7 +218,7 @@ pub struct LoadedObject {
     /// passes to `__cxa_atexit`, finalised on drop as `dlclose` does.
     dso_handle: Option<u64>,
     /// `None` for an object with nothing to map.
-    mapping: Option<mem::Mapping>,
+    mapping: Option<jitload_codemem::Image>,
 }
 
 impl LoadedObject {

@@ -9,7 +9,7 @@ use object::{LittleEndian as LE, SymbolIndex};
 
 use crate::bind::{self, Bound};
 use crate::load::{align_up, malformed, reserve, ArrayKind, Class, Def, Object, MAX_IMAGE, STUB_SIZE};
-use crate::mem::{Mapping, PAGE};
+use jitload_codemem::Image;
 use crate::relocate::Context;
 use crate::{ehframe, Exports, LoadError, LoadStats, LoadedObject, SymbolInfo, SymbolKind};
 
@@ -59,18 +59,18 @@ pub(crate) fn load_all(objects: &[&[u8]], resolve: &dyn Fn(&str) -> Option<u64>)
     let layout = layout(&mut set, got_count, stub_count, bound.dso_handle)?;
     let mut mapping = match layout.size {
         0 => None,
-        size => Some(Mapping::new(size, layout.align).map_err(|e| LoadError::Memory(e.to_string()))?),
+        size => Some(Image::new(size as usize, layout.align as usize).map_err(|e| LoadError::Memory(e.to_string()))?),
     };
     if let Some(mapping) = mapping.as_mut() {
-        mapping.prefault(layout.written);
+        mapping.prefault(layout.written as usize);
     }
-    let base = mapping.as_ref().map_or(0, Mapping::address);
+    let base = mapping.as_ref().map_or(0, Image::address);
     assign_addresses(&mut set, &layout, base);
     let mut stats = LoadStats { image_size: layout.size as usize, got_entries: got_count as usize, stubs: stub_count as usize, ..LoadStats::default() };
     if let Some(mapping) = mapping.as_mut() {
         write_image(&set, &layout, base, mapping.bytes_mut(), &mut stats)?;
     }
-    let memory = mapping.as_ref().map_or(&[][..], Mapping::bytes);
+    let memory = mapping.as_ref().map_or(&[][..], Image::bytes);
     let (init, fini) = constructors(&set, memory);
     let code = base..base + layout.code_size;
     let frames = check_frames(&set, memory, base, &code)?;
@@ -104,7 +104,8 @@ pub(crate) fn load_all(objects: &[&[u8]], resolve: &dyn Fn(&str) -> Option<u64>)
 /// it is left untouched. Sets each section's offset in the image and each COMMON symbol's.
 fn layout(set: &mut [Object<'_>], got_count: u32, stub_count: u32, dso_handle: bool) -> Result<Layout, LoadError> {
     let mut cursors = [0u64; 3];
-    let mut max_align = PAGE;
+    let page = jitload_codemem::page_size() as u64;
+    let mut max_align = page;
     let mut place = |set: &mut [Object<'_>], cursors: &mut [u64; 3], nobits: bool| -> Result<(), LoadError> {
         let count = set.len();
         for (i, object) in set.iter_mut().enumerate() {
@@ -137,7 +138,7 @@ fn layout(set: &mut [Object<'_>], got_count: u32, stub_count: u32, dso_handle: b
     let code_size = cursors[Class::Code as usize];
     let ro_start = align_up(code_size, max_align).ok_or_else(too_big)?;
     let data_start = align_up(ro_start + cursors[1], max_align).ok_or_else(too_big)?;
-    let size = align_up(data_start + cursors[2], PAGE).filter(|&s| s <= MAX_IMAGE).ok_or_else(too_big)?;
+    let size = align_up(data_start + cursors[2], page).filter(|&s| s <= MAX_IMAGE).ok_or_else(too_big)?;
     let class_start = [0, ro_start, data_start];
     for p in set.iter_mut().flat_map(|o| o.placed.iter_mut().flatten()) {
         p.offset += class_start[p.class as usize];
@@ -287,12 +288,10 @@ fn check_frames(set: &[Object<'_>], memory: &[u8], base: u64, code: &std::ops::R
 }
 
 /// Code becomes read+execute, read-only data (with the GOT and `.eh_frame`) read-only.
-fn protect(mapping: &mut Mapping, layout: &Layout) -> Result<(), LoadError> {
-    let protect = |m: &mut Mapping, start: u64, len: u64, prot| {
-        m.protect(start, align_up(len, PAGE).unwrap_or(len), prot).map_err(|e| LoadError::Memory(e.to_string()))
-    };
-    protect(mapping, 0, layout.code_size, libc::PROT_READ | libc::PROT_EXEC)?;
-    protect(mapping, layout.ro_start, layout.ro_size, libc::PROT_READ)
+fn protect(image: &mut Image, layout: &Layout) -> Result<(), LoadError> {
+    let memory = |e: std::io::Error| LoadError::Memory(e.to_string());
+    image.make_executable(0, layout.code_size as usize).map_err(memory)?;
+    image.make_readonly(layout.ro_start as usize, layout.ro_size as usize).map_err(memory)
 }
 
 /// The set's defined global names, each with the definition that won.

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use jitload_engine::grace;
+use jitload_codemem::grace;
 use jitload_engine::{EngineError, Generated, Library, LibraryOptions, Provider, Session};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -191,8 +191,7 @@ impl PyLibrary {
     /// Starts a call into this library's code: code removed meanwhile stays until the
     /// ticket is closed.
     fn enter(&self) -> CallTicket {
-        grace::enter();
-        CallTicket { open: std::cell::Cell::new(true) }
+        CallTicket { token: grace::enter(), open: std::cell::Cell::new(true) }
     }
 }
 
@@ -210,36 +209,37 @@ pub struct CallGuard {
     _ctx: Box<GuardCtx>,
 }
 
-/// Runs before each fast call, with the GIL held: returns a token for `guard_exit` (0), or
-/// `usize::MAX` with an exception set to refuse the call. The call's epoch slot (see
-/// `jitload_engine::grace`) is a thread-local: no lock, no allocation.
+/// Runs before each fast call, with the GIL held: returns a token for `guard_exit` (the
+/// grace token, complemented: never `usize::MAX`, since epochs start at 1), or `usize::MAX`
+/// with an exception set to refuse the call. The call's epoch word (see
+/// `jitload_codemem::grace`) is thread-local: no lock, no allocation.
 extern "C" fn guard_enter(ctx: usize) -> usize {
     std::panic::catch_unwind(|| {
         // SAFETY: ctx is the GuardCtx owned by the CallGuard the wrapper keeps alive.
         let ctx = unsafe { &*(ctx as *const GuardCtx) };
-        grace::enter();
+        let token = grace::enter();
         if let Some(module) = ctx.direct_module {
             if !ctx.library.has_module(module) {
                 // SAFETY: the wrapper calls us with the GIL held.
                 let py = unsafe { Python::assume_attached() };
-                leave(py);
+                leave(py, token);
                 let what = format!("'{}'", ctx.name);
                 engine_error(py, EngineError::Removed { library: ctx.library.name().to_string(), what }, None).restore(py);
                 return usize::MAX;
             }
         }
-        0
+        !token.0 as usize
     })
     .unwrap_or(usize::MAX)
 }
 
 /// Runs after each fast call, with the GIL held: ends the call's epoch and raises the error
 /// of a failed stub call, if any (returns -1 with the exception set).
-extern "C" fn guard_exit(_ctx: usize, _token: usize) -> std::ffi::c_int {
+extern "C" fn guard_exit(_ctx: usize, token: usize) -> std::ffi::c_int {
     std::panic::catch_unwind(|| {
         // SAFETY: the wrapper calls us with the GIL held.
         let py = unsafe { Python::assume_attached() };
-        leave(py);
+        leave(py, grace::Token(!(token as u64)));
         if !grace::call_error_flag() {
             return 0; // the common case: one flag read instead of the error's thread-local
         }
@@ -255,13 +255,12 @@ extern "C" fn guard_exit(_ctx: usize, _token: usize) -> std::ffi::c_int {
 }
 
 /// The values of the holes of the wrapper stencils' inline epoch guard (stencils.h, "the
-/// engine's epoch guard"; `jitload_engine::grace::inline`), by hole name.
+/// engine's epoch guard"; `jitload_codemem::grace::inline`), by hole name.
 pub fn epoch_guard_hole(name: &str) -> Option<u64> {
-    use jitload_engine::grace::inline;
+    use jitload_codemem::grace::inline;
     Some(match name {
         "_JIT_GRACE" => inline::tls_offset() as u64,
         "_JIT_GRACE_EPOCH" => inline::epoch_address() as u64,
-        "_JIT_GRACE_PENDING" => inline::pending_address() as u64,
         "jitload_fast_grace_enter" => jitload_fast_grace_enter as *const () as u64,
         "jitload_fast_grace_exit_slow" => jitload_fast_grace_exit_slow as *const () as u64,
         _ => return None,
@@ -270,10 +269,11 @@ pub fn epoch_guard_hole(name: &str) -> Option<u64> {
 
 /// Whether the inline epoch guard must fence on entry (decided once per process).
 pub fn epoch_guard_fences() -> bool {
-    jitload_engine::grace::inline::readers_fence()
+    jitload_codemem::grace::inline::readers_fence()
 }
 
-/// The inline epoch guard's slow entry (the thread is not registered yet): enters the call.
+/// The inline epoch guard's slow entry (the thread is not registered yet): enters the call
+/// as the outermost (the stencil's token is the idle word).
 extern "C" fn jitload_fast_grace_enter() {
     // Registration only allocates; an allocation failure aborts, it does not unwind. The
     // catch is for the FFI edge all the same (a panic must not cross into the stencil).
@@ -287,7 +287,7 @@ extern "C" fn jitload_fast_grace_exit_slow(result: *mut pyo3::ffi::PyObject) -> 
     std::panic::catch_unwind(|| {
         // SAFETY: the wrapper calls us with the GIL held.
         let py = unsafe { Python::assume_attached() };
-        if !grace::in_call() && grace::pending() {
+        if grace::take_wake() {
             py.detach(grace::reclaim);
         }
         if !grace::call_error_flag() {
@@ -310,16 +310,17 @@ extern "C" fn jitload_fast_grace_exit_slow(result: *mut pyo3::ffi::PyObject) -> 
 
 /// Ends this thread's call; if code retired meanwhile may now be freed, frees it without
 /// the GIL (it may run module destructors and ORC work).
-fn leave(py: Python<'_>) {
-    if grace::exit() {
+fn leave(py: Python<'_>, token: grace::Token) {
+    if grace::exit(token) && grace::take_wake() {
         py.detach(grace::reclaim);
     }
 }
 
-/// Held by a wrapper for the length of one native call (see `jitload_engine::grace`); it
+/// Held by a wrapper for the length of one native call (see `jitload_codemem::grace`); it
 /// must end on the thread that began it.
 #[pyclass(module = "jitload._native", unsendable)]
 pub struct CallTicket {
+    token: grace::Token,
     open: std::cell::Cell<bool>,
 }
 
@@ -329,7 +330,7 @@ impl Drop for CallTicket {
     /// own thread.
     fn drop(&mut self) {
         if self.open.replace(false) {
-            grace::exit();
+            grace::exit(self.token);
         }
     }
 }
@@ -339,7 +340,7 @@ impl CallTicket {
     /// Ends the call (idempotent); code retired during it may be freed now.
     fn close(&self, py: Python<'_>) {
         if self.open.replace(false) {
-            leave(py);
+            leave(py, self.token);
         }
     }
 }

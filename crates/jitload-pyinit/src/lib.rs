@@ -48,6 +48,9 @@ struct Modules {
     pinned: BTreeSet<u64>,
     /// Definitions whose `m_free` jitload wrapped -> (original m_free, module id).
     free_hooks: BTreeMap<usize, (Option<pyo3::ffi::freefunc>, u64)>,
+    /// Module id -> `pkgcontext::modules_created()` before its init ran, until
+    /// [`track_extension`] compares.
+    created_before: BTreeMap<u64, u64>,
 }
 
 /// One `files` entry.
@@ -82,8 +85,14 @@ pub fn keep_and_init<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     // A safe point: free what earlier modules left queued (if the pending call was lost).
     release_queued();
-    modules().code.insert(id, code);
-    let module = init::run_init(py, init_address, constructors, fullname, path, spec)?;
+    {
+        let mut m = modules();
+        m.code.insert(id, code);
+        m.created_before.insert(id, jitload_runtime::pkgcontext::modules_created());
+    }
+    let module = init::run_init(py, init_address, constructors, fullname, path, spec).inspect_err(|_| {
+        modules().created_before.remove(&id);
+    })?;
     let mut m = modules();
     m.inits.insert(id, init_address);
     m.fresh.insert(module.as_ptr() as usize, id);
@@ -108,7 +117,10 @@ pub fn track_extension(module: &Bound<'_, PyAny>, path: &str, fullname: &str, ke
     let single_phase_def = extensions::single_phase_def(module).map_or(0, |d| d as usize);
     let replaced = {
         let mut m = modules();
-        if !releasable {
+        // Modules its init and exec made besides its own (a single-phase module makes itself
+        // with PyModule_Create2): nothing counts those, so the code stays.
+        let created = m.created_before.remove(&id).map_or(0, |before| jitload_runtime::pkgcontext::modules_created() - before);
+        if !releasable || created > u64::from(single_phase_def != 0) {
             m.pinned.insert(id);
         }
         *m.users.entry(id).or_default() += 1;
@@ -278,6 +290,7 @@ pub fn python_abi_records(data: &[u8]) -> Vec<(String, String)> {
 
 /// Adds the functions above to a native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    configure_code_memory();
     m.add_function(pyo3::wrap_pyfunction!(track_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(find_extension, m)?)?;
     m.add_function(pyo3::wrap_pyfunction!(in_main_interpreter, m)?)?;
@@ -287,6 +300,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(pyo3::wrap_pyfunction!(exec_extension, m)?)?;
     options::register(m)?;
     Ok(())
+}
+
+/// Configures this native module's code memory (each native module links its own
+/// jitload-codemem) from the settings: `JITLOAD_CODE_MEMORY=auto|mprotect|dualmap` (or its
+/// former name `JITLOAD_STENCIL_MEMORY`), `JITLOAD_STENCIL_POOL=0` turns the page pool for small
+/// blocks off. Blocks made earlier keep how they were made.
+pub(crate) fn configure_code_memory() {
+    let options = jitload_options::get();
+    jitload_codemem::configure(match options.code_memory {
+        jitload_options::CodeMemoryMode::Auto => jitload_codemem::Mode::Auto,
+        jitload_options::CodeMemoryMode::Mprotect => jitload_codemem::Mode::Mprotect,
+        jitload_options::CodeMemoryMode::DualMap => jitload_codemem::Mode::DualMap,
+    });
+    jitload_codemem::block::set_pooling(options.stencil_pool);
 }
 
 /// The exception classes jitload's native code raises, defined in `jitload.errors` (plain

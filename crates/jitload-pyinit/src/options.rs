@@ -44,7 +44,9 @@ fn option_problems() -> Vec<String> {
 /// Sets one setting for the rest of the process (ValueError naming the problem).
 #[pyfunction]
 fn set_option(name: &str, value: &str) -> PyResult<()> {
-    jitload_options::set(name, value).map_err(PyValueError::new_err)
+    jitload_options::set(name, value).map_err(PyValueError::new_err)?;
+    crate::configure_code_memory();
+    Ok(())
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -137,7 +137,13 @@ fn load_guard_library() -> Option<Guards> {
     }
     // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader.
     let here = std::path::PathBuf::from(unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned());
-    let path = here.with_file_name("libjitload_cxxguard.so");
+    // Beside this module (_fastload), or in the package above it (_native is in jitload/_lib).
+    let beside = here.with_file_name("libjitload_cxxguard.so");
+    let above = here.parent().and_then(|dir| dir.parent()).map(|pkg| pkg.join("libjitload_cxxguard.so"));
+    let path = match above {
+        Some(above) if !beside.exists() && above.exists() => above,
+        _ => beside,
+    };
     let c = crate::cstr(&path.to_string_lossy());
     // SAFETY: c is NUL-terminated; the library only defines the three guard functions.
     let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };

@@ -72,9 +72,26 @@ fn dlsym(handle: *mut c_void, symbol: &str) -> Option<u64> {
     (!p.is_null()).then_some(p as u64)
 }
 
-/// Looks `symbol` up in the process's global scope.
+/// Looks `symbol` up in the process's global scope: the executable, the libraries it started
+/// with and `RTLD_GLOBAL` ones, what a `.so` extension sees before its own dependencies.
+/// Not `RTLD_DEFAULT`: from this library that also searches the libraries this library
+/// depends on, such as the compiler module's libLLVM and, in the manylinux wheel, its libc++
+/// and libc++abi, a second C++ runtime that JIT'd code must never bind to.
 pub fn process_symbol(symbol: &str) -> Option<u64> {
-    dlsym(libc::RTLD_DEFAULT, symbol)
+    static GLOBAL_SCOPE: OnceLock<usize> = OnceLock::new();
+    // SAFETY: dlopen(NULL) has no preconditions; it returns the main program's handle (never
+    // closed), and if it ever failed, null is RTLD_DEFAULT.
+    let handle = *GLOBAL_SCOPE.get_or_init(|| unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) } as usize);
+    dlsym(handle as *mut c_void, symbol)
+}
+
+/// A C++ runtime symbol for bitcode that records no runtime library (linked by hand):
+/// libstdc++'s, which clang's C++ on Linux compiles against. Opened only when such a symbol
+/// is looked for: with libstdc++ in the process, calls are guarded against C++ exceptions.
+pub(crate) fn cxx_runtime_symbol(symbol: &str) -> Option<u64> {
+    static LIBSTDCXX: OnceLock<Option<SharedLibrary>> = OnceLock::new();
+    let cxx = ["_Z", "__cxa_", "__gxx_", "__dynamic_cast"].iter().any(|p| symbol.starts_with(p));
+    cxx.then(|| LIBSTDCXX.get_or_init(|| SharedLibrary::open("libstdc++.so.6").ok()).as_ref()?.symbol(symbol)).flatten()
 }
 
 /// Where shared libraries are searched by bare name, after `LD_LIBRARY_PATH` (the build tools

@@ -10,6 +10,7 @@ pub mod dynlib;
 pub mod exit;
 pub mod link;
 pub mod objcache;
+pub mod outlive;
 pub mod pkgcontext;
 pub mod python_abi;
 pub mod resolve;

@@ -6,9 +6,10 @@
 //! relocates the objects, the init symbol, the lowered constructors/destructors and every
 //! export are looked up (with their weakness), JIT'd functions go to the perf map when asked,
 //! the destructors are registered to run at exit, and the exports join the shared scope.
-//! Releasing: refused while threads may still run the module's `thread_local` destructors or
-//! another module links against its exports; else its destructors run, then the linker frees
-//! the memory.
+//! Releasing: refused while threads may still run the module's `thread_local` destructors,
+//! another module links against its exports, or the module uses a function through which
+//! something other than its module objects may still reach it (`crate::outlive`); else its
+//! destructors run, then the linker frees the memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct Linked<C> {
     pub destructors: Option<u64>,
     /// The module's own `__dso_handle` (C++): what its `__cxa_atexit` registrations name.
     pub dso_handle: Option<u64>,
+    /// A symbol the module uses that can leave pointers into it beyond its module objects
+    /// (see `crate::outlive`): its code is then never released.
+    pub pinned_by: Option<String>,
     pub shared: Arc<SharedScope>,
     pub code: C,
 }
@@ -86,6 +90,7 @@ pub fn link<L: Linker>(
     compiled: Compiled,
     required: Option<&str>,
 ) -> Result<Linked<L::Code>, LinkFailure> {
+    let pinned_by = crate::outlive::pinning_symbol(&compiled.undefined).map(str::to_string);
     let Compiled { objects, exports, dependent_libraries, has_ctors, has_dtors, .. } = compiled;
     let shared = scope.shared.clone();
     let code = linker.link(&format!("jitload.{id}:{path}"), path, &objects, Arc::new(scope)).map_err(LinkFailure::Link)?;
@@ -116,13 +121,32 @@ pub fn link<L: Linker>(
     let exported: Vec<(String, u64)> = exports.iter().cloned().zip(addresses).collect();
     shared.add_exports(id, path, &weak, exported);
     log::debug!("loaded {path} as jitload.{id}");
-    Ok(Linked { id, path: path.to_string(), required_address, constructors, dependent_libraries, destructors, dso_handle, shared, code })
+    Ok(Linked {
+        id,
+        path: path.to_string(),
+        required_address,
+        constructors,
+        dependent_libraries,
+        destructors,
+        dso_handle,
+        pinned_by,
+        shared,
+        code,
+    })
 }
 
 /// Frees a linked module's code (see the module's notes); refused (the module handed back)
-/// while threads may still run its thread-exit destructors or other modules link against it.
+/// while threads may still run its thread-exit destructors, something else may reach its
+/// code, or other modules link against it.
 pub fn release<L: Linker>(linker: &L, module: Linked<L::Code>) -> Result<(), Box<Linked<L::Code>>> {
-    if module.dso_handle.is_some_and(crate::cxx::has_thread_destructors) || !module.shared.remove_exports(module.id) {
+    if module.dso_handle.is_some_and(crate::cxx::has_thread_destructors) {
+        return Err(Box::new(module));
+    }
+    if let Some(symbol) = &module.pinned_by {
+        log::debug!("jitload: keeping the code of {} for the life of the process: it uses {symbol}", module.path);
+        return Err(Box::new(module));
+    }
+    if !module.shared.remove_exports(module.id) {
         return Err(Box::new(module));
     }
     crate::exit::run_before_free(&module.path, module.dso_handle, module.destructors);

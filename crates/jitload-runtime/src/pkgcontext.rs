@@ -13,7 +13,18 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+
+/// How many modules JIT'd code has created with `PyModule_Create2` (see [`modules_created`]).
+static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// How many modules JIT'd code has created with `PyModule_Create2` so far in this process.
+/// A module whose loading creates more than its own module object made a module from another
+/// of its definitions, which nothing counts: its code is then kept (`jitload-pyinit`).
+pub fn modules_created() -> u64 {
+    CREATED.load(Ordering::Relaxed)
+}
 
 thread_local! {
     /// The context of the init call running on this thread (CPython's is per thread too).
@@ -53,6 +64,7 @@ fn cpython_module_create2() -> Option<ModuleCreate2> {
 /// # Safety
 /// As CPython's `PyModule_Create2`: `def` is a live `PyModuleDef`, the GIL is held.
 pub unsafe extern "C" fn module_create2(def: *mut c_void, api_version: c_int) -> *mut c_void {
+    CREATED.fetch_add(1, Ordering::Relaxed);
     let Some(real) = cpython_module_create2() else {
         return ptr::null_mut(); // unreachable: JIT'd code is only linked into a Python process
     };

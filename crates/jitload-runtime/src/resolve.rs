@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::dynlib::{libc_nonshared, process_symbol, runtime_libraries, SharedLibrary};
+use crate::dynlib::{cxx_runtime_symbol, libc_nonshared, process_symbol, runtime_libraries, SharedLibrary};
 use crate::scope_state::ScopeState;
 
 /// A session's shared scope: its own (an independent session) or the process's, which every
@@ -112,7 +112,11 @@ impl ModuleScope {
         if let Some(a) = self.shared.lookup_user_library(symbol) {
             return Some(a);
         }
-        runtime_libraries().iter().find_map(|l| l.symbol(symbol)).or_else(|| libc_nonshared(symbol))
+        runtime_libraries()
+            .iter()
+            .find_map(|l| l.symbol(symbol))
+            .or_else(|| libc_nonshared(symbol))
+            .or_else(|| cxx_runtime_symbol(symbol))
     }
 }
 

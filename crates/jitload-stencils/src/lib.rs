@@ -5,7 +5,7 @@
 //! with `preserve_none` and `[[clang::musttail]]` continuations; their external symbols are
 //! *holes*. `build.rs` cuts each function's code and relocations out of the object into
 //! tables ([`table`]); at run time [`patch::emit`] copies the stencils a signature needs one
-//! after another into fresh W^X memory ([`memory`]) and fills the holes: the next stencil,
+//! after another into fresh W^X memory (`jitload_codemem`) and fills the holes: the next stencil,
 //! argument indexes and frame offsets, ranges, the target function, C API functions.
 //!
 //! * [`build_wrapper`]: a `METH_FASTCALL` C function converting Python arguments, calling a
@@ -19,7 +19,6 @@
 //! wrappers is documented in [`frames`].
 
 pub mod frames;
-pub mod memory;
 pub mod patch;
 pub mod plan;
 pub mod sig;
@@ -96,8 +95,8 @@ impl Runtime {
     /// `_JIT_FUNCTION_TYPE` to `&PyFunction_Type` when its `PyTypeObject` layout is the one
     /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1, and `_JIT_TS_THREAD_ID` to
     /// the byte offset of `thread_id` in `PyThreadState`, or 1 when unknown; `_JIT_GRACE`,
-    /// `_JIT_GRACE_EPOCH`, `_JIT_GRACE_PENDING` and `jitload_fast_grace_*` to the engine's
-    /// epoch guard (its words' TLS offset, two addresses, two slow paths: [`Guard::Epoch`]).
+    /// `_JIT_GRACE_EPOCH` and `jitload_fast_grace_*` to the engine's epoch guard (its words'
+    /// TLS offset, the epoch's address, two slow paths: [`Guard::Epoch`]).
     /// Fails listing every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
         let mut values = vec![None; SYMBOL_NAMES.len()];

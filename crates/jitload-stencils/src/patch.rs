@@ -1,5 +1,5 @@
 //! The patcher: copies stencils one after another into fresh memory, fills their holes and
-//! seals the memory (see `memory.rs`).
+//! seals the memory (jitload-codemem).
 //!
 //! Holes are filled the way a static linker relaxes GOT references (x86-64 psABI, "Optimize
 //! GOTPCRELX relocations"), since the stencils were compiled as position-independent code:
@@ -17,7 +17,7 @@
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
 //! stencil placed right after it (execution falls through), as CPython's JIT does.
 
-use crate::memory::{self, CodeMemory, PlaceError};
+use jitload_codemem::{CodeMemory, PlaceError};
 use crate::table::{HoleKind, Stencil, STENCILS, SYMBOL_NAMES};
 use crate::{sym, Error, Runtime};
 
@@ -113,15 +113,10 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let max_got = stencils.iter().map(|s| s.holes.len()).sum::<usize>();
     let len = got_start + 8 * max_got;
     let layout = Layout { offsets, lens, got_start };
-    loop {
-        let placed = memory::place(len, |base, buf| write(runtime, pieces, &stencils, &layout, base, buf));
-        match placed {
-            Ok((memory, (relaxed, got_slots))) => return Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots }),
-            // The host refused mprotect to executable: the process now dual-maps; again.
-            Err(PlaceError::Retry) => continue,
-            Err(PlaceError::Fill(e)) => return Err(e),
-            Err(PlaceError::Memory(e)) => return Err(Error::Memory(e)),
-        }
+    match jitload_codemem::place(len, |base, buf| write(runtime, pieces, &stencils, &layout, base, buf)) {
+        Ok((memory, (relaxed, got_slots))) => Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots }),
+        Err(PlaceError::Fill(e)) => Err(e),
+        Err(PlaceError::Memory(e)) => Err(Error::Memory(e)),
     }
 }
 

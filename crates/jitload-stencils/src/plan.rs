@@ -14,7 +14,7 @@ pub enum Guard {
     /// `int exit(void *ctx, uintptr_t token)` after (non-zero: `exit` set an exception; the
     /// call's result is dropped). For calls that must be checked or refused.
     Calls { enter: u64, exit: u64, ctx: u64 },
-    /// The engine's epoch guard (`jitload_engine::grace`), inline in the stencils: code
+    /// The engine's epoch guard (`jitload_codemem::grace`), inline in the stencils: code
     /// retired during the call is freed after it returns, and the error of a failed stub call
     /// is raised. Its words, addresses and slow paths are process-wide holes (`_JIT_GRACE*`,
     /// `jitload_fast_grace_*`), resolved by the [`Runtime`]. `fence`: entering executes a full

@@ -132,29 +132,27 @@ INLINE uintptr_t slot_get(void) {
 INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : : "r"(v) : "memory"); }
 
 /* ---- the engine's epoch guard, inline ------------------------------------------------
- * What jitload_engine::grace's enter() and exit() do, on the same words (a contract: the
+ * What jitload_codemem::grace's enter() and exit() do, on the same words (a contract: the
  * layout is documented in grace.rs and checked by its test `the_inline_guard_contract_holds`).
- * Each thread has three 64-bit words of the host's initial-exec TLS at %fs:_JIT_GRACE
+ * Each thread has 64-bit words of the host's initial-exec TLS at %fs:_JIT_GRACE
  * (`_JIT_GRACE` an absolute 32-bit displacement, like _JIT_TLS):
- *   +0   call depth * GRACE_ONE_CALL | GRACE_REGISTERED (bit 0: the thread's epoch word is
- *        registered); so GRACE_REGISTERED alone means "registered, in no call"
- *   +8   the epoch the outermost call began in, GRACE_IDLE outside calls
- *   +16  GRACE_CALL_ERROR or 0: a stub call on this thread recorded an error
- * _JIT_GRACE_EPOCH and _JIT_GRACE_PENDING are the addresses of the global epoch and of the
- * count of retired items waiting (64-bit words, read with volatile loads: relaxed atomic
- * loads on x86-64). Entering publishes the epoch with a plain store and a compiler barrier
- * where the reclaimer fences for every thread (membarrier: grace.rs's readers_fence() is
- * false), else with a locked exchange (a full barrier, as grace.rs's SeqCst fence: the store
- * is visible before any code pointer is read); leaving clears it with a plain store (x86-64
- * stores are release stores). The slow paths are the
+ *   +8   the epoch the outermost call began in; GRACE_IDLE outside calls; GRACE_UNREGISTERED
+ *        (0) before the thread's first call
+ *   +16  flags: a stub call on this thread recorded an error; retired code waits for this
+ *        thread's call (set by the reclaimer): either way the exit's slow path must run
+ * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with a volatile
+ * load: a relaxed atomic load on x86-64). Entering returns the token, the epoch word as it
+ * was; an idle word gets the global epoch, published with a plain store and a compiler
+ * barrier where the reclaimer fences for every thread (membarrier: grace.rs's
+ * readers_fence() is false), else with a locked exchange (a full barrier, as grace.rs's
+ * SeqCst fence: the store is visible before any code pointer is read). Leaving stores the
+ * token back (a nested call leaves the word as it found it, the outermost leaves it idle:
+ * x86-64 stores are release stores) and tests the flags word. The slow paths are the
  * host's: jitload_fast_grace_enter registers the thread and enters; exit_slow frees what
  * waits (without the GIL) and raises the stub-call error (dropping the result). */
 HOLE(_JIT_GRACE_EPOCH);
-HOLE(_JIT_GRACE_PENDING);
-#define GRACE_REGISTERED 1
-#define GRACE_ONE_CALL 2
+#define GRACE_UNREGISTERED 0
 #define GRACE_IDLE UINT64_MAX
-#define GRACE_CALL_ERROR 1
 extern void jitload_fast_grace_enter(void);
 extern PyObject *jitload_fast_grace_exit_slow(PyObject *result);
 #define GRACE_GET(OFFSET)                                                                    \
@@ -166,33 +164,30 @@ extern PyObject *jitload_fast_grace_exit_slow(PyObject *result);
 /* "re": a register or a sign-extended 32-bit immediate (GRACE_IDLE is -1). */
 #define GRACE_SET(OFFSET, v) __asm__ volatile("movq %0, %%fs:_JIT_GRACE+" #OFFSET : : "re"((uint64_t)(v)) : "memory")
 
-INLINE void grace_enter(int fence) {
-    uint64_t s = GRACE_GET(0);
-    if (LIKELY(s == GRACE_REGISTERED)) { /* the outermost call publishes its epoch */
+/* Enters the call; stores the token grace_exit needs in *token (the caller's frame: read
+ * back after the call, it needs no callee-saved register). */
+INLINE void grace_enter(int fence, uint64_t *token) {
+    uint64_t old = GRACE_GET(8);
+    *token = old;
+    if (LIKELY(old == GRACE_IDLE)) { /* the outermost call publishes its epoch */
         uint64_t epoch = *(volatile uint64_t *)_JIT_GRACE_EPOCH;
         if (fence) {
             __asm__ volatile("xchgq %0, %%fs:_JIT_GRACE+8" : "+r"(epoch) : : "memory");
         } else {
             GRACE_SET(8, epoch);
         }
-    } else if (UNLIKELY(!(s & GRACE_REGISTERED))) {
-        jitload_fast_grace_enter();
-        return;
+    } else if (UNLIKELY(old == GRACE_UNREGISTERED)) {
+        jitload_fast_grace_enter(); /* registers, then enters as the outermost call */
+        *token = GRACE_IDLE;
     }
-    GRACE_SET(0, s + GRACE_ONE_CALL);
 }
 
-/* Ends the call; whether the host's slow exit must run (items may be freed, or an error waits). */
-INLINE int grace_exit(void) {
-    uint64_t s = GRACE_GET(0) - GRACE_ONE_CALL;
-    GRACE_SET(0, s);
-    if (s == GRACE_REGISTERED) {
-        GRACE_SET(8, GRACE_IDLE);
-        if (UNLIKELY(*(volatile uint64_t *)_JIT_GRACE_PENDING != 0)) {
-            return 1;
-        }
-    }
-    return UNLIKELY(GRACE_GET(16) != 0);
+/* Ends the call; whether the host's slow exit must run (code may be freed, or an error waits). */
+INLINE int grace_exit(uint64_t token) {
+    GRACE_SET(8, token);
+    int flagged;
+    __asm__ volatile("cmpq $0, %%fs:_JIT_GRACE+16" : "=@ccne"(flagged) : : "memory");
+    return UNLIKELY(flagged);
 }
 
 /* Floating-point values travel in integer registers along the chains: their bits. */

@@ -66,9 +66,9 @@ INLINE PyObject *entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     slot_set((uintptr_t)&fr);
     PyObject *r = NULL;
     if (guard == GUARD_EPOCH || guard == GUARD_EPOCH_FENCED) {
-        grace_enter(guard == GUARD_EPOCH_FENCED);
+        grace_enter(guard == GUARD_EPOCH_FENCED, &fr.token);
         r = _JIT_CONTINUE(args, &fr, 0, 0);
-        if (grace_exit()) {
+        if (grace_exit(fr.token)) {
             r = jitload_fast_grace_exit_slow(r);
         }
     }
@@ -380,13 +380,13 @@ HOLE(_JIT_KIND1);
         uint64_t a0 = 0, a1 = 0;                                                                 \
         (void)a0, (void)a1, (void)args;                                                          \
         if (EPOCH) {                                                                             \
-            grace_enter(0);                                                                      \
+            grace_enter(0, &fr->token);                                                          \
         }                                                                                        \
         CONVERT;                                                                                 \
         Ret r = CALL;                                                                            \
         uint64_t r0 = r.i, r1 = double_bits(r.d);                                                \
         (void)r0, (void)r1;                                                                      \
-        if (EPOCH && grace_exit()) {                                                             \
+        if (EPOCH && grace_exit(fr->token)) {                                                        \
             /* Box first: the slow exit drops the result when it raises. */                      \
             PyObject *boxed = EXPR;                                                              \
             slot_set(fr->prev);                                                                  \
@@ -402,7 +402,7 @@ HOLE(_JIT_KIND1);
         }                                                                                        \
         return EXPR;                                                                             \
     fail:                                                                                        \
-        if (EPOCH && grace_exit()) {                                                             \
+        if (EPOCH && grace_exit(fr->token)) {                                                        \
             jitload_fast_grace_exit_slow(NULL);                                                  \
         }                                                                                        \
         slot_set(fr->prev);                                                                      \

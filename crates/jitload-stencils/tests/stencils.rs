@@ -10,7 +10,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
-use jitload_stencils::memory::{self, Strategy};
+use jitload_codemem::block::pool_stats;
+use jitload_codemem::{self as memory, Mode, Recording};
 use jitload_stencils::table::{self, OBJECTS};
 use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Guard, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
 
@@ -206,32 +207,39 @@ fn call(entry: u64, args: &[i64]) -> i64 {
     value
 }
 
-fn check_wrapper(strategy: Strategy) {
+fn check_wrapper(mode: Mode, name: &str) {
     let runtime = fake_runtime();
-    memory::set_strategy(strategy);
+    memory::configure(mode);
+    let recording: &'static Recording = Box::leak(Box::new(Recording::new(memory::provider())));
+    memory::set_provider(Some(recording));
     let sig = Signature::parse("int64(int64, int64)").unwrap();
     let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
-    assert_eq!(block.memory().strategy(), strategy);
+    assert_eq!(block.memory().sealed_by(), name);
     assert_eq!(call(block.entry(), &[2, 3]), 5);
     assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
     assert_eq!(call(block.entry(), &[-7, 0]), -7);
     assert!(block.relaxed > 0, "small values should become immediates");
     assert_no_writable_exec(block.entry());
+    drop(block);
+    memory::set_provider(None);
+    let events = recording.events();
+    assert!(events.iter().any(|e| e.op == memory::Op::Executable), "sealed through the provider: {events:?}");
+    assert_eq!(recording.violations(), Vec::<String>::new());
 }
 
 #[test]
 fn wrapper_runs_with_mprotect_and_with_dual_mapping() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = LIVE.load(Ordering::SeqCst);
-    check_wrapper(Strategy::DualMap);
-    check_wrapper(Strategy::Mprotect);
+    check_wrapper(Mode::DualMap, "dualmap");
+    check_wrapper(Mode::Mprotect, "mprotect");
     assert_eq!(LIVE.load(Ordering::SeqCst), before, "every object freed");
 }
 
 #[test]
 fn wrapper_with_every_register_class_and_the_stack() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
+    memory::configure(Mode::Mprotect);
     let runtime = fake_runtime();
     // Only integer conversions run (the fake float type is never exact), so pass the
     // floats as raw bits through int64 slots: check the register assignment instead.
@@ -264,7 +272,7 @@ fn wrapper_with_every_register_class_and_the_stack() {
 #[test]
 fn thunk_runs_and_frees_what_it_boxes() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
+    memory::configure(Mode::Mprotect);
     let runtime = fake_runtime();
     let before = LIVE.load(Ordering::SeqCst);
     let callable = new_int(0);
@@ -288,7 +296,7 @@ fn thunk_runs_and_frees_what_it_boxes() {
 /// The setting of the tests that build `int64(int64, int64)` blocks with mprotect.
 fn serial_mprotect_add() -> (std::sync::MutexGuard<'static, ()>, Runtime, Signature) {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    memory::set_strategy(Strategy::Mprotect);
+    memory::configure(Mode::Mprotect);
     (serial, fake_runtime(), Signature::parse("int64(int64, int64)").unwrap())
 }
 
@@ -308,7 +316,7 @@ fn many_blocks_are_freed() {
 fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     let (_serial, runtime, sig) = serial_mprotect_add();
     let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
-    let (_, live_before) = memory::pool_stats();
+    let (_, live_before) = pool_stats();
     let first = build_wrapper(&runtime, &spec).unwrap();
     let entry = first.entry();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -334,10 +342,10 @@ fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     assert_no_writable_exec(entry);
     let pages: std::collections::BTreeSet<u64> = blocks.iter().map(|b| b.entry() & !4095).collect();
     assert!(pages.len() * 3 <= blocks.len(), "{} blocks in {} pages", blocks.len(), pages.len());
-    assert_eq!(memory::pool_stats().1, live_before + 2001);
+    assert_eq!(pool_stats().1, live_before + 2001);
     drop(blocks);
     drop(first);
-    let (pages, live) = memory::pool_stats();
+    let (pages, live) = pool_stats();
     assert_eq!(live, live_before);
     assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
 }

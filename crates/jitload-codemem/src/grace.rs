@@ -7,11 +7,16 @@
 //! allocation); leaving clears it. An item retired in epoch `e` ("free this module's code",
 //! after the code was unlinked) runs once no thread is inside a call that began in epoch `e`
 //! or earlier. Calls that begin later cannot reach the item: it was unlinked before the
-//! epoch advanced. Nested calls keep the outermost call's epoch.
+//! epoch advanced. Nested calls keep the outermost call's epoch: entering returns a
+//! [`Token`], the thread's epoch word as it was, and leaving stores it back (so a nested
+//! call leaves the word as it found it, and the outermost one leaves it idle). Calls on a
+//! thread end in the reverse order they began (the callers bracket them).
 //!
 //! Items run where reclamation is attempted: right after retiring (if no call holds them),
-//! and when a thread leaves its outermost call while items are waiting ([`pending`]).
-//! The domain is process-wide: a call into one session's library may run another's code.
+//! and when a thread leaves its outermost call while items wait for it: the reclaimer sets a
+//! wake bit in the word every exit reads anyway (the stub-error word), so a call's exit
+//! checks one word. The domain is process-wide: a call into one session's library may run
+//! another's code.
 //!
 //! Why fences: entering stores the slot, then a `SeqCst` fence, then reads code pointers;
 //! reclaiming advances the epoch (`SeqCst`), fences, then reads every slot. Either the
@@ -28,16 +33,20 @@ use std::sync::Mutex;
 
 type Retired = Box<dyn FnOnce() + Send>;
 
-/// `u64::MAX`: the thread is not inside a call.
+/// The epoch word of a registered thread outside any call.
 const IDLE: u64 = u64::MAX;
+/// The epoch word of a thread not registered yet (the TLS block's initial zero); epochs
+/// start at 1, so no call's epoch is 0.
+const UNREGISTERED: u64 = 0;
 /// Bit 0 of a thread's state word: its epoch word is registered in [`SLOTS`].
 const REGISTERED: u64 = 1;
-/// The state word counts calls in bits 1-63: one call adds this (so "registered, in no
-/// call" is the single value REGISTERED, which code comparing with it inline can use).
-const ONE_CALL: u64 = 2;
+/// Bits of the flags word: a stub call on this thread recorded an error; retired items wait
+/// for this thread's call (set by the reclaimer, cleared by the thread's outermost exit).
+pub const CALL_ERROR_FLAG: u64 = 1;
+const WAKE_FLAG: u64 = 2;
 
-static EPOCH: AtomicU64 = AtomicU64::new(0);
-/// How many retired items wait (read on every call's exit, so kept outside the lock).
+static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// How many retired items wait.
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// Addresses of the registered threads' epoch words.
 static SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
@@ -46,15 +55,15 @@ static RETIRED: Mutex<VecDeque<(u64, Retired)>> = Mutex::new(VecDeque::new());
 
 // Each thread's state: three words of initial-exec TLS (a fixed offset from the thread
 // pointer), because Rust's thread-locals in a shared library go through `__tls_get_addr`
-// (~11 instructions an access, three accesses a call). Word 0: call depth * ONE_CALL |
-// REGISTERED;
-// word 1: the epoch the outermost current call began in, or IDLE (0 before the first call,
-// when the thread is not registered, so never read); word 2: [`CALL_ERROR_FLAG`].
+// (~11 instructions an access, two accesses a call). Word 0: REGISTERED while the thread's
+// epoch word is in SLOTS; word 1: the epoch the outermost current call began in, IDLE
+// outside calls, UNREGISTERED (0) before the first call; word 2: the flags (CALL_ERROR_FLAG,
+// WAKE_FLAG), the one word a call's exit tests.
 //
 // The layout is a contract with the wrapper stencils, which inline `enter`/`exit`
 // (jitload-stencils' stencils.h, "the engine's epoch guard"; values in [`inline`], checked
-// by this module's tests): words at byte 0, 8 and 16 of `%fs:offset`, the bit and the
-// values above, EPOCH and PENDING as plain 64-bit words.
+// by this module's tests): words at byte 8 and 16 of `%fs:offset`, the values above, EPOCH
+// as a plain 64-bit word.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 std::arch::global_asm!(
     ".pushsection .tbss.jitload_grace_words,\"awT\",@nobits",
@@ -133,6 +142,8 @@ impl Drop for Registration {
     fn drop(&mut self) {
         SLOTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|&a| a != self.0);
         state()[0].fetch_and(!REGISTERED, Ordering::Relaxed);
+        // A call made later on this thread (another destructor) registers again.
+        state()[1].store(UNREGISTERED, Ordering::Relaxed);
     }
 }
 
@@ -151,13 +162,14 @@ fn register() {
     });
 }
 
-/// The bit of word 2 saying a stub call on this thread recorded an error
-/// (`stubs::set_call_error`); lets the wrapper's exit skip the error lookup.
-pub const CALL_ERROR_FLAG: u64 = 1;
-
-/// Records that this thread has (or no longer has) a stub-call error waiting.
+/// Records that this thread has (or no longer has) a stub-call error waiting (the
+/// reclaimer may set the wake bit of the same word at any time: read-modify-write).
 pub fn set_call_error_flag(set: bool) {
-    state()[2].store(u64::from(set) * CALL_ERROR_FLAG, Ordering::Relaxed);
+    if set {
+        state()[2].fetch_or(CALL_ERROR_FLAG, Ordering::Relaxed);
+    } else {
+        state()[2].fetch_and(!CALL_ERROR_FLAG, Ordering::Relaxed);
+    }
 }
 
 /// Whether this thread has a stub-call error waiting.
@@ -232,16 +244,21 @@ mod membarrier {
     }
 }
 
-/// Marks the start of a call on this thread; [`exit`] ends it (calls nest).
+/// What [`enter`] found in the thread's epoch word, for [`exit`] to put back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token(pub u64);
+
+/// Marks the start of a call on this thread; [`exit`] with the token ends it. Calls nest
+/// (the outermost call's epoch stays published) and must end in reverse order.
 #[inline]
-pub fn enter() {
+pub fn enter() -> Token {
     let words = state();
-    let mut s = words[0].load(Ordering::Relaxed);
-    if s & REGISTERED == 0 {
+    let mut old = words[1].load(Ordering::Relaxed);
+    if old == UNREGISTERED {
         register();
-        s = words[0].load(Ordering::Relaxed);
+        old = IDLE;
     }
-    if s == REGISTERED {
+    if old == IDLE {
         words[1].store(EPOCH.load(Ordering::Relaxed), Ordering::Relaxed);
         if FENCE_MODE.load(Ordering::Relaxed) == MODE_MEMBARRIER {
             // The reclaimer's membarrier is the other half (see the module's notes).
@@ -250,24 +267,27 @@ pub fn enter() {
             fence(Ordering::SeqCst);
         }
     }
-    words[0].store(s + ONE_CALL, Ordering::Relaxed);
+    Token(old)
 }
 
-/// Ends this thread's innermost call. Returns whether retired items are waiting that this
-/// exit may have released: the caller then calls [`reclaim`] (where it may run them).
+/// Ends the call `token` began. Returns whether the slow exit must run: a stub-call error
+/// waits ([`call_error_flag`]), or retired items wait for this thread ([`exit_slow`]).
 #[inline]
-pub fn exit() -> bool {
+pub fn exit(token: Token) -> bool {
     let words = state();
-    let s = words[0].load(Ordering::Relaxed);
-    if s < ONE_CALL {
-        return false; // not in a call (a ticket dropped twice): nothing to end
-    }
-    words[0].store(s - ONE_CALL, Ordering::Relaxed);
-    if s - ONE_CALL != REGISTERED {
+    words[1].store(token.0, Ordering::Release);
+    words[2].load(Ordering::Relaxed) != 0
+}
+
+/// After [`exit`] returned true: whether this was the outermost call and retired items
+/// waited for it (the wake bit is cleared): the caller then runs [`reclaim`].
+pub fn take_wake() -> bool {
+    let words = state();
+    if in_call() || words[2].load(Ordering::Relaxed) & WAKE_FLAG == 0 {
         return false;
     }
-    words[1].store(IDLE, Ordering::Release);
-    PENDING.load(Ordering::Relaxed) > 0
+    words[2].fetch_and(!WAKE_FLAG, Ordering::Relaxed);
+    true
 }
 
 /// Whether retired items are waiting.
@@ -277,7 +297,8 @@ pub fn pending() -> bool {
 
 /// Whether this thread is inside a call.
 pub fn in_call() -> bool {
-    state()[0].load(Ordering::Relaxed) >= ONE_CALL
+    let epoch = state()[1].load(Ordering::Relaxed);
+    epoch != IDLE && epoch != UNREGISTERED
 }
 
 /// What code that inlines [`enter`] and [`exit`] needs (the wrapper stencils' epoch guard,
@@ -286,18 +307,16 @@ pub fn in_call() -> bool {
 pub mod inline {
     use super::*;
 
-    /// Byte offsets of the three words from the thread's words' start.
-    pub const STATE_WORD: usize = 0;
+    /// Byte offsets of the words the stencils use from the thread's words' start.
     pub const EPOCH_WORD: usize = 8;
-    pub const ERROR_WORD: usize = 16;
-    /// Bit 0 of the state word: the thread is registered (else call [`enter`]).
-    pub const REGISTERED: u64 = super::REGISTERED;
-    /// What one call adds to the state word.
-    pub const ONE_CALL: u64 = super::ONE_CALL;
+    pub const FLAGS_WORD: usize = 16;
     /// The epoch word's value outside a call.
     pub const IDLE: u64 = super::IDLE;
-    /// The error word's bit: a stub-call error waits.
+    /// The epoch word's value before the thread's first call (then call [`enter`]).
+    pub const UNREGISTERED: u64 = super::UNREGISTERED;
+    /// The flags word's bits: a stub-call error waits; retired items wait for this call.
     pub const CALL_ERROR: u64 = super::CALL_ERROR_FLAG;
+    pub const WAKE: u64 = super::WAKE_FLAG;
 
     /// Whether inline code must fence after publishing its epoch ([`super::readers_fence`]).
     pub fn readers_fence() -> bool {
@@ -313,11 +332,6 @@ pub mod inline {
     pub fn epoch_address() -> usize {
         &EPOCH as *const AtomicU64 as usize
     }
-
-    /// The address of the count of waiting items (a `u64`).
-    pub fn pending_address() -> usize {
-        &PENDING as *const AtomicUsize as usize
-    }
 }
 
 /// Runs `item` once every call in progress now has returned (at once if none is).
@@ -332,50 +346,103 @@ pub fn retire(item: impl FnOnce() + Send + 'static) {
 }
 
 /// Runs the retired items no call in progress can still be running (outside every lock:
-/// they may retire more, or enter calls).
+/// they may retire more, or enter calls). Threads whose calls hold items that still wait get
+/// the wake bit, so the exit of such a call reclaims again.
 pub fn reclaim() {
+    loop {
+        if !barrier() {
+            // Cannot happen once registered; if it did, the slots could be stale: free nothing
+            // (the items wait for the next attempt).
+            return;
+        }
+        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch_of = |word: usize| {
+            // SAFETY: a word in SLOTS, whose lock is held.
+            let words = unsafe { slot_words(word) };
+            words[0].load(Ordering::Acquire)
+        };
+        let oldest_in_progress = slots.iter().map(|&w| epoch_of(w)).min().unwrap_or(IDLE);
+        let (ready, newest_waiting) = {
+            let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
+            let count = retired.iter().take_while(|(epoch, _)| *epoch < oldest_in_progress).count();
+            PENDING.fetch_sub(count, Ordering::SeqCst);
+            let ready: Vec<Retired> = retired.drain(..count).map(|(_, item)| item).collect();
+            (ready, retired.back().map(|(epoch, _)| *epoch))
+        };
+        let mut woken = Vec::new();
+        if let Some(newest) = newest_waiting {
+            // Every call that began in an epoch up to the newest waiting item's holds some
+            // item: its outermost exit must reclaim.
+            for &w in slots.iter().filter(|&&w| epoch_of(w) <= newest) {
+                // SAFETY: a word in SLOTS, whose lock is held.
+                let words = unsafe { slot_words(w) };
+                words[1].fetch_or(WAKE_FLAG, Ordering::SeqCst);
+                woken.push(w);
+            }
+        }
+        drop(slots);
+        for item in ready {
+            item();
+        }
+        if woken.is_empty() {
+            return;
+        }
+        // A thread may have left its call after its epoch was read and before its wake bit
+        // was set, reading the flags without it. The barrier makes its exit's store visible:
+        // if a woken thread is no longer in the call it was in, reclaim again.
+        if !barrier() {
+            return;
+        }
+        let slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let newest = newest_waiting.unwrap_or(0);
+        let left = woken.iter().any(|&w| {
+            slots.contains(&w) && {
+                // SAFETY: checked to be in SLOTS, whose lock is held.
+                let words = unsafe { slot_words(w) };
+                words[0].load(Ordering::Acquire) > newest
+            }
+        });
+        drop(slots);
+        if !left {
+            return;
+        }
+    }
+}
+
+/// A registered thread's epoch word and flags word (words 1 and 2), from the epoch word's
+/// address in SLOTS.
+///
+/// # Safety
+/// `word` is in SLOTS and SLOTS' lock is held (a thread unregisters under it before its
+/// words go away).
+unsafe fn slot_words<'a>(word: usize) -> &'a [AtomicU64; 2] {
+    // SAFETY: the caller's contract: two live, aligned words of that thread's TLS block.
+    unsafe { &*(word as *const [AtomicU64; 2]) }
+}
+
+/// Orders this thread's view after every running thread's earlier stores (see the notes
+/// on fences); false if the kernel refused (never once registered).
+fn barrier() -> bool {
     fence(Ordering::SeqCst);
-    if !readers_fence() && !membarrier::barrier() {
-        // Cannot happen once registered; if it did, the slots could be stale: free nothing
-        // (the items wait for the next attempt).
-        return;
-    }
-    let oldest_in_progress = SLOTS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        // SAFETY: a registered thread's epoch word, alive until the thread unregisters it
-        // under this lock.
-        .map(|&word| unsafe { &*(word as *const AtomicU64) }.load(Ordering::Acquire))
-        .min()
-        .unwrap_or(IDLE);
-    let ready: Vec<Retired> = {
-        let mut retired = RETIRED.lock().unwrap_or_else(|e| e.into_inner());
-        let count = retired.iter().take_while(|(epoch, _)| *epoch < oldest_in_progress).count();
-        PENDING.fetch_sub(count, Ordering::SeqCst);
-        retired.drain(..count).map(|(_, item)| item).collect()
-    };
-    for item in ready {
-        item();
-    }
+    readers_fence() || membarrier::barrier()
 }
 
 /// A call in progress on this thread, ended when dropped (not `Send`: it must end on the
 /// thread that began it). Dropping it may run retired items.
 pub struct CallScope {
+    token: Token,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl CallScope {
     pub fn begin() -> CallScope {
-        enter();
-        CallScope { _not_send: std::marker::PhantomData }
+        CallScope { token: enter(), _not_send: std::marker::PhantomData }
     }
 }
 
 impl Drop for CallScope {
     fn drop(&mut self) {
-        if exit() {
+        if exit(self.token) && take_wake() {
             reclaim();
         }
     }
@@ -445,36 +512,57 @@ mod tests {
     #[test]
     fn the_inline_guard_contract_holds() {
         let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        assert_eq!((inline::STATE_WORD, inline::EPOCH_WORD, inline::ERROR_WORD), (0, 8, 16));
-        assert_eq!((inline::REGISTERED, inline::ONE_CALL, inline::IDLE, inline::CALL_ERROR), (1, 2, u64::MAX, 1));
-        assert_eq!(std::mem::size_of::<AtomicUsize>(), 8, "PENDING is read as a 64-bit word");
+        assert_eq!((inline::EPOCH_WORD, inline::FLAGS_WORD), (8, 16));
+        assert_eq!((inline::IDLE, inline::UNREGISTERED, inline::CALL_ERROR, inline::WAKE), (u64::MAX, 0, 1, 2));
         let thread_pointer: usize;
         // SAFETY: reads the TCB self-pointer at %fs:0, which every x86-64 Linux thread has.
         unsafe { std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) thread_pointer, options(nostack, readonly, preserves_flags)) };
         let base = (thread_pointer as isize + inline::tls_offset()) as *const u64;
         assert!(i32::try_from(inline::tls_offset()).is_ok(), "a 32-bit displacement");
-        // SAFETY: this thread's words (`base`) and the two globals, read as the stencils read them.
+        // SAFETY: this thread's words (`base`) and the epoch, read as the stencils read them.
         let read = |k: usize| unsafe { std::ptr::read_volatile(base.add(k / 8)) };
         // SAFETY: as above.
         let global = |address: usize| unsafe { std::ptr::read_volatile(address as *const u64) };
         let call = CallScope::begin();
-        assert_eq!(read(inline::STATE_WORD), inline::REGISTERED + inline::ONE_CALL, "registered, depth 1");
+        assert_eq!(call.token, Token(inline::IDLE), "the outermost call found the word idle");
         let began = read(inline::EPOCH_WORD);
-        assert!(began <= global(inline::epoch_address()), "the epoch the call began in");
+        assert!(began != inline::UNREGISTERED && began <= global(inline::epoch_address()), "the epoch the call began in");
         let nested = CallScope::begin();
-        assert_eq!(read(inline::STATE_WORD), inline::REGISTERED + 2 * inline::ONE_CALL);
-        assert_eq!(read(inline::EPOCH_WORD), began, "nested calls keep the outermost epoch");
+        assert_eq!(nested.token, Token(began), "a nested call finds the outer call's epoch");
+        assert_eq!(read(inline::EPOCH_WORD), began, "and keeps it");
         retire(|| {});
         assert!(global(inline::epoch_address()) > began, "retiring advanced the epoch");
-        assert!(global(inline::pending_address()) > 0, "the item waits for this call");
+        assert_eq!(read(inline::FLAGS_WORD), inline::WAKE, "the item waits for this thread's call");
+        assert!(pending());
         drop(nested);
+        assert!(pending(), "the nested exit leaves it to the outermost");
         drop(call);
-        assert_eq!(read(inline::STATE_WORD), inline::REGISTERED);
+        assert!(!pending(), "the outermost exit reclaimed");
         assert_eq!(read(inline::EPOCH_WORD), inline::IDLE);
+        assert_eq!(read(inline::FLAGS_WORD), 0);
         set_call_error_flag(true);
-        assert_eq!(read(inline::ERROR_WORD), inline::CALL_ERROR);
+        assert_eq!(read(inline::FLAGS_WORD), inline::CALL_ERROR);
         set_call_error_flag(false);
-        assert_eq!(read(inline::ERROR_WORD), 0);
+        assert_eq!(read(inline::FLAGS_WORD), 0);
+    }
+
+    /// A thread that was never registered has 0 in its epoch word (so the stencils call the
+    /// host's enter), and is idle once its first call ended.
+    #[test]
+    fn a_new_thread_registers_on_its_first_call() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| {
+            assert_eq!(state()[1].load(Ordering::Relaxed), UNREGISTERED);
+            assert!(!in_call());
+            let call = CallScope::begin();
+            assert!(in_call());
+            assert_eq!(call.token, Token(IDLE));
+            drop(call);
+            assert_eq!(state()[1].load(Ordering::Relaxed), IDLE);
+            assert!(!in_call());
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
