@@ -150,3 +150,15 @@ def test_a_corrupt_variant_is_an_import_error_naming_file_and_level(tmp_path):
     assert str(module) in message and "x86-64-v2 variant" in message and "JITLOAD_X86_LEVEL=baseline" in message, message
     res = run_python("import lvlmod; print(lvlmod.level())", cwd=tmp_path, env={"JITLOAD_CACHE": "0", "JITLOAD_X86_LEVEL": "baseline"})
     assert res.stdout.strip() == "1", res.stderr
+
+
+def test_a_variant_compile_writes_no_dependency_file_and_no_warnings():
+    from jitload._variants import output_of, variant_command, wants_variants
+
+    cmd = ["clang", "-c", "-MD", "-MQ", "x.o", "-MF", "x.o.d", "-MFother.d", "-O2", "x.c", "-o", "x.o"]
+    assert wants_variants(cmd) and output_of(cmd) == "x.o"
+    assert variant_command(cmd, "x86-64-v3", "v3.bc") == ["clang", "-c", "-O2", "x.c", "-march=x86-64-v3", "-w", "-o", "v3.bc"]
+    # The command chose its own CPU or target, or compiles assembly or several files: no variants.
+    assert not wants_variants(["clang", "-c", "-march=native", "x.c", "-o", "x.o"])
+    assert not wants_variants(["clang", "-c", "x.S", "-o", "x.o"])
+    assert not wants_variants(["clang", "-c", "a.c", "b.c"])
