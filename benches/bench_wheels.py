@@ -4,7 +4,7 @@ package version on both sides, each workload timed in fresh processes interleave
 (``.so`` from the wheel on one side, ``.bc`` on the other). Writes benchmarks/wheels.json
 and benchmarks/wheels.md.
 
-    python benches/bench_wheels.py [--quick] [--only xxhash,bitarray] [--rounds N]
+    python benches/bench_wheels.py [--quick] [--only xxhash,bitarray] [--rounds N] [--instructions]
 
 Two virtual environments under ``~/.cache/jitload-bench-wheels`` (``JITLOAD_BENCH_WHEELS``):
 ``wheel`` gets ``pip install <pkg>==<version> --only-binary :all:``; ``bitcode`` gets this
@@ -94,37 +94,37 @@ WORKLOADS: Dict[str, Tuple[str, List[str], str, str]] = {
     ),
     "pyahocorasick/iter 10MB": (
         "pyahocorasick", ["ahocorasick"],
-        "import ahocorasick, random; random.seed(1); A = ahocorasick.Automaton()\nfor i in range(20000): A.add_word(''.join(random.choice('abcdefghij') for _ in range(random.randint(4, 12))), i)\nA.make_automaton(); text = ''.join(random.choice('abcdefghij ') for _ in range(10 << 20))",
+        "import ahocorasick, random; random.seed(1); A = ahocorasick.Automaton()\nfor i in range(20000): A.add_word(''.join(random.choice('abcdefghij') for _ in range(random.randint(4, 12))), i)\nA.make_automaton(); text = ''.join(random.choices('abcdefghij ', k=10 << 20))",
         "sum(1 for _ in A.iter(text))",
     ),
     "lz4/frame compress 16MiB": (
         "lz4", ["lz4.frame._frame"],
-        "import lz4.frame, random; random.seed(1); d = bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20))",
+        "import lz4.frame, random; random.seed(1); d = bytes(random.choices(b'abcdefgh  ', k=16 << 20))",
         "lz4.frame.compress(d)",
     ),
     "lz4/frame decompress 16MiB": (
         "lz4", ["lz4.frame._frame"],
-        "import lz4.frame, random; random.seed(1); c = lz4.frame.compress(bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20)))",
+        "import lz4.frame, random; random.seed(1); c = lz4.frame.compress(bytes(random.choices(b'abcdefgh  ', k=16 << 20)))",
         "lz4.frame.decompress(c)",
     ),
     "lz4/block compress 16MiB": (
         "lz4", ["lz4.block._block"],
-        "import lz4.block, random; random.seed(1); d = bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20))",
+        "import lz4.block, random; random.seed(1); d = bytes(random.choices(b'abcdefgh  ', k=16 << 20))",
         "lz4.block.compress(d)",
     ),
     "lz4/block decompress 16MiB": (
         "lz4", ["lz4.block._block"],
-        "import lz4.block, random; random.seed(1); c = lz4.block.compress(bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20)))",
+        "import lz4.block, random; random.seed(1); c = lz4.block.compress(bytes(random.choices(b'abcdefgh  ', k=16 << 20)))",
         "lz4.block.decompress(c)",
     ),
     "zstandard/compress level 3 16MiB": (
         "zstandard", ["zstandard.backend_c"],
-        "import zstandard, random; random.seed(1); d = bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20)); z = zstandard.ZstdCompressor(level=3)",
+        "import zstandard, random; random.seed(1); d = bytes(random.choices(b'abcdefgh  ', k=16 << 20)); z = zstandard.ZstdCompressor(level=3)",
         "z.compress(d)",
     ),
     "zstandard/decompress 16MiB": (
         "zstandard", ["zstandard.backend_c"],
-        "import zstandard, random; random.seed(1); c = zstandard.ZstdCompressor(level=3).compress(bytes(random.choice(b'abcdefgh  ') for _ in range(16 << 20))); z = zstandard.ZstdDecompressor()",
+        "import zstandard, random; random.seed(1); c = zstandard.ZstdCompressor(level=3).compress(bytes(random.choices(b'abcdefgh  ', k=16 << 20))); z = zstandard.ZstdDecompressor()",
         "z.decompress(c)",
     ),
 }
@@ -141,6 +141,24 @@ for _ in range({repeat}):
     t = time.perf_counter(); once(); times.append(time.perf_counter() - t)
 times.sort()
 print(json.dumps({{"files": files, "min": times[0], "median": times[len(times) // 2]}}))
+"""
+
+
+# `--instructions`: the same workload under callgrind, instrumented only around the calls
+# (machine load changes no count). Instructions are not time (no cache misses, no
+# frequency), but they are what a loaded machine can still compare.
+CHILD_COUNT = """
+import importlib, json, os, subprocess, sys
+{setup}
+files = {{m: importlib.import_module(m).__file__ for m in {modules!r}}}
+def once():
+{body}
+once()
+subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True)
+for _ in range({repeat}):
+    once()
+subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], capture_output=True)
+print(json.dumps({{"files": files}}))
 """
 
 
@@ -196,6 +214,66 @@ def run_once(python: Path, workload: str, repeat: int) -> Dict[str, Any]:
     return result
 
 
+def count_once(python: Path, workload: str, repeat: int) -> Tuple[int, Dict[str, str]]:
+    """Instructions callgrind counts over ``repeat`` calls (plus the toggling's own), and the
+    extensions' files."""
+    package, modules, setup, statement = WORKLOADS[workload]
+    body = "\n".join("    " + line for line in statement.splitlines())
+    code = CHILD_COUNT.format(setup=setup, modules=modules, body=body, repeat=repeat)
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null", str(python), "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env={**os.environ, "PYTHONHASHSEED": "0"})
+    collected = [line for line in out.stderr.splitlines() if "Collected :" in line]
+    if out.returncode != 0 or not collected:
+        raise RuntimeError(f"{workload} in {python} under callgrind: exit {out.returncode}\n{out.stderr[-2000:]}")
+    files: Dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])["files"]
+    return int(collected[-1].split(":")[1]), files
+
+
+def count_instructions(wheel_py: Path, bitcode_py: Path, chosen: List[str], repeat: int) -> List[Dict[str, Any]]:
+    """Instructions per call on each side: (count over ``repeat`` calls - count over none) / repeat."""
+    warm = set()
+    rows = []
+    for workload in chosen:
+        package = WORKLOADS[workload][0]
+        if package not in warm:
+            # Under valgrind the CPU (CPUID) is another, so the object cache has no code for
+            # it: compile it once without instrumentation (valgrind's bare tool is ~10x faster
+            # than callgrind), with time for LLVM to run under valgrind.
+            imports = "; ".join(f"import {m}" for w in chosen if WORKLOADS[w][0] == package for m in WORKLOADS[w][1])
+            sh(["valgrind", "--tool=none", "-q", str(bitcode_py), "-c", imports], env={**os.environ, "JITLOAD_COMPILE_TIMEOUT_S": "7200"})
+            warm.add(package)
+        per_call = {}
+        for side, python in (("wheel", wheel_py), ("bitcode", bitcode_py)):
+            base, _ = count_once(python, workload, 0)
+            total, files = count_once(python, workload, repeat)
+            suffix = ".bc" if side == "bitcode" else ".so"
+            if not all(str(f).endswith(suffix) for f in files.values()):
+                raise RuntimeError(f"{workload}: the {side} side loaded {files}, not {suffix} files")
+            per_call[side] = (total - base) / repeat
+        ratio = per_call["wheel"] / per_call["bitcode"]
+        rows.append({"workload": workload, "wheel_instructions": per_call["wheel"], "bitcode_instructions": per_call["bitcode"], "ratio": ratio})
+        print(f"{workload:34s} wheel {per_call['wheel'] / 1e6:10.3f} M  bitcode {per_call['bitcode'] / 1e6:10.3f} M instructions/call  {ratio:.2f}x", flush=True)
+    return rows
+
+
+def write_instructions(rows: List[Dict[str, Any]], repeat: int) -> None:
+    OUT.mkdir(exist_ok=True)
+    meta = {"repeat": repeat, "python": sys.version.split()[0], "cpu": _cpu() + " (as valgrind presents it)"}
+    (OUT / "wheels-instructions.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    lines = [
+        "# Bitcode builds vs PyPI binary wheels: instructions per call",
+        "",
+        f"`python benches/bench_wheels.py --instructions` — callgrind's instruction count over {repeat} calls minus "
+        "the count over none (the same process otherwise), per call; ratio = wheel / bitcode (> 1: the JIT'd code "
+        f"executes fewer instructions). Not time: no cache or branch behaviour. CPU: {meta['cpu']}.",
+        "",
+        "| workload | wheel (M instructions) | bitcode (M instructions) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r['workload']} | {r['wheel_instructions'] / 1e6:.3f} | {r['bitcode_instructions'] / 1e6:.3f} | {r['ratio']:.2f}x |" for r in rows]
+    (OUT / "wheels-instructions.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 rounds of 3 calls")
@@ -203,11 +281,15 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, help="timed calls per process (default 7, --quick 3)")
     ap.add_argument("--only", help="comma-separated packages")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--instructions", action="store_true", help="count instructions under callgrind instead of timing")
     args = ap.parse_args()
     rounds = args.rounds or (3 if args.quick else 7)
     repeat = args.repeat or (3 if args.quick else 7)
     chosen = [w for w in WORKLOADS if not args.only or WORKLOADS[w][0] in args.only.split(",")]
     wheel_py, bitcode_py = prepare(sorted({WORKLOADS[w][0] for w in chosen}))
+    if args.instructions:
+        write_instructions(count_instructions(wheel_py, bitcode_py, chosen, args.repeat or 3), args.repeat or 3)
+        return 0
     rng = random.Random(args.seed)
     rows = []
     for workload in chosen:

@@ -207,3 +207,26 @@ def test_a_carried_native_object_that_is_not_an_object_is_an_import_error(tmp_pa
     )
     assert res.returncode == 0, res.stderr
     assert "junkobj.ll" in res.stdout and "native object junk.o" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("flags", [[], ["-O0"], ["-O3"]], ids=["no-O", "O0", "O3"])
+def test_standin_compiles_stay_optimisable(tmp_path, flags):
+    """A compile without -O (pip's setuptools can drop Python's -O3) or with -O0 would mark
+    every function `optnone`, which the JIT must obey: the stand-in's bitcode never has it."""
+    from jitload import _native
+
+    src = tmp_path / "t.c"
+    src.write_text("int triple(int x) { return x * 3; }\n")
+    obj = tmp_path / "t.o"
+    proc = subprocess.run([sys.executable, "-m", "jitload._toolchain", "cc", *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ir, _ = _native.inspect(str(obj))
+    assert "define" in ir and "optnone" not in ir
+
+
+def test_toolchain_env_leaves_cflags_alone():
+    """setuptools 84 lets CFLAGS replace Python's own flags (-O3 -fwrapv): never set it."""
+    from jitload.build import toolchain_env
+
+    assert "CFLAGS" not in toolchain_env({})
+    assert toolchain_env({"CFLAGS": "-DX=1"})["CFLAGS"] == "-DX=1"

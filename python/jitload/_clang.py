@@ -98,4 +98,13 @@ BITCODE_FLAGS = [
     "-Qunused-arguments",  # setuptools passes link-only flags to compiles; don't warn about them
     "-Wno-unknown-warning-option",  # Python's CFLAGS come from gcc and may name gcc-only warnings
     "-Wno-ignored-optimization-argument",  # ... and gcc-only optimisation flags
+    # -O0 (or no -O at all) would mark every function `optnone`, which the JIT must obey: the
+    # module would run unoptimised whatever JITLOAD_OPT_LEVEL says (found in wheels built
+    # under pip, whose setuptools dropped Python's -O3; xxh3 ran 5x slower than the wheel).
+    # The JIT optimises at load time, so the compile-time level only shapes the bitcode.
+    "-Xclang", "-disable-O0-optnone",
 ]
+
+#: The optimisation level of a stand-in compile whose command names none (clang's default
+#: is -O0); a later -O in the command wins.
+DEFAULT_OPT = "-O2"

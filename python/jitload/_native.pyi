@@ -30,6 +30,7 @@ __all__ = [
     "cache_prune",
     "cache_stats",
     "dependent_libraries",
+    "embed_variants",
     "exec_extension",
     "find_extension",
     "in_main_interpreter",
@@ -80,6 +81,10 @@ def user_libraries() -> List[str]:
 def link_bitcode(inputs: Sequence[_Path], output: _Path, libraries: Sequence[str] = ..., python_abi: Optional[str] = None) -> None:
     """Link bitcode/IR files into one bitcode module, recording dependent libraries and
     ``python_abi`` (:func:`jitload.abi.record_for`) as named metadata ``jitload.python``."""
+
+def embed_variants(base: _Path, variants: Sequence[Tuple[str, _Path]]) -> None:
+    """Store each (x86-64 level, bitcode file) of ``variants`` in the bitcode module ``base``
+    as named metadata ``jitload.variants`` (see :mod:`jitload._variants`)."""
 
 def dependent_libraries(path: _Path) -> List[str]:
     """The !llvm.dependent-libraries entries of a bitcode/IR file."""

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # (name, kind, argument, default, meaning). Kinds: flag; count (argument: (min, max));
 # seconds (argument: (min, max)); choice (argument: ((word, canonical), ...)); text.
 _MEMORY_CHOICES = (("auto", "auto"), ("mprotect", "mprotect"), ("dualmap", "dualmap"))
+_X86_LEVEL_CHOICES = (("auto", "auto"), ("baseline", "x86-64"), ("v2", "x86-64-v2"), ("v3", "x86-64-v3"), ("v4", "x86-64-v4"))
 SETTINGS = (
     ("JITLOAD_DISABLE", "flag", None, "off", "the .pth file does not install the import hook at start-up"),
     ("JITLOAD_PREFER_BITCODE", "flag", None, "off", "a .bc beside a .so wins (default: the .so wins)"),
@@ -47,6 +48,20 @@ SETTINGS = (
         (("generic", "generic"), ("host", "host"), ("native", "host")),
         "generic",
         "tune code for the host CPU (host) or LLVM's generic x86-64 model (generic); the host's instructions are used either way",
+    ),
+    (
+        "JITLOAD_X86_LEVEL",
+        "choice",
+        _X86_LEVEL_CHOICES,
+        "auto",
+        "the highest x86-64 level whose bitcode variant a module may load (auto: the host's; baseline, v2, v3, v4)",
+    ),
+    (
+        "JITLOAD_BUILD_LEVELS",
+        "choice",
+        (("v3", "v3"), ("all", "all"), ("none", "none")),
+        "v3",
+        "x86-64 levels the build tools compile besides the baseline: v3, all (v2, v3, v4) or none",
     ),
     ("JITLOAD_CODEGEN_THREADS", "count", (1, 8), "", "threads for code generation of large modules (default: the cores, at most 8)"),
     ("JITLOAD_COMPILE_TIMEOUT_S", "seconds", (0.1, 1e9), "600", "how long an isolated compile may run before it is stopped"),

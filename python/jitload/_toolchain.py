@@ -14,7 +14,7 @@ import sys
 import tempfile
 from typing import List, Optional, Tuple
 
-from . import _clang, _native_objects, elf
+from . import _clang, _native_objects, _variants, elf
 from ._bitcode_file import BITCODE_MAGIC, is_bitcode
 from .errors import JitloadError
 
@@ -55,9 +55,11 @@ def compile_main(tool: str, args: List[str]) -> int:
         # The compiler driver used as the shared-library linker (setuptools does this for C++
         # extensions, CMake for everything): a bitcode link.
         return link_main(args, cxx=tool == "clang++")
-    if "-c" in args or "-E" in args or "-S" in args:
-        extra = _clang.BITCODE_FLAGS if "-c" in args else []
-        return subprocess.call([clang, *extra, *args])
+    if "-c" in args:
+        # Also compiled for higher x86-64 levels, carried in the object (see _variants).
+        return _variants.compile_with_variants([clang, _clang.DEFAULT_OPT, *_clang.BITCODE_FLAGS, *args])[0]
+    if "-E" in args or "-S" in args:
+        return subprocess.call([clang, *args])
     # A configure-style probe that links a test program: do a normal native build. Objects
     # from our compiles are bitcode (CMake's compiler checks link them into executables):
     # clang links those with LTO through lld.

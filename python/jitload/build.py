@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from . import _clang, elf
+from . import _clang, _variants, elf
 from ._bitcode_file import BITCODE_MAGIC, is_bitcode
 from .errors import ToolchainError
 
@@ -65,7 +65,10 @@ def compile(
             cmd += [f"-I{d}" for d in [*include_dirs, *_clang.python_include_dirs()]]
             cmd += [f"-D{d}" for d in defines]
             cmd += [*cflags, src, "-o", obj]
-            _run(cmd, f"compiling {src}")
+            status, messages = _variants.compile_with_variants(cmd, capture=True)
+            if status != 0:
+                tail = messages.strip().splitlines()[-40:]
+                raise ToolchainError(f"compiling {src} failed (exit {status}): {' '.join(cmd)}\n" + "\n".join(tail))
             objects.append(obj)
         from ._toolchain import _RUNTIME_LIBRARIES, cxx_runtime
 
@@ -153,8 +156,8 @@ def toolchain_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     if os.path.exists(os.path.join(d, "llvm-ar")):
         cmake_args += [f"-DCMAKE_AR={os.path.join(d, 'llvm-ar')}", f"-DCMAKE_RANLIB={os.path.join(d, 'llvm-ranlib')}"]
     env["CMAKE_ARGS"] = " ".join([env.get("CMAKE_ARGS", ""), *cmake_args]).strip()
-    # setuptools appends CFLAGS/LDFLAGS; keep the user's, add nothing machine-specific.
-    env.setdefault("CFLAGS", "")
+    # CFLAGS stays the user's, or unset: recent setuptools (84 here) lets CFLAGS *replace* Python's own
+    # flags (-O3 -fwrapv ...), so even an empty one would change what the package is built with.
     return env
 
 

@@ -64,6 +64,8 @@ class Options:
         self.clang: Optional[str] = None
         self.clangxx: Optional[str] = None
         self.libllvm: Optional[str] = None
+        #: x86-64 levels the build tools compile besides the baseline (``JITLOAD_BUILD_LEVELS``).
+        self.build_levels = "v3"
 
     @classmethod
     def from_values(cls, values: "Dict[str, Any]", environ: "Any") -> "Options":
@@ -80,6 +82,7 @@ class Options:
         o.clang = values.get("JITLOAD_CLANG")
         o.clangxx = values.get("JITLOAD_CLANGXX")
         o.libllvm = values.get("JITLOAD_LIBLLVM")
+        o.build_levels = values["JITLOAD_BUILD_LEVELS"]
         return o
 
     @classmethod

@@ -182,3 +182,9 @@ extern "C" unsigned jitload_preferred_vector_bits(LLVMTargetMachineRef tm, LLVMV
   TargetTransformInfo tti = reinterpret_cast<TargetMachine *>(tm)->getTargetTransformInfo(*f);
   return static_cast<unsigned>(tti.getRegisterBitWidth(TargetTransformInfo::RGK_FixedWidthVector).getFixedValue());
 }
+
+// Removes named metadata `name` from `m` (the C API can add to named metadata, not remove it).
+extern "C" void jitload_erase_named_metadata(LLVMModuleRef m, const char *name) {
+  if (NamedMDNode *node = unwrap(m)->getNamedMetadata(name))
+    unwrap(m)->eraseNamedMetadata(node);
+}

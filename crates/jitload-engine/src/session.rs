@@ -13,6 +13,7 @@ use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::native;
+use crate::variants;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
 use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
@@ -237,7 +238,8 @@ impl Session {
     /// compile to an object. Touches no state shared with other threads (it may run in a
     /// forked child).
     fn compile_module(&self, ctx: &Context, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
-        let mut module = ir::parse(ctx, bytes, path)?;
+        let module = ir::parse(ctx, bytes, path)?;
+        let mut module = variants::select(ctx, module, &self.host, path)?;
         ir::retarget(&mut module, &self.host, path)?;
         module.define_dso_handle();
         let symbols = module.symbols();
@@ -371,7 +373,8 @@ impl Session {
 
     fn inspect_here(&self, bytes: &[u8], path: &str, opt: OptLevel) -> Result<(String, String), EngineError> {
         in_guarded_context(path, |ctx| {
-            let mut module = ir::parse_content(ctx, bytes, path)?;
+            let module = ir::parse_content(ctx, bytes, path)?;
+            let mut module = variants::select(ctx, module, &self.host, path)?;
             ir::retarget(&mut module, &self.host, path)?;
             // Capture the IR before codegen, which mutates the module, then emit assembly.
             let tm = self.optimize(&mut module, opt, path)?;

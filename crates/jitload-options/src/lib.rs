@@ -48,6 +48,9 @@ pub struct Options {
     pub debugger: bool,
     pub perf_map: bool,
     pub tune_for_host: bool,
+    /// The highest x86-64 level (1 = baseline .. 4) whose bitcode variant may be loaded
+    /// (`JITLOAD_X86_LEVEL`); None: the highest the host supports.
+    pub x86_level: Option<u8>,
     pub codegen_threads: usize,
     pub compile_timeout: Duration,
     pub compile_memory_mb: u64,
@@ -154,6 +157,7 @@ impl Options {
             debugger: flag("JITLOAD_DEBUGGER"),
             perf_map: flag("JITLOAD_PERF_MAP"),
             tune_for_host: choice("JITLOAD_TUNE_CPU") == "host",
+            x86_level: x86_level_number(choice("JITLOAD_X86_LEVEL")),
             codegen_threads: count("JITLOAD_CODEGEN_THREADS").map_or(cores.min(8), |n| n as usize),
             compile_timeout: Duration::try_from_secs_f64(seconds).unwrap_or(Duration::from_secs(600)),
             compile_memory_mb: count("JITLOAD_COMPILE_MEMORY_MB").unwrap_or(1024),
@@ -184,6 +188,17 @@ impl Options {
     /// value is absent), in the table's order.
     pub fn values(&self) -> Vec<(&'static Setting, Option<&Value>, bool)> {
         SETTINGS.iter().map(|s| (s, self.values.get(s.name), self.given.contains_key(s.name))).collect()
+    }
+}
+
+/// An x86-64 level's number from its `-march` name (`x86-64` is 1); None for `auto`.
+pub fn x86_level_number(name: &str) -> Option<u8> {
+    match name {
+        "x86-64" => Some(1),
+        "x86-64-v2" => Some(2),
+        "x86-64-v3" => Some(3),
+        "x86-64-v4" => Some(4),
+        _ => None,
     }
 }
 
@@ -253,6 +268,7 @@ mod tests {
         assert!(o.cache && o.fastload && o.fast_wrappers && o.isolate && o.stencil_pool && o.stencil_relax_calls);
         assert!(!o.debugger && !o.perf_map && !o.tune_for_host && !o.prefer_bitcode);
         assert_eq!(o.opt_level, 2);
+        assert_eq!(o.x86_level, None);
         assert_eq!(o.cache_max_bytes, 2048 << 20);
         assert_eq!(o.compile_timeout, Duration::from_secs(600));
         assert_eq!(o.code_memory, CodeMemoryMode::Auto);
@@ -286,7 +302,9 @@ mod tests {
             ("JITLOAD_STENCIL_MEMORY", "dualmap"),
             ("JITLOAD_COMPILE_MEMORY_MB", " 300 "),
             ("LD_LIBRARY_PATH", "/a::/b"),
+            ("JITLOAD_X86_LEVEL", "baseline"),
         ]);
+        assert_eq!(o.x86_level, Some(1));
         assert!(!o.cache && o.tune_for_host);
         assert_eq!(o.code_memory, CodeMemoryMode::DualMap);
         assert_eq!(o.compile_memory_mb, 300);

@@ -45,6 +45,9 @@ const fn setting(name: &'static str, kind: Kind, default: &'static str, doc: &'s
     Setting { name, kind, default, doc }
 }
 
+/// `JITLOAD_X86_LEVEL`'s words: the canonical form is the level's name as `-march` spells it.
+const X86_LEVEL_WORDS: &[(&str, &str)] = &[("auto", "auto"), ("baseline", "x86-64"), ("v2", "x86-64-v2"), ("v3", "x86-64-v3"), ("v4", "x86-64-v4")];
+
 /// Every run-time setting.
 pub const SETTINGS: &[Setting] = &[
     setting("JITLOAD_DISABLE", Kind::Flag, "off", "the .pth file does not install the import hook at start-up"),
@@ -69,6 +72,18 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Choice(&[("generic", "generic"), ("host", "host"), ("native", "host")]),
         "generic",
         "tune code for the host CPU (host) or LLVM's generic x86-64 model (generic); the host's instructions are used either way",
+    ),
+    setting(
+        "JITLOAD_X86_LEVEL",
+        Kind::Choice(X86_LEVEL_WORDS),
+        "auto",
+        "the highest x86-64 level whose bitcode variant a module may load (auto: the host's; baseline, v2, v3, v4)",
+    ),
+    setting(
+        "JITLOAD_BUILD_LEVELS",
+        Kind::Choice(&[("v3", "v3"), ("all", "all"), ("none", "none")]),
+        "v3",
+        "x86-64 levels the build tools compile besides the baseline: v3, all (v2, v3, v4) or none",
     ),
     setting("JITLOAD_CODEGEN_THREADS", Kind::Count { min: 1, max: 8 }, "", "threads for code generation of large modules (default: the cores, at most 8)"),
     setting("JITLOAD_COMPILE_TIMEOUT_S", Kind::Seconds { min: 0.1, max: 1e9 }, "600", "how long an isolated compile may run before it is stopped"),

@@ -84,6 +84,12 @@ fn link_bitcode(py: Python<'_>, inputs: Vec<PathBuf>, output: PathBuf, libraries
     py.detach(|| link::link_files(&refs, &output, &libraries, python_abi.as_deref())).map_err(|e| engine_error(py, e, None))
 }
 
+/// Stores each (x86-64 level, bitcode file) of `variants` in the bitcode module at `base`.
+#[pyfunction]
+fn embed_variants(py: Python<'_>, base: PathBuf, variants: Vec<(String, PathBuf)>) -> PyResult<()> {
+    py.detach(|| jitload_engine::variants::embed(&base, &variants)).map_err(|e| engine_error(py, e, None))
+}
+
 /// The libraries a bitcode/IR file records in `!llvm.dependent-libraries`.
 #[pyfunction]
 fn dependent_libraries(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
@@ -148,6 +154,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_library, m)?)?;
     m.add_function(wrap_pyfunction!(user_libraries, m)?)?;
     m.add_function(wrap_pyfunction!(link_bitcode, m)?)?;
+    m.add_function(wrap_pyfunction!(embed_variants, m)?)?;
     m.add_function(wrap_pyfunction!(dependent_libraries, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_function(wrap_pyfunction!(host_target, m)?)?;

@@ -83,6 +83,9 @@ impl ObjectCache {
             .field("cpu", CPU.get_or_init(jitload_objload::host::cpu_fingerprint))
             .field("opt", &[opt_level])
             .field("tune", crate::tuning::key_field())
+            // Which x86-64 level's bitcode variant a module may load (0: the host's highest):
+            // with the file and the CPU above, it decides which variant was compiled.
+            .field("x86-level", &[jitload_options::get().x86_level.unwrap_or(0)])
             .field("jitload", env!("CARGO_PKG_VERSION").as_bytes())
             .finish()
     }

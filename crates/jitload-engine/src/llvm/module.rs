@@ -329,15 +329,56 @@ impl<'ctx> Module<'ctx> {
     /// Appends a node holding one string to named metadata `name` (e.g. jitload's record of
     /// the Python ABI a module was built for).
     pub fn add_named_string(&mut self, name: &str, value: &str) {
+        self.add_named_strings(name, &[value.as_bytes()]);
+    }
+
+    /// Appends a node of strings (any bytes) to named metadata `name`.
+    pub fn add_named_strings(&mut self, name: &str, values: &[&[u8]]) {
         let key = cstr(name);
-        // SAFETY: ctx and the string are live; the metadata is uniqued in the context.
+        // SAFETY: ctx and the strings are live (LLVM copies them); the metadata is uniqued in
+        // the context; mds holds values.len() valid metadata.
         unsafe {
-            let md = LLVMMDStringInContext2(self.ctx.raw(), value.as_ptr().cast(), value.len());
-            let mut mds = [md];
-            let node = LLVMMDNodeInContext2(self.ctx.raw(), mds.as_mut_ptr(), 1);
+            let mut mds: Vec<_> = values.iter().map(|v| LLVMMDStringInContext2(self.ctx.raw(), v.as_ptr().cast(), v.len())).collect();
+            let node = LLVMMDNodeInContext2(self.ctx.raw(), mds.as_mut_ptr(), mds.len());
             let value = LLVMMetadataAsValue(self.ctx.raw(), node);
             LLVMAddNamedMetadataOperand(self.raw, key.as_ptr(), value);
         }
+    }
+
+    /// Removes named metadata `name` (its nodes stay in the context while other users hold them).
+    pub fn erase_named_metadata(&mut self, name: &str) {
+        extern "C" {
+            fn jitload_erase_named_metadata(m: LLVMModuleRef, name: *const c_char);
+        }
+        let key = cstr(name);
+        // SAFETY: raw is live; key is NUL-terminated; the shim only touches this module.
+        unsafe { jitload_erase_named_metadata(self.raw, key.as_ptr()) };
+    }
+
+    /// Appends the nodes of `other`'s named metadata `name` to this module's (both modules
+    /// live in one context, where metadata nodes belong, so the nodes are shared, not copied).
+    pub fn copy_named_metadata_from(&mut self, other: &Module<'ctx>, name: &str) {
+        let key = cstr(name);
+        // SAFETY: other.raw is live; key is NUL-terminated.
+        let n = unsafe { LLVMGetNamedMetadataNumOperands(other.raw, key.as_ptr()) } as usize;
+        if n == 0 {
+            return;
+        }
+        let mut nodes: Vec<LLVMValueRef> = vec![ptr::null_mut(); n];
+        // SAFETY: nodes has room for exactly n operands; each is then added to a module of
+        // the same context.
+        unsafe {
+            LLVMGetNamedMetadataOperands(other.raw, key.as_ptr(), nodes.as_mut_ptr());
+            for node in nodes {
+                LLVMAddNamedMetadataOperand(self.raw, key.as_ptr(), node);
+            }
+        }
+    }
+
+    /// Whether the module defines any function or global variable (a module of metadata
+    /// alone, like the build tools' carrier of native objects, does not).
+    pub fn has_definitions(&self) -> bool {
+        self.symbols().iter().any(|s| s.defined)
     }
 
     /// Replaces `llvm.global_ctors` (or `_dtors`) with one exported function `name` that calls
@@ -644,6 +685,13 @@ impl<'ctx> Module<'ctx> {
     pub fn to_bitcode(&self) -> Vec<u8> {
         // SAFETY: raw is live; the returned buffer is owned by us and freed in take_buffer.
         unsafe { take_buffer(LLVMWriteBitcodeToMemoryBuffer(self.raw)) }
+    }
+
+    /// Writes the module as bitcode to `path` through a temporary file and a rename, so a
+    /// reader never sees half a module.
+    pub fn write_bitcode_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, self.to_bitcode()).and_then(|_| std::fs::rename(&tmp, path))
     }
 
     /// The module as textual IR.
