@@ -54,7 +54,9 @@ def ensure_apt(packages: List[str]) -> None:
 def ensure_pip(requirements: List[str]) -> None:
     if not requirements:
         return
-    stamp = WORK / "pip" / hashlib.sha256(" ".join(sorted(requirements)).encode()).hexdigest()[:16]
+    # The stamp lives in the environment pip installs into: the corpus directory is shared by
+    # every checkout (and CI run) on the machine, each with a venv of its own.
+    stamp = Path(sys.prefix) / "jitload-corpus-pip" / hashlib.sha256(" ".join(sorted(requirements)).encode()).hexdigest()[:16]
     if stamp.exists():
         return
     r = sh([PY, "-m", "pip", "install", "-q", *requirements])
