@@ -41,7 +41,7 @@ print(f"   fastmath.calls() = {fastmath.calls()}  (PEP 489 module state)")
 print(f"   fastmath.compiled_by = {fastmath.compiled_by!r}  (set by the Py_mod_exec slot)")
 
 print("4. bad input gives an ImportError, and the interpreter keeps going")
-bad = os.path.join(work, "broken.bc")
+bad = os.path.join(work, "broken" + suffix)  # tagged for this Python: no ABI warning, just the error
 with open(bad, "wb") as f:
     f.write(b"BC\xc0\xde" + os.urandom(64))
 try:
