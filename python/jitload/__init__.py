@@ -211,8 +211,7 @@ def options() -> Dict[str, object]:
     """
     from . import _settings, config
 
-    config.warn_problems()
-    values, _, _ = _settings.read(config._environ)
+    values, _ = config.current()
     return {name: values.get(name) for name, *_ in _settings.SETTINGS}
 
 

@@ -124,8 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _options() -> None:
     from . import _settings, config
 
-    config.warn_problems()
-    values, given, _ = _settings.read(config._environ)
+    values, given = config.current()
     for name, _, _, default, doc in _settings.SETTINGS:
         value = values.get(name)
         shown = "(not set)" if value is None else str(value).lower() if isinstance(value, bool) else str(value)

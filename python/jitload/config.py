@@ -43,7 +43,7 @@ from . import _settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+    from typing import Any, Dict, Optional, Tuple
 
 
 class Options:
@@ -85,17 +85,20 @@ class Options:
         o.build_levels = values["JITLOAD_BUILD_LEVELS"]
         return o
 
-    @classmethod
-    def from_environment(cls) -> "Options":
-        values, _, _ = _settings.read(os.environ)
-        return cls.from_values(values, os.environ)
 
-
+# Every setting's value and the ones given, as the environment said and set_option changed.
 _values, _given, _problems = _settings.read(os.environ)
 # The environment as read, and every set_option since: what a native module loaded later gets.
 _environ: Dict[str, str] = dict(os.environ)
 _overrides: Dict[str, str] = {}
 options = Options.from_values(_values, _environ)
+
+
+def current() -> "Tuple[Dict[str, Any], Dict[str, str]]":
+    """Every setting's value in effect (defaults included) and the ones given (as given),
+    after warning once about what did not parse."""
+    warn_problems()
+    return _values, _given
 
 
 def warn_problems() -> None:
@@ -116,7 +119,7 @@ def set_option(name: str, value: str) -> None:
     """Sets one setting for the rest of the process, as if the environment had said
     ``name=value`` from the start ("" restores the default); ValueError if it does not parse.
     Code that already took a value keeps it (a session takes its settings when it is made)."""
-    global options
+    global options, _values, _given
     if name not in _settings._BY_NAME:
         hint = _settings.suggest(name)
         raise ValueError(f"{name} is not a jitload setting{f' (did you mean {hint}?)' if hint else ''}")
@@ -126,10 +129,10 @@ def set_option(name: str, value: str) -> None:
         raise ValueError(f'{name}="{value}" is not valid: {e}') from None
     _overrides[name] = value
     _environ[name] = value
-    values, _, _ = _settings.read(_environ)
+    _values, _given, _ = _settings.read(_environ)
     # install()'s choices stay (they were made after the environment's).
     keep = {k: getattr(options, k) for k in ("prefer_bitcode", "opt_level", "isolate", "c_source", "cache")}
-    options = Options.from_values(values, _environ)
+    options = Options.from_values(_values, _environ)
     changed = {
         "JITLOAD_PREFER_BITCODE": "prefer_bitcode",
         "JITLOAD_OPT_LEVEL": "opt_level",
