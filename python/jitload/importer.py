@@ -87,7 +87,10 @@ class _SubinterpreterNative:
         opt_level: int = 2,
         isolate: bool = True,
         use_cache: bool = True,
+        tiered: bool = False,
     ) -> ModuleType:
+        # Subinterpreters load eagerly: a failed first-tier call raises through the main
+        # interpreter's error hook, which cannot reach another interpreter's thread state.
         module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate), int(use_cache))
         return module
 
@@ -221,7 +224,14 @@ def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple
             return module, fast
     native = _native()
     module = native.load_extension(
-        path, spec.name, symbol, spec, opt_level=options.opt_level, isolate=options.isolate, use_cache=options.cache
+        path,
+        spec.name,
+        symbol,
+        spec,
+        opt_level=options.opt_level,
+        isolate=options.isolate,
+        use_cache=options.cache,
+        tiered=options.tiered,
     )
     return module, native
 
@@ -445,9 +455,14 @@ def install(
     isolate: Optional[bool] = None,
     c_source: Optional[bool] = None,
     cache: Optional[bool] = None,
+    tier: Optional[str] = None,
 ) -> None:
     """Make ``import`` find bitcode extension modules (and, with ``c_source``, C sources).
     Idempotent; later calls update options."""
+    if tier is not None:
+        if tier not in ("auto", "eager"):
+            raise ValueError(f"tier must be 'auto' or 'eager', not {tier!r}")
+        config.options.tiered = tier == "auto"
     if cache is not None:
         config.options.cache = bool(cache)
     if c_source is not None:

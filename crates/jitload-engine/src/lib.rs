@@ -14,6 +14,7 @@ pub mod native;
 pub mod objfile;
 pub mod session;
 pub mod stubs;
+pub mod tiers;
 pub mod variants;
 
 pub use error::EngineError;

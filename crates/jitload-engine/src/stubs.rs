@@ -180,6 +180,16 @@ mod trampoline {
         "pxor xmm0, xmm0",
         "pxor xmm1, xmm1",
         "ret",
+        // The same for a function whose error value is -1 (an `int`/`Py_ssize_t` return).
+        ".globl jitload_stub_failed_minus_one",
+        ".hidden jitload_stub_failed_minus_one",
+        ".p2align 4",
+        "jitload_stub_failed_minus_one:",
+        "mov rax, -1",
+        "mov rdx, -1",
+        "pxor xmm0, xmm0",
+        "pxor xmm1, xmm1",
+        "ret",
         ".popsection",
         resolve = sym super::resolve_dispatch,
     );
@@ -190,6 +200,8 @@ extern "C" {
     fn jitload_stub_trampoline();
     #[cfg(target_arch = "x86_64")]
     fn jitload_stub_failed();
+    #[cfg(target_arch = "x86_64")]
+    fn jitload_stub_failed_minus_one();
 }
 
 /// The resolver every block's entry jumps to.
@@ -209,6 +221,19 @@ pub fn failed_call_address() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         jitload_stub_failed as *const () as usize as u64
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+/// A function that returns -1: where a call to a function returning an integer goes after
+/// its resolution failed (CPython's error value for `int` and `Py_ssize_t` results).
+pub fn failed_call_minus_one_address() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        jitload_stub_failed_minus_one as *const () as usize as u64
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

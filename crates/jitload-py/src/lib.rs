@@ -6,6 +6,7 @@ mod engine;
 mod error;
 mod stencils;
 mod subinterp;
+mod tiers;
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ fn opt_level(level: u8) -> PyResult<OptLevel> {
 /// Compiles and links an extension module from `path`, runs its static constructors and its
 /// init function `init_symbol`, and returns the module object (unexecuted for PEP 489).
 #[pyfunction]
-#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true, use_cache=true))]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true, use_cache=true, tiered=false))]
 #[allow(clippy::too_many_arguments)]
 fn load_extension<'py>(
     py: Python<'py>,
@@ -38,10 +39,11 @@ fn load_extension<'py>(
     opt_level: u8,
     isolate: bool,
     use_cache: bool,
+    tiered: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let level = self::opt_level(opt_level)?;
     let session = session(py)?;
-    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache };
+    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache, tiered };
     let loaded = py.detach(|| session.load_file(&path, &options));
     cache::warn_once(py, &session)?;
     let loaded = loaded.map_err(|e| engine_error(py, e, Some(fullname)))?;
@@ -164,5 +166,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     engine::register(m)?;
     stencils::register(m)?;
+    tiers::register(m)?;
     Ok(())
 }

@@ -79,7 +79,7 @@ pub fn set_wait_hook(hook: WaitHook) {
     *WAIT_HOOK.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
 }
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     let hook = *WAIT_HOOK.read().unwrap_or_else(|e| e.into_inner());
     let mut f = Some(f);
     let mut out = None;

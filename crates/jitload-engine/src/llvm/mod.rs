@@ -5,6 +5,7 @@ pub mod guard;
 pub mod module;
 pub mod orc;
 pub mod target;
+pub mod tiering;
 
 use std::ffi::{c_char, CStr, CString};
 use std::sync::Once;
