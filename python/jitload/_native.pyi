@@ -40,6 +40,7 @@ __all__ = [
     "link_bitcode",
     "llvm_version",
     "load_extension",
+    "prepare_tiers_for_exit",
     "tier_info",
     "wait_for_tiers",
     "load_library",
@@ -190,4 +191,8 @@ def wait_for_tiers(path: Optional[str] = None, timeout: Optional[float] = None) 
 def tier_info(path: str) -> Optional[Dict[str, Any]]:
     """``{"state": ..., "functions": {name: tier}}`` of the module loaded from ``path`` in
     tiers (tier 0: not compiled yet, 1: -O0, 2: final), or None."""
+    ...
+
+def prepare_tiers_for_exit() -> None:
+    """Compile, while it is safe, what modules loaded in tiers may run at exit."""
     ...

@@ -233,7 +233,25 @@ def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple
         use_cache=options.cache,
         tiered=options.tiered,
     )
+    if options.tiered:
+        _prepare_tiers_for_exit(native)
     return module, native
+
+
+_exit_hook_registered = False
+
+
+def _prepare_tiers_for_exit(native: Any) -> None:
+    """Once a module may have been loaded in tiers: before the interpreter finalises, compile
+    what such modules may still run at exit (destructors, atexit handlers), while that is
+    safe (Python's atexit handlers run before finalisation; C ``atexit`` handlers and static
+    destructors after it, when a first-tier compile could no longer run)."""
+    global _exit_hook_registered
+    if not _exit_hook_registered and hasattr(native, "prepare_tiers_for_exit"):
+        import atexit
+
+        atexit.register(native.prepare_tiers_for_exit)
+        _exit_hook_registered = True
 
 
 class BitcodeExtensionLoader(ExtensionFileLoader):

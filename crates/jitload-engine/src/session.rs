@@ -13,7 +13,6 @@ use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::native;
-use crate::tiers::{self, TieredModule};
 use crate::variants;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
@@ -33,14 +32,11 @@ pub struct LoadOptions {
     pub isolate: bool,
     /// Reuse and store compiled objects in the persistent cache (see `objcache`).
     pub use_cache: bool,
-    /// Compile in tiers (see `tiers`): functions at -O0 on their first call, the whole
-    /// module at `opt_level` in the background. Modules tiers cannot take load eagerly.
-    pub tiered: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { opt_level: OptLevel::O2, required_symbol: None, isolate: true, use_cache: true, tiered: false }
+        LoadOptions { opt_level: OptLevel::O2, required_symbol: None, isolate: true, use_cache: true }
     }
 }
 
@@ -52,14 +48,22 @@ pub type LoadedModule = Linked<OrcCode>;
 pub struct OrcCode {
     pub dylib: Dylib,
     tracker: Tracker,
-    /// A module compiled in tiers: its stubs, which its JITDylib resolves its functions to.
-    pub tiers: Option<Arc<TieredModule>>,
+    /// Stubs its JITDylib resolves the module's functions to (a module compiled in tiers).
+    stubs: Option<Arc<dyn StubResolver>>,
+}
+
+/// Functions a linked module reaches through stubs (see `tiers`).
+pub trait StubResolver: Send + Sync {
+    /// The stub of function `name`, if the module defines it.
+    fn stub(&self, name: &str) -> Option<u64>;
+    /// The module's code is about to be freed.
+    fn detach(&self);
 }
 
 /// The link contract's ORC backend (the warm path's is `jitload-objload`).
 struct OrcLinker<'s> {
     session: &'s Session,
-    tiers: Option<Arc<TieredModule>>,
+    stubs: Option<Arc<dyn StubResolver>>,
 }
 
 impl Linker for OrcLinker<'_> {
@@ -68,8 +72,8 @@ impl Linker for OrcLinker<'_> {
     fn link(&self, label: &str, path: &str, objects: &[Vec<u8>], scope: Arc<ModuleScope>) -> Result<OrcCode, String> {
         let jit = &self.session.jit;
         let dylib = jit.create_dylib(label);
-        let tiers = self.tiers.clone();
-        jit.add_resolver(dylib, Arc::new(move |name: &str| tiers.as_ref().and_then(|t| t.stub(name)).or_else(|| scope.resolve(name))));
+        let stubs = self.stubs.clone();
+        jit.add_resolver(dylib, Arc::new(move |name: &str| stubs.as_ref().and_then(|t| t.stub(name)).or_else(|| scope.resolve(name))));
         if let Some(archive) = builtins_archive() {
             // A missing or unreadable archive only loses rare helpers; linking reports those.
             if let Err(e) = jit.add_archive(dylib, archive) {
@@ -80,7 +84,7 @@ impl Linker for OrcLinker<'_> {
         for object in objects {
             jit.add_object(&tracker, object, path)?;
         }
-        Ok(OrcCode { dylib, tracker, tiers: self.tiers.clone() })
+        Ok(OrcCode { dylib, tracker, stubs: self.stubs.clone() })
     }
 
     fn lookup(&self, code: &OrcCode, names: &[&str]) -> Result<Vec<(u64, bool)>, String> {
@@ -96,9 +100,9 @@ impl Linker for OrcLinker<'_> {
     }
 
     fn free(&self, code: OrcCode, path: &str) {
-        let OrcCode { dylib, tracker, tiers } = code;
-        if let Some(tiers) = tiers {
-            tiers.detach();
+        let OrcCode { dylib, tracker, stubs } = code;
+        if let Some(stubs) = stubs {
+            stubs.detach();
         }
         if let Err(e) = tracker.remove() {
             log::warn!("jitload: freeing {path} failed: {e}");
@@ -197,12 +201,9 @@ impl Session {
     }
 
     /// Reads and loads a `.bc` or `.ll` file.
-    pub fn load_file(self: &Arc<Self>, path: &Path, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+    pub fn load_file(&self, path: &Path, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
         let shown = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| EngineError::Read { path: shown.clone(), source })?;
-        if options.tiered {
-            return self.load_bytes_tiered(&bytes, &shown, options);
-        }
         self.load_bytes(&bytes, &shown, options)
     }
 
@@ -212,7 +213,7 @@ impl Session {
     }
 
     /// The cache key of `bytes` (if the cache is used) and the valid cached object, if any.
-    fn cached(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<(Option<CacheKey>, Option<Compiled>), EngineError> {
+    pub(crate) fn cached(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<(Option<CacheKey>, Option<Compiled>), EngineError> {
         let key = options.use_cache.then(|| ObjectCache::key(bytes, options.opt_level.number()));
         // A payload that is checksummed but not ours to read (a format change): compile anew.
         let cached = key.as_ref().and_then(|k| self.object_cache().get(k)).and_then(|payload| Compiled::from_payload(&payload));
@@ -239,34 +240,26 @@ impl Session {
         self.link_checked(compiled, path, options)
     }
 
-    /// [`Session::load_bytes`] in tiers (see `tiers`): a cached object is linked as usual;
-    /// else the first tier is linked now and the final tier compiled in the background (it
-    /// stores the module in the cache). A module tiers cannot take, or whose declarations do
-    /// not all resolve, is compiled eagerly.
-    pub fn load_bytes_tiered(self: &Arc<Self>, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
-        let (key, cached) = self.cached(bytes, path, options)?;
-        if let Some(compiled) = cached {
-            return self.link_checked(compiled, path, options);
-        }
-        if let Some((compiled, tiers)) = tiers::prepare_first_tier(self, bytes, path, options, key)? {
-            let scope = self.module_scope(&compiled.dependent_libraries, path)?;
-            if check_resolvable(&compiled.undefined, &scope, path).is_ok() {
-                let loaded = link::link(&OrcLinker { session: self, tiers: Some(tiers.clone()) }, scope, self.next_id(), path, compiled, options.required_symbol.as_deref())
-                    .map_err(|f| link_failure(path, f))?;
-                tiers.attach(loaded.code.dylib);
-                tiers::start_final_tier(tiers);
-                return Ok(loaded);
-            }
-        }
-        self.load_bytes(bytes, path, &LoadOptions { tiered: false, ..options.clone() })
+    /// Checks that `compiled`'s symbols resolve and links it.
+    pub(crate) fn link_checked(&self, compiled: Compiled, path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        self.link_with_stubs(compiled, path, options, None)?
     }
 
-    /// Checks that `compiled`'s symbols resolve and links it.
-    fn link_checked(&self, compiled: Compiled, path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+    /// Links `compiled`, its functions resolving to `stubs` first; `Ok(Err(..))` if some
+    /// undefined symbol does not resolve (nothing was linked).
+    pub(crate) fn link_with_stubs(
+        &self,
+        compiled: Compiled,
+        path: &str,
+        options: &LoadOptions,
+        stubs: Option<Arc<dyn StubResolver>>,
+    ) -> Result<Result<LoadedModule, EngineError>, EngineError> {
         let scope = self.module_scope(&compiled.dependent_libraries, path)?;
-        check_resolvable(&compiled.undefined, &scope, path)?;
-        let linker = OrcLinker { session: self, tiers: None };
-        link::link(&linker, scope, self.next_id(), path, compiled, options.required_symbol.as_deref()).map_err(|f| link_failure(path, f))
+        if let Err(unresolved) = check_resolvable(&compiled.undefined, &scope, path) {
+            return Ok(Err(unresolved));
+        }
+        let linker = OrcLinker { session: self, stubs };
+        link::link(&linker, scope, self.next_id(), path, compiled, options.required_symbol.as_deref()).map(Ok).map_err(|f| link_failure(path, f))
     }
 
     /// Compiles `bytes` in a forked child (`options.isolate`) or here.
@@ -431,7 +424,7 @@ impl Session {
     /// JITDylib. Refused (the module is handed back) when another module was linked against
     /// its exports, since that module still points into it.
     pub fn release(&self, module: LoadedModule) -> Result<(), Box<LoadedModule>> {
-        link::release(&OrcLinker { session: self, tiers: None }, module)
+        link::release(&OrcLinker { session: self, stubs: None }, module)
     }
 }
 

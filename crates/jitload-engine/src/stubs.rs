@@ -126,7 +126,7 @@ thread_local! {
 
 /// Records why a stub call could not reach a function; the caller's wrapper raises it.
 pub fn set_call_error(error: crate::EngineError) {
-    CALL_ERROR.with(|e| *e.borrow_mut() = Some(error));
+    let _ = CALL_ERROR.try_with(|e| *e.borrow_mut() = Some(error));
     jitload_codemem::grace::set_call_error_flag(true);
 }
 
@@ -136,7 +136,7 @@ pub fn take_call_error() -> Option<crate::EngineError> {
         return None; // the common case, without the thread-local lookup
     }
     jitload_codemem::grace::set_call_error_flag(false);
-    CALL_ERROR.with(|e| e.borrow_mut().take())
+    CALL_ERROR.try_with(|e| e.borrow_mut().take()).ok().flatten()
 }
 
 #[cfg(target_arch = "x86_64")]

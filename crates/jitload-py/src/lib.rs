@@ -43,8 +43,8 @@ fn load_extension<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let level = self::opt_level(opt_level)?;
     let session = session(py)?;
-    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache, tiered };
-    let loaded = py.detach(|| session.load_file(&path, &options));
+    let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache };
+    let loaded = py.detach(|| if tiered { jitload_engine::tiers::load_file(&session, &path, &options) } else { session.load_file(&path, &options) });
     cache::warn_once(py, &session)?;
     let loaded = loaded.map_err(|e| engine_error(py, e, Some(fullname)))?;
     let init_address = loaded.required_address.expect("required symbol was looked up");

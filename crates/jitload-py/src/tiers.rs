@@ -14,6 +14,12 @@ use crate::error::engine_error;
 /// Raises `error` on the calling thread (taking the GIL if it does not hold it): the call
 /// whose function could not be compiled returns its error value with this exception set.
 fn raise_call_failure(error: EngineError) {
+    // SAFETY: Py_IsInitialized may be called at any time, with or without the GIL.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        // After finalisation (a C atexit handler): there is no interpreter to raise in.
+        eprintln!("jitload: {error}");
+        return;
+    }
     Python::attach(|py| engine_error(py, error, None).restore(py));
 }
 
@@ -58,7 +64,15 @@ fn tier_info<'py>(py: Python<'py>, path: &str) -> PyResult<Option<Bound<'py, PyD
     Ok(Some(info))
 }
 
+/// Compiles what modules may run at exit while that is still safe (registered with
+/// `atexit` by the import hook; see the engine's `tiers::prepare_for_exit`).
+#[pyfunction]
+fn prepare_tiers_for_exit(py: Python<'_>) {
+    py.detach(tiers::prepare_for_exit);
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(prepare_tiers_for_exit, m)?)?;
     tiers::set_failure_hook(raise_call_failure);
     m.add_function(wrap_pyfunction!(wait_for_tiers, m)?)?;
     m.add_function(wrap_pyfunction!(tier_info, m)?)?;

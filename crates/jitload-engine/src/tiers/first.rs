@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Source, TieredModule};
+use super::{Source, TieredModule, PROMOTED};
 use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::context::Context;
@@ -15,9 +15,6 @@ use crate::session::{LoadOptions, Session};
 use crate::variants;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
-/// Suffix of the names local symbols get so that tiers compiled apart can refer to them
-/// (unique within the module's own JITDylib).
-pub(super) const PROMOTED: &str = "jlt";
 
 /// What both tiers do to the module before they differ, so that both see the same names:
 /// retarget, `__dso_handle`, lowered constructors, local symbols made external. Returns
@@ -142,7 +139,8 @@ pub(crate) fn prepare_first_tier(
     };
     let (compiled, module, functions) = prepared;
     let source = Source { module: Some(module), _context: context };
-    let tiers = TieredModule::new(session.clone(), path, options.opt_level, functions, source, Arc::from(bytes), cache_key)?;
+    let runs_at_exit = compiled.has_dtors || jitload_runtime::outlive::pinning_symbol(&compiled.undefined).is_some();
+    let tiers = TieredModule::new(session.clone(), path, options.opt_level, functions, source, Arc::from(bytes), cache_key, runs_at_exit)?;
     super::register(&tiers);
     Ok(Some((compiled, tiers)))
 }

@@ -158,7 +158,7 @@ fn install(module: &TieredModule, final_tier: FinalTier) -> Result<(), EngineErr
     let addresses = module.link_pieces(&objects, &bodies, &label)?;
     for ((stub, _), address) in served.iter().zip(addresses) {
         let slot = &module.slots[module.by_name[stub]];
-        let _binding = crate::library::blocking(|| slot.lock.lock().unwrap_or_else(|e| e.into_inner()));
+        let _binding = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
         module.blocks[slot.block].bind(slot.index, address);
         slot.tier.store(TIER_FINAL, Ordering::Release);
     }
@@ -170,7 +170,7 @@ fn install(module: &TieredModule, final_tier: FinalTier) -> Result<(), EngineErr
     // compile can come any more and the source can go (checked under the source's lock,
     // under which first-tier compiles note what they refer to).
     let served_names: HashSet<&str> = served.iter().map(|(s, _)| s.as_str()).collect();
-    let mut source = crate::library::blocking(|| module.source.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut source = module.source.lock().unwrap_or_else(|e| e.into_inner());
     let stragglers = module.referenced.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|n| !served_names.contains(n.as_str()));
     if !stragglers {
         *source = None;

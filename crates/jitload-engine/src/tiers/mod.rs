@@ -33,12 +33,31 @@ use crate::llvm::module::Module;
 use crate::llvm::orc::{Dylib, Tracker};
 use crate::llvm::target::OptLevel;
 use crate::llvm::tiering::{Returns, TierFunction};
-use crate::session::Session;
+use crate::session::{LoadOptions, LoadedModule, Session, StubResolver};
 use crate::stubs::{self, ResolverCtx, StubBlock, STUBS_PER_BLOCK};
 
-pub(crate) use first::prepare_first_tier;
-pub(crate) use last::start as start_final_tier;
 pub use last::wait_all;
+
+/// Loads the module file `path` in tiers: a cached object is linked as usual; else the first
+/// tier is linked now and the final tier compiled in the background (it stores the module in
+/// the cache). A module tiers cannot take, or whose declarations do not all resolve, is
+/// compiled eagerly.
+pub fn load_file(session: &Arc<Session>, path: &std::path::Path, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| EngineError::Read { path: shown.clone(), source })?;
+    let (key, cached) = session.cached(&bytes, &shown, options)?;
+    if let Some(compiled) = cached {
+        return session.link_checked(compiled, &shown, options);
+    }
+    if let Some((compiled, tiers)) = first::prepare_first_tier(session, &bytes, &shown, options, key)? {
+        if let Ok(loaded) = session.link_with_stubs(compiled, &shown, options, Some(tiers.clone()))? {
+            tiers.attach(loaded.code.dylib);
+            last::start(tiers);
+            return Ok(loaded);
+        }
+    }
+    session.load_bytes(&bytes, &shown, options)
+}
 
 /// Called with the error of a call whose first-tier compile failed, on the calling thread
 /// (the embedding layer raises it as an exception).
@@ -49,6 +68,12 @@ static FAILURE_HOOK: RwLock<Option<FailureHook>> = RwLock::new(None);
 pub fn set_failure_hook(hook: FailureHook) {
     *FAILURE_HOOK.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
 }
+
+/// Suffix of the names local symbols get so that tiers compiled apart can refer to them
+/// (unique within the module's own JITDylib).
+const PROMOTED: &str = "jlt";
+/// How `promote_locals` ends a promoted name.
+const PROMOTED_SUFFIX: &str = ".jlt";
 
 /// The tier a function's stub leads to.
 pub const TIER_NONE: u8 = 0;
@@ -123,6 +148,8 @@ pub struct TieredModule {
     cache_key: Option<jitload_cache::CacheKey>,
     final_state: Mutex<FinalState>,
     final_changed: Condvar,
+    /// The module can run code at exit (static destructors, `atexit` and the like).
+    runs_at_exit: bool,
 }
 
 impl TieredModule {
@@ -135,6 +162,7 @@ impl TieredModule {
         source: Source,
         input: Arc<[u8]>,
         cache_key: Option<jitload_cache::CacheKey>,
+        runs_at_exit: bool,
     ) -> Result<Arc<TieredModule>, EngineError> {
         let mut block_error = None;
         let module = Arc::new_cyclic(|weak: &Weak<TieredModule>| {
@@ -184,6 +212,7 @@ impl TieredModule {
                 cache_key,
                 final_state: Mutex::new(FinalState::Pending),
                 final_changed: Condvar::new(),
+                runs_at_exit,
             }
         });
         match block_error {
@@ -196,15 +225,12 @@ impl TieredModule {
         &self.path
     }
 
-    /// The stub address of `name`, if the module defines that function.
-    pub(crate) fn stub(&self, name: &str) -> Option<u64> {
-        let slot = &self.slots[*self.by_name.get(name)?];
-        Some(self.blocks[slot.block].stub_address(slot.index))
-    }
 
-    /// Each function and the tier its stub leads to now, in module order.
+    /// Each function (a local one under its name in the source) and the tier its stub leads
+    /// to now, in module order.
     pub fn tiers(&self) -> Vec<(String, u8)> {
-        self.slots.iter().map(|s| (s.name.clone(), s.tier.load(Ordering::Acquire))).collect()
+        let shown = |name: &str| name.strip_suffix(PROMOTED_SUFFIX).unwrap_or(name).to_string();
+        self.slots.iter().map(|s| (shown(&s.name), s.tier.load(Ordering::Acquire))).collect()
     }
 
     /// Where the final tier stands.
@@ -244,9 +270,17 @@ impl TieredModule {
         *self.attached.write().unwrap_or_else(|e| e.into_inner()) = Some(Attached { dylib, pieces });
     }
 
+}
+
+impl StubResolver for TieredModule {
+    fn stub(&self, name: &str) -> Option<u64> {
+        let slot = &self.slots[*self.by_name.get(name)?];
+        Some(self.blocks[slot.block].stub_address(slot.index))
+    }
+
     /// The module's code is being freed: nothing may link into it any more, and the final
     /// tier (if still running) is dropped when it ends.
-    pub(crate) fn detach(&self) {
+    fn detach(&self) {
         let attached = self.attached.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(a) = attached {
             if let Err(e) = a.pieces.remove() {
@@ -256,7 +290,9 @@ impl TieredModule {
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.set_final_state(FinalState::Abandoned);
     }
+}
 
+impl TieredModule {
     /// Links `objects` into the module's JITDylib and returns the addresses of `names`;
     /// `Removed` if the module was released.
     fn link_pieces(&self, objects: &[Vec<u8>], names: &[&str], label: &str) -> Result<Vec<u64>, EngineError> {
@@ -304,7 +340,10 @@ impl TieredModule {
     fn first_tier(&self, index: usize) -> Result<u64, EngineError> {
         let slot = &self.slots[index];
         let block = &self.blocks[slot.block];
-        let _compiling = crate::library::blocking(|| slot.lock.lock().unwrap_or_else(|e| e.into_inner()));
+        // No GIL release around these waits: a first call can come from a thread without a
+        // Python thread state (a C atexit handler during finalisation), and the thread holding
+        // the lock needs no GIL to finish.
+        let _compiling = slot.lock.lock().unwrap_or_else(|e| e.into_inner());
         let current = block.target(slot.index);
         if current != block.stub_address(slot.index) + 6 {
             return Ok(current);
@@ -322,7 +361,7 @@ impl TieredModule {
     /// it refers to (under the source's lock, which the final tier takes before it frees the
     /// source).
     fn compile_piece(&self, function: &str, body: &str, label: &str) -> Result<Vec<u8>, EngineError> {
-        let source = crate::library::blocking(|| self.source.lock().unwrap_or_else(|e| e.into_inner()));
+        let source = self.source.lock().unwrap_or_else(|e| e.into_inner());
         let Some(module) = source.as_ref().and_then(|s| s.module.as_ref()) else {
             return Err(EngineError::Removed { library: String::new(), what: format!("the source of '{function}' ({})", self.path) });
         };
@@ -352,19 +391,38 @@ impl TieredModule {
     }
 }
 
-/// Modules whose tiers can still be asked about, by path (the newest load of each path).
+/// Live tiered modules and their paths, oldest first (a reloaded path has several).
 static MODULES: Mutex<Vec<(String, Weak<TieredModule>)>> = Mutex::new(Vec::new());
 
 fn register(module: &Arc<TieredModule>) {
     let mut modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
-    modules.retain(|(path, weak)| weak.strong_count() > 0 && *path != module.path);
+    modules.retain(|(_, weak)| weak.strong_count() > 0);
     modules.push((module.path.clone(), Arc::downgrade(module)));
 }
 
-/// The live tiered module loaded from `path`, if any.
+/// The newest live tiered module loaded from `path`, if any.
 pub fn find(path: &str) -> Option<Arc<TieredModule>> {
     let modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
     modules.iter().rev().find(|(p, _)| p == path).and_then(|(_, w)| w.upgrade())
+}
+
+/// Compiles, at the first tier, every function not compiled yet of each module that can run
+/// code at exit and has not reached its final tier. Called before the interpreter finalises:
+/// compiling from an exit handler, once the process tears down, is not safe (thread-local
+/// storage of this thread and LLVM's are gone).
+pub fn prepare_for_exit() {
+    for module in all() {
+        if !module.runs_at_exit || module.final_state() == FinalState::Done {
+            continue;
+        }
+        for index in 0..module.slots.len() {
+            if module.slots[index].tier.load(Ordering::Acquire) == TIER_NONE {
+                if let Err(e) = module.first_tier(index) {
+                    log::debug!("jitload: at exit: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Every live tiered module.
