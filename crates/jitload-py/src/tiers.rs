@@ -38,7 +38,9 @@ fn state_name(state: &FinalState) -> String {
 #[pyo3(signature = (path=None, timeout=None))]
 fn wait_for_tiers(py: Python<'_>, path: Option<String>, timeout: Option<f64>) -> PyResult<bool> {
     let timeout = match timeout {
-        Some(t) if !(t >= 0.0 && t.is_finite()) => return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, not {t}"))),
+        Some(t) if !(t >= 0.0 && t.is_finite()) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, not {t}")))
+        }
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
@@ -71,7 +73,14 @@ fn prepare_tiers_for_exit(py: Python<'_>) {
     py.detach(tiers::prepare_for_exit);
 }
 
+extern "C" fn interpreter_finalised() {
+    tiers::forbid_compiles();
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // SAFETY: registers a plain extern "C" fn, valid for the process lifetime; Py_AtExit
+    // callbacks run at the end of finalisation, before C atexit handlers.
+    unsafe { pyo3::ffi::Py_AtExit(Some(interpreter_finalised)) };
     m.add_function(wrap_pyfunction!(prepare_tiers_for_exit, m)?)?;
     tiers::set_failure_hook(raise_call_failure);
     m.add_function(wrap_pyfunction!(wait_for_tiers, m)?)?;

@@ -15,7 +15,6 @@ use crate::session::{LoadOptions, Session};
 use crate::variants;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
-
 /// What both tiers do to the module before they differ, so that both see the same names:
 /// retarget, `__dso_handle`, lowered constructors, local symbols made external. Returns
 /// whether there are constructors and destructors, and the functions that were local.
@@ -71,6 +70,10 @@ fn read_lazily<'c>(ctx: &'c Context, bytes: &[u8], path: &str, host: &HostTarget
     Ok(chosen)
 }
 
+/// What preparing a first tier gives: what to link, the module kept for the first tier, its
+/// functions, and what the lowered constructors and destructors call.
+type Prepared = (Compiled, Module<'static>, Vec<crate::llvm::tiering::TierFunction>, Vec<String>);
+
 /// Prepares the first tier of the module in `bytes`: `None` when the module cannot be
 /// compiled in tiers (the caller compiles it eagerly), else what to link (data, constructors,
 /// native objects; functions resolve to stubs) and the module's tiers.
@@ -86,7 +89,7 @@ pub(crate) fn prepare_first_tier(
     // address and disposes after the module.
     let ctx: &'static Context = unsafe { &*(&*context as *const Context) };
     let host = session.host();
-    let work = || -> Result<Option<(Compiled, Module<'static>, Vec<crate::llvm::tiering::TierFunction>)>, EngineError> {
+    let work = || -> Result<Option<Prepared>, EngineError> {
         let mut module = read_lazily(ctx, bytes, path, host)?;
         if let Some(reason) = module.tier_blocker() {
             log::debug!("jitload: {path} is compiled eagerly: {reason}");
@@ -106,6 +109,14 @@ pub(crate) fn prepare_first_tier(
         // does not resolve, the eager path decides (it knows what is used).
         let declared: Vec<String> = symbols.iter().filter(|s| !s.defined && !s.weak_reference).map(|s| s.name.clone()).collect();
         let undefined = native::undefined_with(declared, &symbols, &natives);
+        // What the lowered constructors and destructors call (compiled with the data, so no
+        // first-tier piece notes it): destructors run at exit (see `prepare_for_exit`).
+        let mut lowered_calls = Vec::new();
+        for lowered in [CTORS, DTORS] {
+            if let Some(part) = module.extract_function(lowered, "__jitload_scan") {
+                lowered_calls.extend(part.declared_functions());
+            }
+        }
         let mut globals = module.clone_part(None);
         globals.verify().map_err(|message| EngineError::Verify { path: path.to_string(), message })?;
         let mut objects = vec![session.compile(&mut globals, OptLevel::O0, path)?];
@@ -119,7 +130,7 @@ pub(crate) fn prepare_first_tier(
             has_ctors: common.has_ctors,
             has_dtors: common.has_dtors,
         };
-        Ok(Some((compiled, module, functions)))
+        Ok(Some((compiled, module, functions, lowered_calls)))
     };
     let prepared = match guarded(work) {
         Ok(Ok(Some(prepared))) => prepared,
@@ -137,10 +148,11 @@ pub(crate) fn prepare_first_tier(
             return Err(EngineError::LlvmCrash { path: path.to_string(), reason });
         }
     };
-    let (compiled, module, functions) = prepared;
+    let (compiled, module, functions, lowered_calls) = prepared;
+    let referenced = lowered_calls.into_iter().filter(|n| functions.iter().any(|f| &f.name == n)).collect();
     let source = Source { module: Some(module), _context: context };
-    let runs_at_exit = compiled.has_dtors || jitload_runtime::outlive::pinning_symbol(&compiled.undefined).is_some();
-    let tiers = TieredModule::new(session.clone(), path, options.opt_level, functions, source, Arc::from(bytes), cache_key, runs_at_exit)?;
+    let runs_at_exit = jitload_runtime::outlive::registers_exit_handler(&compiled.undefined);
+    let tiers = TieredModule::new(session.clone(), referenced, path, options.opt_level, functions, source, Arc::from(bytes), cache_key, runs_at_exit)?;
     super::register(&tiers);
     Ok(Some((compiled, tiers)))
 }

@@ -53,6 +53,15 @@ impl FinalTier {
     }
 }
 
+/// Set before the interpreter finalises: no final tier is linked after that (the process is
+/// going away, and LLVM's and the runtime's state with it). Linking holds the read lock.
+static SHUTTING_DOWN: std::sync::RwLock<bool> = std::sync::RwLock::new(false);
+
+/// Stops final tiers from being linked from now on; waits for one being linked now.
+pub(crate) fn shut_down() {
+    *SHUTTING_DOWN.write().unwrap_or_else(|e| e.into_inner()) = true;
+}
+
 /// Final tiers compiling at once, at most `JITLOAD_CODEGEN_THREADS` (the cores by default).
 static RUNNING: Mutex<usize> = Mutex::new(0);
 static SLOT_FREE: Condvar = Condvar::new();
@@ -73,6 +82,7 @@ pub(crate) fn start(module: Arc<TieredModule>) {
 }
 
 fn run(module: &Arc<TieredModule>) {
+    crate::isolate::set_uninterruptible();
     {
         let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         while *running >= limit() {
@@ -151,6 +161,10 @@ fn compile_final(session: &Session, bytes: &[u8], path: &str, opt: OptLevel, kee
 /// Links the final tier and points every stub it serves at it; stores the whole module in
 /// the object cache; frees the first tier's source once no stub can need it.
 fn install(module: &TieredModule, final_tier: FinalTier) -> Result<(), EngineError> {
+    let shutting_down = SHUTTING_DOWN.read().unwrap_or_else(|e| e.into_inner());
+    if *shutting_down {
+        return Err(EngineError::Removed { library: String::new(), what: format!("module {} (the process is exiting)", module.path) });
+    }
     let FinalTier { objects, pairs, cached } = final_tier;
     let served: Vec<&(String, String)> = pairs.iter().filter(|(stub, _)| module.by_name.contains_key(stub)).collect();
     let bodies: Vec<&str> = served.iter().map(|(_, body)| body.as_str()).collect();

@@ -75,10 +75,22 @@ const PROMOTED: &str = "jlt";
 /// How `promote_locals` ends a promoted name.
 const PROMOTED_SUFFIX: &str = ".jlt";
 
+/// Set once the interpreter has finalised: a first-tier compile is no longer safe (C exit
+/// handlers run after this thread's thread-local storage and LLVM's are gone).
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on a function never compiled fails its call instead of being compiled (called
+/// when the interpreter has finalised, before C `atexit` handlers and static destructors).
+pub fn forbid_compiles() {
+    EXITING.store(true, Ordering::Release);
+}
+
 /// The tier a function's stub leads to.
 pub const TIER_NONE: u8 = 0;
 pub const TIER_FIRST: u8 = 1;
 pub const TIER_FINAL: u8 = 2;
+/// Its first-tier compile failed at exit preparation (not tried again there).
+const TIER_FAILED: u8 = 255;
 
 /// Where a module's final tier stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +160,7 @@ pub struct TieredModule {
     cache_key: Option<jitload_cache::CacheKey>,
     final_state: Mutex<FinalState>,
     final_changed: Condvar,
-    /// The module can run code at exit (static destructors, `atexit` and the like).
+    /// The module registers C exit handlers (`atexit`, `Py_AtExit` and the like).
     runs_at_exit: bool,
 }
 
@@ -156,6 +168,7 @@ impl TieredModule {
     #[allow(clippy::too_many_arguments)]
     fn new(
         session: Arc<Session>,
+        referenced: HashSet<String>,
         path: &str,
         opt_level: OptLevel,
         functions: Vec<TierFunction>,
@@ -206,7 +219,7 @@ impl TieredModule {
                 slots,
                 by_name,
                 source: Mutex::new(Some(source)),
-                referenced: Mutex::new(HashSet::new()),
+                referenced: Mutex::new(referenced),
                 attached: RwLock::new(None),
                 input: Mutex::new(Some(input)),
                 cache_key,
@@ -224,7 +237,6 @@ impl TieredModule {
     pub fn path(&self) -> &str {
         &self.path
     }
-
 
     /// Each function (a local one under its name in the source) and the tier its stub leads
     /// to now, in module order.
@@ -269,7 +281,6 @@ impl TieredModule {
         let pieces = self.session.jit().create_tracker(dylib);
         *self.attached.write().unwrap_or_else(|e| e.into_inner()) = Some(Attached { dylib, pieces });
     }
-
 }
 
 impl StubResolver for TieredModule {
@@ -350,8 +361,22 @@ impl TieredModule {
         }
         let label = format!("{} (function '{}')", self.path, slot.name);
         let body = format!("{}.jitload.t1", slot.name);
-        let object = self.compile_piece(&slot.name, &body, &label)?;
-        let address = self.link_pieces(&[object], &[&body], &label)?[0];
+        let compile_and_link = || -> Result<u64, EngineError> {
+            let object = self.compile_piece(&slot.name, &body, &label)?;
+            Ok(self.link_pieces(&[object], &[&body], &label)?[0])
+        };
+        let address = if EXITING.load(Ordering::Acquire) {
+            // Called from an exit handler: this thread's thread-local storage (and LLVM's on
+            // it) is gone; a fresh thread has its own.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(compile_and_link)
+                    .join()
+                    .unwrap_or_else(|_| Err(EngineError::LlvmCrash { path: label.clone(), reason: "the compile thread panicked".into() }))
+            })?
+        } else {
+            compile_and_link()?
+        };
         block.bind(slot.index, address);
         slot.tier.store(TIER_FIRST, Ordering::Release);
         Ok(address)
@@ -406,19 +431,36 @@ pub fn find(path: &str) -> Option<Arc<TieredModule>> {
     modules.iter().rev().find(|(p, _)| p == path).and_then(|(_, w)| w.upgrade())
 }
 
-/// Compiles, at the first tier, every function not compiled yet of each module that can run
-/// code at exit and has not reached its final tier. Called before the interpreter finalises:
-/// compiling from an exit handler, once the process tears down, is not safe (thread-local
-/// storage of this thread and LLVM's are gone).
+/// Compiles, at the first tier, what code that already ran may still call at exit, for each
+/// module that registers C exit handlers (`atexit`, `Py_AtExit` and the like) and has not
+/// reached its final tier: the functions compiled code refers to (calls or takes the address
+/// of, as when it registers a handler), until none is left. Called before the interpreter
+/// finalises. A first call after that (a static destructor, a handler this missed) compiles on
+/// a fresh thread, since the exiting thread's thread-local storage is gone; that was seen to
+/// fail for `atexit` handlers of a module replaced by a reload, hence this step for them.
 pub fn prepare_for_exit() {
+    last::shut_down();
     for module in all() {
         if !module.runs_at_exit || module.final_state() == FinalState::Done {
             continue;
         }
-        for index in 0..module.slots.len() {
-            if module.slots[index].tier.load(Ordering::Acquire) == TIER_NONE {
+        loop {
+            let todo: Vec<usize> = {
+                let referenced = module.referenced.lock().unwrap_or_else(|e| e.into_inner());
+                referenced
+                    .iter()
+                    .filter_map(|n| module.by_name.get(n).copied())
+                    .filter(|&i| module.slots[i].tier.load(Ordering::Acquire) == TIER_NONE)
+                    .collect()
+            };
+            if todo.is_empty() {
+                break;
+            }
+            for index in todo {
                 if let Err(e) = module.first_tier(index) {
                     log::debug!("jitload: at exit: {e}");
+                    // A body that does not compile stays unbound; do not try it again.
+                    module.slots[index].tier.store(TIER_FAILED, Ordering::Release);
                 }
             }
         }
