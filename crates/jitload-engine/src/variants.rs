@@ -86,10 +86,13 @@ fn carried(module: &Module<'_>, path: &str) -> Result<Vec<Variant>, EngineError>
     Ok(out)
 }
 
+/// A level's name and the bitcode of its pieces.
+pub type ChosenLevel = (String, Vec<Vec<u8>>);
+
 /// The level to load on this host and its pieces' bitcode: the highest level `module`
 /// carries that the host and `JITLOAD_X86_LEVEL` allow; `None`: the baseline (`module`
 /// itself).
-pub fn chosen(module: &Module<'_>, host: &HostTarget, path: &str) -> Result<Option<(String, Vec<Vec<u8>>)>, EngineError> {
+pub fn chosen(module: &Module<'_>, host: &HostTarget, path: &str) -> Result<Option<ChosenLevel>, EngineError> {
     let variants = carried(module, path)?;
     if variants.is_empty() {
         return Ok(None);

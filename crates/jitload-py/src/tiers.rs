@@ -16,8 +16,12 @@ use crate::error::engine_error;
 fn raise_call_failure(error: EngineError) {
     // SAFETY: Py_IsInitialized may be called at any time, with or without the GIL.
     if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
-        // After finalisation (a C atexit handler): there is no interpreter to raise in.
-        eprintln!("jitload: {error}");
+        // After finalisation (a C atexit handler): no interpreter to raise in and no logger;
+        // stderr is what is left, as for an exception in an atexit handler.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("jitload: {error}");
+        }
         return;
     }
     Python::attach(|py| engine_error(py, error, None).restore(py));
