@@ -185,6 +185,31 @@ def test_add_and_introspection(lib: ctypes.CDLL) -> None:
     assert fast.wrap(addr(lib, "nothing"), "void()")() is None
 
 
+def test_a_jump_slot_is_read_at_every_call(lib: ctypes.CDLL) -> None:
+    """A wrapper of a stub that jumps through a word calls through the word itself (where its
+    code is within 2 GiB of it: an anonymous mapping, as the engine's stub slots are)."""
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    word = ctypes.c_uint64.from_buffer(page)
+    seen = ctypes.c_int64.in_dll(lib, "calls_seen")
+    word.value = addr(lib, "counted_add")
+    # The target stands for the stub: a call that reached it would not count.
+    add = fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot=ctypes.addressof(word))
+    assert fast.info(add).jump_slot == ctypes.addressof(word)
+    before = seen.value
+    assert add(2, 3) == 5 and seen.value == before + 1, "called through the word"
+    word.value = addr(lib, "add")
+    assert add(2, 3) == 5 and seen.value == before + 1, "the word is read at every call"
+    assert fast.info(fast.wrap(addr(lib, "add"), "int64(int64, int64)")).jump_slot is None
+    with pytest.raises(TypeError, match="jump_slot"):
+        fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot="0x10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NULL"):
+        fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot=0)
+    seen.value = before  # other tests count calls of counted_add from 0
+    del add, word
+    gc.collect()
+    page.close()
+
+
 @pytest.mark.parametrize("name", sorted(INT_TYPES))
 def test_integer_edges(lib: ctypes.CDLL, name: str) -> None:
     _, lo, hi = INT_TYPES[name]

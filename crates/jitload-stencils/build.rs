@@ -171,10 +171,17 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
                 // An absolute, sign-extended 32-bit field (inline asm displacements such as
                 // the handshake slot's `%fs:_JIT_TLS`): the value itself, which must fit.
                 elf::R_X86_64_32S => "Abs32S",
+                // An absolute 64-bit field (inline asm `movabs` from a global's address, the
+                // epoch guard's `_JIT_GRACE_EPOCH`): the value itself.
+                elf::R_X86_64_64 => "Abs64",
                 other => panic!("{}: {name}+{offset:#x}: relocation type {other} against {symbol} is not one the patcher implements", path.display()),
             };
             // Abs32S: a displacement into a TLS block of 64-bit words (`%fs:_JIT_GRACE+8`).
-            let addends: &[i64] = if kind == "Abs32S" { &[0, 8, 16] } else { &[-4] };
+            let addends: &[i64] = match kind {
+                "Abs32S" => &[0, 8, 16],
+                "Abs64" => &[0],
+                _ => &[-4],
+            };
             assert!(addends.contains(&reloc.addend()), "{}: {name}+{offset:#x}: addend {}", path.display(), reloc.addend());
             assert!(!reloc.has_implicit_addend(), "RELA expected");
             holes.push(Hole { offset, kind, symbol, addend: reloc.addend() });

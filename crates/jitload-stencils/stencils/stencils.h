@@ -142,8 +142,9 @@ INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : 
  *        thread's call (set by the reclaimer); a count of this thread's wrapper frames
  *        holding a callback's exception (src/frames.rs): any of them sends the exit to its
  *        slow path, which also tests the frame's `pending`
- * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with a volatile
- * load: a relaxed atomic load on x86-64). Entering returns the token, the epoch word as it
+ * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with one
+ * `movabs` from its absolute address, R_X86_64_64: a relaxed atomic load on x86-64, and one
+ * instruction where a GOT load and a load through it are two). Entering returns the token, the epoch word as it
  * was; an idle word gets the global epoch, published with a plain store and a compiler
  * barrier where the reclaimer fences for every thread (membarrier: grace.rs's
  * readers_fence() is false), else with a locked exchange (a full barrier, as grace.rs's
@@ -172,7 +173,8 @@ INLINE void grace_enter(int fence, uint64_t *token) {
     uint64_t old = GRACE_GET(8);
     *token = old;
     if (LIKELY(old == GRACE_IDLE)) { /* the outermost call publishes its epoch */
-        uint64_t epoch = *(volatile uint64_t *)_JIT_GRACE_EPOCH;
+        uint64_t epoch;
+        __asm__ volatile("movabsq _JIT_GRACE_EPOCH, %0" : "=a"(epoch) : : "memory"); /* rax only */
         if (fence) {
             __asm__ volatile("xchgq %0, %%fs:_JIT_GRACE+8" : "+r"(epoch) : : "memory");
         } else {

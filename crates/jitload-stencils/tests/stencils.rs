@@ -222,8 +222,11 @@ fn check_wrapper(mode: Mode, name: &str) {
     let recording: &'static Recording = Box::leak(Box::new(Recording::new(memory::provider())));
     memory::set_provider(Some(recording));
     let sig = Signature::parse("int64(int64, int64)").unwrap();
-    let block =
-        build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
+    let block = build_wrapper(
+        &runtime,
+        &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None },
+    )
+    .unwrap();
     assert_eq!(block.memory().sealed_by(), name);
     assert_eq!(call(block.entry(), &[2, 3]), 5);
     assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
@@ -259,6 +262,7 @@ fn wrapper_with_every_register_class_and_the_stack() {
         target: native_mix as *const () as usize as u64,
         release_gil: false,
         guard: None,
+        jump_slot: None,
     })
     .unwrap();
     let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
@@ -321,8 +325,11 @@ fn many_blocks_are_freed() {
     let (_serial, runtime, sig) = serial_mprotect_add();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
-        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None })
-            .unwrap();
+        let block = build_wrapper(
+            &runtime,
+            &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None },
+        )
+        .unwrap();
         drop(block);
     }
     let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
@@ -332,7 +339,7 @@ fn many_blocks_are_freed() {
 #[test]
 fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     let (_serial, runtime, sig) = serial_mprotect_add();
-    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
+    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None };
     let (_, live_before) = pool_stats();
     let first = build_wrapper(&runtime, &spec).unwrap();
     let entry = first.entry();
@@ -367,13 +374,74 @@ fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
 }
 
+extern "C" fn native_sub(a: i64, b: i64) -> i64 {
+    a.wrapping_sub(b)
+}
+
+/// One read+write page mapped within 1 GiB below `near` (as an engine stub block's slots
+/// lie near the wrappers' pooled code pages).
+fn map_page_near(near: u64) -> *mut u64 {
+    for k in 1..4096u64 {
+        let hint = (near & !0xFFFF).wrapping_sub(k << 18);
+        // SAFETY: a fresh anonymous mapping; MAP_FIXED_NOREPLACE never replaces one.
+        let page = unsafe {
+            libc::mmap(
+                hint as *mut c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if page as u64 == hint {
+            return page as *mut u64;
+        }
+        if page != libc::MAP_FAILED {
+            // SAFETY: the mapping just made (a kernel that took the flag as a hint only).
+            unsafe { libc::munmap(page, 4096) };
+        }
+    }
+    panic!("no free page within 1 GiB below {near:#x}");
+}
+
+/// A wrapper of a stub (code that only jumps through a word) calls through the word itself
+/// where it is in reach, reading it at every call; out of reach it calls the stub.
+#[test]
+fn calls_read_a_stubs_jump_slot_where_it_is_in_reach() {
+    let (_serial, runtime, sig) = serial_mprotect_add();
+    let (add, sub) = (native_add as *const () as usize as u64, native_sub as *const () as usize as u64);
+    let first = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: add, release_gil: false, guard: None, jump_slot: None }).unwrap();
+    assert_eq!(first.through_words, 0);
+    let word = map_page_near(first.entry());
+    // SAFETY: the word of the page just mapped, read by the wrapper only during calls below.
+    let set = |f: u64| unsafe { std::ptr::write_volatile(word, f) };
+    set(add);
+    // The target stands for the stub: a call that reached it instead of the word would subtract.
+    let spec = WrapperSpec { signature: &sig, target: sub, release_gil: false, guard: None, jump_slot: Some(word as u64) };
+    let block = build_wrapper(&runtime, &spec).unwrap();
+    assert!(block.entry().abs_diff(word as u64) < 1 << 31, "the pool placed the code near the word");
+    assert_eq!(block.through_words, 1);
+    assert_eq!(call(block.entry(), &[5, 3]), 8, "through the word");
+    set(sub);
+    assert_eq!(call(block.entry(), &[5, 3]), 2, "the word is read at every call");
+    // 2^40 bytes away: out of reach, never read; the call goes to the target.
+    let far = WrapperSpec { signature: &sig, target: add, release_gil: false, guard: None, jump_slot: Some(block.entry() + (1 << 40)) };
+    let far = build_wrapper(&runtime, &far).unwrap();
+    assert_eq!(far.through_words, 0);
+    assert_eq!(call(far.entry(), &[5, 3]), 8);
+    drop((first, block, far));
+    // SAFETY: the page mapped above; no wrapper that reads it is left.
+    unsafe { libc::munmap(word as *mut c_void, 4096) };
+}
+
 /// The entries each guard takes: the epoch guard fuses the common shapes unless entering must
 /// fence (no membarrier), which only the chain's entries do.
 #[test]
 fn guards_pick_their_entries() {
     let names = |sig: &str, guard: Option<Guard>| -> Vec<&'static str> {
         let sig = Signature::parse(sig).unwrap();
-        let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard };
+        let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard, jump_slot: None };
         jitload_stencils::plan::wrapper_pieces(&spec).unwrap().iter().map(|p| STENCILS[p.stencil].name).collect()
     };
     let calls = Some(Guard::Calls { enter: 1, exit: 2, ctx: 3 });
@@ -396,7 +464,7 @@ fn signature_errors() {
     }
     let many = format!("int64({})", vec!["int64"; 23].join(", "));
     let sig = Signature::parse(&many).unwrap();
-    let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
+    let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None, jump_slot: None };
     assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
     let sig = Signature::parse(&format!("int64({})", ["int64"; 22].join(", "))).unwrap();
     let pieces = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap();
