@@ -138,6 +138,10 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
             continue;
         };
         assert!(section.align() <= 16, "{}: {name} wants {}-byte alignment", path.display(), section.align());
+        // The stencil is entered at the section's start; a section may also hold local
+        // helpers its stencil calls directly (a thunk entry's body), placed after it.
+        let entry = file.symbols().find(|s| s.name() == Ok(function) && s.section_index() == Some(section.index()));
+        assert!(entry.is_some_and(|s| s.address() == 0 && s.is_global()), "{}: {name} must start with the global function {function}", path.display());
         let code = section.data().expect("section data").to_vec();
         let mut holes = Vec::new();
         for (offset, reloc) in section.relocations() {
@@ -184,6 +188,12 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
             };
             assert!(addends.contains(&reloc.addend()), "{}: {name}+{offset:#x}: addend {}", path.display(), reloc.addend());
             assert!(!reloc.has_implicit_addend(), "RELA expected");
+            // A thunk's exit ends its mark as inside thunk code (thunk.c, THUNK_ENTRY): only a
+            // jump to it (a tail call) guarantees no instruction of the thunk runs after.
+            if symbol == "jitload_fast_cb_leave" {
+                let at = offset as usize;
+                assert!(at >= 2 && code[at - 2..at] == [0xFF, 0x25], "{}: {name}+{offset:#x}: jitload_fast_cb_leave is called, not jumped to", path.display());
+            }
             holes.push(Hole { offset, kind, symbol, addend: reloc.addend() });
         }
         holes.sort_by_key(|h| h.offset);

@@ -186,6 +186,18 @@ INLINE void grace_enter(int fence, uint64_t *token) {
     }
 }
 
+/* The same for a thunk's entry (thunk.c), which keeps the token in a register. Never fenced:
+ * what the mark protects is the thunk's own code, which the thread reached before the mark;
+ * a thunk is retired only by a thread holding the GIL after its Thunk died, and a call that
+ * began before that (happens-before, e.g. through the GIL this call waits for or releases)
+ * made its mark visible first. A call that races with the death of its thunk is a dangling
+ * call, as with any freed function pointer. */
+INLINE uint64_t grace_enter_thunk(void) {
+    uint64_t token;
+    grace_enter(0, &token);
+    return token;
+}
+
 /* Ends the call; whether the host's slow exit must run (code may be freed, or an error waits). */
 INLINE int grace_exit(uint64_t token) {
     GRACE_SET(8, token);
@@ -267,7 +279,6 @@ typedef struct ThunkCell {
     PyObject *callable; /* a reference; NULL once the thunk is closed */
     uint64_t error_i;   /* returned when the callback fails */
     uint64_t error_d;
-    int64_t active;     /* calls inside the thunk's code now (changed with the GIL held) */
 } ThunkCell;
 
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
@@ -277,5 +288,9 @@ extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
 extern PyObject *jitload_fast_null_result(CallFrame *fr);
 extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
 extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);
+/* A thunk's exit, tail-called by its entry: ends the thread's mark (token) after the thunk's
+ * last instruction, frees what waited for it (without the GIL: gil_held says whether this
+ * thread has it), returns {i, d} to the thunk's caller. */
+extern Ret jitload_fast_cb_leave(uint64_t i, double d, uint64_t token, uint64_t gil_held);
 
 #endif

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use jitload_codemem::block::pool_stats;
+use jitload_codemem::grace;
 use jitload_codemem::{self as memory, Mode, Recording};
 use jitload_stencils::table::{self, OBJECTS};
 use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Guard, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
@@ -156,12 +157,27 @@ extern "C" fn fake_dealloc(o: *mut Obj) {
 extern "C" fn fake_tstate() -> usize {
     1
 }
+/// Whether the last call of the fake callable ran inside a grace call (the thunk's mark).
+static CALLED_MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The "callable": returns the sum of its int arguments times 10.
 extern "C" fn fake_vectorcall(_callable: *mut Obj, args: *const *mut Obj, nargsf: usize, _kw: *mut c_void) -> *mut Obj {
+    CALLED_MARKED.store(grace::in_call(), Ordering::SeqCst);
     let n = nargsf & !(1usize << 63);
     // SAFETY: the thunk passes n valid objects.
     let sum: i64 = (0..n).map(|k| unsafe { (**args.add(k)).value }).sum();
     new_int(sum * 10)
+}
+/// The host's slow entry of the epoch guard (an unregistered thread).
+extern "C" fn grace_enter_slow() {
+    grace::enter();
+}
+/// The host's thunk exit (jitload-py's, without the GIL): ends the mark, frees what waited.
+extern "C" fn cb_leave(i: u64, d: f64, token: u64, _gil_held: u64) -> Ret {
+    if grace::exit(grace::Token(token)) && grace::take_wake() {
+        grace::reclaim();
+    }
+    Ret { i, d }
 }
 extern "C" fn unexpected() {
     panic!("a slow path was called in a fast-path test");
@@ -184,6 +200,10 @@ fn fake_runtime() -> Runtime {
             // Unknown: the thunks compare PyGILState_GetThisThreadState with the current one.
             "_JIT_TS_THREAD_ID" => 1,
             "PyObject_Vectorcall" => fake_vectorcall as *const () as usize,
+            "_JIT_GRACE" => grace::inline::tls_offset() as usize,
+            "_JIT_GRACE_EPOCH" => grace::inline::epoch_address(),
+            "jitload_fast_grace_enter" => grace_enter_slow as *const () as usize,
+            "jitload_fast_cb_leave" => cb_leave as *const () as usize,
             _ => unexpected as *const () as usize,
         };
         Some(addr as u64)
@@ -296,7 +316,7 @@ fn thunk_runs_and_frees_what_it_boxes() {
     let runtime = fake_runtime();
     let before = LIVE.load(Ordering::SeqCst);
     let callable = new_int(0);
-    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0, active: 0 });
+    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0 });
     let sig = Signature::parse("int64(int64, int64)").unwrap();
     let block = build_thunk(&runtime, &sig, &*cell).unwrap();
     // SAFETY: a C function of this signature, calling the fake vectorcall.
@@ -306,7 +326,18 @@ fn thunk_runs_and_frees_what_it_boxes() {
     for i in 0..1000 {
         assert_eq!(f(i, 1), (i + 1) * 10);
     }
-    assert_eq!(cell.active, 0, "calls counted in and out");
+    assert!(CALLED_MARKED.load(Ordering::SeqCst), "the callable ran with the thread marked inside thunk code");
+    assert!(!grace::in_call(), "the exit ended the mark");
+    // A thread never seen before registers on its first call.
+    let entry = block.entry() as usize;
+    std::thread::spawn(move || {
+        // SAFETY: as above.
+        let f: extern "C" fn(i64, i64) -> i64 = unsafe { std::mem::transmute(entry) };
+        assert_eq!(f(4, 5), 90);
+        assert!(!grace::in_call());
+    })
+    .join()
+    .unwrap();
     fake_dealloc(callable);
     assert_eq!(LIVE.load(Ordering::SeqCst), before, "arguments and results were released");
     assert_no_writable_exec(block.entry());
