@@ -1,6 +1,6 @@
-//! Executable memory for everything jitload runs that it wrote itself: the stencils' call
-//! wrappers and callback thunks, the warm path's loaded images (jitload-objload), the engine's
-//! stubs. One place decides how written memory becomes executable, what a page is, and when
+//! Executable memory for everything jitload runs that it wrote or linked itself: the stencils'
+//! call wrappers and callback thunks, the warm path's loaded images (jitload-objload), the
+//! engine's stubs and the code ORC links for it. One place decides how written memory becomes executable, what a page is, and when
 //! code may be freed.
 //!
 //! # W^X: providers
@@ -26,20 +26,17 @@
 //! that way at once (it is still written and not yet running), so callers never retry.
 //! This crate reads no environment.
 //!
-//! # Not covered: code ORC links
+//! # Code ORC links
 //!
-//! The engine's compiled code is linked by ORC's JITLink (`ObjectLinkingLayer`), whose default
-//! `InProcessMemoryManager` maps and `mprotect`s through `sys::Memory`, not through this crate,
-//! so `dualmap` does not reach it: on a host refusing `mprotect` to executable, the engine's
-//! links would fail (not tried on such a host), while the warm path, stubs and wrappers work. The C API's
-//! `LLVMOrcCreateRTDyldObjectLinkingLayerWithMCJITMemoryManagerLikeCallbacks` would mean
-//! giving up JITLink for RuntimeDyld. What it takes instead, in the engine's C++ shim: an
-//! `orc::MemoryMapper` whose `reserve`/`initialize`/`release` call back into this crate
-//! (map, seal each segment by its protection, unmap; `initialize` also runs the allocation's
-//! finalize actions, as `InProcessMemoryMapper` does), wrapped in a
-//! `MapperJITLinkMemoryManager`, and an `ObjectLinkingLayer` built with it through
-//! `LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator` (adding the EH-frame registration plugin
-//! LLJIT's default creator adds).
+//! The engine's compiled code is linked by ORC's JITLink (`ObjectLinkingLayer`), whose memory
+//! manager the engine replaces (its C++ shim, `shim/jit_memory.cpp`): a
+//! `MapperJITLinkMemoryManager` over an `orc::MemoryMapper` whose reserve / initialize /
+//! deinitialize / release call back into this crate (`src/llvm/jit_memory.rs`): reservations
+//! are [`Provider::map`]ped, each segment sealed by its protection (executable ones by the
+//! provider, so `dualmap` reaches them), freed ranges replaced by fresh pages
+//! ([`Provider::map_fresh`]: never made writable again), reservations unmapped. Debuggers
+//! cannot put software breakpoints into `dualmap` code (ptrace cannot write a read-only
+//! shared mapping): use hardware ones (`hbreak` in gdb).
 //!
 //! # Memory shapes
 //!
