@@ -15,7 +15,8 @@ Calls, from a Python loop (``timeit``'s loop; its empty-loop cost is subtracted)
   * cffi-api     a compiled cffi module (API mode)
   * cffi-abi     ffi.dlopen (ABI mode)
   * numba        @njit functions (the dispatcher's call cost)
-  * jitload.engine  the engine's Function (today's ctypes path), when importable
+  * jitload Library.function  the engine's functions: a jitload.fast wrapper under the engine's
+                 epoch guard (removal-safe), calling through the function's stable entry point
 Callbacks, from a native loop in the C extension, per call of cb(i, 1) -> int64 and cb() -> int64:
   * direct       PyObject_Vectorcall from C (boxing i and 1, unboxing the result)
   * jitload.fast a thunk from jitload.fast.callback, called through its C function pointer
@@ -208,6 +209,8 @@ void f_native(void) {}
 
 
 CALLING_FLOOR = "C ext calling the function (not inlined)"
+# The engine's functions (`Library.function`: a fast wrapper under the epoch guard, through a stub).
+ENGINE = "jitload Library.function"
 PLACEMENTS = 4
 
 
@@ -324,11 +327,11 @@ class Peers:
                 "define i64 @add(i64 %a, i64 %b) {\n  %s = add i64 %a, %b\n  ret i64 %s\n}\n"
                 "define void @f() {\n  ret void\n}\n"
             )
-            add["jitload.engine Function"] = engine_lib.function("add", "int64(int64, int64)")
-            f["jitload.engine Function"] = engine_lib.function("f", "void()")
+            add[ENGINE] = engine_lib.function("add", "int64(int64, int64)")
+            f[ENGINE] = engine_lib.function("f", "void()")
             self.engine_lib = engine_lib
         except Exception as exc:  # noqa: BLE001 - the engine is optional here
-            self.notes.append(f"jitload engine Function skipped: {exc}")
+            self.notes.append(f"{ENGINE} skipped: {exc}")
 
         # Callbacks: (loop, pointer or callable) per peer.
         self.callbacks: Dict[str, Dict[str, Tuple[Callable[[Any, int], int], Any]]] = {"cb(i, 1)": {}, "cb()": {}}
@@ -648,7 +651,7 @@ def count_instructions(n: int) -> Dict[str, Any]:
     return result
 
 
-def verdicts(results: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
+def verdicts(results: Dict[str, Any], instructions: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
     """The issue's targets, from the medians of the run (ratio of medians; the paired ratio in
     brackets)."""
     out: List[Tuple[str, bool, str]] = []
@@ -671,6 +674,17 @@ def verdicts(results: Dict[str, Any]) -> List[Tuple[str, bool, str]]:
             if other in peers:
                 theirs = peers[other]["median_ns"]
                 out.append((f"{bench}: faster than {other}", mine < theirs, f"{mine:.1f} vs {theirs:.1f} ns"))
+    counted = instructions.get("calls", {})
+    for bench, peers in results["calls"].items():
+        if ENGINE not in peers:
+            continue
+        floor = peers[FLOORS["calls"]]["median_ns"]
+        ratio = peers[ENGINE]["median_ns"] / floor
+        out.append((f"{bench}: {ENGINE} <= 1.2x the C extension floor", ratio <= 1.2, f"{ratio:.2f}x; {paired(peers[ENGINE])}"))
+        instructions = counted.get(bench, {})
+        if ENGINE in instructions and FLOORS["calls"] in instructions:
+            ratio = instructions[ENGINE] / instructions[FLOORS["calls"]]
+            out.append((f"{bench}: {ENGINE} <= 1.2x the floor's instructions", ratio <= 1.2, f"{ratio:.3f}x"))
     for bench, peers in results["callbacks"].items():
         floor = peers[FLOORS["callbacks"]]["median_ns"]
         me = peers["jitload.fast"]
@@ -749,7 +763,7 @@ def markdown(results: Dict[str, Any], meta: Dict[str, Any]) -> str:
     for kind, r in results["build"].items():
         lines.append(f"| jitload.fast.{kind} | {r['median_us']:.1f} | {r['p25_us']:.1f}-{r['p75_us']:.1f} |")
     lines += ["", "## Targets", ""]
-    for text, ok, value in verdicts(results):
+    for text, ok, value in verdicts(results, instr):
         lines.append(f"- {'met' if ok else 'MISSED'}: {text} ({value})")
     for note in meta.get("notes", []):
         lines.append(f"- note: {note}")
@@ -808,7 +822,7 @@ def main() -> None:
         meta["instructions"] = count_instructions(20_000 if not args.quick else 5_000)
     text = markdown(results, meta)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "results": results, "targets": verdicts(results)}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"meta": meta, "results": results, "targets": verdicts(results, meta.get("instructions") or {})}, indent=2) + "\n")
     args.md.write_text(text)
     sys.stdout.write(text)
 

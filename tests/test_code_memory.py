@@ -1,6 +1,6 @@
 """Every kind of code jitload writes itself is sealed by the provider `JITLOAD_CODE_MEMORY`
 chooses (crates/jitload-codemem): the warm path's loaded module (objload), the engine's stubs,
-the fast wrappers. With `dualmap` each lives in a read+execute memfd mapping, as on a host that
+the fast wrappers, and the code ORC links (cold imports, engine functions). With `dualmap` each lives in a read+execute memfd mapping, as on a host that
 forbids making written memory executable; W^X holds either way."""
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ print(json.dumps({{
     "module": mapping(c_function(m.answer)),
     "stub": mapping(lib.address("add")),
     "wrapper": mapping(add.__self__.code[0]),
+    # The function's body, where its stub's slot points: code ORC linked.
+    "body": mapping(ctypes.c_uint64.from_address(lib._native.jump_slot("add")).value),
     "provider": _native._stencils.memory_strategy(),
     "wx": writable_exec,
 }}))
@@ -69,11 +71,13 @@ def test_every_kind_of_code_is_sealed_by_the_chosen_provider(tmp_path: Path, mod
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    warm = runs[1]
+    cold, warm = runs
     assert warm["warm"] == 1, "the second import links the cached object (objload)"
     assert warm["provider"] == mode
-    for kind in ("module", "stub", "wrapper"):
-        assert warm[kind] is not None, kind
-        assert warm[kind][0] == perms, (kind, warm[kind])
-        assert warm[kind][1].startswith(path), (kind, warm[kind])
+    # The cold import's module and the engine's function bodies were linked by ORC (JITLink
+    # through jitload-codemem: shim/jit_memory.cpp), the rest by jitload itself.
+    for run, kind in [(cold, "module"), (cold, "body"), (warm, "module"), (warm, "stub"), (warm, "wrapper"), (warm, "body")]:
+        assert run[kind] is not None, kind
+        assert run[kind][0] == perms, (kind, run[kind])
+        assert run[kind][1].startswith(path), (kind, run[kind])
     assert warm["wx"] == [] and runs[0]["wx"] == []

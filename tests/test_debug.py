@@ -36,6 +36,12 @@ PyMODINIT_FUNC PyInit_NAME(void) { return PyModule_Create(&def); }
 """
 
 
+# With JITLOAD_CODE_MEMORY=dualmap, code lives in a read-only shared memfd mapping, which
+# ptrace cannot write: gdb's software breakpoints (int3) cannot be inserted there, so the
+# test uses a hardware breakpoint in that mode (as a user would).
+BREAK = "hbreak" if os.environ.get("JITLOAD_CODE_MEMORY") == "dualmap" else "break"
+
+
 def make(tmp_path: Path) -> tuple[Path, str]:
     name = unique("dbg")
     mods = tmp_path / "mods"
@@ -54,7 +60,7 @@ def test_gdb_breaks_in_jitted_code_with_source_lines(tmp_path: Path) -> None:
     out = subprocess.run(
         ["gdb", "-q", "-batch", "-nx",
          "-ex", "set breakpoint pending on", "-ex", "set debuginfod enabled off",
-         "-ex", "break helper_for_gdb", "-ex", "run", "-ex", "bt 6", "-ex", "continue",
+         "-ex", f"{BREAK} helper_for_gdb", "-ex", "run", "-ex", "bt 6", "-ex", "continue",
          "--args", sys.executable, str(script)],
         env=env, capture_output=True, text=True, timeout=300,
     )

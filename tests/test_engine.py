@@ -45,6 +45,9 @@ def test_add_call_and_symbols(session: jitload.Session) -> None:
 
     if jitload.fast.available():
         assert jitload.fast.info(add).address == lib.address("add"), "calls go through the stable entry point"
+        # ... reading its word themselves (the stub block and the wrapper's code page are
+        # both anonymous mappings, placed near each other).
+        assert jitload.fast.info(add).jump_slot == lib._native.jump_slot("add")
 
 
 def test_replace_redirects_other_modules_calls(session: jitload.Session) -> None:

@@ -10,6 +10,7 @@ import ctypes
 import gc
 import math
 import mmap
+import os
 import struct
 import subprocess
 import sys
@@ -183,6 +184,31 @@ def test_add_and_introspection(lib: ctypes.CDLL) -> None:
     assert add.__name__ == "add"
     assert "int64(int64, int64)" in (add.__doc__ or "")
     assert fast.wrap(addr(lib, "nothing"), "void()")() is None
+
+
+def test_a_jump_slot_is_read_at_every_call(lib: ctypes.CDLL) -> None:
+    """A wrapper of a stub that jumps through a word calls through the word itself (where its
+    code is within 2 GiB of it: an anonymous mapping, as the engine's stub slots are)."""
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    word = ctypes.c_uint64.from_buffer(page)
+    seen = ctypes.c_int64.in_dll(lib, "calls_seen")
+    word.value = addr(lib, "counted_add")
+    # The target stands for the stub: a call that reached it would not count.
+    add = fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot=ctypes.addressof(word))
+    assert fast.info(add).jump_slot == ctypes.addressof(word)
+    before = seen.value
+    assert add(2, 3) == 5 and seen.value == before + 1, "called through the word"
+    word.value = addr(lib, "add")
+    assert add(2, 3) == 5 and seen.value == before + 1, "the word is read at every call"
+    assert fast.info(fast.wrap(addr(lib, "add"), "int64(int64, int64)")).jump_slot is None
+    with pytest.raises(TypeError, match="jump_slot"):
+        fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot="0x10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NULL"):
+        fast.wrap(addr(lib, "add"), "int64(int64, int64)", jump_slot=0)
+    seen.value = before  # other tests count calls of counted_add from 0
+    del add, word
+    gc.collect()
+    page.close()
 
 
 @pytest.mark.parametrize("name", sorted(INT_TYPES))
@@ -790,20 +816,83 @@ def test_thunk_freed_with_its_object(lib: ctypes.CDLL) -> None:
 
 
 def test_callback_that_drops_its_own_thunk(lib: ctypes.CDLL) -> None:
+    from jitload import _native
+
     holder: Dict[str, Any] = {}
+    waiting: List[int] = []
 
     def cb() -> int:
         holder.clear()  # the last reference to the thunk goes away during its own call
+        waiting.append(_native._stencils.buried_thunks())
         return 5
 
     holder["t"] = fast.callback(cb, "int64()")
     address = holder["t"].address
     assert via_wrapper(lib, "call0", "int64(ptr)")(address) == 5
-    from jitload import _native
+    assert waiting == [1], "kept while its own call runs"
+    assert _native._stencils.buried_thunks() == 0, "freed by the call's exit"
 
-    assert _native._stencils.buried_thunks() >= 1  # kept for a grace period
-    time.sleep(0.1)
-    assert _native._stencils.buried_thunks() == 0  # then freed
+
+PARKED_IN_THUNK_EXIT = r"""
+import ctypes, gc, sys, threading, time
+import jitload.fast as fast
+from jitload import _native
+
+lib = ctypes.CDLL(sys.argv[1])
+lib.call2_in_thread.restype = ctypes.c_int64
+lib.call2_in_thread.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64]
+parked, release = threading.Event(), threading.Event()
+local = threading.local()
+
+
+class Parker:
+    # Runs when the new thread's thread state is cleared: inside the thunk's
+    # PyGILState_Release, after the callback returned and before the thunk's code returns.
+    def __del__(self) -> None:
+        parked.set()
+        release.wait(60)
+
+
+def cb(a: int, b: int) -> int:
+    local.parker = Parker()
+    return a + b
+
+
+thunk = fast.callback(cb, "int64(int64, int64)")
+address = thunk.address
+result = []
+caller = threading.Thread(target=lambda: result.append(lib.call2_in_thread(address, 2, 3)))
+caller.start()
+assert parked.wait(60)
+del thunk
+gc.collect()
+for _ in range(200):  # other thunks made and freed meanwhile
+    fast.callback(lambda a, b: 0, "int64(int64, int64)").close()
+time.sleep(0.2)  # longer than any grace period a timer would give
+print("waiting while parked:", _native._stencils.buried_thunks(), flush=True)
+release.set()
+caller.join()
+print("result:", result[0], flush=True)
+print("waiting after:", _native._stencils.buried_thunks(), flush=True)
+"""
+
+
+def test_thunk_code_outlives_a_thread_parked_in_its_exit(lib: ctypes.CDLL, tmp_path: Path) -> None:
+    """A callback from a thread CPython never saw: the thunk takes the GIL with a new thread
+    state and, on the way out, releases it, which clears that thread state: a ``__del__``
+    run there parks the thread inside the thunk's exit while the thunk dies and 200 more are
+    made and freed, for longer than the 50 ms timer that used to free dead thunks' code.
+    Each block in its own mapping (no pooling), so freed code is unmapped: the parked thread
+    then returned into unmapped memory (SIGSEGV). Now the code waits for it."""
+    script = tmp_path / "parked.py"
+    script.write_text(PARKED_IN_THUNK_EXIT)
+    env = dict(os.environ, JITLOAD_STENCIL_POOL="0")
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", str(script), lib._name], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())
+    assert int(lines["waiting while parked"]) >= 1, proc.stdout
+    assert lines["result"] == "5"
+    assert lines["waiting after"] == "0", "the parked thread's exit freed them"
 
 
 def test_callback_from_a_foreign_thread(lib: ctypes.CDLL, unraisable: List[Any]) -> None:

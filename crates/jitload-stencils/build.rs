@@ -138,6 +138,10 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
             continue;
         };
         assert!(section.align() <= 16, "{}: {name} wants {}-byte alignment", path.display(), section.align());
+        // The stencil is entered at the section's start; a section may also hold local
+        // helpers its stencil calls directly (a thunk entry's body), placed after it.
+        let entry = file.symbols().find(|s| s.name() == Ok(function) && s.section_index() == Some(section.index()));
+        assert!(entry.is_some_and(|s| s.address() == 0 && s.is_global()), "{}: {name} must start with the global function {function}", path.display());
         let code = section.data().expect("section data").to_vec();
         let mut holes = Vec::new();
         for (offset, reloc) in section.relocations() {
@@ -171,12 +175,25 @@ fn parse(group: &'static str, path: &Path, bytes: &[u8]) -> Vec<Stencil> {
                 // An absolute, sign-extended 32-bit field (inline asm displacements such as
                 // the handshake slot's `%fs:_JIT_TLS`): the value itself, which must fit.
                 elf::R_X86_64_32S => "Abs32S",
+                // An absolute 64-bit field (inline asm `movabs` from a global's address, the
+                // epoch guard's `_JIT_GRACE_EPOCH`): the value itself.
+                elf::R_X86_64_64 => "Abs64",
                 other => panic!("{}: {name}+{offset:#x}: relocation type {other} against {symbol} is not one the patcher implements", path.display()),
             };
             // Abs32S: a displacement into a TLS block of 64-bit words (`%fs:_JIT_GRACE+8`).
-            let addends: &[i64] = if kind == "Abs32S" { &[0, 8, 16] } else { &[-4] };
+            let addends: &[i64] = match kind {
+                "Abs32S" => &[0, 8, 16],
+                "Abs64" => &[0],
+                _ => &[-4],
+            };
             assert!(addends.contains(&reloc.addend()), "{}: {name}+{offset:#x}: addend {}", path.display(), reloc.addend());
             assert!(!reloc.has_implicit_addend(), "RELA expected");
+            // A thunk's exit ends its mark as inside thunk code (thunk.c, THUNK_ENTRY): only a
+            // jump to it (a tail call) guarantees no instruction of the thunk runs after.
+            if symbol == "jitload_fast_cb_leave" {
+                let at = offset as usize;
+                assert!(at >= 2 && code[at - 2..at] == [0xFF, 0x25], "{}: {name}+{offset:#x}: jitload_fast_cb_leave is called, not jumped to", path.display());
+            }
             holes.push(Hole { offset, kind, symbol, addend: reloc.addend() });
         }
         holes.sort_by_key(|h| h.offset);

@@ -279,10 +279,12 @@ class Library:
             from . import fast
 
             address = self.address(name)
-            if self._native.is_stub(name):
+            jump_slot = self._native.jump_slot(name)
+            if jump_slot is not None:
                 # Reached through a stable entry point, which raises RemovedError itself: the
-                # engine's epoch guard, inline in the wrapper, is all a call needs.
-                return fast.wrap(address, sig, name=name, owner=self, release_gil=release_gil, guard="epoch")
+                # engine's epoch guard, inline in the wrapper, is all a call needs. The wrapper
+                # jumps through the entry point's word itself (one jump fewer a call).
+                return fast.wrap(address, sig, name=name, owner=self, release_gil=release_gil, guard="epoch", jump_slot=jump_slot)
             # An object-file function, called directly: its module is checked on every call.
             enter, exit_, ctx, guard = self._native.call_guard(name)
             return fast.wrap(address, sig, name=name, owner=(self, guard), release_gil=release_gil, guard=(enter, exit_, ctx))

@@ -122,6 +122,7 @@ def wrap(
     owner: object = None,
     release_gil: bool = False,
     guard: Union[Tuple[int, int, int], Literal["epoch"], None] = None,
+    jump_slot: Optional[int] = None,
 ) -> Callable[..., Any]:
     """A Python callable for the native function at ``address`` with the C ``signature``.
 
@@ -135,12 +136,19 @@ def wrap(
     (what :meth:`jitload.Library.function` uses), inline in the wrapper: code the engine
     removes during a call is freed after the call returns, and a call that reached a removed
     or ungeneratable function through its stable entry point raises the engine's error.
+    ``jump_slot``: where ``address`` is a stub that only jumps through an 8-byte word (a PLT
+    entry, the engine's stable entry points: :meth:`jitload.Library.function` passes it),
+    that word's address; the wrapper then calls through the word itself where its code is
+    within 2 GiB of it (one jump fewer a call; ``info(f).jump_slot`` says whether). The word
+    must always hold an address that does what ``address`` does, and outlive the wrapper.
     """
     _require()
     sig = _signature(signature)
     if not isinstance(address, int) or isinstance(address, bool):
         raise TypeError(f"address must be an int, not {type(address).__name__}")
-    fn: Callable[..., Any] = _impl.wrap(address, sig.result, list(sig.args), name, owner, release_gil, guard)
+    if jump_slot is not None and (not isinstance(jump_slot, int) or isinstance(jump_slot, bool)):
+        raise TypeError(f"jump_slot must be an int or None, not {type(jump_slot).__name__}")
+    fn: Callable[..., Any] = _impl.wrap(address, sig.result, list(sig.args), name, owner, release_gil, guard, jump_slot)
     return fn
 
 

@@ -71,30 +71,18 @@ static RETIRED: Mutex<VecDeque<(u64, Retired)>> = Mutex::new(VecDeque::new());
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 std::arch::global_asm!(
     ".pushsection .tbss.jitload_grace_words,\"awT\",@nobits",
+    // Global (but hidden: this library's own) so that inline assembly inlined into other
+    // crates of the library can name it.
+    ".globl jitload_grace_words",
+    ".hidden jitload_grace_words",
     ".p2align 3",
     ".type jitload_grace_words, @object",
     ".size jitload_grace_words, 24",
     "jitload_grace_words:",
     ".zero 24",
     ".popsection",
-    ".pushsection .text.jitload_grace_tls_offset,\"ax\",@progbits",
-    ".globl jitload_grace_tls_offset",
-    ".hidden jitload_grace_tls_offset",
-    ".type jitload_grace_tls_offset, @function",
-    ".p2align 4",
-    "jitload_grace_tls_offset:",
-    "movq jitload_grace_words@GOTTPOFF(%rip), %rax",
-    "ret",
-    ".size jitload_grace_tls_offset, .-jitload_grace_tls_offset",
-    ".popsection",
     options(att_syntax)
 );
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-extern "C" {
-    /// The words' offset from the thread pointer (the same in every thread).
-    fn jitload_grace_tls_offset() -> isize;
-}
 
 /// This thread's three state words.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -106,19 +94,16 @@ fn words() -> *mut [AtomicU64; 3] {
     (thread_pointer as isize).wrapping_add(tls_offset()) as *mut [AtomicU64; 3]
 }
 
-/// The words' offset from the thread pointer, asked once (initial-exec offsets are never 0).
+/// The words' offset from the thread pointer: the constant the dynamic linker resolved for
+/// this library's static TLS block, read from its GOT entry (initial-exec; the same in
+/// every thread).
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[inline(always)]
 fn tls_offset() -> isize {
-    static OFFSET: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
-    let offset = OFFSET.load(Ordering::Relaxed);
-    if offset != 0 {
-        return offset;
-    }
-    // SAFETY: a leaf function returning the constant the dynamic linker resolved for this
-    // module's static TLS block; it reads only its GOT entry.
-    let offset = unsafe { jitload_grace_tls_offset() };
-    OFFSET.store(offset, Ordering::Relaxed);
+    let offset: isize;
+    // SAFETY: loads the GOT entry of the words' TLS offset, which the dynamic linker filled
+    // when it loaded this library; no other memory is touched.
+    unsafe { std::arch::asm!("movq jitload_grace_words@GOTTPOFF(%rip), {}", out(reg) offset, options(att_syntax, nostack, pure, readonly, preserves_flags)) };
     offset
 }
 

@@ -1,6 +1,6 @@
-//! Executable memory for everything jitload runs that it wrote itself: the stencils' call
-//! wrappers and callback thunks, the warm path's loaded images (jitload-objload), the engine's
-//! stubs. One place decides how written memory becomes executable, what a page is, and when
+//! Executable memory for everything jitload runs that it wrote or linked itself: the stencils'
+//! call wrappers and callback thunks, the warm path's loaded images (jitload-objload), the
+//! engine's stubs and the code ORC links for it. One place decides how written memory becomes executable, what a page is, and when
 //! code may be freed.
 //!
 //! # W^X: providers
@@ -26,20 +26,17 @@
 //! that way at once (it is still written and not yet running), so callers never retry.
 //! This crate reads no environment.
 //!
-//! # Not covered: code ORC links
+//! # Code ORC links
 //!
-//! The engine's compiled code is linked by ORC's JITLink (`ObjectLinkingLayer`), whose default
-//! `InProcessMemoryManager` maps and `mprotect`s through `sys::Memory`, not through this crate,
-//! so `dualmap` does not reach it: on a host refusing `mprotect` to executable, the engine's
-//! links would fail (not tried on such a host), while the warm path, stubs and wrappers work. The C API's
-//! `LLVMOrcCreateRTDyldObjectLinkingLayerWithMCJITMemoryManagerLikeCallbacks` would mean
-//! giving up JITLink for RuntimeDyld. What it takes instead, in the engine's C++ shim: an
-//! `orc::MemoryMapper` whose `reserve`/`initialize`/`release` call back into this crate
-//! (map, seal each segment by its protection, unmap; `initialize` also runs the allocation's
-//! finalize actions, as `InProcessMemoryMapper` does), wrapped in a
-//! `MapperJITLinkMemoryManager`, and an `ObjectLinkingLayer` built with it through
-//! `LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator` (adding the EH-frame registration plugin
-//! LLJIT's default creator adds).
+//! The engine's compiled code is linked by ORC's JITLink (`ObjectLinkingLayer`), whose memory
+//! manager the engine replaces (its C++ shim, `shim/jit_memory.cpp`): a
+//! `MapperJITLinkMemoryManager` over an `orc::MemoryMapper` whose reserve / initialize /
+//! deinitialize / release call back into this crate (`src/llvm/jit_memory.rs`): reservations
+//! are [`Provider::map`]ped, each segment sealed by its protection (executable ones by the
+//! provider, so `dualmap` reaches them), freed ranges replaced by fresh pages
+//! ([`Provider::map_fresh`]: never made writable again), reservations unmapped. Debuggers
+//! cannot put software breakpoints into `dualmap` code (ptrace cannot write a read-only
+//! shared mapping): use hardware ones (`hbreak` in gdb).
 //!
 //! # Memory shapes
 //!
@@ -47,31 +44,43 @@
 //! * [`Image`]: one mapping split into read+execute, read-only and read+write parts (a loaded
 //!   object file; the engine's stub blocks: code, then the slots they jump through).
 //!
-//! # Reclamation: [`grace`], and the two cases it cannot see
+//! # Reclamation: [`grace`], and the one case it cannot see
 //!
 //! Code may be freed only once nothing can be running in it. The scheme is [`grace`]'s epochs:
-//! every call into code that can be freed is bracketed by [`grace::enter`] / [`grace::exit`]
-//! (inline in the wrapper stencils: one store of the epoch, no fence where the kernel has
-//! `membarrier`); [`grace::retire`] queues "free this" after the code was unlinked, and the
-//! item runs once no thread is inside a call that began before that. The engine frees
-//! replaced and removed functions' code this way (`Library.function(...)` calls are guarded).
+//! every stretch of execution in code that can be freed is bracketed by [`grace::enter`] /
+//! [`grace::exit`] (per-thread words; a thread's outermost call publishes the epoch it began
+//! in); [`grace::retire`] queues "free this" after the code was unlinked, and the item runs
+//! once no thread is inside a call that began before that: right away when none is, else at
+//! the exit of the last such call (the reclaimer sets a wake bit in that thread's flags word,
+//! which every exit tests), or at a later retirement. Who brackets what:
 //!
-//! Two kinds of code are called by C directly, never through a guard, so no epoch can record
-//! a thread inside them; each is freed by its owner on a different trigger:
+//! * **Engine functions** (jitload-engine, `Library.function(...)`): the wrapper stencils
+//!   enter and exit inline around the call (one store of the epoch, no fence where the kernel
+//!   has `membarrier`). The engine retires replaced and removed functions' code.
+//! * **Callback thunks** (jitload-stencils' `thunk.c`, jitload-py's `Thunk`): C calls a
+//!   thunk directly, and its code may be freed while a call is inside it: its callable drops
+//!   the last reference to the thunk, or another thread does while this one waits for the
+//!   GIL, runs the callable, or releases the GIL (a new thread state's release runs Python
+//!   code). A thunk's entry enters before anything else, and it leaves by jumping (a tail
+//!   call) to the host's `jitload_fast_cb_leave`, never-freed code that exits after the
+//!   thunk's last instruction ran. A dead thunk's code and cell are retired. (A call that
+//!   begins while another thread drops its thunk is a call through a dangling pointer, as
+//!   with any freed function.)
 //!
-//! * **A module's code** (jitload-pyinit, `release_later`): freed when the last module object
-//!   made from it is deallocated, which CPython reports through the definition's `m_free`:
-//!   code that runs *inside* the module (its own `m_free`, or module code dropping the last
-//!   reference). The trigger is a CPython pending call: it runs between bytecodes, when no C
-//!   frame of that code is on the stack. Other threads cannot be inside it: running module
-//!   code holds a reference to one of its objects, which keeps the module alive.
-//! * **A callback thunk's code** (jitload-py, `Drop for Thunk`): a thunk may drop the last
-//!   reference to itself from its own callable, and a call on a thread without the GIL runs
-//!   a few instructions of the thunk after releasing it. The thunk's cell counts the calls
-//!   inside (maintained with the GIL held); the code is unmapped once the count was zero for
-//!   50 ms, a bound on the instructions after the release (the only time-based trigger:
-//!   replacing it needs the thunk's GIL release and return moved into shared code that is
-//!   never freed, then an epoch guard around the whole call).
+//! A call that runs long (an event loop inside a callback, a long native function) holds back
+//! the freeing of everything retired after it began, in this library's process-wide domain:
+//! memory waits, nothing is freed early.
+//!
+//! The case no epoch can see: **an extension module's code** on the warm path
+//! (jitload-pyinit, `release_later`). CPython calls it directly (its functions, types, slots),
+//! so no thread records being inside it; it is freed when the last module object made from
+//! it is deallocated, which CPython reports through the definition's `m_free`, called from
+//! the deallocation itself, and freeing runs the module's destructors, which may need the
+//! GIL. So the trigger is a CPython pending call, with the GIL: it runs between bytecodes,
+//! after the deallocation returned. Other threads cannot be inside the code: running module
+//! code holds a reference to one of its objects, which keeps the module alive; objects that
+//! can outlive the module (`atexit` handlers, static types...) pin the code for the life of
+//! the process (jitload-runtime's `outlive`).
 
 pub mod block;
 pub mod grace;

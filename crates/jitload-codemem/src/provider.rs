@@ -77,6 +77,19 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// Replaces `addr..addr+len` with fresh zero-filled read+write pages in one step: how a
+    /// sealed range is reused (its executable pages are dropped, never made writable).
+    fn map_fresh(&self, addr: *mut u8, len: usize) -> io::Result<()> {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+        // SAFETY: the caller's own mapping, in which (trait contract) nothing runs any more;
+        // MAP_FIXED replaces exactly those pages.
+        let p = unsafe { libc::mmap(addr.cast(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Unmaps `addr..addr+len`.
     fn unmap(&self, addr: *mut u8, len: usize) {
         // SAFETY: the caller's own mapping, in which (trait contract) nothing runs any more.

@@ -65,9 +65,15 @@ impl StubBlock {
         stub_address(self.image.address(), i)
     }
 
-    fn slot(&self, i: usize) -> &AtomicU64 {
+    /// Address of the word stub `i` jumps through (its code is only `jmp [word]` while
+    /// bound), for callers that jump through the word themselves.
+    pub fn slot_address(&self, i: usize) -> u64 {
         assert!(i < STUBS_PER_BLOCK);
-        let address = self.image.address() as usize + self.data + DATA_HEADER + 8 * i;
+        self.image.address() + (self.data + DATA_HEADER + 8 * i) as u64
+    }
+
+    fn slot(&self, i: usize) -> &AtomicU64 {
+        let address = self.slot_address(i) as usize;
         // SAFETY: slot i is an 8-byte aligned word inside the block's read+write data page,
         // which lives as long as self; all accesses to it are atomic.
         unsafe { &*(address as *const AtomicU64) }

@@ -138,6 +138,11 @@ impl PyLibrary {
         self.inner.is_stub(name)
     }
 
+    /// The address of the word `name`'s stable entry point jumps through, if it has one.
+    fn jump_slot(&self, name: &str) -> Option<u64> {
+        self.inner.jump_slot(name)
+    }
+
     /// The id of the module that currently defines `name`, if any.
     fn owner(&self, name: &str) -> Option<u64> {
         self.inner.owner_of(name)

@@ -76,8 +76,6 @@ pub struct ThunkCell {
     pub error_i: u64,
     /// ... (xmm0 bits).
     pub error_d: u64,
-    /// Calls inside the thunk's code now (changed by the stencils with the GIL held).
-    pub active: i64,
 }
 
 /// Both return registers (C `Ret`): `{rax, xmm0}`.
@@ -108,7 +106,7 @@ const _: () = {
     assert!(std::mem::offset_of!(CbFrame, argv) == 240);
     assert!(std::mem::offset_of!(CbFrame, nboxed) == 488);
     assert!(std::mem::size_of::<CbFrame>() == 504);
-    assert!(std::mem::size_of::<ThunkCell>() == 32);
+    assert!(std::mem::size_of::<ThunkCell>() == 24);
 };
 
 /// Byte offset of integer argument register `k` in a [`CallFrame`] / [`CbFrame`].

@@ -95,9 +95,10 @@ impl Runtime {
     /// `_JIT_FUNCTION_TYPE` to `&PyFunction_Type` when its `PyTypeObject` layout is the one
     /// `stencils.h` reads (`tp_vectorcall_offset` at 56), else to 1, and `_JIT_TS_THREAD_ID` to
     /// the byte offset of `thread_id` in `PyThreadState`, or 1 when unknown; `_JIT_GRACE`,
-    /// `_JIT_GRACE_EPOCH` and `jitload_fast_grace_*` to the engine's epoch guard (its words'
-    /// TLS offset, the epoch's address, two slow paths: [`Guard::Epoch`]).
-    /// Fails listing every name not found.
+    /// `_JIT_GRACE_EPOCH` and `jitload_fast_grace_*` to `jitload_codemem::grace`'s words (their
+    /// TLS offset, the epoch's address, two slow paths), which [`Guard::Epoch`] wrappers and
+    /// every thunk enter; `jitload_fast_cb_leave` to the thunks' exit (stencils.h), code that
+    /// is never freed. Fails listing every name not found.
     pub fn new(resolve: &dyn Fn(&str) -> Option<u64>) -> Result<Runtime, Error> {
         let mut values = vec![None; SYMBOL_NAMES.len()];
         let mut missing = Vec::new();

@@ -5,13 +5,16 @@
 //! GOTPCRELX relocations"), since the stencils were compiled as position-independent code:
 //! * `Rel32` (continuations): `S + A - P`, always in reach (same block).
 //! * `GotPcRelX` on `call/jmp [rip+GOT]`: `addr32 call rel32` / `jmp rel32; nop` when the
-//!   target is within ±2 GiB of the code, else a GOT slot at the end of the block.
+//!   target is within ±2 GiB of the code, else a GOT slot at the end of the block. Where the
+//!   target is a stub that jumps through a word ([`Piece::through`]) in reach, the word
+//!   itself serves as the GOT slot: `call [rip+word]`, the stub's own jump.
 //! * `RexGotPcRelX` on `mov reg, [rip+GOT]`: `mov reg, imm32` when the value fits a
 //!   sign-extended 32-bit immediate, else `lea reg, [rip+rel32]` when within reach, else a
 //!   GOT slot; on `cmp/add/sub/and/or/xor/adc/sbb reg, [rip+GOT]` and `test`: the
 //!   immediate form when it fits, else a GOT slot.
 //!
 //! * `Abs32S` (inline-asm displacements, `%fs:_JIT_TLS`): the value, which must fit.
+//! * `Abs64` (inline-asm `movabs` from a global, `_JIT_GRACE_EPOCH`): the value.
 //!
 //! Instruction lengths never change, so stencil offsets are those of the object file. A
 //! stencil whose last instruction jumps to the next one is cut before that jump and the next
@@ -32,11 +35,13 @@ pub struct Piece {
     pub values: Vec<(u16, u64)>,
     /// Holes that take the value of a process-wide symbol (`_JIT_CONV0` = `PyLong_AsLongLong`).
     pub aliases: Vec<(u16, u16)>,
+    /// Holes whose value is a PLT-style stub that jumps through a word: the word's address.
+    pub through: Vec<(u16, u64)>,
 }
 
 impl Piece {
     pub fn new(stencil: usize) -> Piece {
-        Piece { stencil, values: Vec::new(), aliases: Vec::new() }
+        Piece { stencil, values: Vec::new(), aliases: Vec::new(), through: Vec::new() }
     }
 
     pub fn with(mut self, symbol: u16, value: u64) -> Piece {
@@ -47,6 +52,15 @@ impl Piece {
     /// Fills hole `symbol` with the [`Runtime`]'s value of `from`.
     pub fn with_symbol(mut self, symbol: u16, from: u16) -> Piece {
         self.aliases.push((symbol, from));
+        self
+    }
+
+    /// Hole `symbol`'s value is code that only jumps through the 8-byte word at `word`
+    /// (`jmp [word]`, as a PLT entry or an engine stub): a `call/jmp [rip+GOT]` to it reads
+    /// the word itself, as its GOT slot, where the word is in reach (one jump fewer a call).
+    /// The word must hold, whenever the code runs, an address that does what the value does.
+    pub fn through(mut self, symbol: u16, word: u64) -> Piece {
+        self.through.push((symbol, word));
         self
     }
 }
@@ -60,6 +74,8 @@ pub struct CodeBlock {
     /// How many holes were relaxed to immediates/direct branches vs. left to GOT slots.
     pub relaxed: usize,
     pub got_slots: usize,
+    /// How many calls/jumps read a stub's word directly ([`Piece::through`]).
+    pub through_words: usize,
 }
 
 impl CodeBlock {
@@ -114,17 +130,25 @@ pub fn emit(runtime: &Runtime, pieces: &[Piece]) -> Result<CodeBlock, Error> {
     let len = got_start + 8 * max_got;
     let layout = Layout { offsets, lens, got_start };
     match jitload_codemem::place(len, |base, buf| write(runtime, pieces, &stencils, &layout, base, buf)) {
-        Ok((memory, (relaxed, got_slots))) => Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots }),
+        Ok((memory, (relaxed, got_slots, through_words))) => Ok(CodeBlock { memory, code_len, offsets: layout.offsets, relaxed, got_slots, through_words }),
         Err(PlaceError::Fill(e)) => Err(e),
         Err(PlaceError::Memory(e)) => Err(Error::Memory(e)),
     }
 }
 
-fn write(runtime: &Runtime, pieces: &[Piece], stencils: &[&'static Stencil], layout: &Layout, base: u64, buf: &mut [u8]) -> Result<(usize, usize), Error> {
+fn write(
+    runtime: &Runtime,
+    pieces: &[Piece],
+    stencils: &[&'static Stencil],
+    layout: &Layout,
+    base: u64,
+    buf: &mut [u8],
+) -> Result<(usize, usize, usize), Error> {
     let (offsets, lens, got_start) = (&layout.offsets, &layout.lens, layout.got_start);
     buf[..got_start].fill(INT3);
     let mut got: Vec<u64> = Vec::new();
     let mut relaxed = 0;
+    let mut through = 0;
     for (i, (piece, stencil)) in pieces.iter().zip(stencils).enumerate() {
         let at = offsets[i];
         let len = lens[i];
@@ -152,6 +176,13 @@ fn write(runtime: &Runtime, pieces: &[Piece], stencils: &[&'static Stencil], lay
                     buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
                 }
                 HoleKind::GotPcRelX => {
+                    let word = piece.through.iter().rev().find(|(s, _)| *s == hole.symbol).map(|&(_, w)| w);
+                    if let Some(rel) = word.and_then(|w| rel32(w, hole.addend, place)).filter(|_| matches!(buf[field - 2..field], [0xFF, 0x15 | 0x25])) {
+                        // call/jmp [rip+word]: the stub's own jump, done here.
+                        buf[field..field + 4].copy_from_slice(&rel.to_le_bytes());
+                        through += 1;
+                        continue;
+                    }
                     if let Some(rel) = rel32(value, hole.addend, place).filter(|_| relax_calls()) {
                         match (buf[field - 2], buf[field - 1]) {
                             (0xFF, 0x15) => {
@@ -184,6 +215,10 @@ fn write(runtime: &Runtime, pieces: &[Piece], stencils: &[&'static Stencil], lay
                     buf[field..field + 4].copy_from_slice(&imm.to_le_bytes());
                     relaxed += 1;
                 }
+                HoleKind::Abs64 => {
+                    buf[field..field + 8].copy_from_slice(&value.wrapping_add(hole.addend as u64).to_le_bytes());
+                    relaxed += 1;
+                }
                 HoleKind::RexGotPcRelX => {
                     if relax_rex(buf, field, place, value, hole.addend) {
                         relaxed += 1;
@@ -194,7 +229,7 @@ fn write(runtime: &Runtime, pieces: &[Piece], stencils: &[&'static Stencil], lay
             }
         }
     }
-    Ok((relaxed, got.len()))
+    Ok((relaxed, got.len(), through))
 }
 
 /// Direct calls instead of `call [rip+GOT]` (on unless `JITLOAD_STENCIL_RELAX_CALLS=0`, for

@@ -28,6 +28,10 @@ pub struct WrapperSpec<'a> {
     pub signature: &'a Signature,
     /// The native function's address.
     pub target: u64,
+    /// Where `target` is a stub that jumps through an 8-byte word (the engine's stable entry
+    /// points): that word's address. The call then reads the word itself where it is within
+    /// ±2 GiB of the wrapper's code, skipping the stub's jump ([`Piece::through`]).
+    pub jump_slot: Option<u64>,
     /// Release the GIL around the native call (for long calls, or ones that wait for other
     /// threads that call back into Python).
     pub release_gil: bool,
@@ -104,7 +108,7 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
             CType::PyObject => 13,
         };
         let table = if epoch { &FUSED_EPOCH } else { &FUSED };
-        let mut piece = Piece::new(table[sig.args.len()][column]).with(sym::_JIT_TARGET, spec.target);
+        let mut piece = call_target(Piece::new(table[sig.args.len()][column]), spec);
         const CONV: [u16; 2] = [sym::_JIT_CONV0, sym::_JIT_CONV1];
         const KIND: [u16; 2] = [sym::_JIT_KIND0, sym::_JIT_KIND1];
         for (k, &ty) in sig.args.iter().enumerate() {
@@ -173,7 +177,7 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
             }
         }
     };
-    pieces.push(Piece::new(call).with(sym::_JIT_TARGET, spec.target));
+    pieces.push(call_target(Piece::new(call), spec));
     let boxer = match sig.result {
         CType::Void => id::box_void,
         CType::Bool => id::box_bool,
@@ -192,6 +196,15 @@ pub fn wrapper_pieces(spec: &WrapperSpec<'_>) -> Result<Vec<Piece>, Error> {
     };
     pieces.push(Piece::new(boxer));
     Ok(pieces)
+}
+
+/// `piece` calls the spec's target.
+fn call_target(piece: Piece, spec: &WrapperSpec<'_>) -> Piece {
+    let piece = piece.with(sym::_JIT_TARGET, spec.target);
+    match spec.jump_slot {
+        Some(word) => piece.through(sym::_JIT_TARGET, word),
+        None => piece,
+    }
 }
 
 /// Builds a call wrapper: the entry is a `METH_FASTCALL` function

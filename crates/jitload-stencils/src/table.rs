@@ -13,12 +13,14 @@ pub enum HoleKind {
     /// `R_X86_64_32S`: an absolute 32-bit field (an inline-asm displacement), the value
     /// itself, which must fit a sign-extended 32-bit integer.
     Abs32S,
+    /// `R_X86_64_64`: an absolute 64-bit field (`movabs` from a global's address), the value.
+    Abs64,
 }
 
 /// One relocation of a stencil.
 #[derive(Debug)]
 pub struct Hole {
-    /// Where the 32-bit field is, from the stencil's start.
+    /// Where the field (32 bits; 64 for [`HoleKind::Abs64`]) is, from the stencil's start.
     pub offset: u32,
     pub kind: HoleKind,
     /// Index into [`SYMBOL_NAMES`].

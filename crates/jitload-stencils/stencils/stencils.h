@@ -142,8 +142,9 @@ INLINE void slot_set(uintptr_t v) { __asm__ volatile("movq %0, %%fs:_JIT_TLS" : 
  *        thread's call (set by the reclaimer); a count of this thread's wrapper frames
  *        holding a callback's exception (src/frames.rs): any of them sends the exit to its
  *        slow path, which also tests the frame's `pending`
- * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with a volatile
- * load: a relaxed atomic load on x86-64). Entering returns the token, the epoch word as it
+ * _JIT_GRACE_EPOCH is the address of the global epoch (a 64-bit word, read with one
+ * `movabs` from its absolute address, R_X86_64_64: a relaxed atomic load on x86-64, and one
+ * instruction where a GOT load and a load through it are two). Entering returns the token, the epoch word as it
  * was; an idle word gets the global epoch, published with a plain store and a compiler
  * barrier where the reclaimer fences for every thread (membarrier: grace.rs's
  * readers_fence() is false), else with a locked exchange (a full barrier, as grace.rs's
@@ -172,7 +173,8 @@ INLINE void grace_enter(int fence, uint64_t *token) {
     uint64_t old = GRACE_GET(8);
     *token = old;
     if (LIKELY(old == GRACE_IDLE)) { /* the outermost call publishes its epoch */
-        uint64_t epoch = *(volatile uint64_t *)_JIT_GRACE_EPOCH;
+        uint64_t epoch;
+        __asm__ volatile("movabsq _JIT_GRACE_EPOCH, %0" : "=a"(epoch) : : "memory"); /* rax only */
         if (fence) {
             __asm__ volatile("xchgq %0, %%fs:_JIT_GRACE+8" : "+r"(epoch) : : "memory");
         } else {
@@ -182,6 +184,18 @@ INLINE void grace_enter(int fence, uint64_t *token) {
         jitload_fast_grace_enter(); /* registers, then enters as the outermost call */
         *token = GRACE_IDLE;
     }
+}
+
+/* The same for a thunk's entry (thunk.c), which keeps the token in a register. Never fenced:
+ * what the mark protects is the thunk's own code, which the thread reached before the mark;
+ * a thunk is retired only by a thread holding the GIL after its Thunk died, and a call that
+ * began before that (happens-before, e.g. through the GIL this call waits for or releases)
+ * made its mark visible first. A call that races with the death of its thunk is a dangling
+ * call, as with any freed function pointer. */
+INLINE uint64_t grace_enter_thunk(void) {
+    uint64_t token;
+    grace_enter(0, &token);
+    return token;
 }
 
 /* Ends the call; whether the host's slow exit must run (code may be freed, or an error waits). */
@@ -265,7 +279,6 @@ typedef struct ThunkCell {
     PyObject *callable; /* a reference; NULL once the thunk is closed */
     uint64_t error_i;   /* returned when the callback fails */
     uint64_t error_d;
-    int64_t active;     /* calls inside the thunk's code now (changed with the GIL held) */
 } ThunkCell;
 
 /* ---- host helpers (slow paths, in the host crate) ----------------------------------- */
@@ -275,5 +288,9 @@ extern PyObject *jitload_fast_raise_pending(PyObject *result, CallFrame *fr);
 extern PyObject *jitload_fast_null_result(CallFrame *fr);
 extern Ret jitload_fast_cb_error(CbFrame *fr, ThunkCell *cell);
 extern int jitload_fast_cb_result_slow(CbFrame *fr, ThunkCell *cell, uintptr_t kind, Ret *out);
+/* A thunk's exit, tail-called by its entry: ends the thread's mark (token) after the thunk's
+ * last instruction, frees what waited for it (without the GIL: gil_held says whether this
+ * thread has it), returns {i, d} to the thunk's caller. */
+extern Ret jitload_fast_cb_leave(uint64_t i, double d, uint64_t token, uint64_t gil_held);
 
 #endif

@@ -2,9 +2,11 @@
  * arguments in registers and 16 more in memory) into a Python callable, as a chain of
  * stencils.
  *
- *   cb_entry_*  native convention: stores the argument registers in a CbFrame on its own
- *               stack, takes the GIL if this thread does not hold it, calls the chain (not a
- *               tail call), releases the GIL it took, returns {rax, xmm0}.
+ *   cb_entry_*  native convention: marks the thread as inside thunk code, takes the GIL if
+ *               this thread does not hold it, stores the argument registers in a CbFrame on
+ *               its body's stack and calls the chain (not a tail call), releases the GIL it
+ *               took, and jumps to the host's exit, which ends the mark and returns
+ *               {rax, xmm0} (THUNK_ENTRY below).
  *   cbox_*      one per argument: raw value at frame offset SRC -> a new reference in argv.
  *   cb_call     calls the cell's callable (NARGS arguments): a Python function through its
  *               vectorcall slot, anything else with PyObject_Vectorcall.
@@ -60,93 +62,109 @@ INLINE int holds_gil(void) {
     return mine != NULL && mine == current;
 }
 
-/* Takes the GIL if this thread does not hold it, counts the call in, runs BODY (which sets
- * the Ret r), counts it out, releases what it took. */
-#define CB_ENTER_RUN_LEAVE(fr, BODY)                                                          \
-    (fr)->nboxed = 0;                                                                          \
-    (fr)->result = NULL;                                                                       \
-    int ensured = 0, state = 0;                                                                \
-    if (UNLIKELY(!holds_gil())) {                                                              \
-        state = PyGILState_Ensure();                                                           \
-        ensured = 1;                                                                           \
+/* A thunk's entry and the code it runs are freed (retired through jitload_codemem::grace)
+ * once its Thunk died and no call is inside them. A call is inside from its first
+ * instructions until its last one, which may come after the Thunk died: during its own
+ * call (its callable dropped the last reference), or while another thread held the GIL
+ * (this one waited for it, or released it to run the callable, or to finish: a new thread
+ * state's release runs Python code). So the entry marks the thread in grace's epoch words
+ * (grace_enter_thunk) before anything else, and the mark ends in the host's
+ * jitload_fast_cb_leave, which the entry tail-calls: no instruction of the thunk runs after
+ * it (then the GIL taken here is already released). For the tail call the entry has no
+ * local whose address escapes: the frame lives in a second function, the body, placed in
+ * the entry's own section (a stencil is one section; the entry comes first, build.rs
+ * checks) and called directly.
+ *
+ * THUNK_ENTRY(NAME, PARAMS, BODY_PARAMS, BODY_ARGS) { body } defines the entry NAME PARAMS
+ * and its body, which returns the call's Ret. */
+#define THUNK_ENTRY(NAME, PARAMS, BODY_PARAMS, BODY_ARGS)                                      \
+    static __attribute__((noinline, section(".text." #NAME))) Ret NAME##_body BODY_PARAMS;    \
+    Ret NAME PARAMS {                                                                          \
+        uint64_t token = grace_enter_thunk();                                                  \
+        int ensured = 0, state = 0;                                                            \
+        if (UNLIKELY(!holds_gil())) {                                                          \
+            state = PyGILState_Ensure();                                                       \
+            ensured = 1;                                                                       \
+        }                                                                                      \
+        Ret r = NAME##_body BODY_ARGS;                                                         \
+        if (UNLIKELY(ensured)) {                                                               \
+            PyGILState_Release(state);                                                         \
+        }                                                                                      \
+        return jitload_fast_cb_leave(r.i, r.d, token, !ensured);                               \
     }                                                                                          \
-    /* The host frees a dead thunk's code only when no call is inside (see Thunk in the      \
-     * host); the chain may run Python code that drops the last reference to the thunk. */    \
-    CELL->active++;                                                                            \
-    Ret r;                                                                                     \
-    BODY;                                                                                      \
-    CELL->active--;                                                                            \
-    if (UNLIKELY(ensured)) {                                                                   \
-        PyGILState_Release(state);                                                             \
-    }
+    static Ret NAME##_body BODY_PARAMS
 
-INLINE Ret cb_entry(CbFrame *fr) {
-    CB_ENTER_RUN_LEAVE(fr, r = _JIT_CONTINUE(fr));
-    return r;
+/* The chain, from a frame holding the arguments. */
+INLINE Ret cb_run(CbFrame *fr) {
+    fr->nboxed = 0;
+    fr->result = NULL;
+    return _JIT_CONTINUE(fr);
 }
 
 #define U uint64_t
 #define D double
-Ret cb_entry_i0(void) {
+THUNK_ENTRY(cb_entry_i0, (void), (void), ()) {
     CbFrame fr;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i1(U a) {
+THUNK_ENTRY(cb_entry_i1, (U a), (U a), (a)) {
     CbFrame fr;
     fr.i[0] = a;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i2(U a, U b) {
+THUNK_ENTRY(cb_entry_i2, (U a, U b), (U a, U b), (a, b)) {
     CbFrame fr;
     fr.i[0] = a, fr.i[1] = b;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i3(U a, U b, U c) {
+THUNK_ENTRY(cb_entry_i3, (U a, U b, U c), (U a, U b, U c), (a, b, c)) {
     CbFrame fr;
     fr.i[0] = a, fr.i[1] = b, fr.i[2] = c;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i4(U a, U b, U c, U d) {
+THUNK_ENTRY(cb_entry_i4, (U a, U b, U c, U d), (U a, U b, U c, U d), (a, b, c, d)) {
     CbFrame fr;
     fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i5(U a, U b, U c, U d, U e) {
+THUNK_ENTRY(cb_entry_i5, (U a, U b, U c, U d, U e), (U a, U b, U c, U d, U e), (a, b, c, d, e)) {
     CbFrame fr;
     fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e;
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
-Ret cb_entry_i6(U a, U b, U c, U d, U e, U f) {
+THUNK_ENTRY(cb_entry_i6, (U a, U b, U c, U d, U e, U f), (U a, U b, U c, U d, U e, U f), (a, b, c, d, e, f)) {
     CbFrame fr;
     fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
-    return cb_entry(&fr);
+    return cb_run(&fr);
+}
+#define FULL_PARAMS U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7
+#define FULL_ARGS a, b, c, d, e, f, x0, x1, x2, x3, x4, x5, x6, x7
+INLINE void store_full(CbFrame *fr, FULL_PARAMS) {
+    fr->i[0] = a, fr->i[1] = b, fr->i[2] = c, fr->i[3] = d, fr->i[4] = e, fr->i[5] = f;
+    fr->f[0] = double_bits(x0), fr->f[1] = double_bits(x1), fr->f[2] = double_bits(x2), fr->f[3] = double_bits(x3);
+    fr->f[4] = double_bits(x4), fr->f[5] = double_bits(x5), fr->f[6] = double_bits(x6), fr->f[7] = double_bits(x7);
 }
 /* Any mix of up to 6 integer-class and 8 SSE arguments (see call_full in wrapper.c). */
-Ret cb_entry_full(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7) {
+THUNK_ENTRY(cb_entry_full, (FULL_PARAMS), (FULL_PARAMS), (FULL_ARGS)) {
     CbFrame fr;
-    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
-    fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
-    fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
-    return cb_entry(&fr);
+    store_full(&fr, FULL_ARGS);
+    return cb_run(&fr);
 }
 
 /* ... and up to MAX_STACK_ARGS (_JIT_NSTACK of them) more in memory: SysV passes each in an
- * 8-byte slot, in argument order, starting just above the return address. Only the slots
- * the signature has are read (never past the caller's arguments). */
-Ret cb_entry_stack(U a, U b, U c, U d, U e, U f, D x0, D x1, D x2, D x3, D x4, D x5, D x6, D x7) {
+ * 8-byte slot, in argument order, starting just above the return address. The entry's
+ * frame address is where its frame pointer was saved: the return address is above it, the
+ * first memory argument above that; the body gets their address. Only the slots the
+ * signature has are read (never past the caller's arguments). */
+THUNK_ENTRY(cb_entry_stack, (FULL_PARAMS), (FULL_PARAMS, const uint64_t *in), (FULL_ARGS, (const uint64_t *)__builtin_frame_address(0) + 2)) {
     CbFrame fr;
-    fr.i[0] = a, fr.i[1] = b, fr.i[2] = c, fr.i[3] = d, fr.i[4] = e, fr.i[5] = f;
-    fr.f[0] = double_bits(x0), fr.f[1] = double_bits(x1), fr.f[2] = double_bits(x2), fr.f[3] = double_bits(x3);
-    fr.f[4] = double_bits(x4), fr.f[5] = double_bits(x5), fr.f[6] = double_bits(x6), fr.f[7] = double_bits(x7);
-    /* The frame address is where the frame pointer was saved: the return address is above
-     * it, the first memory argument above that. */
-    const uint64_t *in = (const uint64_t *)__builtin_frame_address(0) + 2;
+    store_full(&fr, FULL_ARGS);
     /* A few words: a plain loop is smaller than the vectorized and unrolled one. */
 #pragma clang loop vectorize(disable) unroll(disable)
     for (uintptr_t k = 0; k < VALUE(_JIT_NSTACK); k++) {
         fr.stack[k] = in[k];
     }
-    return cb_entry(&fr);
+    return cb_run(&fr);
 }
 
 /* ---- argument boxing ---------------------------------------------------------------- */
@@ -338,16 +356,14 @@ RESULTS(CRET)
  * itself, so it calls no preserve_none code and saves only the registers it uses (as the
  * wrappers' entry0_*). Same frame, same slow paths. */
 #define CB0(KIND)                                                       \
-    Ret cb0_##KIND(void) {                                              \
+    THUNK_ENTRY(cb0_##KIND, (void), (void), ()) {                       \
         CbFrame frame, *fr = &frame;                                    \
-        CB_ENTER_RUN_LEAVE(fr, {                                        \
-            if (UNLIKELY(cb_invoke(fr, CELL, 0, 0) == NULL)) {             \
-                r = jitload_fast_cb_error(fr, CELL);                    \
-            } else {                                                    \
-                r = ret_body_##KIND(fr);                                \
-            }                                                           \
-        });                                                             \
-        return r;                                                       \
+        fr->nboxed = 0;                                                 \
+        fr->result = NULL;                                              \
+        if (UNLIKELY(cb_invoke(fr, CELL, 0, 0) == NULL)) {              \
+            return jitload_fast_cb_error(fr, CELL);                     \
+        }                                                               \
+        return ret_body_##KIND(fr);                                     \
     }
 RESULTS(CB0)
 
@@ -365,28 +381,24 @@ HOLE(_JIT_BOX1);
     do {                                                                    \
         PyObject *o_ = ((PyObject *(*)(uint64_t))_JIT_BOX##K)(raw);         \
         if (UNLIKELY(o_ == NULL)) {                                         \
-            r = jitload_fast_cb_error(fr, CELL);                            \
-            goto boxing_failed;                                             \
+            return jitload_fast_cb_error(fr, CELL);                         \
         }                                                                   \
         fr->argv[K + 1] = o_;                                               \
         fr->nboxed = K + 1;                                                 \
     } while (0)
 
-#define CBN(N, KIND, PARAMS, BOXES)                                         \
-    Ret cb##N##_##KIND PARAMS {                                             \
+#define CBN(N, KIND, PARAMS, ARGS, BOXES)                                   \
+    THUNK_ENTRY(cb##N##_##KIND, PARAMS, PARAMS, ARGS) {                     \
         CbFrame frame, *fr = &frame;                                        \
-        CB_ENTER_RUN_LEAVE(fr, {                                            \
-            BOXES;                                                          \
-            if (UNLIKELY(cb_invoke(fr, CELL, N, N) == NULL)) {              \
-                r = jitload_fast_cb_error(fr, CELL);                        \
-            } else {                                                        \
-                r = ret_body_##KIND(fr);                                    \
-            }                                                               \
-        boxing_failed:;                                                     \
-        });                                                                 \
-        return r;                                                           \
+        fr->nboxed = 0;                                                     \
+        fr->result = NULL;                                                  \
+        BOXES;                                                              \
+        if (UNLIKELY(cb_invoke(fr, CELL, N, N) == NULL)) {                  \
+            return jitload_fast_cb_error(fr, CELL);                         \
+        }                                                                   \
+        return ret_body_##KIND(fr);                                         \
     }
-#define CB1(KIND) CBN(1, KIND, (uint64_t a), CB_BOX(0, a))
-#define CB2(KIND) CBN(2, KIND, (uint64_t a, uint64_t b), CB_BOX(0, a); CB_BOX(1, b))
+#define CB1(KIND) CBN(1, KIND, (uint64_t a), (a), CB_BOX(0, a))
+#define CB2(KIND) CBN(2, KIND, (uint64_t a, uint64_t b), (a, b), CB_BOX(0, a); CB_BOX(1, b))
 RESULTS(CB1)
 RESULTS(CB2)

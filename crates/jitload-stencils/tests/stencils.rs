@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
 
 use jitload_codemem::block::pool_stats;
+use jitload_codemem::grace;
 use jitload_codemem::{self as memory, Mode, Recording};
 use jitload_stencils::table::{self, OBJECTS};
 use jitload_stencils::{build_thunk, build_wrapper, CbFrame, Guard, Ret, Runtime, Signature, ThunkCell, WrapperSpec, STENCILS};
@@ -156,12 +157,27 @@ extern "C" fn fake_dealloc(o: *mut Obj) {
 extern "C" fn fake_tstate() -> usize {
     1
 }
+/// Whether the last call of the fake callable ran inside a grace call (the thunk's mark).
+static CALLED_MARKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The "callable": returns the sum of its int arguments times 10.
 extern "C" fn fake_vectorcall(_callable: *mut Obj, args: *const *mut Obj, nargsf: usize, _kw: *mut c_void) -> *mut Obj {
+    CALLED_MARKED.store(grace::in_call(), Ordering::SeqCst);
     let n = nargsf & !(1usize << 63);
     // SAFETY: the thunk passes n valid objects.
     let sum: i64 = (0..n).map(|k| unsafe { (**args.add(k)).value }).sum();
     new_int(sum * 10)
+}
+/// The host's slow entry of the epoch guard (an unregistered thread).
+extern "C" fn grace_enter_slow() {
+    grace::enter();
+}
+/// The host's thunk exit (jitload-py's, without the GIL): ends the mark, frees what waited.
+extern "C" fn cb_leave(i: u64, d: f64, token: u64, _gil_held: u64) -> Ret {
+    if grace::exit(grace::Token(token)) && grace::take_wake() {
+        grace::reclaim();
+    }
+    Ret { i, d }
 }
 extern "C" fn unexpected() {
     panic!("a slow path was called in a fast-path test");
@@ -184,6 +200,10 @@ fn fake_runtime() -> Runtime {
             // Unknown: the thunks compare PyGILState_GetThisThreadState with the current one.
             "_JIT_TS_THREAD_ID" => 1,
             "PyObject_Vectorcall" => fake_vectorcall as *const () as usize,
+            "_JIT_GRACE" => grace::inline::tls_offset() as usize,
+            "_JIT_GRACE_EPOCH" => grace::inline::epoch_address(),
+            "jitload_fast_grace_enter" => grace_enter_slow as *const () as usize,
+            "jitload_fast_cb_leave" => cb_leave as *const () as usize,
             _ => unexpected as *const () as usize,
         };
         Some(addr as u64)
@@ -222,8 +242,11 @@ fn check_wrapper(mode: Mode, name: &str) {
     let recording: &'static Recording = Box::leak(Box::new(Recording::new(memory::provider())));
     memory::set_provider(Some(recording));
     let sig = Signature::parse("int64(int64, int64)").unwrap();
-    let block =
-        build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None }).unwrap();
+    let block = build_wrapper(
+        &runtime,
+        &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None },
+    )
+    .unwrap();
     assert_eq!(block.memory().sealed_by(), name);
     assert_eq!(call(block.entry(), &[2, 3]), 5);
     assert_eq!(call(block.entry(), &[i64::MAX, 1]), i64::MIN);
@@ -259,6 +282,7 @@ fn wrapper_with_every_register_class_and_the_stack() {
         target: native_mix as *const () as usize as u64,
         release_gil: false,
         guard: None,
+        jump_slot: None,
     })
     .unwrap();
     let names: Vec<&str> = pieces.iter().map(|p| STENCILS[p.stencil].name).collect();
@@ -292,7 +316,7 @@ fn thunk_runs_and_frees_what_it_boxes() {
     let runtime = fake_runtime();
     let before = LIVE.load(Ordering::SeqCst);
     let callable = new_int(0);
-    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0, active: 0 });
+    let cell = Box::new(ThunkCell { callable: callable.cast(), error_i: 0, error_d: 0 });
     let sig = Signature::parse("int64(int64, int64)").unwrap();
     let block = build_thunk(&runtime, &sig, &*cell).unwrap();
     // SAFETY: a C function of this signature, calling the fake vectorcall.
@@ -302,7 +326,18 @@ fn thunk_runs_and_frees_what_it_boxes() {
     for i in 0..1000 {
         assert_eq!(f(i, 1), (i + 1) * 10);
     }
-    assert_eq!(cell.active, 0, "calls counted in and out");
+    assert!(CALLED_MARKED.load(Ordering::SeqCst), "the callable ran with the thread marked inside thunk code");
+    assert!(!grace::in_call(), "the exit ended the mark");
+    // A thread never seen before registers on its first call.
+    let entry = block.entry() as usize;
+    std::thread::spawn(move || {
+        // SAFETY: as above.
+        let f: extern "C" fn(i64, i64) -> i64 = unsafe { std::mem::transmute(entry) };
+        assert_eq!(f(4, 5), 90);
+        assert!(!grace::in_call());
+    })
+    .join()
+    .unwrap();
     fake_dealloc(callable);
     assert_eq!(LIVE.load(Ordering::SeqCst), before, "arguments and results were released");
     assert_no_writable_exec(block.entry());
@@ -321,8 +356,11 @@ fn many_blocks_are_freed() {
     let (_serial, runtime, sig) = serial_mprotect_add();
     let maps_before = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
     for _ in 0..2000 {
-        let block = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None })
-            .unwrap();
+        let block = build_wrapper(
+            &runtime,
+            &WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None },
+        )
+        .unwrap();
         drop(block);
     }
     let maps_after = std::fs::read_to_string("/proc/self/maps").unwrap().lines().count();
@@ -332,7 +370,7 @@ fn many_blocks_are_freed() {
 #[test]
 fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     let (_serial, runtime, sig) = serial_mprotect_add();
-    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None };
+    let spec = WrapperSpec { signature: &sig, target: native_add as *const () as usize as u64, release_gil: false, guard: None, jump_slot: None };
     let (_, live_before) = pool_stats();
     let first = build_wrapper(&runtime, &spec).unwrap();
     let entry = first.entry();
@@ -367,13 +405,74 @@ fn pooled_blocks_share_pages_and_run_while_their_page_is_replaced() {
     assert!(pages <= 1 + live_before, "only the page being filled stays: {pages}");
 }
 
+extern "C" fn native_sub(a: i64, b: i64) -> i64 {
+    a.wrapping_sub(b)
+}
+
+/// One read+write page mapped within 1 GiB below `near` (as an engine stub block's slots
+/// lie near the wrappers' pooled code pages).
+fn map_page_near(near: u64) -> *mut u64 {
+    for k in 1..4096u64 {
+        let hint = (near & !0xFFFF).wrapping_sub(k << 18);
+        // SAFETY: a fresh anonymous mapping; MAP_FIXED_NOREPLACE never replaces one.
+        let page = unsafe {
+            libc::mmap(
+                hint as *mut c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if page as u64 == hint {
+            return page as *mut u64;
+        }
+        if page != libc::MAP_FAILED {
+            // SAFETY: the mapping just made (a kernel that took the flag as a hint only).
+            unsafe { libc::munmap(page, 4096) };
+        }
+    }
+    panic!("no free page within 1 GiB below {near:#x}");
+}
+
+/// A wrapper of a stub (code that only jumps through a word) calls through the word itself
+/// where it is in reach, reading it at every call; out of reach it calls the stub.
+#[test]
+fn calls_read_a_stubs_jump_slot_where_it_is_in_reach() {
+    let (_serial, runtime, sig) = serial_mprotect_add();
+    let (add, sub) = (native_add as *const () as usize as u64, native_sub as *const () as usize as u64);
+    let first = build_wrapper(&runtime, &WrapperSpec { signature: &sig, target: add, release_gil: false, guard: None, jump_slot: None }).unwrap();
+    assert_eq!(first.through_words, 0);
+    let word = map_page_near(first.entry());
+    // SAFETY: the word of the page just mapped, read by the wrapper only during calls below.
+    let set = |f: u64| unsafe { std::ptr::write_volatile(word, f) };
+    set(add);
+    // The target stands for the stub: a call that reached it instead of the word would subtract.
+    let spec = WrapperSpec { signature: &sig, target: sub, release_gil: false, guard: None, jump_slot: Some(word as u64) };
+    let block = build_wrapper(&runtime, &spec).unwrap();
+    assert!(block.entry().abs_diff(word as u64) < 1 << 31, "the pool placed the code near the word");
+    assert_eq!(block.through_words, 1);
+    assert_eq!(call(block.entry(), &[5, 3]), 8, "through the word");
+    set(sub);
+    assert_eq!(call(block.entry(), &[5, 3]), 2, "the word is read at every call");
+    // 2^40 bytes away: out of reach, never read; the call goes to the target.
+    let far = WrapperSpec { signature: &sig, target: add, release_gil: false, guard: None, jump_slot: Some(block.entry() + (1 << 40)) };
+    let far = build_wrapper(&runtime, &far).unwrap();
+    assert_eq!(far.through_words, 0);
+    assert_eq!(call(far.entry(), &[5, 3]), 8);
+    drop((first, block, far));
+    // SAFETY: the page mapped above; no wrapper that reads it is left.
+    unsafe { libc::munmap(word as *mut c_void, 4096) };
+}
+
 /// The entries each guard takes: the epoch guard fuses the common shapes unless entering must
 /// fence (no membarrier), which only the chain's entries do.
 #[test]
 fn guards_pick_their_entries() {
     let names = |sig: &str, guard: Option<Guard>| -> Vec<&'static str> {
         let sig = Signature::parse(sig).unwrap();
-        let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard };
+        let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard, jump_slot: None };
         jitload_stencils::plan::wrapper_pieces(&spec).unwrap().iter().map(|p| STENCILS[p.stencil].name).collect()
     };
     let calls = Some(Guard::Calls { enter: 1, exit: 2, ctx: 3 });
@@ -396,7 +495,7 @@ fn signature_errors() {
     }
     let many = format!("int64({})", vec!["int64"; 23].join(", "));
     let sig = Signature::parse(&many).unwrap();
-    let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None };
+    let spec = WrapperSpec { signature: &sig, target: 1, release_gil: false, guard: None, jump_slot: None };
     assert!(jitload_stencils::plan::wrapper_pieces(&spec).is_err(), "6 + 16 integer arguments at most");
     let sig = Signature::parse(&format!("int64({})", ["int64"; 22].join(", "))).unwrap();
     let pieces = jitload_stencils::plan::thunk_pieces(&sig, std::ptr::null()).unwrap();

@@ -350,6 +350,13 @@ impl Library {
         self.stubs().by_name.contains_key(symbol)
     }
 
+    /// The word `symbol`'s stub jumps through ([`StubBlock::slot_address`]), if it has one:
+    /// calling through the word is calling the stub, one jump fewer. The word lives as long
+    /// as the library.
+    pub fn jump_slot(&self, symbol: &str) -> Option<u64> {
+        self.stubs().by_name.get(symbol).map(|stub| stub.block.slot_address(stub.index))
+    }
+
     /// The module that currently provides `symbol`, if any.
     pub fn owner_of(&self, symbol: &str) -> Option<u64> {
         if let Some(stub) = self.stubs().by_name.get(symbol) {

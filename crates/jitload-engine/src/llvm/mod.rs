@@ -2,6 +2,7 @@
 
 pub mod context;
 pub mod guard;
+mod jit_memory;
 pub mod module;
 pub mod orc;
 pub mod target;

@@ -83,6 +83,15 @@ struct GeneratorCtx {
     resolve: Arc<ResolveFn>,
 }
 
+/// Address space ORC's memory manager reserves at a time for linked code (pages are only
+/// used as allocations fill them).
+const JIT_RESERVATION: usize = 1 << 20;
+
+extern "C" {
+    /// shim/jit_memory.cpp: the builder's LLJIT links through jitload-codemem.
+    fn jitload_lljit_builder_use_codemem(builder: llvm_sys::orc2::lljit::LLVMOrcLLJITBuilderRef, granularity: usize);
+}
+
 impl Jit {
     /// Creates an LLJIT for the host (JITLink object linking layer, host CPU).
     pub fn new() -> Result<Jit, String> {
@@ -95,6 +104,8 @@ impl Jit {
         let raw = unsafe {
             let builder = LLVMOrcCreateLLJITBuilder();
             LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb);
+            // Linked code goes into jitload-codemem's memory (shim/jit_memory.cpp).
+            jitload_lljit_builder_use_codemem(builder, JIT_RESERVATION);
             let mut raw = ptr::null_mut();
             check(LLVMOrcCreateLLJIT(&mut raw, builder))?;
             raw

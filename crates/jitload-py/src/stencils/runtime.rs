@@ -9,7 +9,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use super::thunks::{jitload_fast_cb_error, jitload_fast_cb_result_slow};
+use super::thunks::{jitload_fast_cb_error, jitload_fast_cb_leave, jitload_fast_cb_result_slow};
 use super::wrappers::{jitload_fast_bad_nargs, jitload_fast_conv_slow, jitload_fast_null_result, jitload_fast_raise_pending};
 
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
@@ -25,6 +25,7 @@ pub(super) fn runtime() -> PyResult<&'static Runtime> {
                     "jitload_fast_null_result" => jitload_fast_null_result as *const () as usize,
                     "jitload_fast_cb_error" => jitload_fast_cb_error as *const () as usize,
                     "jitload_fast_cb_result_slow" => jitload_fast_cb_result_slow as *const () as usize,
+                    "jitload_fast_cb_leave" => jitload_fast_cb_leave as *const () as usize,
                     "_JIT_TSTATE_GET" => return dlsym("PyThreadState_GetUnchecked").or_else(|| dlsym("_PyThreadState_UncheckedGet")),
                     "_JIT_FUNCTION_TYPE" => return Some(function_type_for_stencils()),
                     "_JIT_TS_THREAD_ID" => return Some(thread_id_offset()),

@@ -1,8 +1,11 @@
-//! Callback thunks: `callback(...)`, the `Thunk` behind each, the delayed free of dead
-//! thunks' code, and the thunks' slow paths.
+//! Callback thunks: `callback(...)`, the `Thunk` behind each, the retirement of dead
+//! thunks' code, and the thunks' slow paths and exit.
 
 use std::cell::UnsafeCell;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use jitload_codemem::grace;
 
 use jitload_stencils::frames::{report_pending, CbFrame, Pending, Ret, ThunkCell};
 use jitload_stencils::{build_thunk, CType, CodeBlock};
@@ -117,14 +120,14 @@ impl Drop for Thunk {
         self.close();
         if let Some(code) = self.code.take() {
             let cell = std::mem::replace(&mut self.cell, GilCell(Box::new(UnsafeCell::new(dead_cell()))));
-            bury(code, cell);
+            retire(code, cell);
         }
     }
 }
 
 fn dead_cell() -> Cell {
     Cell {
-        cell: ThunkCell { callable: std::ptr::null_mut(), error_i: 0, error_d: 0, active: 0 },
+        cell: ThunkCell { callable: std::ptr::null_mut(), error_i: 0, error_d: 0 },
         callable: None,
         name: String::new(),
         result: CType::Void,
@@ -132,58 +135,55 @@ fn dead_cell() -> Cell {
     }
 }
 
-/// The code of dead thunks, kept until no call is inside it.
-///
-/// A thunk can die during its own call (its callable drops the last reference), and a call
-/// that took the GIL itself still runs a few instructions of the thunk's code after releasing
-/// it. So the code of a dead thunk is unmapped only once its cell counts no call inside
-/// (`active`, maintained by the stencils with the GIL held) and a grace period has passed
-/// since that was last seen otherwise. Sweeps run, with the GIL, whenever a thunk is made or
-/// dies.
-struct Grave {
-    since: std::time::Instant,
-    code: CodeBlock,
-    cell: GilCell,
-}
+/// Dead thunks whose code and cell wait to be freed.
+static RETIRED: AtomicUsize = AtomicUsize::new(0);
 
-static GRAVEYARD: std::sync::Mutex<Vec<Grave>> = std::sync::Mutex::new(Vec::new());
-const GRACE: std::time::Duration = std::time::Duration::from_millis(50);
-
-fn bury(code: CodeBlock, cell: GilCell) {
-    let mut graves = GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner());
-    graves.push(Grave { since: std::time::Instant::now(), code, cell });
-    maybe_sweep(&mut graves);
-}
-
-/// Sweeps when the oldest grave's grace period is over (graves are pushed in time order),
-/// so making and dropping thunks costs O(1) most of the time.
-fn maybe_sweep(graves: &mut Vec<Grave>) {
-    if graves.first().is_some_and(|g| g.since.elapsed() >= GRACE) {
-        sweep(graves);
-    }
-}
-
-fn sweep(graves: &mut Vec<Grave>) {
-    let now = std::time::Instant::now();
-    graves.retain_mut(|g| {
-        if g.cell.get().cell.active > 0 {
-            g.since = now;
-            return true;
-        }
-        let keep = now.duration_since(g.since) < GRACE;
-        if !keep {
-            log::trace!("jitload: freeing thunk code at {:#x}", g.code.entry());
-        }
-        keep
+/// Frees a dead thunk's code and cell once no call is inside them (`jitload_codemem::grace`,
+/// the one reclamation scheme): a call may still be running it, on this thread (the callable
+/// dropped the last reference to its thunk) or on another (waiting for the GIL, running the
+/// callable, releasing the GIL). Every thunk call marks its thread as inside from its entry
+/// until `jitload_fast_cb_leave`, after the thunk's last instruction (thunk.c, THUNK_ENTRY).
+fn retire(code: CodeBlock, cell: GilCell) {
+    RETIRED.fetch_add(1, Ordering::Relaxed);
+    // The cell's callable is already dropped (closed): what is left needs no GIL.
+    grace::retire(move || {
+        log::trace!("jitload: freeing thunk code at {:#x}", code.entry());
+        drop((code, cell));
+        RETIRED.fetch_sub(1, Ordering::Relaxed);
     });
 }
 
 /// How many dead thunks' code blocks wait to be freed (for tests).
 #[pyfunction]
 pub(super) fn buried_thunks() -> usize {
-    let mut graves = GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner());
-    sweep(&mut graves);
-    graves.len()
+    RETIRED.load(Ordering::Relaxed)
+}
+
+/// A thunk's exit, tail-called by its entry (thunk.c, THUNK_ENTRY): ends the call `token`
+/// began, after the thunk's last instruction ran, and frees what waited for this call
+/// (without the GIL: `gil_held` says whether this thread holds it, as before the thunk's
+/// call). Returns the thunk's result to the thunk's caller.
+pub(super) extern "C" fn jitload_fast_cb_leave(i: u64, d: f64, token: u64, gil_held: u64) -> Ret {
+    if grace::exit(grace::Token(token)) {
+        cb_leave_slow(gil_held != 0);
+    }
+    Ret { i, d }
+}
+
+/// A flag was set on the way out: if retired code waited for this (outermost) call, free it.
+#[cold]
+#[inline(never)]
+fn cb_leave_slow(gil_held: bool) {
+    if grace::take_wake() {
+        let _ = std::panic::catch_unwind(|| {
+            if gil_held {
+                // SAFETY: this thread holds the GIL (it did when the thunk was called).
+                unsafe { Python::assume_attached() }.detach(grace::reclaim);
+            } else {
+                grace::reclaim();
+            }
+        });
+    }
 }
 
 /// Builds a thunk calling `func` for the C signature `result(args...)`; `error_value` is
@@ -203,14 +203,13 @@ pub(super) fn callback(
     }
     let signature = parse_signature(result, &args)?;
     let runtime = runtime()?;
-    maybe_sweep(&mut GRAVEYARD.lock().unwrap_or_else(|e| e.into_inner()));
     let (error_i, error_d) = error_bits(py, signature.result, result, error_value.as_ref())?;
     let name = match name {
         Some(n) => n,
         None => func.bind(py).getattr("__qualname__").and_then(|q| q.extract::<String>()).unwrap_or_else(|_| "callback".into()),
     };
     let cell = GilCell(Box::new(UnsafeCell::new(Cell {
-        cell: ThunkCell { callable: func.as_ptr().cast(), error_i, error_d, active: 0 },
+        cell: ThunkCell { callable: func.as_ptr().cast(), error_i, error_d },
         callable: Some(func),
         name,
         result: signature.result,

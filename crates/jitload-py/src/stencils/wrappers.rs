@@ -22,6 +22,8 @@ pub struct FastWrapper {
     arg_names: Vec<String>,
     result_name: String,
     target: u64,
+    /// The word `target` jumps through, when given (see `wrap`).
+    jump_slot: Option<u64>,
     release_gil: bool,
     guard: Option<Guard>,
     owner: Option<Py<PyAny>>,
@@ -63,6 +65,12 @@ impl FastWrapper {
         self.owner.as_ref().map(|o| o.clone_ref(py))
     }
 
+    /// The word calls read the target from (a stub's jump slot), or None: they call `address`.
+    #[getter]
+    fn jump_slot(&self) -> Option<u64> {
+        self.jump_slot.filter(|_| self.code.through_words > 0)
+    }
+
     /// Whether the GIL is released around the native call.
     #[getter]
     fn release_gil(&self) -> bool {
@@ -84,7 +92,7 @@ impl FastWrapper {
     /// Names of the stencils the wrapper is made of, in order.
     #[getter]
     fn stencils(&self) -> PyResult<Vec<&'static str>> {
-        let spec = WrapperSpec { signature: &self.signature, target: self.target, release_gil: self.release_gil, guard: self.guard };
+        let spec = WrapperSpec { signature: &self.signature, target: self.target, release_gil: self.release_gil, guard: self.guard, jump_slot: self.jump_slot };
         let pieces = jitload_stencils::plan::wrapper_pieces(&spec).map_err(stencil_error)?;
         Ok(pieces.iter().map(|p| jitload_stencils::STENCILS[p.stencil].name).collect())
     }
@@ -107,9 +115,10 @@ impl FastWrapper {
 /// object. `owner` is kept alive as long as the wrapper; `guard` is `(enter, exit, ctx)`
 /// addresses of `uintptr_t enter(void *ctx)` / `int exit(void *ctx, uintptr_t token)` run
 /// around every call (a non-zero exit means it set an exception), or `"epoch"`: the engine's
-/// epoch guard, inline (`jitload_stencils::Guard::Epoch`).
+/// epoch guard, inline (`jitload_stencils::Guard::Epoch`). `jump_slot`: where `address` is a
+/// stub that jumps through an 8-byte word, the word (`WrapperSpec::jump_slot`).
 #[pyfunction]
-#[pyo3(signature = (address, result, args, name="function", owner=None, release_gil=false, guard=None))]
+#[pyo3(signature = (address, result, args, name="function", owner=None, release_gil=false, guard=None, jump_slot=None))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn wrap(
     py: Python<'_>,
@@ -120,14 +129,15 @@ pub(super) fn wrap(
     owner: Option<Py<PyAny>>,
     release_gil: bool,
     guard: Option<Bound<'_, PyAny>>,
+    jump_slot: Option<u64>,
 ) -> PyResult<Py<PyAny>> {
-    if address == 0 {
+    if address == 0 || jump_slot == Some(0) {
         return Err(PyValueError::new_err(format!("cannot wrap {name}: the address is NULL")));
     }
     let signature = parse_signature(result, &args)?;
     let runtime = runtime()?;
     let guard = guard.map(|g| parse_guard(&g)).transpose()?;
-    let spec = WrapperSpec { signature: &signature, target: address, release_gil, guard };
+    let spec = WrapperSpec { signature: &signature, target: address, release_gil, guard, jump_slot };
     let code = build_wrapper(runtime, &spec).map_err(stencil_error)?;
     let name_c = CString::new(name).map_err(|_| PyValueError::new_err("the name contains a NUL character"))?;
     let params: Vec<String> = (0..args.len()).map(|i| format!("a{i}")).collect();
@@ -154,6 +164,7 @@ pub(super) fn wrap(
         arg_names: args,
         result_name: result.to_string(),
         target: address,
+        jump_slot,
         release_gil,
         guard,
         owner,
