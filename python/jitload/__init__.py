@@ -178,7 +178,9 @@ def load_library(name_or_path: str) -> str:
 
 
 def host_target() -> Dict[str, str]:
-    """The triple, CPU name and CPU features jitload compiles for."""
+    """The triple, CPU name and CPU features jitload compiles for, the CPU it tunes for
+    (``tune``), and the host features functions do not get unless they ask for them
+    (``withheld``, comma-separated: ``-avx512dq`` on Intel AVX-512 hosts, see docs/benchmarks.md)."""
     from . import _native
 
     return dict(_native.host_target())

@@ -100,7 +100,7 @@ def inspect(path: _Path, opt_level: int = 2) -> Tuple[str, str]:
     """(optimised IR, native assembly) for a bitcode/IR file."""
 
 def host_target() -> Dict[str, str]:
-    """{'triple', 'cpu', 'features'} of the host."""
+    """{'triple', 'cpu', 'features', 'tune', 'withheld'} of the host."""
 
 def llvm_version() -> str:
     """The LLVM version in use."""

@@ -112,7 +112,8 @@ fn inspect(py: Python<'_>, path: PathBuf, opt_level: u8) -> PyResult<(String, St
     .map_err(|e| engine_error(py, e, None))
 }
 
-/// The host target jitload compiles for: triple, CPU name and features.
+/// The host target jitload compiles for: triple, CPU name and features, tuning, and the
+/// features functions do not get unless they ask for them.
 #[pyfunction]
 fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let host = jitload_engine::HostTarget::detect();
@@ -121,6 +122,7 @@ fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("cpu", host.cpu)?;
     d.set_item("features", host.features)?;
     d.set_item("tune", host.tune)?;
+    d.set_item("withheld", host.withheld.join(","))?;
     Ok(d)
 }
 
