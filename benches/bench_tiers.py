@@ -14,7 +14,8 @@ a fresh interpreter (this one), object cache off, the sides interleaved:
                  import (the whole compile at -O2 before import returns)
   steady state   a workload after the final tier against the same workload eagerly compiled
                  (best of 5 per process)
-  memory         RSS after the final tier against RSS after the eager import
+  memory         RSS after the final tier against RSS after the eager import; and RSS over
+                 `--reload-cycles` reloads of a small module, each reaching its final tier
 """
 
 from __future__ import annotations
@@ -155,7 +156,60 @@ def measure(name: str, d_so: Path, d_bc: Path, rounds: int) -> Dict[str, Any]:
     }
 
 
-def markdown(rows: List[Dict[str, Any]], command: str) -> str:
+RELOADS = r"""
+import gc, importlib, json, os, shutil, sys, jitload
+directory, name, cycles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, directory)
+target = os.path.join(directory, name + {suffix!r})
+def put(v):
+    shutil.copyfile(os.path.join(directory, 'v%d' % v, name + {suffix!r}), target)
+    os.utime(target, ns=(v * 10**9 + cycle, v * 10**9 + cycle))
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+cycle = 0
+put(1)
+m = importlib.import_module(name)
+marks = {{}}
+for cycle in range(1, cycles + 1):
+    put(1 + cycle % 2)
+    m = importlib.reload(m)
+    assert m.f(3) == 3 * (1 + cycle % 2)
+    assert jitload.wait_for_tiers(m, timeout=600) and jitload.tier_info(m)['state'] == 'final'
+    gc.collect()
+    if cycle in (cycles // 10, cycles):
+        marks[cycle] = rss()
+print(json.dumps(marks))
+"""
+
+RELOAD_SOURCE = """
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static long scale(long x) {{ return x * VERSION; }}
+static PyObject *f(PyObject *s, PyObject *a) {{ return PyLong_FromLong(scale(PyLong_AsLong(a))); }}
+static PyMethodDef methods[] = {{ {{"f", f, METH_O, NULL}}, {{NULL, NULL, 0, NULL}} }};
+static struct PyModuleDef def = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit_{name}(void) {{ return PyModule_Create(&def); }}
+"""
+
+
+def measure_reloads(work: Path, cycles: int) -> Dict[str, Any]:
+    """RSS after 10% of `cycles` reloads, each tiering up to its final tier, and at the end."""
+    from jitload.build import compile as jl_compile
+
+    name = "tier_reload"
+    for v in (1, 2):
+        d = work / f"v{v}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "m.c").write_text(RELOAD_SOURCE.format(name=name))
+        jl_compile([str(d / "m.c")], str(d / f"{name}{BC}"), defines=[f"VERSION={v}"])
+    code = RELOADS.format(suffix=BC)
+    r = subprocess.run([PY, "-c", code, str(work), name, str(cycles)], env=env("auto"), check=True, capture_output=True, text=True)
+    marks = {int(k): v for k, v in json.loads(r.stdout.strip().splitlines()[-1]).items()}
+    first, last = marks[cycles // 10], marks[cycles]
+    return {"cycles": cycles, "rss_at_10pct": first, "rss_at_end": last, "growth_per_cycle_bytes": (last - first) / (cycles - cycles // 10)}
+
+
+def markdown(rows: List[Dict[str, Any]], command: str, reloads: Dict[str, Any]) -> str:
     lines = [
         "# Tiered compilation: cold imports and the final tier",
         "",
@@ -170,6 +224,13 @@ def markdown(rows: List[Dict[str, Any]], command: str) -> str:
             f"| {r['module']} | {1000 * c['so']:.0f} ms | {1000 * c['tiered']:.0f} ms | {1000 * c['eager']:.0f} ms | "
             f"{r['tiered_above_so_ms']:+.0f} ms | {r['final_over_eager']:.2f}x | {r['steady_tiered_over_eager']:.2f}x | {r['rss_tiered_over_eager']:.2f}x |"
         )
+    if reloads:
+        lines += [
+            "",
+            f"Reload cycles, each to its final tier ({reloads['cycles']}): RSS {reloads['rss_at_10pct'] / 2**20:.1f} MiB after "
+            f"{reloads['cycles'] // 10}, {reloads['rss_at_end'] / 2**20:.1f} MiB after {reloads['cycles']} "
+            f"({reloads['growth_per_cycle_bytes']:.0f} bytes per cycle).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -177,6 +238,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", default="")
+    ap.add_argument("--reload-cycles", type=int, default=1000, help="0 skips the reload-cycle memory run")
     args = ap.parse_args()
     names = [n for n in MODULES if not args.only or n in args.only.split(",")]
     rows = []
@@ -186,11 +248,14 @@ def main() -> int:
             row = measure(name, *dirs[name], args.rounds)
             print(json.dumps(row), flush=True)
             rows.append(row)
+        reloads = measure_reloads(Path(tmp) / "reloads", args.reload_cycles) if args.reload_cycles else {}
+        if reloads:
+            print(json.dumps(reloads), flush=True)
     OUT.mkdir(exist_ok=True)
     command = "python benches/bench_tiers.py " + " ".join(sys.argv[1:])
-    (OUT / "tiers.json").write_text(json.dumps({"command": command, "results": rows}, indent=2) + "\n")
-    (OUT / "tiers.md").write_text(markdown(rows, command.strip()))
-    print(markdown(rows, command.strip()))
+    (OUT / "tiers.json").write_text(json.dumps({"command": command, "results": rows, "reloads": reloads}, indent=2) + "\n")
+    (OUT / "tiers.md").write_text(markdown(rows, command.strip(), reloads))
+    print(markdown(rows, command.strip(), reloads))
     return 0
 
 

@@ -206,3 +206,72 @@ print("after", m.ok())
     # The optimised tier reads the whole file, so it fails too; the first tier keeps serving.
     assert lines["state"].startswith("failed"), lines
     assert lines["after"] == "7"
+
+
+STRESS = r"""
+import importlib, json, os, shutil, sys, threading, time, jitload
+directory, name, suffix = sys.argv[1:4]
+sys.path.insert(0, directory)
+target = os.path.join(directory, name + suffix)
+
+def put(version):
+    shutil.copyfile(os.path.join(directory, f"v{version}", name + suffix), target)
+    os.utime(target, ns=(version * 10**18, version * 10**18))
+
+put(1)
+mod = importlib.import_module(name)
+stop = threading.Event()
+wrong, calls, errors = [], [0] * 4, []
+
+def caller(i):
+    m = mod  # each thread keeps calling the module it started with, while others replace it
+    version = m.version()
+    while not stop.is_set():
+        try:
+            if m.fib(15) != 610 or m.helper(7) != 22 or m.version() != version:
+                wrong.append((i, version))
+            calls[i] += 1
+        except Exception as e:
+            errors.append(repr(e))
+            return
+
+threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+for t in threads:
+    t.start()
+# Replace the module while the threads call the old one and it tiers up underneath them.
+for cycle in range(6):
+    put(2 + cycle % 2)
+    mod = importlib.reload(mod)
+    assert mod.fib(15) == 610
+    time.sleep(0.05)
+jitload.wait_for_tiers(timeout=600)
+time.sleep(0.2)
+stop.set()
+for t in threads:
+    t.join()
+print(json.dumps(dict(wrong=len(wrong), errors=errors, calls=calls, state=jitload.tier_info(mod)["state"])))
+"""
+
+STRESS_SOURCE = r"""
+static long helper(long n) { return n * 3 + 1; }
+static long fib(long n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+static PyObject *py_fib(PyObject *self, PyObject *arg) { return PyLong_FromLong(fib(PyLong_AsLong(arg))); }
+static PyObject *py_helper(PyObject *self, PyObject *arg) { return PyLong_FromLong(helper(PyLong_AsLong(arg))); }
+static PyObject *py_version(PyObject *self, PyObject *unused) { return PyLong_FromLong(VERSION); }
+"""
+
+
+def test_four_threads_call_while_modules_tier_up_and_are_replaced(tmp_path):
+    name = unique("tierstress")
+    table = '{"fib", py_fib, METH_O, NULL}, {"helper", py_helper, METH_O, NULL}, {"version", py_version, METH_NOARGS, NULL},'
+    for version in (1, 2, 3):
+        (tmp_path / f"v{version}").mkdir()
+        out = build(tmp_path / f"v{version}", name, single_phase(name, methods_c=STRESS_SOURCE, method_table=table), defines=[f"VERSION={version}"])
+    suffix = out.name[len(name):]
+    code = f"import sys; sys.argv[1:] = {[str(tmp_path), name, suffix]!r}\n" + STRESS
+    r = run_python(code, env={"JITLOAD_CACHE": "0", "JITLOAD_TIER": "auto"}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["wrong"] == 0 and out["errors"] == [], out
+    assert all(c > 0 for c in out["calls"]), out
+    assert out["state"] == "final", out

@@ -6,6 +6,7 @@
 #include <llvm-c/Core.h>
 #include <llvm/Bitcode/BitcodeReader.h>
 #include <llvm/IR/Constants.h>
+#include <llvm/IR/DebugInfo.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Instructions.h>
 #include <llvm/IR/Module.h>
@@ -197,3 +198,7 @@ extern "C" void jitload_add_forwarders(LLVMModuleRef m, const char *const *names
     f->setLinkage(GlobalValue::ExternalLinkage);
   }
 }
+
+// Drops debug information (a first-tier piece does not need it; emitting it costs more than
+// the code).
+extern "C" void jitload_strip_debug_info(LLVMModuleRef m) { StripDebugInfo(*unwrap(m)); }

@@ -27,6 +27,7 @@ extern "C" {
         pair: extern "C" fn(*mut c_void, *const c_char, *const c_char),
         ctx: *mut c_void,
     );
+    fn jitload_strip_debug_info(m: LLVMModuleRef);
     fn jitload_add_forwarders(m: LLVMModuleRef, names: *const *const c_char, bodies: *const *const c_char, n: usize);
 }
 
@@ -178,6 +179,12 @@ impl<'ctx> Module<'ctx> {
             )
         };
         out
+    }
+
+    /// Drops the module's debug information.
+    pub fn strip_debug_info(&mut self) {
+        // SAFETY: raw is live.
+        unsafe { jitload_strip_debug_info(self.raw()) };
     }
 
     /// Defines each declared `stub` as a tail call of its `body` (the cache's glue).

@@ -118,6 +118,9 @@ pub(crate) fn prepare_first_tier(
             }
         }
         let mut globals = module.clone_part(None);
+        // The first tier carries no debug information (the final tier does): emitting the
+        // DWARF of every global costs more than compiling the data.
+        globals.strip_debug_info();
         globals.verify().map_err(|message| EngineError::Verify { path: path.to_string(), message })?;
         let mut objects = vec![session.compile(&mut globals, OptLevel::O0, path)?];
         drop(globals);

@@ -402,6 +402,7 @@ impl TieredModule {
                 return Err(EngineError::Link { path: label.to_string(), message: format!("no definition of '{function}' to compile") });
             };
             part.verify().map_err(|message| EngineError::Verify { path: label.to_string(), message })?;
+            part.strip_debug_info(); // first-tier code is short-lived; the final tier has it
             let referenced = part.declared_functions();
             let object = session.compile(&mut part, OptLevel::O0, label)?;
             Ok((object, referenced))
