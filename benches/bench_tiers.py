@@ -59,7 +59,7 @@ def link_tree(target: Path, site: Path, entries: List[str], suffix: str) -> None
     `entries` into `target`."""
     target.mkdir(parents=True, exist_ok=True)
     for entry in entries:
-        found = [site / entry] if (site / entry).is_dir() else list(site.glob(f"{entry}.*{suffix}"))
+        found = [site / entry] if (site / entry).is_dir() else [site / f"{entry}{suffix}"]
         if not found or not found[0].exists():
             raise FileNotFoundError(f"{entry} ({suffix}) not in {site}")
         (target / found[0].name).unlink(missing_ok=True)

@@ -202,3 +202,10 @@ extern "C" void jitload_add_forwarders(LLVMModuleRef m, const char *const *names
 // Drops debug information (a first-tier piece does not need it; emitting it costs more than
 // the code).
 extern "C" void jitload_strip_debug_info(LLVMModuleRef m) { StripDebugInfo(*unwrap(m)); }
+
+// Drops the debug information of one function (its instructions' locations and its
+// subprogram), leaving the rest of the module's alone.
+extern "C" void jitload_strip_function_debug_info(LLVMModuleRef m, const char *name) {
+  if (Function *f = unwrap(m)->getFunction(name))
+    stripDebugInfo(*f);
+}

@@ -7,6 +7,7 @@ pub mod error;
 pub mod fork_gate;
 pub mod ir;
 pub mod isolate;
+pub mod kept;
 pub mod library;
 pub mod link;
 pub mod llvm;

@@ -28,6 +28,7 @@ extern "C" {
         ctx: *mut c_void,
     );
     fn jitload_strip_debug_info(m: LLVMModuleRef);
+    fn jitload_strip_function_debug_info(m: LLVMModuleRef, name: *const c_char);
     fn jitload_add_forwarders(m: LLVMModuleRef, names: *const *const c_char, bodies: *const *const c_char, n: usize);
 }
 
@@ -185,6 +186,13 @@ impl<'ctx> Module<'ctx> {
     pub fn strip_debug_info(&mut self) {
         // SAFETY: raw is live.
         unsafe { jitload_strip_debug_info(self.raw()) };
+    }
+
+    /// Drops the debug information of `function` only.
+    pub fn strip_function_debug_info(&self, function: &str) {
+        let name = cstr(function);
+        // SAFETY: raw is live; the name is NUL-terminated.
+        unsafe { jitload_strip_function_debug_info(self.raw(), name.as_ptr()) };
     }
 
     /// Defines each declared `stub` as a tail call of its `body` (the cache's glue).

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{Source, TieredModule, PROMOTED};
+use super::{TieredModule, PROMOTED};
 use crate::error::EngineError;
 use crate::ir;
+use crate::kept::KeptModule;
 use crate::llvm::context::Context;
-use crate::llvm::guard::guarded;
 use crate::llvm::module::Module;
 use crate::llvm::target::{HostTarget, OptLevel};
 use crate::native;
@@ -70,9 +70,9 @@ fn read_lazily<'c>(ctx: &'c Context, bytes: &[u8], path: &str, host: &HostTarget
     Ok(chosen)
 }
 
-/// What preparing a first tier gives: what to link, the module kept for the first tier, its
-/// functions, and what the lowered constructors and destructors call.
-type Prepared = (Compiled, Module<'static>, Vec<crate::llvm::tiering::TierFunction>, Vec<String>);
+/// What preparing a first tier gives besides the module: what to link, the functions, and
+/// what the lowered constructors and destructors call.
+type Prepared = (Compiled, Vec<crate::llvm::tiering::TierFunction>, Vec<String>);
 
 /// Prepares the first tier of the module in `bytes`: `None` when the module cannot be
 /// compiled in tiers (the caller compiles it eagerly), else what to link (data, constructors,
@@ -84,21 +84,17 @@ pub(crate) fn prepare_first_tier(
     options: &LoadOptions,
     cache_key: Option<jitload_cache::CacheKey>,
 ) -> Result<Option<(Compiled, Arc<TieredModule>)>, EngineError> {
-    let context = Box::new(Context::new());
-    // SAFETY: the module borrows the boxed context, which `Source` keeps at a stable heap
-    // address and disposes after the module.
-    let ctx: &'static Context = unsafe { &*(&*context as *const Context) };
     let host = session.host();
-    let work = || -> Result<Option<Prepared>, EngineError> {
+    let work = |ctx: &'static Context| -> Result<(Module<'static>, Option<Prepared>), EngineError> {
         let mut module = read_lazily(ctx, bytes, path, host)?;
         if let Some(reason) = module.tier_blocker() {
             log::debug!("jitload: {path} is compiled eagerly: {reason}");
-            return Ok(None);
+            return Ok((module, None));
         }
         let functions = module.tier_functions();
         if let Some(required) = &options.required_symbol {
             if !functions.iter().any(|f| &f.name == required) {
-                return Ok(None); // the eager path reports it, with the init functions it found
+                return Ok((module, None)); // the eager path reports it, with the init functions it found
             }
         }
         let common = prepare_common(&mut module, host, path)?;
@@ -133,27 +129,11 @@ pub(crate) fn prepare_first_tier(
             has_ctors: common.has_ctors,
             has_dtors: common.has_dtors,
         };
-        Ok(Some((compiled, module, functions, lowered_calls)))
+        Ok((module, Some((compiled, functions, lowered_calls))))
     };
-    let prepared = match guarded(work) {
-        Ok(Ok(Some(prepared))) => prepared,
-        Ok(Ok(None)) => {
-            let _ = guarded(move || drop(context));
-            return Ok(None);
-        }
-        Ok(Err(e)) => {
-            // Dispose under the guard: after a failed parse this can crash.
-            let _ = guarded(move || drop(context));
-            return Err(e);
-        }
-        Err(reason) => {
-            std::mem::forget(context);
-            return Err(EngineError::LlvmCrash { path: path.to_string(), reason });
-        }
-    };
-    let (compiled, module, functions, lowered_calls) = prepared;
+    let (source, prepared) = KeptModule::build(path, work)?;
+    let Some((compiled, functions, lowered_calls)) = prepared else { return Ok(None) };
     let referenced = lowered_calls.into_iter().filter(|n| functions.iter().any(|f| &f.name == n)).collect();
-    let source = Source { module: Some(module), _context: context };
     let runs_at_exit = jitload_runtime::outlive::registers_exit_handler(&compiled.undefined);
     let tiers = TieredModule::new(session.clone(), referenced, path, options.opt_level, functions, source, Arc::from(bytes), cache_key, runs_at_exit)?;
     super::register(&tiers);

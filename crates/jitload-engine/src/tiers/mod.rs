@@ -28,8 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::EngineError;
-use crate::llvm::context::Context;
-use crate::llvm::module::Module;
+use crate::kept::KeptModule;
 use crate::llvm::orc::{Dylib, Tracker};
 use crate::llvm::target::OptLevel;
 use crate::llvm::tiering::{Returns, TierFunction};
@@ -115,22 +114,6 @@ struct Slot {
     tier: AtomicU8,
 }
 
-/// The lazily read module the first tier compiles from (dropped once no stub needs it).
-struct Source {
-    // Field order matters: the module is disposed before its context.
-    module: Option<Module<'static>>,
-    _context: Box<Context>,
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        self.module = None;
-    }
-}
-
-// SAFETY: the module and its context are used by one thread at a time (behind a Mutex).
-unsafe impl Send for Source {}
-
 /// The module's code in ORC, while it is linked.
 struct Attached {
     dylib: Dylib,
@@ -149,7 +132,8 @@ pub struct TieredModule {
     _resolver: Box<ResolverCtx>,
     slots: Vec<Slot>,
     by_name: HashMap<String, usize>,
-    source: Mutex<Option<Source>>,
+    /// The lazily read module the first tier compiles from (dropped once no stub needs it).
+    source: Mutex<Option<KeptModule>>,
     /// Functions that first-tier bodies call or take the address of: the final tier keeps
     /// them reachable by name (a first-tier body may still call their stubs).
     referenced: Mutex<HashSet<String>>,
@@ -172,7 +156,7 @@ impl TieredModule {
         path: &str,
         opt_level: OptLevel,
         functions: Vec<TierFunction>,
-        source: Source,
+        source: KeptModule,
         input: Arc<[u8]>,
         cache_key: Option<jitload_cache::CacheKey>,
         runs_at_exit: bool,
@@ -362,8 +346,12 @@ impl TieredModule {
         let label = format!("{} (function '{}')", self.path, slot.name);
         let body = format!("{}.jitload.t1", slot.name);
         let compile_and_link = || -> Result<u64, EngineError> {
+            let started = Instant::now();
             let object = self.compile_piece(&slot.name, &body, &label)?;
-            Ok(self.link_pieces(&[object], &[&body], &label)?[0])
+            let compiled = started.elapsed();
+            let address = self.link_pieces(&[object], &[&body], &label)?[0];
+            log::debug!("jitload: first tier of {label}: compiled in {compiled:?}, linked in {:?}", started.elapsed() - compiled);
+            Ok(address)
         };
         let address = if EXITING.load(Ordering::Acquire) {
             // Called from an exit handler: this thread's thread-local storage (and LLVM's on
@@ -387,7 +375,7 @@ impl TieredModule {
     /// source).
     fn compile_piece(&self, function: &str, body: &str, label: &str) -> Result<Vec<u8>, EngineError> {
         let source = self.source.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(module) = source.as_ref().and_then(|s| s.module.as_ref()) else {
+        let Some(module) = source.as_ref().and_then(KeptModule::module) else {
             return Err(EngineError::Removed { library: String::new(), what: format!("the source of '{function}' ({})", self.path) });
         };
         let session = &self.session;
@@ -398,11 +386,13 @@ impl TieredModule {
                 producer: None,
                 reader: crate::llvm::llvm_version(),
             })?;
+            // First-tier code is short-lived and the final tier has the debug information:
+            // without it the copy below need not clone the function's debug metadata.
+            module.strip_function_debug_info(function);
             let Some(mut part) = module.extract_function(function, body) else {
                 return Err(EngineError::Link { path: label.to_string(), message: format!("no definition of '{function}' to compile") });
             };
             part.verify().map_err(|message| EngineError::Verify { path: label.to_string(), message })?;
-            part.strip_debug_info(); // first-tier code is short-lived; the final tier has it
             let referenced = part.declared_functions();
             let object = session.compile(&mut part, OptLevel::O0, label)?;
             Ok((object, referenced))
