@@ -90,6 +90,8 @@ def test_cold_import_tiers_up_and_keeps_identity(tmp_path):
         assert after["functions"]["py_fib"] in (1, 2)
     assert out["done"] is True
     assert final["state"] == "final"
+    # Every function first-tier code can call runs the final tier: the source is gone.
+    assert final["source_kept"] is False
     # Every function that callers can reach by address now runs the final tier.
     for function in (f"PyInit_{name}", "py_fib", "py_helper", "py_saved", "py_address", "fib"):
         assert final["functions"][function] == 2, (function, final)

@@ -231,8 +231,10 @@ def wait_for_tiers(module: object = None, timeout: Optional[float] = None) -> bo
 
 def tier_info(module: object) -> Optional[Dict[str, object]]:
     """The tiers of ``module`` (a module object or its name) if it was loaded in tiers:
-    ``{"state": "pending" | "final" | "failed: ..." | "released", "functions": {name: tier}}``
-    with tier 0 (not called yet), 1 (-O0, compiled on its first call) or 2 (final tier);
+    ``{"state": "pending" | "final" | "failed: ..." | "released", "source_kept": bool,
+    "functions": {name: tier}}`` with tier 0 (not called yet), 1 (-O0, compiled on its first
+    call) or 2 (final tier); ``source_kept``: the lazily read module is still in memory (it
+    is dropped once the final tier serves every function first-tier code can call);
     None for a module loaded eagerly or from the cache."""
     if "jitload._native" not in __import__("sys").modules:
         return None  # nothing was compiled in this process

@@ -190,7 +190,7 @@ def wait_for_tiers(path: Optional[str] = None, timeout: Optional[float] = None) 
     ...
 
 def tier_info(path: str) -> Optional[Dict[str, Any]]:
-    """``{"state": ..., "functions": {name: tier}}`` of the module loaded from ``path`` in
+    """``{"state": ..., "source_kept": bool, "functions": {name: tier}}`` of the module loaded from ``path`` in
     tiers (tier 0: not compiled yet, 1: -O0, 2: final), or None."""
     ...
 

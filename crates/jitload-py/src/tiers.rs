@@ -54,7 +54,8 @@ fn wait_for_tiers(py: Python<'_>, path: Option<String>, timeout: Option<f64>) ->
     }))
 }
 
-/// The tiers of the module loaded from `path`: {"state": ..., "functions": {name: tier}},
+/// The tiers of the module loaded from `path`: {"state": ..., "source_kept": bool,
+/// "functions": {name: tier}},
 /// tier 0 (not compiled yet), 1 (first tier, -O0) or 2 (final tier); None if the module was
 /// not loaded in tiers.
 #[pyfunction]
@@ -62,6 +63,7 @@ fn tier_info<'py>(py: Python<'py>, path: &str) -> PyResult<Option<Bound<'py, PyD
     let Some(module) = tiers::find(path) else { return Ok(None) };
     let info = PyDict::new(py);
     info.set_item("state", state_name(&module.final_state()))?;
+    info.set_item("source_kept", module.source_kept())?;
     let functions = PyDict::new(py);
     for (name, tier) in module.tiers() {
         functions.set_item(name, tier)?;

@@ -186,10 +186,14 @@ fn install(module: &TieredModule, final_tier: FinalTier) -> Result<(), EngineErr
     let served_names: HashSet<&str> = served.iter().map(|(s, _)| s.as_str()).collect();
     let mut source = module.source.lock().unwrap_or_else(|e| e.into_inner());
     let stragglers = module.referenced.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|n| !served_names.contains(n.as_str()));
-    if !stragglers {
-        *source = None;
-    }
+    let freed = !stragglers && source.take().is_some();
     drop(source);
+    if freed {
+        // The lazily read module was the parent's only large LLVM allocation (an eager import
+        // compiles in the child); give its pages back rather than keep them in malloc's heap.
+        // SAFETY: malloc_trim only releases free memory at the top of each arena.
+        unsafe { libc::malloc_trim(0) };
+    }
     log::debug!("jitload: {} reached its optimised tier ({} functions)", module.path, served.len());
     Ok(())
 }

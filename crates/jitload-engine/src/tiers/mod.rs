@@ -229,6 +229,12 @@ impl TieredModule {
         self.slots.iter().map(|s| (shown(&s.name), s.tier.load(Ordering::Acquire))).collect()
     }
 
+    /// Whether the lazily read module is still kept for first-tier compiles (after the final
+    /// tier only while some first-tier body may still call a function it keeps internal).
+    pub fn source_kept(&self) -> bool {
+        self.source.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     /// Where the final tier stands.
     pub fn final_state(&self) -> FinalState {
         self.final_state.lock().unwrap_or_else(|e| e.into_inner()).clone()
