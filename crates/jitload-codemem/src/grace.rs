@@ -144,11 +144,19 @@ thread_local! {
 fn register() {
     let epoch_word = &state()[1] as *const AtomicU64 as usize;
     state()[1].store(IDLE, Ordering::Relaxed);
-    SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(epoch_word);
-    state()[0].fetch_or(REGISTERED, Ordering::Relaxed);
-    let _ = REGISTRATION.try_with(|r| {
-        r.get_or_init(move || Registration(epoch_word));
-    });
+    // Listed only with a Registration, whose destructor unlists the word before the thread's
+    // TLS goes away: a call made after the thread's Rust thread-locals were destroyed (from a
+    // C thread's own TLS destructor: a callback thunk during thread exit) runs unlisted,
+    // since the reclaimer would otherwise read the word after the thread is gone.
+    let recorded = REGISTRATION
+        .try_with(|r| {
+            r.get_or_init(move || Registration(epoch_word));
+        })
+        .is_ok();
+    if recorded {
+        SLOTS.lock().unwrap_or_else(|e| e.into_inner()).push(epoch_word);
+        state()[0].fetch_or(REGISTERED, Ordering::Relaxed);
+    }
 }
 
 /// Records that this thread has (or no longer has) a stub-call error waiting (the
@@ -567,6 +575,38 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A call from a thread-local destructor that runs after the registration's (as a callback
+    /// thunk during a thread's exit) leaves no word of the dead thread listed.
+    #[test]
+    fn a_call_during_thread_exit_leaves_no_dead_word_listed() {
+        let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        struct CallsOnExit;
+        impl Drop for CallsOnExit {
+            fn drop(&mut self) {
+                drop(CallScope::begin());
+            }
+        }
+        thread_local! {
+            static CALLS_ON_EXIT: std::cell::RefCell<Option<CallsOnExit>> = const { std::cell::RefCell::new(None) };
+        }
+        fn listed() -> usize {
+            SLOTS.lock().unwrap_or_else(|e| e.into_inner()).len()
+        }
+        let before = listed();
+        std::thread::spawn(move || {
+            // Destructors run in the reverse order of first use: this one after the
+            // registration's, which the call below creates.
+            CALLS_ON_EXIT.with(|c| *c.borrow_mut() = Some(CallsOnExit));
+            drop(CallScope::begin());
+            assert_eq!(listed(), before + 1);
+        })
+        .join()
+        .unwrap();
+        assert_eq!(listed(), before, "the exited thread's word is not listed");
+        retire(|| {});
+        assert!(!pending());
     }
 
     #[test]

@@ -45,14 +45,16 @@ extern "C" fn jitload_jit_memory_map(len: usize, error: *mut c_int) -> *mut c_vo
     mapped
 }
 
-/// Gives written pages their final protection: executable ones are sealed by the provider
+/// Gives a written segment its final protection: executable ones are sealed by the provider
 /// (read+execute, or the memfd fallback), read-only ones made read-only, writable ones left.
+/// Segments start on a page and own the rest of their last page (ORC lays them out so).
 #[no_mangle]
 extern "C" fn jitload_jit_memory_protect(addr: *mut c_void, len: usize, prot: c_uint) -> c_int {
     edge(|| {
         if len == 0 {
             return Ok(());
         }
+        let len = len.next_multiple_of(page_size());
         match (prot & EXEC != 0, prot & WRITE != 0) {
             (true, true) => Err(io::Error::new(io::ErrorKind::PermissionDenied, "writable and executable JIT memory")),
             (true, false) => provider().make_executable(addr.cast(), len),
