@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::first::{exports, prepare_common};
-use super::{FinalState, TieredModule, TIER_FINAL};
+use super::{FinalState, TieredModule, TIER_FINAL, TIER_NONE};
 use crate::error::EngineError;
 use crate::ir;
 use crate::llvm::target::OptLevel;
@@ -16,6 +16,10 @@ use crate::session::{in_guarded_context, Session};
 use crate::variants;
 use jitload_runtime::compiled::Compiled;
 use jitload_runtime::wire::{Reader, Writer};
+
+/// How many functions the final tier's installation compiles at the first tier so that the
+/// lazily read module can be freed (see `install`).
+const STRAGGLERS_COMPILED_AT_INSTALL: usize = 64;
 
 /// Suffix of a final-tier body (`name.jitload.t2`).
 const BODY: &str = ".jitload.t2";
@@ -180,13 +184,35 @@ fn install(module: &TieredModule, final_tier: FinalTier) -> Result<(), EngineErr
         module.session.object_cache().put(key, &cached.to_payload());
     }
     // A stub the final tier does not serve is reached only from first-tier bodies, through
-    // the functions they refer to. If the final tier serves all of those, no first-tier
-    // compile can come any more and the source can go (checked under the source's lock,
-    // under which first-tier compiles note what they refer to).
+    // the functions they refer to (noted under the source's lock by each first-tier compile).
+    // Those not compiled yet (first-tier code compiled while the final tier was compiling may
+    // call them) are compiled now, a few at most, so that the source can go; if too many,
+    // it stays for first-tier compiles on demand.
     let served_names: HashSet<&str> = served.iter().map(|(s, _)| s.as_str()).collect();
+    let unserved = |module: &TieredModule| -> Vec<usize> {
+        let referenced = module.referenced.lock().unwrap_or_else(|e| e.into_inner());
+        referenced
+            .iter()
+            .filter(|n| !served_names.contains(n.as_str()))
+            .filter_map(|n| module.by_name.get(n).copied())
+            .filter(|&i| module.slots[i].tier.load(Ordering::Acquire) == TIER_NONE)
+            .collect()
+    };
+    let mut budget = STRAGGLERS_COMPILED_AT_INSTALL;
+    loop {
+        let todo = unserved(module);
+        if todo.is_empty() || todo.len() > budget {
+            break;
+        }
+        budget -= todo.len();
+        for index in todo {
+            if module.first_tier(index).is_err() {
+                budget = 0; // it will fail again on demand, with the caller told
+            }
+        }
+    }
     let mut source = module.source.lock().unwrap_or_else(|e| e.into_inner());
-    let stragglers = module.referenced.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|n| !served_names.contains(n.as_str()));
-    let freed = !stragglers && source.take().is_some();
+    let freed = unserved(module).is_empty() && source.take().is_some();
     drop(source);
     if freed {
         // The lazily read module was the parent's only large LLVM allocation (an eager import
