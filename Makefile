@@ -70,14 +70,17 @@ test-sdist: build
 test-install: setup
 	nice bash tests/packaging/install_suite.sh
 
+# The packages' own tests run with the object cache off, so every test process imports the
+# extensions cold: compiled in tiers (the default), tiering up while the tests run.
 corpus-fast: build
-	$(PY) tests/corpus/run.py --fast
+	JITLOAD_CACHE=0 $(PY) tests/corpus/run.py --fast
 
 corpus: build
 	$(PY) tests/corpus/run.py
 
 bench: build
 	$(PY) benches/run.py
+	$(PY) benches/bench_tiers.py
 	$(PY) -m pip install -q cffi==2.1.1 numba==0.68.1  # the peers bench_calls measures
 	$(PY) benches/bench_calls.py --instructions
 	$(PY) -m pip install -q pybind11==2.13.6 && $(PY) benches/bench_cxx.py

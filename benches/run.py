@@ -190,7 +190,8 @@ def bench_import_fresh_cached(work: Path, n: int) -> Dict:
     env = env_with(JITLOAD_CACHE_DIR=str(work / "cache-fresh"))
     check = [PY, "-c", "import fastmath, jitload, sys; s = jitload.cache_stats(); "
              "assert s['without_llvm'] == 1 and 'jitload._native' not in sys.modules, s"]
-    time_process(code, d_bc, env)  # fills the cache
+    # fills the cache (a tiered import stores the module once its final tier is done)
+    subprocess.run([PY, "-c", "import fastmath, jitload; jitload.wait_for_tiers(timeout=600)"], cwd=d_bc, env=env, check=True)
     subprocess.run(check, cwd=d_bc, env=env, check=True)  # the timed runs take the LLVM-free path
     a, b = paired(n, lambda: time_process(code, d_so, env), lambda: time_process(code, d_bc, env))
     return result("import/fresh-process-cached/fastmath", ".so", ".bc (warm cache)", a, b,
@@ -297,7 +298,7 @@ def bench_import_warm(work: Path, n: int) -> List[Dict]:
     so = run(d_so)
     cold = run(d_bc, JITLOAD_CACHE="0")
     cache = str(work / "cache-warm")
-    run(d_bc, JITLOAD_CACHE_DIR=cache)  # fills the cache
+    run(d_bc, JITLOAD_CACHE_DIR=cache, JITLOAD_TIER="eager")  # fills the cache (eager: stored before the process ends)
     cached = run(d_bc, JITLOAD_CACHE_DIR=cache)
     return [
         result("import/warm-process/fastmath", ".so", ".bc (JIT running)", so, cold,
@@ -311,6 +312,7 @@ RUN_SCRIPT = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import fastmath
+import jitload; jitload.wait_for_tiers(timeout=600)  # steady state: the final tier when a cold import tiered
 assert fastmath.__file__.endswith(sys.argv[2]), fastmath.__file__
 fastmath.prime_sum(1000)
 best = float("inf")
@@ -339,6 +341,7 @@ REGEX_SCRIPT = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import regex, regex._regex as r
+import jitload; jitload.wait_for_tiers(timeout=600)  # steady state: the final tier when a cold import tiered
 assert r.__file__.endswith(sys.argv[2]), r.__file__
 text = ("The quick brown fox jumps over the lazy dog 2024-11-23 user@example.com " * 4000)
 pat = regex.compile(r"(\w+)@(\w+)\.com|(\d{4})-(\d{2})-(\d{2})|\b[a-z]{5}\b")
@@ -354,6 +357,7 @@ XXHASH_SCRIPT = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
 import xxhash, xxhash._xxhash as x
+import jitload; jitload.wait_for_tiers(timeout=600)  # steady state: the final tier when a cold import tiered
 assert x.__file__.endswith(sys.argv[2]), x.__file__
 data = bytes(range(256)) * (1 << 18)  # 64 MiB
 xxhash.xxh64_intdigest(data[:4096])

@@ -6,6 +6,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=shim/guard.cpp");
     println!("cargo:rerun-if-changed=shim/orc.cpp");
+    println!("cargo:rerun-if-changed=shim/tiers.cpp");
     println!("cargo:rerun-if-changed=shim/jit_memory.cpp");
     println!("cargo:rerun-if-env-changed=LLVM_SYS_221_PREFIX");
     let prefix = std::env::var("LLVM_SYS_221_PREFIX").unwrap_or_else(|_| "/usr/lib/llvm-22".into());
@@ -16,7 +17,7 @@ fn main() {
     assert!(out.status.success(), "{config} --cxxflags failed");
     let flags = String::from_utf8(out.stdout).expect("utf-8 flags");
     let mut build = cc::Build::new();
-    build.cpp(true).file("shim/guard.cpp").file("shim/orc.cpp").file("shim/jit_memory.cpp").warnings(false);
+    build.cpp(true).file("shim/guard.cpp").file("shim/orc.cpp").file("shim/tiers.cpp").file("shim/jit_memory.cpp").warnings(false);
     // LLVM's own flags (include path, -std=c++17, ABI macros, -fno-exceptions) so the shim
     // is ABI-compatible with libLLVM.
     for flag in flags.split_whitespace() {

@@ -118,8 +118,10 @@ __all__ = [
     "loaded_libraries",
     "options",
     "set_option",
+    "tier_info",
     "uninstall",
     "versions",
+    "wait_for_tiers",
 ]
 
 
@@ -130,6 +132,7 @@ def install(
     isolate: Optional[bool] = None,
     c_source: Optional[bool] = None,
     cache: Optional[bool] = None,
+    tier: Optional[str] = None,
 ) -> None:
     """Install the import hook (idempotent).
 
@@ -146,10 +149,14 @@ def install(
             :mod:`jitload.csource` (default: ``JITLOAD_C_SOURCE``, else false).
         cache: reuse compiled objects from the persistent cache and store new ones
             (default: ``JITLOAD_CACHE``, else true); see ``python -m jitload cache``.
+        tier: ``"auto"``: a module imported with nothing cached compiles each function at
+            -O0 on its first call and the whole module at ``opt_level`` in the background
+            (:func:`wait_for_tiers`); ``"eager"``: all of it before ``import`` returns
+            (default: ``JITLOAD_TIER``, else ``"auto"``).
     """
     from .importer import install as _install
 
-    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate, c_source=c_source, cache=cache)
+    _install(prefer_bitcode=prefer_bitcode, opt_level=opt_level, isolate=isolate, c_source=c_source, cache=cache, tier=tier)
 
 
 def uninstall() -> None:
@@ -171,7 +178,9 @@ def load_library(name_or_path: str) -> str:
 
 
 def host_target() -> Dict[str, str]:
-    """The triple, CPU name and CPU features jitload compiles for."""
+    """The triple, CPU name and CPU features jitload compiles for, the CPU it tunes for
+    (``tune``), and the host features functions do not get unless they ask for them
+    (``withheld``, comma-separated: ``-avx512dq`` on Intel AVX-512 hosts, see docs/benchmarks.md)."""
     from . import _native
 
     return dict(_native.host_target())
@@ -190,6 +199,47 @@ def inspect(path: str, opt_level: int = 2) -> Dict[str, str]:
 
     ir, asm = _native.inspect(path, opt_level)
     return {"ir": ir, "asm": asm}
+
+
+def _module_file(module: object) -> str:
+    if isinstance(module, str):
+        import sys
+
+        found = sys.modules.get(module)
+        if found is None:
+            raise ValueError(f"no module named {module!r} is imported")
+        module = found
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str):
+        raise ValueError(f"{module!r} has no __file__: not an extension module")
+    return path
+
+
+def wait_for_tiers(module: object = None, timeout: Optional[float] = None) -> bool:
+    """Wait until ``module`` (a module object or its name; every module without one), loaded
+    in tiers, runs its final-tier code (``JITLOAD_OPT_LEVEL``) or gave up on it (its first
+    tier keeps running). Returns False if ``timeout`` seconds passed first.
+
+    >>> import jitload
+    >>> jitload.wait_for_tiers(timeout=600)
+    True
+    """
+    from . import _native
+
+    return _native.wait_for_tiers(None if module is None else _module_file(module), timeout)
+
+
+def tier_info(module: object) -> Optional[Dict[str, object]]:
+    """The tiers of ``module`` (a module object or its name) if it was loaded in tiers:
+    ``{"state": "pending" | "final" | "failed: ..." | "released", "functions": {name: tier}}``
+    with tier 0 (not called yet), 1 (-O0, compiled on its first call) or 2 (final tier);
+    None for a module loaded eagerly or from the cache."""
+    if "jitload._native" not in __import__("sys").modules:
+        return None  # nothing was compiled in this process
+    from . import _native
+
+    info: Optional[Dict[str, object]] = _native.tier_info(_module_file(module))
+    return info
 
 
 def loaded_libraries() -> List[str]:

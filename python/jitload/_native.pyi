@@ -40,6 +40,9 @@ __all__ = [
     "link_bitcode",
     "llvm_version",
     "load_extension",
+    "prepare_tiers_for_exit",
+    "tier_info",
+    "wait_for_tiers",
     "load_library",
     "loaded_extension_count",
     "option_problems",
@@ -62,8 +65,12 @@ def load_extension(
     opt_level: int = 2,
     isolate: bool = True,
     use_cache: bool = True,
+    tiered: bool = False,
 ) -> ModuleType:
     """Compile, link and initialise an extension module from bitcode/IR.
+
+    With ``tiered`` (and nothing cached) functions are compiled at -O0 when first called and
+    the whole module at ``opt_level`` in the background (see :func:`wait_for_tiers`).
 
     With ``isolate`` the module is parsed and compiled in a forked child process, so that no
     input can crash or exhaust this interpreter; the object code comes back through a pipe.
@@ -93,7 +100,7 @@ def inspect(path: _Path, opt_level: int = 2) -> Tuple[str, str]:
     """(optimised IR, native assembly) for a bitcode/IR file."""
 
 def host_target() -> Dict[str, str]:
-    """{'triple', 'cpu', 'features'} of the host."""
+    """{'triple', 'cpu', 'features', 'tune', 'withheld'} of the host."""
 
 def llvm_version() -> str:
     """The LLVM version in use."""
@@ -175,3 +182,18 @@ def cache_prune(max_bytes: int) -> Optional[Dict[str, int]]:
 
 def cache_stats() -> Dict[str, int]:
     """This process's cache hits, misses, stores and failed stores."""
+
+
+def wait_for_tiers(path: Optional[str] = None, timeout: Optional[float] = None) -> bool:
+    """Wait until the module loaded from ``path`` (every tiered module without one) reached
+    its final tier or gave up on it; False if ``timeout`` seconds passed first."""
+    ...
+
+def tier_info(path: str) -> Optional[Dict[str, Any]]:
+    """``{"state": ..., "functions": {name: tier}}`` of the module loaded from ``path`` in
+    tiers (tier 0: not compiled yet, 1: -O0, 2: final), or None."""
+    ...
+
+def prepare_tiers_for_exit() -> None:
+    """Compile, while it is safe, what modules loaded in tiers may run at exit."""
+    ...

@@ -35,6 +35,13 @@ SETTINGS = (
         "fork",
         "compile untrusted bitcode in a forked child (fork) or in-process (none, still crash-guarded)",
     ),
+    (
+        "JITLOAD_TIER",
+        "choice",
+        (("auto", "auto"), ("eager", "eager")),
+        "auto",
+        "auto: a cold import compiles functions at -O0 when first called and the whole module at the opt level in the background; eager: everything before import returns",
+    ),
     ("JITLOAD_CACHE", "flag", None, "on", "use the persistent object cache"),
     ("JITLOAD_CACHE_DIR", "text", None, "", "where the object cache lives (default $XDG_CACHE_HOME/jitload or ~/.cache/jitload)"),
     ("JITLOAD_CACHE_MAX_MB", "count", (1, 1 << 40), "2048", "size bound of the object cache in MB"),

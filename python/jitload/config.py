@@ -11,6 +11,10 @@ The ones users set most:
 ``JITLOAD_DISABLE=1`` — the ``.pth`` file does not install the hook at start-up.
 ``JITLOAD_ISOLATION=fork|none`` — compile untrusted bitcode in a forked child (default) so no
 input can crash or exhaust the interpreter, or in-process (faster, still crash-guarded).
+``JITLOAD_TIER=auto|eager`` — ``auto`` (default): a cold import (nothing cached) compiles each
+function at -O0 when it is first called and the whole module at the opt level in a background
+process, then switches every function to that code (and caches it); ``eager``: everything is
+compiled at the opt level before ``import`` returns. See :func:`jitload.wait_for_tiers`.
 ``JITLOAD_C_SOURCE=1`` — ``import foo`` also finds ``foo.c`` (lowest priority), compiles it with clang 22
 to bitcode (cached, see :mod:`jitload.csource`) and loads that (default: off).
 ``JITLOAD_CACHE=0`` — do not use the persistent object cache (default: on; compiled objects are
@@ -51,13 +55,21 @@ class Options:
     first bitcode import of a process, where dataclasses/typing would cost ~25 ms."""
 
     def __init__(
-        self, prefer_bitcode: bool, opt_level: int, isolate: bool, c_source: bool = False, cache: bool = True
+        self,
+        prefer_bitcode: bool,
+        opt_level: int,
+        isolate: bool,
+        c_source: bool = False,
+        cache: bool = True,
+        tiered: bool = True,
     ) -> None:
         self.prefer_bitcode = prefer_bitcode
         self.opt_level = opt_level
         self.isolate = isolate
         self.c_source = c_source
         self.cache = cache
+        #: Compile cold imports in tiers (``JITLOAD_TIER=auto``).
+        self.tiered = tiered
         self.fastload = True
         self.fast_wrappers = True
         self.cache_dir: Optional[str] = None
@@ -75,6 +87,7 @@ class Options:
             isolate=values["JITLOAD_ISOLATION"] == "fork",
             c_source=values["JITLOAD_C_SOURCE"],
             cache=values["JITLOAD_CACHE"],
+            tiered=values["JITLOAD_TIER"] == "auto",
         )
         o.fastload = values["JITLOAD_FASTLOAD"]
         o.fast_wrappers = values["JITLOAD_FAST"]
@@ -131,7 +144,7 @@ def set_option(name: str, value: str) -> None:
     _environ[name] = value
     _values, _given, _ = _settings.read(_environ)
     # install()'s choices stay (they were made after the environment's).
-    keep = {k: getattr(options, k) for k in ("prefer_bitcode", "opt_level", "isolate", "c_source", "cache")}
+    keep = {k: getattr(options, k) for k in ("prefer_bitcode", "opt_level", "isolate", "c_source", "cache", "tiered")}
     options = Options.from_values(_values, _environ)
     changed = {
         "JITLOAD_PREFER_BITCODE": "prefer_bitcode",
@@ -139,6 +152,7 @@ def set_option(name: str, value: str) -> None:
         "JITLOAD_ISOLATION": "isolate",
         "JITLOAD_C_SOURCE": "c_source",
         "JITLOAD_CACHE": "cache",
+        "JITLOAD_TIER": "tiered",
     }.get(name)
     for attr, v in keep.items():
         if attr != changed:

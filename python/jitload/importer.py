@@ -87,7 +87,10 @@ class _SubinterpreterNative:
         opt_level: int = 2,
         isolate: bool = True,
         use_cache: bool = True,
+        tiered: bool = False,
     ) -> ModuleType:
+        # Subinterpreters load eagerly: a failed first-tier call raises through the main
+        # interpreter's error hook, which cannot reach another interpreter's thread state.
         module: ModuleType = self._load(path, fullname, init_symbol, spec, opt_level, int(isolate), int(use_cache))
         return module
 
@@ -221,9 +224,34 @@ def load_extension(path: str, spec: ModuleSpec, check_abi: bool = True) -> Tuple
             return module, fast
     native = _native()
     module = native.load_extension(
-        path, spec.name, symbol, spec, opt_level=options.opt_level, isolate=options.isolate, use_cache=options.cache
+        path,
+        spec.name,
+        symbol,
+        spec,
+        opt_level=options.opt_level,
+        isolate=options.isolate,
+        use_cache=options.cache,
+        tiered=options.tiered,
     )
+    if options.tiered:
+        _prepare_tiers_for_exit(native)
     return module, native
+
+
+_exit_hook_registered = False
+
+
+def _prepare_tiers_for_exit(native: Any) -> None:
+    """Once a module may have been loaded in tiers: before the interpreter finalises, compile
+    what such modules may still run at exit (destructors, atexit handlers), while that is
+    safe (Python's atexit handlers run before finalisation; C ``atexit`` handlers and static
+    destructors after it, when a first-tier compile could no longer run)."""
+    global _exit_hook_registered
+    if not _exit_hook_registered and hasattr(native, "prepare_tiers_for_exit"):
+        import atexit
+
+        atexit.register(native.prepare_tiers_for_exit)
+        _exit_hook_registered = True
 
 
 class BitcodeExtensionLoader(ExtensionFileLoader):
@@ -445,9 +473,14 @@ def install(
     isolate: Optional[bool] = None,
     c_source: Optional[bool] = None,
     cache: Optional[bool] = None,
+    tier: Optional[str] = None,
 ) -> None:
     """Make ``import`` find bitcode extension modules (and, with ``c_source``, C sources).
     Idempotent; later calls update options."""
+    if tier is not None:
+        if tier not in ("auto", "eager"):
+            raise ValueError(f"tier must be 'auto' or 'eager', not {tier!r}")
+        config.options.tiered = tier == "auto"
     if cache is not None:
         config.options.cache = bool(cache)
     if c_source is not None:

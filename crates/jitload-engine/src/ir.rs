@@ -75,7 +75,8 @@ fn parse_kind<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str, kind: InputKin
 
 /// Checks the module was built for this machine's architecture and OS, then stamps it with
 /// the host triple (vendor and environment spellings differ harmlessly between tools) and
-/// makes its functions compile for the host CPU and features (tuned as `host.tune` says).
+/// makes its functions compile for the host CPU and features (tuned as `host.tune` says, less
+/// `host.withheld`).
 pub fn retarget(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Result<(), EngineError> {
     let triple = module.triple();
     if !triple.is_empty() {
@@ -86,7 +87,7 @@ pub fn retarget(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Resul
         }
     }
     module.set_triple(&host.triple);
-    module.retarget_functions(&host.cpu, &host.tune, &host.features, host.prefer_vector_width);
+    module.retarget_functions(&host.cpu, &host.tune, &host.function_features(), host.prefer_vector_width);
     Ok(())
 }
 

@@ -36,8 +36,22 @@ pub fn set_interrupt_check(check: InterruptCheck) {
     *INTERRUPT_CHECK.write().unwrap_or_else(|e| e.into_inner()) = Some(check);
 }
 
-/// The installed check, if any.
+thread_local! {
+    /// Set on threads that compile in the background for nobody waiting (a final tier):
+    /// Ctrl-C is the program's, not theirs, and they may outlive the interpreter.
+    static UNINTERRUPTIBLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread's compiles as not interruptible (see `UNINTERRUPTIBLE`).
+pub(crate) fn set_uninterruptible() {
+    UNINTERRUPTIBLE.with(|u| u.set(true));
+}
+
+/// The installed check, if any (none on an uninterruptible thread).
 pub(crate) fn interrupt_check() -> Option<InterruptCheck> {
+    if UNINTERRUPTIBLE.with(|u| u.get()) {
+        return None;
+    }
     *INTERRUPT_CHECK.read().unwrap_or_else(|e| e.into_inner())
 }
 

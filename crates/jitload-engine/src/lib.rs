@@ -7,6 +7,7 @@ pub mod error;
 pub mod fork_gate;
 pub mod ir;
 pub mod isolate;
+pub mod kept;
 pub mod library;
 pub mod link;
 pub mod llvm;
@@ -14,6 +15,7 @@ pub mod native;
 pub mod objfile;
 pub mod session;
 pub mod stubs;
+pub mod tiers;
 pub mod variants;
 
 pub use error::EngineError;

@@ -14,6 +14,7 @@ use crate::llvm::orc::{self, Dylib, Jit, Tracker};
 use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::native;
 use crate::variants;
+use jitload_cache::CacheKey;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
 use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
@@ -47,18 +48,32 @@ pub type LoadedModule = Linked<OrcCode>;
 pub struct OrcCode {
     pub dylib: Dylib,
     tracker: Tracker,
+    /// Stubs its JITDylib resolves the module's functions to (a module compiled in tiers).
+    stubs: Option<Arc<dyn StubResolver>>,
+}
+
+/// Functions a linked module reaches through stubs (see `tiers`).
+pub trait StubResolver: Send + Sync {
+    /// The stub of function `name`, if the module defines it.
+    fn stub(&self, name: &str) -> Option<u64>;
+    /// The module's code is about to be freed.
+    fn detach(&self);
 }
 
 /// The link contract's ORC backend (the warm path's is `jitload-objload`).
-struct OrcLinker<'s>(&'s Session);
+struct OrcLinker<'s> {
+    session: &'s Session,
+    stubs: Option<Arc<dyn StubResolver>>,
+}
 
 impl Linker for OrcLinker<'_> {
     type Code = OrcCode;
 
     fn link(&self, label: &str, path: &str, objects: &[Vec<u8>], scope: Arc<ModuleScope>) -> Result<OrcCode, String> {
-        let jit = &self.0.jit;
+        let jit = &self.session.jit;
         let dylib = jit.create_dylib(label);
-        jit.add_resolver(dylib, Arc::new(move |name: &str| scope.resolve(name)));
+        let stubs = self.stubs.clone();
+        jit.add_resolver(dylib, Arc::new(move |name: &str| stubs.as_ref().and_then(|t| t.stub(name)).or_else(|| scope.resolve(name))));
         if let Some(archive) = builtins_archive() {
             // A missing or unreadable archive only loses rare helpers; linking reports those.
             if let Err(e) = jit.add_archive(dylib, archive) {
@@ -69,15 +84,15 @@ impl Linker for OrcLinker<'_> {
         for object in objects {
             jit.add_object(&tracker, object, path)?;
         }
-        Ok(OrcCode { dylib, tracker })
+        Ok(OrcCode { dylib, tracker, stubs: self.stubs.clone() })
     }
 
     fn lookup(&self, code: &OrcCode, names: &[&str]) -> Result<Vec<(u64, bool)>, String> {
-        self.0.jit.lookup_with_weakness(code.dylib, names)
+        self.session.jit.lookup_with_weakness(code.dylib, names)
     }
 
     fn lookup_optional(&self, code: &OrcCode, name: &str) -> Option<u64> {
-        self.0.jit.lookup_optional(code.dylib, name)
+        self.session.jit.lookup_optional(code.dylib, name)
     }
 
     fn functions(&self, _code: &OrcCode, objects: &[Vec<u8>], known: &HashMap<String, u64>) -> Vec<(u64, u64, String)> {
@@ -85,15 +100,18 @@ impl Linker for OrcLinker<'_> {
     }
 
     fn free(&self, code: OrcCode, path: &str) {
-        let OrcCode { dylib, tracker } = code;
+        let OrcCode { dylib, tracker, stubs } = code;
+        if let Some(stubs) = stubs {
+            stubs.detach();
+        }
         if let Err(e) = tracker.remove() {
             log::warn!("jitload: freeing {path} failed: {e}");
         }
         drop(tracker);
-        if let Err(e) = self.0.jit.remove_dylib(dylib) {
+        if let Err(e) = self.session.jit.remove_dylib(dylib) {
             log::warn!("jitload: removing the library of a released module failed: {e}");
         }
-        self.0.jit.clear_dead_symbols();
+        self.session.jit.clear_dead_symbols();
     }
 }
 
@@ -194,20 +212,23 @@ impl Session {
         self.cache.get_or_init(|| ObjectCache::from_options(&jitload_options::get()))
     }
 
-    /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
-    /// A valid cached object for the same input and host skips everything up to linking.
-    pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
-        let id = self.next_id();
+    /// The cache key of `bytes` (if the cache is used) and the valid cached object, if any.
+    pub(crate) fn cached(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<(Option<CacheKey>, Option<Compiled>), EngineError> {
         let key = options.use_cache.then(|| ObjectCache::key(bytes, options.opt_level.number()));
         // A payload that is checksummed but not ours to read (a format change): compile anew.
         let cached = key.as_ref().and_then(|k| self.object_cache().get(k)).and_then(|payload| Compiled::from_payload(&payload));
+        if let (Some(compiled), Some(required)) = (&cached, &options.required_symbol) {
+            check_required_export(&compiled.exports, required, path)?;
+        }
+        Ok((key, cached))
+    }
+
+    /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
+    /// A valid cached object for the same input and host skips everything up to linking.
+    pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        let (key, cached) = self.cached(bytes, path, options)?;
         let compiled = match cached {
-            Some(compiled) => {
-                if let Some(required) = &options.required_symbol {
-                    check_required_export(&compiled.exports, required, path)?;
-                }
-                compiled
-            }
+            Some(compiled) => compiled,
             None => {
                 let compiled = self.compile_input(bytes, path, options)?;
                 if let Some(k) = &key {
@@ -216,9 +237,29 @@ impl Session {
                 compiled
             }
         };
+        self.link_checked(compiled, path, options)
+    }
+
+    /// Checks that `compiled`'s symbols resolve and links it.
+    pub(crate) fn link_checked(&self, compiled: Compiled, path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
+        self.link_with_stubs(compiled, path, options, None)?
+    }
+
+    /// Links `compiled`, its functions resolving to `stubs` first; `Ok(Err(..))` if some
+    /// undefined symbol does not resolve (nothing was linked).
+    pub(crate) fn link_with_stubs(
+        &self,
+        compiled: Compiled,
+        path: &str,
+        options: &LoadOptions,
+        stubs: Option<Arc<dyn StubResolver>>,
+    ) -> Result<Result<LoadedModule, EngineError>, EngineError> {
         let scope = self.module_scope(&compiled.dependent_libraries, path)?;
-        check_resolvable(&compiled.undefined, &scope, path)?;
-        self.link(id, compiled, scope, path, options)
+        if let Err(unresolved) = check_resolvable(&compiled.undefined, &scope, path) {
+            return Ok(Err(unresolved));
+        }
+        let linker = OrcLinker { session: self, stubs };
+        link::link(&linker, scope, self.next_id(), path, compiled, options.required_symbol.as_deref()).map(Ok).map_err(|f| link_failure(path, f))
     }
 
     /// Compiles `bytes` in a forked child (`options.isolate`) or here.
@@ -263,11 +304,6 @@ impl Session {
             .map(|s| if s.thread_local { format!("__emutls_v.{}", s.name) } else { s.name })
             .collect();
         Ok(Compiled { objects, exports, undefined, dependent_libraries, has_ctors, has_dtors })
-    }
-
-    /// Links the compiled objects into a new JITDylib and records what they export.
-    fn link(&self, id: u64, compiled: Compiled, scope: ModuleScope, path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
-        link::link(&OrcLinker(self), scope, id, path, compiled, options.required_symbol.as_deref()).map_err(|f| link_failure(path, f))
     }
 
     fn module_scope(&self, libraries: &[String], path: &str) -> Result<ModuleScope, EngineError> {
@@ -388,7 +424,7 @@ impl Session {
     /// JITDylib. Refused (the module is handed back) when another module was linked against
     /// its exports, since that module still points into it.
     pub fn release(&self, module: LoadedModule) -> Result<(), Box<LoadedModule>> {
-        link::release(&OrcLinker(self), module)
+        link::release(&OrcLinker { session: self, stubs: None }, module)
     }
 }
 

@@ -132,7 +132,7 @@ thread_local! {
 
 /// Records why a stub call could not reach a function; the caller's wrapper raises it.
 pub fn set_call_error(error: crate::EngineError) {
-    CALL_ERROR.with(|e| *e.borrow_mut() = Some(error));
+    let _ = CALL_ERROR.try_with(|e| *e.borrow_mut() = Some(error));
     jitload_codemem::grace::set_call_error_flag(true);
 }
 
@@ -142,7 +142,7 @@ pub fn take_call_error() -> Option<crate::EngineError> {
         return None; // the common case, without the thread-local lookup
     }
     jitload_codemem::grace::set_call_error_flag(false);
-    CALL_ERROR.with(|e| e.borrow_mut().take())
+    CALL_ERROR.try_with(|e| e.borrow_mut().take()).ok().flatten()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -186,6 +186,16 @@ mod trampoline {
         "pxor xmm0, xmm0",
         "pxor xmm1, xmm1",
         "ret",
+        // The same for a function whose error value is -1 (an `int`/`Py_ssize_t` return).
+        ".globl jitload_stub_failed_minus_one",
+        ".hidden jitload_stub_failed_minus_one",
+        ".p2align 4",
+        "jitload_stub_failed_minus_one:",
+        "mov rax, -1",
+        "mov rdx, -1",
+        "pxor xmm0, xmm0",
+        "pxor xmm1, xmm1",
+        "ret",
         ".popsection",
         resolve = sym super::resolve_dispatch,
     );
@@ -196,6 +206,8 @@ extern "C" {
     fn jitload_stub_trampoline();
     #[cfg(target_arch = "x86_64")]
     fn jitload_stub_failed();
+    #[cfg(target_arch = "x86_64")]
+    fn jitload_stub_failed_minus_one();
 }
 
 /// The resolver every block's entry jumps to.
@@ -215,6 +227,19 @@ pub fn failed_call_address() -> u64 {
     #[cfg(target_arch = "x86_64")]
     {
         jitload_stub_failed as *const () as usize as u64
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
+/// A function that returns -1: where a call to a function returning an integer goes after
+/// its resolution failed (CPython's error value for `int` and `Py_ssize_t` results).
+pub fn failed_call_minus_one_address() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        jitload_stub_failed_minus_one as *const () as usize as u64
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

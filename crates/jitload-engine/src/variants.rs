@@ -86,38 +86,62 @@ fn carried(module: &Module<'_>, path: &str) -> Result<Vec<Variant>, EngineError>
     Ok(out)
 }
 
-/// The module to compile for this host: `module` itself, or the code of the highest level it
-/// carries that the host and `JITLOAD_X86_LEVEL` allow, with `module`'s file metadata.
-pub fn select<'c>(ctx: &'c Context, mut module: Module<'c>, host: &HostTarget, path: &str) -> Result<Module<'c>, EngineError> {
-    let variants = carried(&module, path)?;
+/// A level's name and the bitcode of its pieces.
+pub type ChosenLevel = (String, Vec<Vec<u8>>);
+
+/// The level to load on this host and its pieces' bitcode: the highest level `module`
+/// carries that the host and `JITLOAD_X86_LEVEL` allow; `None`: the baseline (`module`
+/// itself).
+pub fn chosen(module: &Module<'_>, host: &HostTarget, path: &str) -> Result<Option<ChosenLevel>, EngineError> {
+    let variants = carried(module, path)?;
     if variants.is_empty() {
-        return Ok(module);
+        return Ok(None);
     }
     let cap = host_level(&host.features).min(jitload_options::get().x86_level.unwrap_or(u8::MAX));
     // Level names this loader does not know (a later jitload's) are skipped.
     let best = variants.iter().filter_map(|(name, _)| jitload_options::x86_level_number(name)).filter(|l| *l <= cap).max();
     let Some(level) = best else {
         log::debug!("{path}: loading the baseline code (host level {cap})");
-        module.erase_named_metadata(NAMED_METADATA);
-        return Ok(module);
+        return Ok(None);
     };
     let name = variants.iter().map(|(n, _)| n).find(|n| jitload_options::x86_level_number(n) == Some(level)).cloned().unwrap_or_default();
     log::debug!("{path}: loading its {name} variant");
-    let error = |message: String| EngineError::Compile {
+    let pieces = variants.into_iter().filter(|(n, _)| *n == name).map(|(_, b)| b).collect();
+    Ok(Some((name, pieces)))
+}
+
+/// The error for a variant `name` of `path` that does not read.
+pub fn variant_error(path: &str, name: &str, message: String) -> EngineError {
+    EngineError::Compile {
         path: path.to_string(),
         stage: format!("reading its {name} variant"),
         message: format!("{message}; rebuild the module, or set JITLOAD_X86_LEVEL=baseline to load its baseline code"),
+    }
+}
+
+/// Gives `chosen` (a variant's code) the file metadata of `module` (the baseline).
+pub fn keep_file_metadata<'c>(chosen: &mut Module<'c>, module: &Module<'c>) {
+    for key in FILE_METADATA {
+        chosen.copy_named_metadata_from(module, key);
+    }
+}
+
+/// The module to compile for this host: `module` itself, or the code of the highest level it
+/// carries that the host and `JITLOAD_X86_LEVEL` allow, with `module`'s file metadata.
+pub fn select<'c>(ctx: &'c Context, mut module: Module<'c>, host: &HostTarget, path: &str) -> Result<Module<'c>, EngineError> {
+    let Some((name, pieces)) = chosen(&module, host, path)? else {
+        module.erase_named_metadata(NAMED_METADATA);
+        return Ok(module);
     };
+    let error = |message: String| variant_error(path, &name, message);
     let mut chosen = Module::new_empty(ctx, &name);
     chosen.set_triple(&module.triple());
-    for (_, bitcode) in variants.iter().filter(|(n, _)| *n == name) {
+    for bitcode in &pieces {
         let piece = Module::parse_bitcode(ctx, bitcode, &format!("{path} ({name})")).map_err(&error)?;
         piece.verify().map_err(&error)?;
         chosen.link_in(piece).map_err(&error)?;
     }
-    for key in FILE_METADATA {
-        chosen.copy_named_metadata_from(&module, key);
-    }
+    keep_file_metadata(&mut chosen, &module);
     Ok(chosen)
 }
 

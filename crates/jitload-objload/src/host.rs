@@ -22,6 +22,19 @@ pub fn cpu_fingerprint() -> Vec<u8> {
     }
 }
 
+/// Whether the CPU is Intel's (CPUID vendor "GenuineIntel"): the JIT's target set-up tunes a
+/// cost the cost model gets wrong on Intel cores only (`jitload_runtime::tuning`).
+pub fn vendor_is_intel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        x86::vendor() == *b"GenuineIntel"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::{__cpuid_count, _xgetbv, CpuidResult};
@@ -37,6 +50,16 @@ mod x86 {
     unsafe fn xcr0() -> u64 {
         // SAFETY: the caller checked that the OS enabled XSAVE (CPUID.1:ECX.OSXSAVE).
         unsafe { _xgetbv(0) }
+    }
+
+    /// The 12-byte vendor string of CPUID leaf 0 (EBX, EDX, ECX in that order).
+    pub(super) fn vendor() -> [u8; 12] {
+        let leaf0 = cpuid(0, 0);
+        let mut out = [0u8; 12];
+        for (chunk, v) in out.chunks_mut(4).zip([leaf0.ebx, leaf0.edx, leaf0.ecx]) {
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        out
     }
 
     pub(super) fn fingerprint() -> Vec<u8> {
@@ -87,6 +110,14 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vendor_matches_proc_cpuinfo() {
+        // The kernel's vendor_id line comes from the same CPUID leaf.
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return };
+        let Some(line) = info.lines().find(|l| l.starts_with("vendor_id")) else { return };
+        assert_eq!(super::vendor_is_intel(), line.trim_end().ends_with("GenuineIntel"), "{line}");
+    }
+
     #[test]
     fn stable_on_every_core() {
         let first = super::cpu_fingerprint();

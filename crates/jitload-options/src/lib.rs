@@ -39,6 +39,8 @@ pub struct Options {
     pub opt_level: u8,
     /// Compile untrusted input in a forked child.
     pub isolate: bool,
+    /// Compile cold imports in tiers (`JITLOAD_TIER=auto`, see the engine's `tiers`).
+    pub tiered: bool,
     pub cache: bool,
     /// Where the object cache lives, if anywhere (`JITLOAD_CACHE_DIR`, XDG rules).
     pub cache_dir: Option<PathBuf>,
@@ -149,6 +151,7 @@ impl Options {
             c_source: flag("JITLOAD_C_SOURCE"),
             opt_level: count("JITLOAD_OPT_LEVEL").unwrap_or(2) as u8,
             isolate: choice("JITLOAD_ISOLATION") != "none",
+            tiered: choice("JITLOAD_TIER") != "eager",
             cache: flag("JITLOAD_CACHE"),
             cache_dir: cache_dir(text("JITLOAD_CACHE_DIR").map(OsString::from), xdg_cache_home, home),
             cache_max_bytes: count("JITLOAD_CACHE_MAX_MB").unwrap_or(2048).saturating_mul(1 << 20),

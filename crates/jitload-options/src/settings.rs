@@ -60,6 +60,12 @@ pub const SETTINGS: &[Setting] = &[
         "fork",
         "compile untrusted bitcode in a forked child (fork) or in-process (none, still crash-guarded)",
     ),
+    setting(
+        "JITLOAD_TIER",
+        Kind::Choice(&[("auto", "auto"), ("eager", "eager")]),
+        "auto",
+        "auto: a cold import compiles functions at -O0 when first called and the whole module at the opt level in the background; eager: everything before import returns",
+    ),
     setting("JITLOAD_CACHE", Kind::Flag, "on", "use the persistent object cache"),
     setting("JITLOAD_CACHE_DIR", Kind::Text, "", "where the object cache lives (default $XDG_CACHE_HOME/jitload or ~/.cache/jitload)"),
     setting("JITLOAD_CACHE_MAX_MB", Kind::Count { min: 1, max: 1 << 40 }, "2048", "size bound of the object cache in MB"),

@@ -44,6 +44,10 @@ thread_local! {
 /// The engine's interrupt check: runs Python's signal handlers (main thread only; elsewhere
 /// they never run) and asks the compile to stop if one raised.
 pub fn interrupt_requested() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time from any thread.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return false; // after finalisation there are no signal handlers to run
+    }
     Python::attach(|py| match py.check_signals() {
         Ok(()) => false,
         Err(err) => {

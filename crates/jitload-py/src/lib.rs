@@ -6,6 +6,7 @@ mod engine;
 mod error;
 mod stencils;
 mod subinterp;
+mod tiers;
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ fn opt_level(level: u8) -> PyResult<OptLevel> {
 /// Compiles and links an extension module from `path`, runs its static constructors and its
 /// init function `init_symbol`, and returns the module object (unexecuted for PEP 489).
 #[pyfunction]
-#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true, use_cache=true))]
+#[pyo3(signature = (path, fullname, init_symbol, spec, opt_level=2, isolate=true, use_cache=true, tiered=false))]
 #[allow(clippy::too_many_arguments)]
 fn load_extension<'py>(
     py: Python<'py>,
@@ -38,11 +39,12 @@ fn load_extension<'py>(
     opt_level: u8,
     isolate: bool,
     use_cache: bool,
+    tiered: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let level = self::opt_level(opt_level)?;
     let session = session(py)?;
     let options = LoadOptions { opt_level: level, required_symbol: Some(init_symbol.to_string()), isolate, use_cache };
-    let loaded = py.detach(|| session.load_file(&path, &options));
+    let loaded = py.detach(|| if tiered { jitload_engine::tiers::load_file(&session, &path, &options) } else { session.load_file(&path, &options) });
     cache::warn_once(py, &session)?;
     let loaded = loaded.map_err(|e| engine_error(py, e, Some(fullname)))?;
     let init_address = loaded.required_address.expect("required symbol was looked up");
@@ -110,7 +112,8 @@ fn inspect(py: Python<'_>, path: PathBuf, opt_level: u8) -> PyResult<(String, St
     .map_err(|e| engine_error(py, e, None))
 }
 
-/// The host target jitload compiles for: triple, CPU name and features.
+/// The host target jitload compiles for: triple, CPU name and features, tuning, and the
+/// features functions do not get unless they ask for them.
 #[pyfunction]
 fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let host = jitload_engine::HostTarget::detect();
@@ -119,6 +122,7 @@ fn host_target(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("cpu", host.cpu)?;
     d.set_item("features", host.features)?;
     d.set_item("tune", host.tune)?;
+    d.set_item("withheld", host.withheld.join(","))?;
     Ok(d)
 }
 
@@ -164,5 +168,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     engine::register(m)?;
     stencils::register(m)?;
+    tiers::register(m)?;
     Ok(())
 }

@@ -40,7 +40,7 @@ pub unsafe extern "C" fn jitload_subinterpreter_load(
             let fullname: String = fullname.extract()?;
             let init_symbol: String = init_symbol.extract()?;
             let level = u8::try_from(opt_level).unwrap_or(u8::MAX);
-            let module = crate::load_extension(py, path, &fullname, &init_symbol, &spec, level, isolate != 0, use_cache != 0)?;
+            let module = crate::load_extension(py, path, &fullname, &init_symbol, &spec, level, isolate != 0, use_cache != 0, false)?;
             Ok(module.into_ptr())
         })
     }

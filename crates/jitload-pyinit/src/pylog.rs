@@ -66,6 +66,11 @@ impl log::Log for Forward {
         if !self.enabled(record.metadata()) || std::process::id() != OWNER.load(Ordering::Relaxed) {
             return;
         }
+        // SAFETY: Py_IsInitialized may be called from any thread at any time. After
+        // finalisation (a compiler thread finishing at exit) there is no logger to reach.
+        if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+            return;
+        }
         let entry = (python_level(record.level()), record.args().to_string());
         {
             let mut queue = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,6 +95,10 @@ impl log::Log for Forward {
 /// The pending call: runs on the interpreter's main thread with the GIL held.
 extern "C" fn forward_pending(_: *mut c_void) -> c_int {
     SCHEDULED.store(false, Ordering::Release);
+    // SAFETY: as in `log`.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return 0;
+    }
     let (records, dropped) = {
         let mut queue = QUEUE.lock().unwrap_or_else(|e| e.into_inner());
         (std::mem::take(&mut queue.records), std::mem::take(&mut queue.dropped))

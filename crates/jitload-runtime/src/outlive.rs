@@ -88,6 +88,12 @@ pub fn pinning_symbol(undefined: &[String]) -> Option<&str> {
     undefined.iter().map(String::as_str).find(|s| OUTLIVING.contains(s))
 }
 
+/// Whether a module with these undefined symbols can register C exit handlers.
+pub fn registers_exit_handler(undefined: &[String]) -> bool {
+    const EXIT_HANDLERS: &[&str] = &["atexit", "at_quick_exit", "on_exit", "Py_AtExit", "PyUnstable_AtExit"];
+    undefined.iter().any(|s| EXIT_HANDLERS.contains(&s.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

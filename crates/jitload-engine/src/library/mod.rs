@@ -37,7 +37,7 @@ mod prepare;
 use binding::{Stub, StubTable, Target};
 use jitload_options::edit_distance;
 use names::{body_name, emutls_name, internal_name, user_name};
-use prepare::{LazyModule, LazySource, Prepared};
+use prepare::{LazySource, Prepared};
 
 /// How a library compiles what is added to it.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,7 @@ pub fn set_wait_hook(hook: WaitHook) {
     *WAIT_HOOK.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
 }
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     let hook = *WAIT_HOOK.read().unwrap_or_else(|e| e.into_inner());
     let mut f = Some(f);
     let mut out = None;
@@ -134,10 +134,6 @@ struct Inner {
 pub struct Library {
     inner: Arc<Inner>,
 }
-
-// SAFETY: the module and its context are only used by one thread at a time (behind the Mutex
-// in LazySource).
-unsafe impl Send for LazyModule {}
 
 impl Library {
     /// Creates a library in `session`, searching the session's process scope last.

@@ -38,20 +38,8 @@ impl Prepared {
 
 /// A module kept in memory so a lazy library can compile its functions one at a time.
 pub(super) struct LazySource {
-    pub(super) module: Mutex<LazyModule>,
+    pub(super) module: Mutex<crate::kept::KeptModule>,
     pub(super) path: String,
-}
-
-pub(super) struct LazyModule {
-    // Field order matters: the module must be disposed before its context.
-    pub(super) module: Option<Module<'static>>,
-    pub(super) _context: Box<Context>,
-}
-
-impl Drop for LazyModule {
-    fn drop(&mut self) {
-        self.module = None;
-    }
 }
 
 impl Library {
@@ -133,11 +121,7 @@ impl Library {
     }
 
     pub(super) fn prepare_lazy(&self, bytes: &[u8], path: &str, id: u64) -> Result<Prepared, EngineError> {
-        let context = Box::new(Context::new());
-        // SAFETY: the module borrows the boxed context, which LazyModule keeps (at a stable
-        // heap address) and disposes after the module.
-        let ctx: &'static Context = unsafe { &*(&*context as *const Context) };
-        let work = || -> Result<(Prepared, Module<'static>, Vec<u8>), EngineError> {
+        let work = |ctx: &'static Context| -> Result<(Module<'static>, (Prepared, Vec<u8>)), EngineError> {
             let mut module = ir::parse_content(ctx, bytes, path)?;
             let aliases = module.function_aliases();
             if !aliases.is_empty() {
@@ -157,23 +141,11 @@ impl Library {
             }
             let mut globals = module.clone_part(None);
             let object = self.session().compile(&mut globals, self.inner.options.opt_level, path)?;
-            Ok((prepared, module, object))
+            Ok((module, (prepared, object)))
         };
-        let (mut prepared, module, globals_object) = match guarded(work) {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => {
-                // Dispose under the guard: after a failed parse this can crash (see
-                // `session::in_guarded_context`); if it does, the context is abandoned.
-                let _ = guarded(move || drop(context));
-                return Err(e);
-            }
-            Err(reason) => {
-                std::mem::forget(context);
-                return Err(EngineError::LlvmCrash { path: path.to_string(), reason });
-            }
-        };
+        let (kept, (mut prepared, globals_object)) = crate::kept::KeptModule::build(path, work)?;
         prepared.objects.push(globals_object);
-        prepared.lazy = Some(Arc::new(LazySource { module: Mutex::new(LazyModule { module: Some(module), _context: context }), path: path.to_string() }));
+        prepared.lazy = Some(Arc::new(LazySource { module: Mutex::new(kept), path: path.to_string() }));
         Ok(prepared)
     }
 
@@ -183,7 +155,7 @@ impl Library {
         let path = &source.path;
         let object = {
             let guard = blocking(|| source.module.lock().unwrap_or_else(|e| e.into_inner()));
-            let Some(module) = guard.module.as_ref() else {
+            let Some(module) = guard.module() else {
                 return Err(EngineError::Removed { library: self.inner.name.clone(), what: format!("the source of '{function}'") });
             };
             let opt = self.inner.options.opt_level;

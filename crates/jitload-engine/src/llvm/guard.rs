@@ -18,6 +18,8 @@ pub(crate) fn exit_on_out_of_memory(status: i32) {
 
 thread_local! {
     static GUARDED: Cell<bool> = const { Cell::new(false) };
+    // Reached with `try_with`: guarded work can run while the thread's locals are being
+    // destroyed (a module's destructor at exit calling a function compiled on first call).
     static FATAL_REASON: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -27,7 +29,7 @@ pub(crate) fn on_fatal_error(reason: &str) -> bool {
     if !GUARDED.with(Cell::get) {
         return false;
     }
-    FATAL_REASON.with(|r| *r.borrow_mut() = Some(reason.to_string()));
+    let _ = FATAL_REASON.try_with(|r| *r.borrow_mut() = Some(reason.to_string()));
     // SAFETY: abort raises SIGABRT, which the CrashRecoveryContext active on this thread
     // turns into a return from jitload_run_guarded.
     unsafe { libc::abort() }
@@ -55,7 +57,7 @@ extern "C" fn trampoline<T>(data: *mut c_void) {
 pub fn guarded<'a, T>(f: impl FnOnce() -> T + 'a) -> Result<T, String> {
     let mut call: Call<'a, T> = Call { f: Some(Box::new(f)), out: None };
     let was = GUARDED.with(|g| g.replace(true));
-    FATAL_REASON.with(|r| r.borrow_mut().take());
+    let _ = FATAL_REASON.try_with(|r| r.borrow_mut().take());
     // In-process LLVM work keeps forks out (see `isolate::ForkGate`): counted here, outside
     // the region a crash longjmps over.
     crate::fork_gate::llvm_work_begins();
@@ -67,7 +69,7 @@ pub fn guarded<'a, T>(f: impl FnOnce() -> T + 'a) -> Result<T, String> {
     crate::fork_gate::llvm_work_ends();
     GUARDED.with(|g| g.set(was));
     if !ok {
-        let reason = FATAL_REASON.with(|r| r.borrow_mut().take());
+        let reason = FATAL_REASON.try_with(|r| r.borrow_mut().take()).ok().flatten();
         std::mem::forget(call); // its closure state may be half-dropped; never touch it again
         return Err(reason.unwrap_or_else(|| "LLVM crashed while processing the module".to_string()));
     }

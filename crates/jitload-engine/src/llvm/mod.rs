@@ -6,6 +6,7 @@ mod jit_memory;
 pub mod module;
 pub mod orc;
 pub mod target;
+pub mod tiering;
 
 use std::ffi::{c_char, CStr, CString};
 use std::sync::Once;

@@ -133,6 +133,14 @@ impl<'ctx> Module<'ctx> {
         Module { raw, ctx, _marker: PhantomData }
     }
 
+    /// Takes ownership of `raw`, a module LLVM made in `ctx`.
+    ///
+    /// # Safety
+    /// `raw` must be a live module of `ctx` that nothing else owns.
+    pub(crate) unsafe fn from_raw(raw: LLVMModuleRef, ctx: &'ctx Context) -> Self {
+        Module { raw, ctx, _marker: PhantomData }
+    }
+
     pub(crate) fn raw(&self) -> LLVMModuleRef {
         self.raw
     }

@@ -22,6 +22,9 @@ pub struct HostTarget {
     pub tune: String,
     /// The vector width (bits) the host CPU's own tuning prefers, when tuning for another CPU.
     pub prefer_vector_width: Option<u32>,
+    /// Host features functions do not get unless they ask for them (`-avx512dq` on Intel: see
+    /// `jitload_runtime::tuning::withheld_features`). `features` stays the host's own.
+    pub withheld: &'static [&'static str],
 }
 
 impl HostTarget {
@@ -35,7 +38,8 @@ impl HostTarget {
             (take_message(triple_norm), take_message(LLVMGetHostCPUName()), take_message(LLVMGetHostCPUFeatures()))
         };
         let tune = if jitload_runtime::tuning::tune_for_host() { cpu.clone() } else { "generic".to_string() };
-        let mut host = HostTarget { triple, cpu, features, tune, prefer_vector_width: None };
+        let withheld = jitload_runtime::tuning::withheld_features(&features);
+        let mut host = HostTarget { triple, cpu, features, tune, prefer_vector_width: None, withheld };
         if host.tune != host.cpu {
             // A target machine costs about half a millisecond: once per process (the host
             // does not change), before any compile child is forked.
@@ -68,6 +72,16 @@ impl HostTarget {
         // SAFETY: tm and f are live; f's module belongs to a context only this thread uses.
         let bits = unsafe { jitload_preferred_vector_bits(tm.raw, f) };
         (bits > 0).then_some(bits)
+    }
+
+    /// The feature string functions compile with: the host's, less the withheld ones.
+    pub fn function_features(&self) -> String {
+        let mut out = self.features.clone();
+        for f in self.withheld {
+            out.push(',');
+            out.push_str(f);
+        }
+        out
     }
 
     /// The architecture part of a triple ("x86_64" of "x86_64-pc-linux-gnu").
