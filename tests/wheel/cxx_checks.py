@@ -68,6 +68,11 @@ worker.start()
 worker.join()
 assert ps.count() == 1 and counts == [1, 2], counts  # thread_local: one counter per thread
 
+if mode == "cold":
+    # Compiled in tiers: the checks above ran first-tier code; the final tier fills the cache.
+    assert jitload.wait_for_tiers(timeout=600)
+    assert ps.count() == 2  # the same thread_local counter, now through the final tier
+
 compiled = "jitload._native" in sys.modules
 assert compiled == (mode == "cold"), f"{mode}: jitload._native loaded: {compiled}"
 print(f"C++ modules ({mode}): features and pybind11 ok,", "compiled" if compiled else "from the cache, without LLVM", jitload.cache_stats())

@@ -94,7 +94,8 @@ if ! /v/bin/python -m jitload --version; then
 fi
 cp "/in/outside$suffix" /tmp/
 export JITLOAD_CACHE_DIR=/tmp/cache
-/v/bin/python -c "import sys, outside, jitload; assert outside.twice(21) == 42; assert 'jitload._native' in sys.modules; print('cold import: compiled', jitload.cache_stats())"
+# A cold import compiles in tiers; the final tier (which fills the cache) is awaited.
+/v/bin/python -c "import sys, outside, jitload; assert outside.twice(21) == 42; assert 'jitload._native' in sys.modules; assert jitload.wait_for_tiers(timeout=600); assert jitload.tier_info(outside)['state'] == 'final'; assert outside.twice(21) == 42; print('cold import: compiled in tiers', jitload.cache_stats())"
 /v/bin/python -c "import sys, outside, jitload; assert outside.twice(21) == 42; assert 'jitload._native' not in sys.modules; print('warm import: from the cache, without LLVM', jitload.cache_stats())"
 cp -r /in/cxx /tmp/cxx && cd /tmp/cxx
 /v/bin/python cxx_checks.py cold && /v/bin/python cxx_checks.py warm
