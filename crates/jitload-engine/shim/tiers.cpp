@@ -67,7 +67,8 @@ static bool has_block_address(const Constant *c, std::unordered_set<const Consta
 }
 
 // Why `m` cannot be compiled in tiers (a static string), or null. Function aliases and ifuncs
-// would need a stub of their own; a block address in data needs its function's body at once.
+// would need a stub of their own; a block address in data needs its function's body at once;
+// thread-locals: see below.
 extern "C" const char *jitload_tier_blocker(LLVMModuleRef m) {
   Module *module = unwrap(m);
   for (GlobalAlias &alias : module->aliases())
@@ -76,9 +77,16 @@ extern "C" const char *jitload_tier_blocker(LLVMModuleRef m) {
   if (!module->ifunc_empty())
     return "it defines ifuncs";
   std::unordered_set<const Constant *> seen;
-  for (GlobalVariable &gv : module->globals())
+  for (GlobalVariable &gv : module->globals()) {
     if (gv.hasInitializer() && has_block_address(gv.getInitializer(), seen))
       return "its data holds block addresses";
+    // A module defining a thread_local was seen crashing in a first-tier piece (a pybind11
+    // module with a thread_local counter, inside std::call_once's callable); until that is
+    // understood, such modules load eagerly. Thread-locals of shared libraries (libstdc++'s
+    // call_once state) are fine.
+    if (gv.isThreadLocal() && !gv.isDeclaration())
+      return "it defines thread-local variables";
+  }
   return nullptr;
 }
 
