@@ -236,7 +236,9 @@ def tier_info(module: object) -> Optional[Dict[str, object]]:
     call) or 2 (final tier); ``source_kept``: the lazily read module is still in memory (it
     is dropped once the final tier serves every function first-tier code can call);
     None for a module loaded eagerly or from the cache."""
-    if "jitload._native" not in __import__("sys").modules:
+    import sys
+
+    if "jitload._native" not in sys.modules:
         return None  # nothing was compiled in this process
     from . import _native
 

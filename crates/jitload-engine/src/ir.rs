@@ -5,6 +5,7 @@ use crate::error::EngineError;
 use crate::llvm::context::Context;
 use crate::llvm::module::{Module, ModuleSymbol};
 use crate::llvm::target::HostTarget;
+use jitload_runtime::compiled::{CTORS, DTORS};
 
 const BITCODE_MAGIC: [u8; 4] = [b'B', b'C', 0xC0, 0xDE];
 const WRAPPER_MAGIC: [u8; 4] = [0xDE, 0xC0, 0x17, 0x0B];
@@ -71,6 +72,28 @@ fn parse_kind<'ctx>(ctx: &'ctx Context, bytes: &[u8], path: &str, kind: InputKin
     };
     module.verify().map_err(|message| EngineError::Verify { path: path.to_string(), message })?;
     Ok(module)
+}
+
+/// What every loader does to a parsed module before it is compiled: retarget it to the host,
+/// define its `__dso_handle` and lower its constructors and destructors into one function each
+/// (`CTORS`, `DTORS`). Returns whether it has constructors and destructors.
+pub fn prepare_for_link(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Result<(bool, bool), EngineError> {
+    retarget(module, host, path)?;
+    module.define_dso_handle();
+    let has_ctors = module.lower_init_array("llvm.global_ctors", CTORS, false);
+    let has_dtors = module.lower_init_array("llvm.global_dtors", DTORS, true);
+    Ok((has_ctors, has_dtors))
+}
+
+/// The names a prepared module exports to other modules: its exported symbols but jitload's
+/// own, a thread-local under its emulated-TLS control object's name (see `cxx`).
+pub fn exports(module: &Module<'_>) -> Vec<String> {
+    module
+        .symbols()
+        .into_iter()
+        .filter(|s| s.exported && !s.name.starts_with("__jitload_") && !s.name.starts_with("__emutls_"))
+        .map(|s| if s.thread_local { format!("__emutls_v.{}", s.name) } else { s.name })
+        .collect()
 }
 
 /// Checks the module was built for this machine's architecture and OS, then stamps it with

@@ -15,7 +15,7 @@ use crate::llvm::target::{HostTarget, OptLevel, TargetMachine};
 use crate::native;
 use crate::variants;
 use jitload_cache::CacheKey;
-use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
+use jitload_runtime::compiled::Compiled;
 use jitload_runtime::dynlib::{builtins_archive, SharedLibrary};
 use jitload_runtime::link::{self, LinkFailure, Linked, Linker};
 use jitload_runtime::objcache::ObjectCache;
@@ -226,17 +226,18 @@ impl Session {
     /// Parses, checks, optimises, compiles and links `bytes`; `path` names it in errors.
     /// A valid cached object for the same input and host skips everything up to linking.
     pub fn load_bytes(&self, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<LoadedModule, EngineError> {
-        let (key, cached) = self.cached(bytes, path, options)?;
-        let compiled = match cached {
-            Some(compiled) => compiled,
-            None => {
-                let compiled = self.compile_input(bytes, path, options)?;
-                if let Some(k) = &key {
-                    self.object_cache().put(k, &compiled.to_payload());
-                }
-                compiled
-            }
-        };
+        match self.cached(bytes, path, options)? {
+            (_, Some(compiled)) => self.link_checked(compiled, path, options),
+            (key, None) => self.compile_and_link(bytes, path, options, key),
+        }
+    }
+
+    /// Compiles `bytes` (nothing cached under `key`), stores the result under `key` and links it.
+    pub(crate) fn compile_and_link(&self, bytes: &[u8], path: &str, options: &LoadOptions, key: Option<CacheKey>) -> Result<LoadedModule, EngineError> {
+        let compiled = self.compile_input(bytes, path, options)?;
+        if let Some(k) = &key {
+            self.object_cache().put(k, &compiled.to_payload());
+        }
         self.link_checked(compiled, path, options)
     }
 
@@ -281,8 +282,7 @@ impl Session {
     fn compile_module(&self, ctx: &Context, bytes: &[u8], path: &str, options: &LoadOptions) -> Result<Compiled, EngineError> {
         let module = ir::parse(ctx, bytes, path)?;
         let mut module = variants::select(ctx, module, &self.host, path)?;
-        ir::retarget(&mut module, &self.host, path)?;
-        module.define_dso_handle();
+        let (has_ctors, has_dtors) = ir::prepare_for_link(&mut module, &self.host, path)?;
         let symbols = module.symbols();
         if let Some(required) = &options.required_symbol {
             check_required(&symbols, required, path)?;
@@ -290,19 +290,11 @@ impl Session {
         let natives = native::carried_objects(&module, path)?;
         let undefined = native::undefined_with(ir::undefined_symbols(&symbols), &symbols, &natives);
         let dependent_libraries = module.dependent_libraries();
-        let has_ctors = module.lower_init_array("llvm.global_ctors", CTORS, false);
-        let has_dtors = module.lower_init_array("llvm.global_dtors", DTORS, true);
         // Locals made external by a parallel split only need to be unique in this module's own
         // JITDylib, and a fixed suffix keeps the object the same for the cache.
         let mut objects = self.compile_objects(&mut module, options.opt_level, path, "jlp")?;
         objects.extend(natives.into_iter().map(|n| n.bytes));
-        let exports = module
-            .symbols()
-            .into_iter()
-            .filter(|s| s.exported && !s.name.starts_with("__jitload_") && !s.name.starts_with("__emutls_"))
-            // A thread-local is emitted as its emulated-TLS control object (see `cxx`).
-            .map(|s| if s.thread_local { format!("__emutls_v.{}", s.name) } else { s.name })
-            .collect();
+        let exports = ir::exports(&module);
         Ok(Compiled { objects, exports, undefined, dependent_libraries, has_ctors, has_dtors })
     }
 

@@ -150,8 +150,8 @@ impl<'ctx> Module<'ctx> {
     }
 
     /// Rewrites this (fully read) module into a final tier beside a first tier that defines
-    /// its data (see `shim/tiers.cpp`). `local`: functions that were local before
-    /// `promote_locals`; `keep`: functions whose bodies must stay reachable by name. Returns
+    /// its data (see `shim/tiers.cpp`). `local`: the names `promote_locals` gave
+    /// (symbols that were local; only functions' matter); `keep`: functions whose bodies must stay reachable by name. Returns
     /// the (stub, body) pairs to bind.
     pub fn make_final_tier(&mut self, suffix: &str, local: &[String], keep: &[String]) -> Vec<(String, String)> {
         extern "C" fn pair(ctx: *mut c_void, stub: *const c_char, body: *const c_char) {

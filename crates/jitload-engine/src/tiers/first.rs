@@ -16,33 +16,19 @@ use crate::variants;
 use jitload_runtime::compiled::{Compiled, CTORS, DTORS};
 
 /// What both tiers do to the module before they differ, so that both see the same names:
-/// retarget, `__dso_handle`, lowered constructors, local symbols made external. Returns
-/// whether there are constructors and destructors, and the functions that were local.
+/// what every loader does (`ir::prepare_for_link`), then local symbols made external. Returns
+/// whether there are constructors and destructors, and the new names of the local symbols.
 pub(super) struct Common {
     pub(super) has_ctors: bool,
     pub(super) has_dtors: bool,
-    pub(super) local_functions: Vec<String>,
+    pub(super) promoted: Vec<String>,
 }
 
 pub(super) fn prepare_common(module: &mut Module<'_>, host: &HostTarget, path: &str) -> Result<Common, EngineError> {
-    ir::retarget(module, host, path)?;
-    module.define_dso_handle();
-    let has_ctors = module.lower_init_array("llvm.global_ctors", CTORS, false);
-    let has_dtors = module.lower_init_array("llvm.global_dtors", DTORS, true);
+    let (has_ctors, has_dtors) = ir::prepare_for_link(module, host, path)?;
     module.drop_used_lists();
-    let functions: std::collections::HashSet<String> = module.tier_functions().into_iter().map(|f| f.name).collect();
-    let local_functions = module.promote_locals(PROMOTED).into_iter().filter(|(old, _)| functions.contains(old)).map(|(_, new)| new).collect();
-    Ok(Common { has_ctors, has_dtors, local_functions })
-}
-
-/// The names a module exports (as the eager path computes them).
-pub(super) fn exports(module: &Module<'_>) -> Vec<String> {
-    module
-        .symbols()
-        .into_iter()
-        .filter(|s| s.exported && !s.name.starts_with("__jitload_") && !s.name.starts_with("__emutls_"))
-        .map(|s| if s.thread_local { format!("__emutls_v.{}", s.name) } else { s.name })
-        .collect()
+    let promoted = module.promote_locals(PROMOTED).into_iter().map(|(_, new)| new).collect();
+    Ok(Common { has_ctors, has_dtors, promoted })
 }
 
 /// Reads `bytes` lazily and, for a module carrying x86-64 level variants, the chosen level's
@@ -91,14 +77,13 @@ pub(crate) fn prepare_first_tier(
             log::debug!("jitload: {path} is compiled eagerly: {reason}");
             return Ok((module, None));
         }
+        let common = prepare_common(&mut module, host, path)?;
         let functions = module.tier_functions();
         if let Some(required) = &options.required_symbol {
             if !functions.iter().any(|f| &f.name == required) {
                 return Ok((module, None)); // the eager path reports it, with the init functions it found
             }
         }
-        let common = prepare_common(&mut module, host, path)?;
-        let functions = module.tier_functions();
         let symbols = module.symbols();
         let natives = native::carried_objects(&module, path)?;
         // Bodies are unread, so which declarations they use is unknown: all count. If one
@@ -123,7 +108,7 @@ pub(crate) fn prepare_first_tier(
         objects.extend(natives.into_iter().map(|n| n.bytes));
         let compiled = Compiled {
             objects,
-            exports: exports(&module),
+            exports: ir::exports(&module),
             undefined,
             dependent_libraries: module.dependent_libraries(),
             has_ctors: common.has_ctors,

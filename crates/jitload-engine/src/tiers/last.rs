@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::first::{exports, prepare_common};
+use super::first::prepare_common;
 use super::{FinalState, TieredModule, TIER_FINAL, TIER_NONE};
 use crate::error::EngineError;
 use crate::ir;
@@ -140,9 +140,9 @@ fn compile_final(session: &Session, bytes: &[u8], path: &str, opt: OptLevel, kee
         let symbols = module.symbols();
         let natives = native::carried_objects(&module, path)?;
         let undefined = native::undefined_with(ir::undefined_symbols(&symbols), &symbols, &natives);
-        let exported = exports(&module);
+        let exported = ir::exports(&module);
         let mut glue = module.clone_part(None);
-        let pairs = module.make_final_tier(BODY, &common.local_functions, keep);
+        let pairs = module.make_final_tier(BODY, &common.promoted, keep);
         glue.add_forwarders(&pairs);
         let glue_object = session.compile(&mut glue, OptLevel::O0, path)?;
         drop(glue);

@@ -55,7 +55,7 @@ pub fn load_file(session: &Arc<Session>, path: &std::path::Path, options: &LoadO
             return Ok(loaded);
         }
     }
-    session.load_bytes(&bytes, &shown, options)
+    session.compile_and_link(&bytes, &shown, options, key)
 }
 
 /// Called with the error of a call whose first-tier compile failed, on the calling thread
