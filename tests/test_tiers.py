@@ -277,3 +277,27 @@ def test_four_threads_call_while_modules_tier_up_and_are_replaced(tmp_path):
     assert out["wrong"] == 0 and out["errors"] == [], out
     assert all(c > 0 for c in out["calls"]), out
     assert out["state"] == "final", out
+
+
+def test_a_module_tiered_before_any_call_is_cached_for_the_warm_path(tmp_path):
+    # `twice` is static and never runs before the final tier; the next process must take the
+    # LLVM-free warm path with the tier-built entry. (The glue's unused hidden declarations
+    # that kept simplejson's entry off that path do not show up in a module this small.)
+    name = unique("tiernocall")
+    source = single_phase(
+        name,
+        methods_c="static long twice(long x) { return 2 * x; }\n"
+        "static PyObject *py_twice(PyObject *self, PyObject *arg) { return PyLong_FromLong(twice(PyLong_AsLong(arg))); }",
+        method_table='{"twice", py_twice, METH_O, NULL},',
+    )
+    build(tmp_path, name, source, cflags=["-g"])  # with debug information, as Python's CFLAGS have
+    env = {"JITLOAD_CACHE_DIR": str(tmp_path / "cache"), "JITLOAD_TIER": "auto"}
+    cold = run_python(f"import sys, jitload; sys.path.insert(0, {str(tmp_path)!r}); import {name} as m; assert jitload.wait_for_tiers(m, timeout=600)", env=env, timeout=600)
+    assert cold.returncode == 0, cold.stderr
+    warm = run_python(
+        f"import sys, jitload; sys.path.insert(0, {str(tmp_path)!r}); import {name} as m\n"
+        "print(m.twice(21), 'jitload._native' in sys.modules, jitload.cache_stats()['fallbacks'])",
+        env=env,
+    )
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.split() == ["42", "False", "0"], warm.stdout

@@ -178,7 +178,8 @@ extern "C" void jitload_make_final_tier(LLVMModuleRef m, const char *suffix, con
 
 // Makes each declared function `names[i]` of `m` a definition that tail-calls `bodies[i]`
 // (declared here with the same type): the glue that lets a final tier's bodies serve every
-// caller of the original names when the module is loaded whole from the cache.
+// caller of the original names when the module is loaded whole from the cache. Unused
+// function declarations are dropped.
 extern "C" void jitload_add_forwarders(LLVMModuleRef m, const char *const *names, const char *const *bodies, size_t n) {
   Module *module = unwrap(m);
   for (size_t i = 0; i < n; i++) {
@@ -205,6 +206,12 @@ extern "C" void jitload_add_forwarders(LLVMModuleRef m, const char *const *names
       b.CreateRet(call);
     f->setLinkage(GlobalValue::ExternalLinkage);
   }
+  // The glue was cloned with a declaration of every function; one it does not use would still
+  // be an undefined symbol of its object when hidden (a promoted local), which jitload-objload
+  // must bind: drop them.
+  for (Function &f : make_early_inc_range(*module))
+    if (f.isDeclaration() && f.use_empty() && !f.isIntrinsic())
+      f.eraseFromParent();
 }
 
 // Drops debug information (a first-tier piece does not need it; emitting it costs more than
